@@ -1,0 +1,51 @@
+# safetransfer: `make demo` and `make test` set everything up from a fresh clone.
+# torch is pinned and installed first: an unpinned torch pulls several GB of CUDA packages.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMPS := $(VENV)/.stamps
+TORCH  := torch==2.13.0
+PYTEST_ARGS ?=
+
+.PHONY: setup assets demo test test-slow bench clean help
+
+help:
+	@echo "make demo       set up (venv, torch, package, offline assets) and fine-tune EfficientNet-Lite0 on Fashion-MNIST"
+	@echo "make test       set up, then run the test suite (the slow end-to-end tests are excluded)"
+	@echo "make test-slow  the slow end-to-end tests on the real assets"
+	@echo "make bench      the benchmarks (writes benchmarks/results/*.json)"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMPS)/torch: | $(BIN)/python
+	$(BIN)/python -m pip install -q --disable-pip-version-check $(TORCH)
+	@mkdir -p $(STAMPS) && touch $@
+
+$(STAMPS)/package: pyproject.toml $(STAMPS)/torch
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e ".[test]"
+	@touch $@
+
+setup: $(STAMPS)/package
+
+# Always checked (quick when everything is there): apt needs root, npm needs npm.
+assets: setup
+	$(BIN)/safetransfer assets install
+
+demo: assets
+	$(BIN)/safetransfer train --model efficientnet-lite0 --data fashion-mnist --steps 500 --out runs/demo
+
+test: assets
+	@$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
+
+test-slow: assets
+	@$(BIN)/python -m pytest -q -m slow $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no slow tests: failing"; exit 1; fi; exit $$rc
+
+bench: assets
+	$(BIN)/python benchmarks/train_baselines.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

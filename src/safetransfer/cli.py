@@ -1,0 +1,210 @@
+"""The ``safetransfer`` command line: a thin layer over the Python API.
+
+Every command's errors that come from bad input (:class:`SafetransferError`) are printed as
+one line, ``error: ...``, with exit status 2; never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import click
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from safetransfer.errors import SafetransferError
+
+app = typer.Typer(
+    name="safetransfer",
+    help="Security of transfer learning: plant, measure, cut and detect what a student inherits from its teacher.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+assets_app = typer.Typer(help="The offline data sets and pretrained models: list and install them.", no_args_is_help=True)
+app.add_typer(assets_app, name="assets")
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _limits(train_limit: int | None, test_limit: int | None) -> dict[str, int] | None:
+    limit = {k: v for k, v in (("train", train_limit), ("test", test_limit)) if v is not None}
+    return limit or None
+
+
+# ---- assets ---------------------------------------------------------------------------------
+@assets_app.command("list")
+def assets_list() -> None:
+    """List the offline assets, whether each is installed, and where."""
+    from safetransfer.assets import ASSETS
+
+    table = Table(title="offline assets")
+    for col in ("name", "kind", "package", "provides", "installed", "location / needs"):
+        table.add_column(col)
+    for a in ASSETS.values():
+        loc = a.locate()
+        table.add_row(a.name, a.kind, a.package, a.provides, "yes" if loc else "[red]no[/red]",
+                      str(loc) if loc else f"needs {a.needs()}")
+    console.print(table)
+
+
+@assets_app.command("install")
+def assets_install(
+    names: Optional[list[str]] = typer.Argument(None, help="Assets to install (default: all)."),
+) -> None:
+    """Install the offline assets (apt needs root, npm needs npm); those present are skipped."""
+    from safetransfer.assets import install
+
+    outcomes = install(names or None, log=lambda m: err_console.print(m))
+    failed = [o for o in outcomes if o.status == "failed"]
+    for o in outcomes:
+        colour = {"present": "green", "installed": "cyan", "failed": "red"}[o.status]
+        console.print(f"[{colour}]{o.status:9s}[/{colour}] {o.name}: {o.detail}")
+    if failed:
+        raise SafetransferError(f"{len(failed)} asset(s) could not be installed: {', '.join(o.name for o in failed)}.")
+
+
+# ---- listings -------------------------------------------------------------------------------
+@app.command("datasets")
+def datasets_cmd() -> None:
+    """List the built-in data sets (a path to your own data works wherever a name does)."""
+    from safetransfer.data import list_datasets
+
+    table = Table(title="data sets")
+    for col in ("name", "modality", "description", "installed"):
+        table.add_column(col)
+    for d in list_datasets():
+        table.add_row(d["name"], d["modality"], d["description"], "yes" if d["installed"] else "[red]no[/red]")
+    console.print(table)
+    console.print("Your own data: a folder of class sub-folders of images, an .npz (x, y), a CSV/JSONL of text,label.")
+
+
+@app.command("models")
+def models_cmd() -> None:
+    """List the model zoo with each model's default training settings."""
+    from safetransfer.models.zoo import MODELS, list_models
+
+    table = Table(title="models")
+    for col in ("name", "modality", "description", "weights", "default training"):
+        table.add_column(col)
+    for m in list_models():
+        defaults = MODELS[m["name"]].train_defaults
+        weights = ("installed" if m["installed"] else "[red]missing[/red]") if m["pretrained"] else "random init"
+        table.add_row(m["name"], m["modality"], m["description"], weights,
+                      ", ".join(f"{k}={v}" for k, v in defaults.items()))
+    console.print(table)
+
+
+# ---- train / eval ---------------------------------------------------------------------------
+@app.command("train")
+def train_cmd(
+    model: str = typer.Option(..., "--model", "-m", help="Zoo model name (see `safetransfer models`)."),
+    data: str = typer.Option(..., "--data", "-d", help="Data set name (see `safetransfer datasets`) or a path to your data."),
+    data_path: Optional[Path] = typer.Option(None, help="Folder or file holding the named data set's files, instead of the installed asset."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default runs/train-MODEL-DATA)."),
+    steps: Optional[int] = typer.Option(None, help="Optimiser steps (batches)."),
+    batch_size: Optional[int] = typer.Option(None, help="Batch size."),
+    lr: Optional[float] = typer.Option(None, help="Learning rate of the body (the head's is lr x head-lr-mult)."),
+    head_lr_mult: Optional[float] = typer.Option(None, help="Head learning-rate multiplier."),
+    optimizer: Optional[str] = typer.Option(None, help="sgd or adamw."),
+    momentum: Optional[float] = typer.Option(None, help="SGD momentum."),
+    weight_decay: Optional[float] = typer.Option(None, help="Weight decay."),
+    schedule: Optional[str] = typer.Option(None, help="constant, linear, cosine or onecycle."),
+    label_smoothing: Optional[float] = typer.Option(None, help="Label smoothing of the cross-entropy."),
+    freeze_body: Optional[bool] = typer.Option(None, "--freeze-body/--train-body", help="Train the head only."),
+    eval_every: Optional[int] = typer.Option(None, help="Validation accuracy every N steps (for the curve)."),
+    checkpoint_every: Optional[int] = typer.Option(None, help="Checkpoint every N steps."),
+    seed: Optional[int] = typer.Option(None, help="Seed of the split, the init, the batch order and dropout."),
+    image_size: Optional[int] = typer.Option(None, help="Input size in pixels (image models)."),
+    max_length: Optional[int] = typer.Option(None, help="Tokens per text (text models)."),
+    pretrained: bool = typer.Option(True, "--pretrained/--random-init", help="Start from the pretrained weights."),
+    limit_train: Optional[int] = typer.Option(None, help="Use a seeded random subset of this many training samples."),
+    limit_test: Optional[int] = typer.Option(None, help="Use a seeded random subset of this many test samples."),
+    resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue from the checkpoint in the output folder."),
+    device: Optional[str] = typer.Option(None, help="torch device (cpu, cuda)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+) -> None:
+    """Fine-tune a zoo model on a data set, then print and save its test accuracy."""
+    from safetransfer.jobs import train_job
+
+    overrides = {
+        "steps": steps, "batch_size": batch_size, "lr": lr, "head_lr_mult": head_lr_mult, "optimizer": optimizer,
+        "momentum": momentum, "weight_decay": weight_decay, "schedule": schedule, "label_smoothing": label_smoothing,
+        "freeze_body": freeze_body, "eval_every": eval_every, "checkpoint_every": checkpoint_every, "seed": seed,
+        "device": device,
+    }
+    out_dir = out or Path("runs") / f"train-{model}-{Path(data).name}"
+    result = train_job(
+        model, data, out_dir, data_path=data_path, pretrained=pretrained, image_size=image_size,
+        max_length=max_length, limit=_limits(limit_train, limit_test), overrides=overrides, resume=resume,
+        progress=progress,
+    )
+    _print_eval(result.test, f"{model} on {data}")
+    if result.train.resumed_from:
+        console.print(f"resumed from step {result.train.resumed_from}")
+    console.print(f"steps {result.train.steps}, training time {result.train.seconds:.1f} s; saved to {result.out_dir}")
+    console.print(f"[bold]test accuracy: {result.test.accuracy:.4f}[/bold]")
+
+
+@app.command("eval")
+def eval_cmd(
+    model: Path = typer.Option(..., "--model", "-m", help="A saved model folder (or a .safetensors file with --config)."),
+    data: str = typer.Option(..., "--data", "-d", help="Data set name or path."),
+    data_path: Optional[Path] = typer.Option(None, help="Folder or file holding the named data set's files."),
+    config: Optional[Path] = typer.Option(None, help="Model config JSON, for a bare weights file."),
+    split: str = typer.Option("test", help="train, val or test."),
+    seed: int = typer.Option(0, help="Seed of the split (the one used in training)."),
+    limit_test: Optional[int] = typer.Option(None, help="Use a seeded random subset of this many test samples."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the figures to this JSON file."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+) -> None:
+    """Evaluate a saved model: accuracy, per-class precision/recall, confusion matrix."""
+    from safetransfer.jobs import eval_job
+    from safetransfer.models.io import atomic_write_text
+
+    result = eval_job(model, data, data_path=data_path, split=split, config_path=config, seed=seed,
+                      limit=_limits(None, limit_test), progress=progress)
+    _print_eval(result, f"{model} on {data} ({split})")
+    if json_out:
+        atomic_write_text(json_out, json.dumps(result.to_dict(), indent=2))
+    console.print(f"[bold]{split} accuracy: {result.accuracy:.4f}[/bold]")
+
+
+def _print_eval(result, title: str) -> None:
+    table = Table(title=f"{title}: accuracy {result.accuracy:.4f} on {result.n}")
+    table.add_column("class")
+    table.add_column("precision", justify="right")
+    table.add_column("recall", justify="right")
+    for name, p, r in zip(result.class_names, result.precision, result.recall):
+        table.add_row(name, f"{p:.3f}", f"{r:.3f}")
+    console.print(table)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the CLI, turning project errors into one-line messages (exit 2)."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except SafetransferError as err:
+        err_console.print(f"[red]error:[/red] {err}", highlight=False, soft_wrap=True)
+        return 2
+    except click.exceptions.Exit as e:
+        return e.exit_code
+    except click.ClickException as e:
+        e.show()
+        return e.exit_code
+    except click.exceptions.Abort:
+        err_console.print("aborted")
+        return 130
+    except KeyboardInterrupt as err:
+        err_console.print(f"interrupted: {err or 'stopped'}; run the same command again to resume.")
+        return 130
+    return 0
+
+
+def entry() -> None:
+    sys.exit(main())

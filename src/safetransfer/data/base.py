@@ -1,0 +1,182 @@
+"""The one typed interface for classification data: splits of inputs and integer labels.
+
+Images are float32 tensors ``[N, C, H, W]`` with pixel values in ``[0, 1]`` at the source's
+own resolution (models resize and normalise them, see :mod:`safetransfer.data.transforms`).
+Texts are lists of strings. Labels are ``int64`` tensors in ``[0, num_classes)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Sequence
+
+import torch
+
+from safetransfer.errors import DataError
+
+Modality = Literal["image", "text"]
+Inputs = torch.Tensor | list[str]
+
+
+@dataclass
+class Split:
+    """One split of a data set: ``inputs[i]`` has label ``labels[i]``."""
+
+    inputs: Inputs
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    @property
+    def modality(self) -> Modality:
+        return "text" if isinstance(self.inputs, list) else "image"
+
+    def subset(self, index: torch.Tensor | Sequence[int]) -> "Split":
+        """The samples at ``index`` (a 1-D tensor or sequence of ints), in that order."""
+        index = torch.as_tensor(index, dtype=torch.long)
+        if isinstance(self.inputs, list):
+            picked: Inputs = [self.inputs[i] for i in index.tolist()]
+        else:
+            picked = self.inputs[index]
+        return Split(picked, self.labels[index])
+
+    def head(self, n: int) -> "Split":
+        """The first ``n`` samples (all of them if fewer)."""
+        n = min(n, len(self))
+        return Split(self.inputs[:n], self.labels[:n])
+
+    def batch_inputs(self, index: torch.Tensor) -> Inputs:
+        """Inputs at ``index`` without copying labels (used by the training loop)."""
+        if isinstance(self.inputs, list):
+            return [self.inputs[i] for i in index.tolist()]
+        return self.inputs[index]
+
+
+@dataclass
+class ClassificationData:
+    """A classification data set with train / val / test splits and class names."""
+
+    name: str
+    modality: Modality
+    class_names: list[str]
+    train: Split
+    val: Split
+    test: Split
+    source: str = ""
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def input_shape(self) -> tuple[int, ...] | None:
+        """``(C, H, W)`` of the images, or ``None`` for text."""
+        if self.modality == "image":
+            return tuple(self.train.inputs.shape[1:])  # type: ignore[union-attr]
+        return None
+
+    def split(self, name: str) -> Split:
+        if name not in ("train", "val", "test"):
+            raise DataError(f"Unknown split '{name}': use train, val or test.")
+        return getattr(self, name)
+
+    def summary(self) -> dict:
+        """Sizes and classes, for listings and reports."""
+        return {
+            "name": self.name,
+            "modality": self.modality,
+            "classes": self.class_names,
+            "train": len(self.train),
+            "val": len(self.val),
+            "test": len(self.test),
+            "input_shape": list(self.input_shape) if self.input_shape else None,
+            "source": self.source,
+        }
+
+    def validate(self) -> "ClassificationData":
+        """Check every split: non-empty train/test, matching lengths, labels in range, pixel range.
+
+        Raises :class:`DataError` naming the data set, the split and the problem.
+        """
+        if self.num_classes < 2:
+            raise DataError(f"Data set '{self.name}' has {self.num_classes} class(es); need at least 2.")
+        for split_name in ("train", "val", "test"):
+            split: Split = getattr(self, split_name)
+            where = f"data set '{self.name}', split '{split_name}'"
+            labels = split.labels
+            if not isinstance(labels, torch.Tensor) or labels.dim() != 1:
+                raise DataError(f"{where}: labels must be a 1-D integer tensor.")
+            if labels.dtype.is_floating_point or labels.dtype == torch.bool:
+                raise DataError(f"{where}: labels must be integers, got {labels.dtype}.")
+            n_inputs = len(split.inputs) if isinstance(split.inputs, list) else int(split.inputs.shape[0])
+            if n_inputs != len(labels):
+                raise DataError(f"{where}: {n_inputs} inputs but {len(labels)} labels.")
+            if len(labels) == 0:
+                if split_name == "val":
+                    continue
+                raise DataError(f"{where} is empty: no samples to {'train on' if split_name == 'train' else 'test on'}.")
+            lo, hi = int(labels.min()), int(labels.max())
+            if lo < 0 or hi >= self.num_classes:
+                raise DataError(
+                    f"{where}: labels must lie in [0, {self.num_classes - 1}] "
+                    f"({self.num_classes} classes), found {lo}..{hi}."
+                )
+            if split.modality != self.modality:
+                raise DataError(f"{where}: inputs are {split.modality} but the data set is {self.modality}.")
+            if self.modality == "image":
+                x = split.inputs
+                assert isinstance(x, torch.Tensor)
+                if x.dim() != 4:
+                    raise DataError(f"{where}: images must be [N, C, H, W], got shape {tuple(x.shape)}.")
+                if not x.dtype.is_floating_point:
+                    raise DataError(f"{where}: images must be float in [0, 1], got {x.dtype}.")
+                if bool(torch.isnan(x).any()) or float(x.min()) < 0.0 or float(x.max()) > 1.0:
+                    raise DataError(f"{where}: pixel values must lie in [0, 1] (and not be NaN).")
+        self.train.labels = self.train.labels.long()
+        self.val.labels = self.val.labels.long()
+        self.test.labels = self.test.labels.long()
+        return self
+
+
+def seeded_split_indices(
+    n: int, fractions: Sequence[float], seed: int
+) -> list[torch.Tensor]:
+    """Split ``range(n)`` into consecutive parts of a seeded permutation.
+
+    ``fractions`` gives the share of every part but the last, which takes the rest. The
+    same ``(n, fractions, seed)`` always gives the same parts. A positive share of a tiny
+    ``n`` still gets one sample while the last part keeps at least one.
+    """
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    parts, start = [], 0
+    for frac in fractions:
+        size = int(round(frac * n))
+        if size == 0 and frac > 0 and n - start >= 2:
+            size = 1
+        parts.append(perm[start : start + size])
+        start += size
+    parts.append(perm[start:])
+    return parts
+
+
+def train_val_test_from_pool(
+    inputs: Inputs, labels: torch.Tensor, val_fraction: float, test_fraction: float, seed: int
+) -> tuple[Split, Split, Split]:
+    """Deterministic train/val/test splits of a source that has no official split.
+
+    Each split is in the seeded permutation's order, so any prefix (``Split.head``) is a fair sample.
+    """
+    pool = Split(inputs, labels)
+    val_idx, test_idx, train_idx = seeded_split_indices(len(pool), [val_fraction, test_fraction], seed)
+    return pool.subset(train_idx), pool.subset(val_idx), pool.subset(test_idx)
+
+
+def train_val_from_train(
+    inputs: Inputs, labels: torch.Tensor, val_fraction: float, seed: int
+) -> tuple[Split, Split]:
+    """Deterministic validation split carved out of an official training split."""
+    pool = Split(inputs, labels)
+    val_idx, train_idx = seeded_split_indices(len(pool), [val_fraction], seed)
+    return pool.subset(train_idx), pool.subset(val_idx)

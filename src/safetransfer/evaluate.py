@@ -1,0 +1,93 @@
+"""Evaluation: predictions in batches, accuracy, per-class precision/recall, confusion matrix."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+
+from safetransfer.data.base import Split
+from safetransfer.models.wrapper import TransferModel, move_inputs
+
+
+@torch.no_grad()
+def predict_logits(
+    model: TransferModel, inputs: torch.Tensor | list[str], batch_size: int = 256, progress: bool = False
+) -> torch.Tensor:
+    """Logits ``[N, num_classes]`` of raw data-set inputs, in eval mode, in batches."""
+    was_training = model.training
+    model.eval()
+    device = model.device
+    n = len(inputs) if isinstance(inputs, list) else int(inputs.shape[0])
+    chunks = []
+    starts = range(0, n, batch_size)
+    if progress:
+        from tqdm.auto import tqdm
+
+        starts = tqdm(starts, desc="eval", unit="batch", leave=False)
+    for start in starts:
+        raw = inputs[start : start + batch_size]
+        chunks.append(model(move_inputs(model.preprocess(raw), device)).float().cpu())
+    model.train(was_training)
+    return torch.cat(chunks) if chunks else torch.empty(0, model.num_classes)
+
+
+def confusion_matrix(labels: torch.Tensor, predictions: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """``C[i, j]`` = number of samples of true class ``i`` predicted as ``j`` (one bincount)."""
+    flat = labels.long() * num_classes + predictions.long()
+    return torch.bincount(flat, minlength=num_classes * num_classes).view(num_classes, num_classes)
+
+
+@dataclass
+class EvalResult:
+    """Accuracy and per-class figures of a model on one split."""
+
+    accuracy: float
+    n: int
+    precision: list[float]
+    recall: list[float]
+    confusion: list[list[int]]
+    class_names: list[str]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def metrics_from_predictions(
+    labels: torch.Tensor, predictions: torch.Tensor, class_names: list[str]
+) -> EvalResult:
+    """Accuracy, precision and recall per class (0 where undefined), confusion matrix."""
+    k = len(class_names)
+    cm = confusion_matrix(labels, predictions, k).double()
+    tp = cm.diagonal()
+    precision = torch.where(cm.sum(0) > 0, tp / cm.sum(0).clamp_min(1), torch.zeros_like(tp))
+    recall = torch.where(cm.sum(1) > 0, tp / cm.sum(1).clamp_min(1), torch.zeros_like(tp))
+    n = int(labels.numel())
+    return EvalResult(
+        accuracy=float(tp.sum() / max(n, 1)),
+        n=n,
+        precision=[round(float(v), 6) for v in precision],
+        recall=[round(float(v), 6) for v in recall],
+        confusion=cm.long().tolist(),
+        class_names=list(class_names),
+    )
+
+
+def evaluate(
+    model: TransferModel, split: Split, class_names: list[str] | None = None, batch_size: int = 256,
+    progress: bool = False,
+) -> EvalResult:
+    """Evaluate ``model`` on ``split``; class names default to the model's or ``0..K-1``."""
+    names = class_names or model.config.class_names or [str(i) for i in range(model.num_classes)]
+    if len(names) != model.num_classes:
+        from safetransfer.errors import DataError
+
+        raise DataError(
+            f"The data set has {len(names)} classes but the model's head has {model.num_classes} outputs."
+        )
+    if len(split) > 0 and int(split.labels.max()) >= model.num_classes:
+        from safetransfer.errors import DataError
+
+        raise DataError(f"Labels go up to {int(split.labels.max())} but the model has {model.num_classes} classes.")
+    logits = predict_logits(model, split.inputs, batch_size, progress=progress)
+    return metrics_from_predictions(split.labels, logits.argmax(1), names)

@@ -1,0 +1,143 @@
+"""End-to-end jobs that the CLI and the benchmarks run: train a zoo model on a data set, evaluate a saved one.
+
+Each job writes its outputs into one folder as it goes (checkpoints, then the model, the
+metrics JSON and the plots), so an interrupted job resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from safetransfer.data import ClassificationData, load_data
+from safetransfer.errors import DataError
+from safetransfer.evaluate import EvalResult, evaluate
+from safetransfer.models import create_model, load_model, save_model
+from safetransfer.models.io import atomic_write_text
+from safetransfer.models.zoo import get_arch
+from safetransfer.train import TrainConfig, TrainResult, train
+
+MODEL_DIR = "model"
+METRICS_FILE = "metrics.json"
+
+
+@dataclass
+class TrainJobResult:
+    """Where a training job put its outputs, and its figures."""
+
+    out_dir: Path
+    model_dir: Path
+    train: TrainResult
+    test: EvalResult
+    val_accuracy: float | None
+    config: TrainConfig
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "steps": self.train.steps,
+            "seconds": self.train.seconds,
+            "test_accuracy": self.test.accuracy,
+            "val_accuracy": self.val_accuracy,
+        }
+
+
+def train_job(
+    model_name: str,
+    data: str | ClassificationData,
+    out_dir: str | Path,
+    *,
+    data_path: str | Path | None = None,
+    pretrained: bool = True,
+    image_size: int | None = None,
+    max_length: int | None = None,
+    limit: dict[str, int] | None = None,
+    overrides: dict[str, Any] | None = None,
+    resume: bool = True,
+    progress: bool = True,
+    plots: bool = True,
+) -> TrainJobResult:
+    """Fine-tune zoo model ``model_name`` (a new head sized for the data) on ``data`` and test it.
+
+    Training settings are the model's defaults (``safetransfer models``) updated by
+    ``overrides``; outputs go to ``out_dir``: ``checkpoints/``, ``model/``, ``metrics.json``,
+    and ``training_curve.png`` / ``confusion.png``.
+    """
+    spec = get_arch(model_name)
+    config = TrainConfig.from_overrides(spec.train_defaults, overrides or {})
+    dataset = data if isinstance(data, ClassificationData) else load_data(data, path=data_path, seed=config.seed, limit=limit)
+    if dataset.modality != spec.modality:
+        raise DataError(
+            f"Model '{model_name}' takes {spec.modality} inputs but data set '{dataset.name}' is {dataset.modality}."
+        )
+    in_channels = dataset.input_shape[0] if dataset.input_shape else None
+    if image_size is None and dataset.input_shape and spec.native_resolution:
+        image_size = dataset.input_shape[-1]
+    model = create_model(
+        model_name, dataset.num_classes, pretrained=pretrained, image_size=image_size, in_channels=in_channels,
+        max_length=max_length, class_names=dataset.class_names, seed=config.seed,
+    )
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    result = train(
+        model, dataset.train, config, val_split=dataset.val, checkpoint_dir=out / "checkpoints",
+        resume=resume, progress=progress,
+    )
+    test = evaluate(model, dataset.test, dataset.class_names, progress=progress)
+    val_acc = evaluate(model, dataset.val, dataset.class_names).accuracy if len(dataset.val) else None
+    meta = {"data": dataset.name, "pretrained": pretrained, "train_config": asdict(config)}
+    model_dir = save_model(model, out / MODEL_DIR, meta=meta)
+    doc = {
+        "model": model_name,
+        "data": dataset.name,
+        "data_summary": dataset.summary(),
+        "pretrained": pretrained,
+        "image_size": model.config.image_size or None,
+        "max_length": model.config.max_length or None,
+        "steps": result.steps,
+        "seconds": result.seconds,
+        "job_seconds": round(time.perf_counter() - started, 3),
+        "test_accuracy": test.accuracy,
+        "val_accuracy": val_acc,
+        "test": test.to_dict(),
+        "train_config": asdict(config),
+        "history": result.history,
+    }
+    atomic_write_text(out / METRICS_FILE, json.dumps(doc, indent=2))
+    if plots:
+        from safetransfer.report.plots import plot_confusion, plot_training_curve
+
+        if result.history:
+            plot_training_curve(result.history, out / "training_curve.png", f"{model_name} on {dataset.name}")
+        plot_confusion(test.confusion, test.class_names, out / "confusion.png",
+                       f"{model_name} on {dataset.name}: test acc {test.accuracy:.3f}")
+    return TrainJobResult(out, model_dir, result, test, val_acc, config)
+
+
+def eval_job(
+    model_path: str | Path,
+    data: str,
+    *,
+    data_path: str | Path | None = None,
+    split: str = "test",
+    config_path: str | Path | None = None,
+    limit: dict[str, int] | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> EvalResult:
+    """Evaluate a saved model on a split of a data set (the same seeded split as training)."""
+    model = load_model(model_path, config=config_path)
+    dataset = load_data(data, path=data_path, seed=seed, limit=limit)
+    if dataset.modality != model.config.modality:
+        raise DataError(
+            f"The model takes {model.config.modality} inputs but data set '{dataset.name}' is {dataset.modality}."
+        )
+    if dataset.num_classes != model.num_classes:
+        raise DataError(
+            f"Data set '{dataset.name}' has {dataset.num_classes} classes but the model's head has "
+            f"{model.num_classes}: evaluate it on the data it was trained for."
+        )
+    return evaluate(model, dataset.split(split), dataset.class_names, progress=progress)

@@ -1,0 +1,219 @@
+"""Saving and loading models: safetensors weights + a JSON config, never an untrusted pickle.
+
+A saved model is a folder::
+
+    model.safetensors   every tensor of the state dict (head included)
+    config.json         {"format": "safetransfer-model/1", "config": ModelConfig, "meta": {...}}
+    tokenizer/          text models only: the tokenizer files
+
+A user's own weights load from a ``.safetensors`` file plus a config JSON; a PyTorch
+``.pt``/``.pth``/``.bin`` file is read with ``torch.load(weights_only=True)`` only, and an
+unsafe pickle is refused with a message saying how to convert it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from safetransfer.errors import CheckpointError
+from safetransfer.models.wrapper import ModelConfig, TransferModel
+
+FORMAT = "safetransfer-model/1"
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+TOKENIZER_DIR = "tokenizer"
+PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl")
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and ``os.replace`` (no half files)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    """``torch.save`` through a temporary file and ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def safe_torch_load(path: Path) -> Any:
+    """``torch.load(weights_only=True)``; an unsafe or corrupt file becomes a :class:`CheckpointError`."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"No such checkpoint file: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(
+            f"{path} is a pickle that needs arbitrary code to load, refused for safety "
+            f"(torch.load weights_only=True failed: {str(err).splitlines()[0][:160]}). If you trust it, convert it "
+            f"once in a sandbox: `safetensors.torch.save_file(torch.load(p, weights_only=False), 'model.safetensors')`."
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as err:
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({str(err).splitlines()[0][:200]}).") from None
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """All tensors of a ``.safetensors`` file, or of a weights-only PyTorch file."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"No such weights file: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as err:
+            raise CheckpointError(f"{path} is not a valid safetensors file ({err}).") from None
+    if path.suffix in PICKLE_SUFFIXES:
+        obj = safe_torch_load(path)
+        if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+            obj = obj["state_dict"]
+        if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+            raise CheckpointError(f"{path} does not hold a state dict of tensors.")
+        return obj
+    raise CheckpointError(f"Unknown weights format '{path.suffix}' ({path}): use .safetensors (or a .pt state dict).")
+
+
+def save_model(model: TransferModel, folder: str | Path, meta: dict[str, Any] | None = None) -> Path:
+    """Save ``model`` to ``folder`` (created) as safetensors + JSON config; returns the folder.
+
+    Written into a temporary sibling folder first and moved into place, so an interrupted
+    save leaves the previous model intact.
+    """
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+    try:
+        state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+        save_file(state, str(staging / WEIGHTS_FILE), metadata={"format": FORMAT, "arch": model.config.arch})
+        doc = {"format": FORMAT, "config": model.config.to_dict(), "meta": meta or {}}
+        (staging / CONFIG_FILE).write_text(json.dumps(doc, indent=2))
+        if model.tokenizer is not None:
+            model.tokenizer.save_pretrained(str(staging / TOKENIZER_DIR))
+        if folder.exists():
+            old = folder.with_name(f".{folder.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(folder, old)
+            os.replace(staging, folder)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(staging, folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return folder
+
+
+def read_config(path: Path) -> tuple[ModelConfig, dict[str, Any]]:
+    """The :class:`ModelConfig` and meta of a saved model's ``config.json`` (or a bare config JSON)."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"No model config at {path}: a saved model folder holds {CONFIG_FILE}.")
+    try:
+        doc = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{path} is not valid JSON ({err}).") from None
+    cfg = doc.get("config", doc) if isinstance(doc, dict) else None
+    if not isinstance(cfg, dict) or "arch" not in cfg or "num_classes" not in cfg:
+        raise CheckpointError(
+            f"{path} is not a safetransfer model config: it needs at least 'arch' and 'num_classes' "
+            f"(save models with safetransfer to get one)."
+        )
+    try:
+        base = _default_config(cfg)
+        merged = {**base.to_dict(), **cfg}
+        return ModelConfig.from_dict(merged), doc.get("meta", {}) if "config" in doc else {}
+    except TypeError as err:
+        raise CheckpointError(f"{path}: bad model config ({err}).") from None
+
+
+def _default_config(cfg: dict[str, Any]) -> ModelConfig:
+    from safetransfer.models.zoo import get_arch
+
+    spec = get_arch(cfg["arch"])
+    if spec.modality == "text" and "options" in cfg and "bert" in cfg["options"]:
+        return ModelConfig(arch=cfg["arch"], num_classes=int(cfg["num_classes"]), modality="text")
+    return spec.make_config(int(cfg["num_classes"]), cfg.get("image_size"), cfg.get("in_channels"), cfg.get("max_length"))
+
+
+def load_model(path: str | Path, config: str | Path | None = None) -> TransferModel:
+    """Load a model saved by :func:`save_model`, or a user's weights file plus ``config`` JSON.
+
+    Every tensor must be present with the right shape; a mismatch is reported by name.
+    """
+    from safetransfer.models.text import load_tokenizer
+    from safetransfer.models.zoo import build_from_config
+
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"No such model: {path} (expected a saved model folder or a .safetensors file).")
+    if path.is_dir():
+        weights, cfg_path, tok_dir = path / WEIGHTS_FILE, Path(config) if config else path / CONFIG_FILE, path / TOKENIZER_DIR
+        if not weights.exists():
+            raise CheckpointError(f"{path} holds no {WEIGHTS_FILE}: not a saved safetransfer model.")
+    else:
+        if config is None:
+            sibling = path.parent / CONFIG_FILE
+            if not sibling.exists():
+                raise CheckpointError(f"{path} needs a config: pass --config CONFIG.json (with 'arch' and 'num_classes').")
+            config = sibling
+        weights, cfg_path, tok_dir = path, Path(config), path.parent / TOKENIZER_DIR
+    model_config, _ = read_config(cfg_path)
+    state = read_state_dict(weights)
+    tokenizer = load_tokenizer(tok_dir) if model_config.modality == "text" and tok_dir.exists() else None
+    model = build_from_config(model_config, pretrained=False, tokenizer=tokenizer)
+    load_state_into(model, state, source=str(weights))
+    return model
+
+
+def load_state_into(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """``load_state_dict(strict=True)`` with a clear :class:`CheckpointError` on any mismatch."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    wrong = [
+        f"{k} {tuple(state[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and tuple(state[k].shape) != tuple(v.shape)
+    ]
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. {', '.join(missing[:3])})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})")
+        if wrong:
+            parts.append(f"{len(wrong)} of the wrong shape (e.g. {'; '.join(wrong[:3])})")
+        raise CheckpointError(
+            f"Weights in {source} do not match the model ({model.config.arch if hasattr(model, 'config') else type(model).__name__}): "
+            + ", ".join(parts) + ". Check the config (arch, num_classes, image size) that goes with these weights."
+        )
+    model.load_state_dict(state, strict=True)

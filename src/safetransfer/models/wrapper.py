@@ -1,0 +1,160 @@
+"""One face for every model: ``preprocess``, ``features``, a replaceable head, sliceable layers.
+
+A :class:`TransferModel` is ``head(features(x))``:
+
+- ``preprocess(raw)`` turns a data set's raw batch into model inputs: images (pixel space
+  ``[0, 1]``) are resized and given the model's channel count, still in pixel space; texts
+  are tokenised into a dict of tensors.
+- ``features(inputs)`` gives the penultimate features ``[B, D]``; image models normalise
+  inside (see :class:`safetransfer.data.transforms.Normalize`), so attacks work on pixels.
+- ``head`` is a ``nn.Linear(D, num_classes)``; :meth:`with_head` makes a student with a new one.
+- :meth:`sliceable_layers` lists the body's Conv and Linear layers by name (the head excluded),
+  the layers ReMoS slices and coverage profiles.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal, Mapping
+
+import torch
+from torch import nn
+
+from safetransfer.data.transforms import Normalize, prepare_images
+
+Modality = Literal["image", "text"]
+ModelInputs = torch.Tensor | Mapping[str, torch.Tensor]
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild a model's architecture; saved as JSON beside its weights."""
+
+    arch: str
+    num_classes: int
+    modality: Modality
+    image_size: int = 0  # square input side in pixels (image models)
+    in_channels: int = 0
+    mean: list[float] = field(default_factory=list)  # Normalize parameters in pixel units
+    std: list[float] = field(default_factory=list)
+    max_length: int = 0  # tokens per text (text models)
+    head_dropout: float = 0.0
+    class_names: list[str] | None = None
+    options: dict[str, Any] = field(default_factory=dict)  # architecture specifics
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "ModelConfig":
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def move_inputs(inputs: ModelInputs, device: torch.device | str) -> ModelInputs:
+    """Move a tensor or a dict of tensors to ``device``."""
+    if isinstance(inputs, torch.Tensor):
+        return inputs.to(device)
+    return {k: v.to(device) for k, v in inputs.items()}
+
+
+class TransferModel(nn.Module):
+    """A body giving penultimate features and a linear head, with the project's common methods."""
+
+    def __init__(self, body: nn.Module, feature_dim: int, config: ModelConfig, tokenizer: Any = None) -> None:
+        super().__init__()
+        self.config = config
+        self.feature_dim = feature_dim
+        self.tokenizer = tokenizer
+        if config.modality == "image":
+            self.normalize = Normalize(config.mean, config.std, config.in_channels)
+        self.body = body
+        self.dropout = nn.Dropout(config.head_dropout)
+        self.head = nn.Linear(feature_dim, config.num_classes)
+
+    # ---- inputs -------------------------------------------------------------------------
+    def preprocess(self, raw: torch.Tensor | list[str]) -> ModelInputs:
+        """Raw data-set batch -> model inputs (pixel-space images at the model's size, or tokens)."""
+        if self.config.modality == "image":
+            if not isinstance(raw, torch.Tensor):
+                raise TypeError("this image model needs an image tensor [N, C, H, W]")
+            return prepare_images(raw, self.config.image_size, self.config.in_channels)
+        if not isinstance(raw, list):
+            raise TypeError("this text model needs a list of strings")
+        enc = self.tokenizer(
+            raw, padding=True, truncation=True, max_length=self.config.max_length, return_tensors="pt"
+        )
+        return {k: v for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+
+    # ---- forward ------------------------------------------------------------------------
+    def features(self, inputs: ModelInputs) -> torch.Tensor:
+        """Penultimate features ``[B, feature_dim]`` of preprocessed inputs."""
+        if self.config.modality == "image":
+            return self.body(self.normalize(inputs))
+        return self.body(inputs)
+
+    def forward(self, inputs: ModelInputs) -> torch.Tensor:
+        return self.head(self.dropout(self.features(inputs)))
+
+    # ---- structure ----------------------------------------------------------------------
+    @property
+    def num_classes(self) -> int:
+        return self.config.num_classes
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def sliceable_layers(self) -> list[tuple[str, nn.Module]]:
+        """The body's ``nn.Conv2d`` and ``nn.Linear`` layers as ``(qualified name, module)``, in order."""
+        return [
+            (f"body.{name}", m)
+            for name, m in self.body.named_modules()
+            if isinstance(m, (nn.Conv2d, nn.Linear))
+        ]
+
+    def layer(self, name: str) -> nn.Module:
+        """A sub-module by qualified name, with a clear error listing the sliceable ones."""
+        modules = dict(self.named_modules())
+        if name not in modules:
+            from safetransfer.errors import unknown_name
+
+            raise unknown_name("layer", name, [n for n, _ in self.sliceable_layers()])
+        return modules[name]
+
+    def head_parameters(self) -> list[nn.Parameter]:
+        return list(self.head.parameters())
+
+    def body_parameters(self) -> list[nn.Parameter]:
+        head = {id(p) for p in self.head.parameters()}
+        return [p for p in self.parameters() if id(p) not in head]
+
+    def with_head(
+        self, num_classes: int, seed: int = 0, class_names: list[str] | None = None
+    ) -> "TransferModel":
+        """A copy of this model with the same body and a new, seeded ``nn.Linear`` head.
+
+        The original is left untouched: ``student = teacher.with_head(10)``.
+        """
+        if num_classes < 1:
+            from safetransfer.errors import ConfigError
+
+            raise ConfigError(f"num_classes must be at least 1, got {num_classes}.")
+        tokenizer, self.tokenizer = self.tokenizer, None
+        try:
+            new = copy.deepcopy(self)
+        finally:
+            self.tokenizer = tokenizer
+        new.tokenizer = tokenizer
+        new.config = ModelConfig.from_dict({**self.config.to_dict(), "num_classes": num_classes, "class_names": class_names})
+        gen_state = torch.random.get_rng_state()
+        torch.manual_seed(seed)
+        try:
+            new.head = nn.Linear(self.feature_dim, num_classes).to(self.device)
+        finally:
+            torch.random.set_rng_state(gen_state)
+        return new
+
+    def extra_repr(self) -> str:
+        return f"arch={self.config.arch}, classes={self.config.num_classes}, features={self.feature_dim}"

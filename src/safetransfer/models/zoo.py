@@ -1,0 +1,203 @@
+"""The model zoo: architectures by name, each with the defaults it trains well with.
+
+``create_model(name, num_classes, ...)`` builds a :class:`TransferModel`; ``pretrained=True``
+loads the real weights from the offline asset (ImageNet EfficientNet-Lite0, all-MiniLM-L6-v2);
+``pretrained=False`` gives the same architecture with seeded random weights. The zoo is a
+plain dict of builders: no names are evaluated.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from safetransfer import assets
+from safetransfer.errors import ConfigError, unknown_name
+from safetransfer.models.text import BertBody, bert_config_dict, char_tokenizer, load_tokenizer, tiny_bert_config
+from safetransfer.models.vision import (
+    EFFICIENTNET_FEATURES,
+    EFFICIENTNET_MEAN,
+    EFFICIENTNET_STD,
+    EfficientNetBody,
+    SmallCNN,
+)
+from safetransfer.models.wrapper import ModelConfig, Modality, TransferModel
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """One architecture of the zoo."""
+
+    name: str
+    modality: Modality
+    description: str
+    make_config: Callable[..., ModelConfig]  # (num_classes, image_size, in_channels, max_length) -> config
+    build: Callable[[ModelConfig, bool, Any], TransferModel]  # (config, pretrained, tokenizer) -> model
+    asset: str | None = None  # the asset holding its pretrained weights
+    train_defaults: dict[str, Any] = field(default_factory=dict)
+    native_resolution: bool = False  # image models: default input size = the data's own
+
+
+# ---- EfficientNet-Lite0 ---------------------------------------------------------------------
+def _effnet_config(num_classes: int, image_size: int | None, in_channels: int | None, max_length: int | None) -> ModelConfig:
+    return ModelConfig(
+        arch="efficientnet-lite0", num_classes=num_classes, modality="image", image_size=image_size or 32,
+        in_channels=3, mean=[EFFICIENTNET_MEAN], std=[EFFICIENTNET_STD], head_dropout=0.2,
+    )
+
+
+def _effnet_build(config: ModelConfig, pretrained: bool, tokenizer: Any = None) -> TransferModel:
+    body = EfficientNetBody(config.image_size)
+    if pretrained:
+        body.load_imagenet(assets.require("efficientnet-lite0-weights"))
+    return TransferModel(body, EFFICIENTNET_FEATURES, config)
+
+
+# ---- small CNNs -------------------------------------------------------------------------------
+def _cnn_config(arch: str, widths: tuple[int, int, int], hidden: int, default_size: int) -> Callable[..., ModelConfig]:
+    def make(num_classes: int, image_size: int | None, in_channels: int | None, max_length: int | None) -> ModelConfig:
+        return ModelConfig(
+            arch=arch, num_classes=num_classes, modality="image", image_size=image_size or default_size,
+            in_channels=in_channels or 1, mean=[0.5], std=[0.5],
+            options={"widths": list(widths), "hidden": hidden},
+        )
+
+    return make
+
+
+def _cnn_build(config: ModelConfig, pretrained: bool, tokenizer: Any = None) -> TransferModel:
+    """Random init always: the small CNNs have no published weights (``pretrained`` is ignored)."""
+    widths = tuple(config.options["widths"])
+    body = SmallCNN(config.in_channels, widths, config.options["hidden"])  # type: ignore[arg-type]
+    return TransferModel(body, config.options["hidden"], config)
+
+
+# ---- BERT family ------------------------------------------------------------------------------
+def _minilm_config(num_classes: int, image_size: int | None, in_channels: int | None, max_length: int | None) -> ModelConfig:
+    folder = assets.require("minilm-l6").parent
+    return ModelConfig(
+        arch="minilm-l6", num_classes=num_classes, modality="text", max_length=max_length or 64,
+        head_dropout=0.1, options={"bert": bert_config_dict(folder / "config.json")},
+    )
+
+
+def _minilm_build(config: ModelConfig, pretrained: bool, tokenizer: Any = None) -> TransferModel:
+    body = BertBody(config.options["bert"])
+    if tokenizer is None:
+        tokenizer = load_tokenizer(assets.require("minilm-l6").parent)
+    if pretrained:
+        from safetensors.torch import load_file
+
+        state = load_file(str(assets.require("minilm-l6")))
+        state = {k.removeprefix("bert."): v for k, v in state.items() if not k.startswith(("pooler.", "bert.pooler."))}
+        state.pop("embeddings.position_ids", None)
+        result = body.bert.load_state_dict(state, strict=False)
+        if result.missing_keys:
+            from safetransfer.errors import CheckpointError
+
+            raise CheckpointError(f"MiniLM weights are missing tensors: {result.missing_keys[:5]}")
+    return TransferModel(body, body.hidden_size, config, tokenizer=tokenizer)
+
+
+def _tiny_bert_config(num_classes: int, image_size: int | None, in_channels: int | None, max_length: int | None) -> ModelConfig:
+    vocab = len(char_tokenizer())
+    return ModelConfig(
+        arch="tiny-bert", num_classes=num_classes, modality="text", max_length=max_length or 128,
+        options={"bert": tiny_bert_config(vocab), "tokenizer": "char"},
+    )
+
+
+def _tiny_bert_build(config: ModelConfig, pretrained: bool, tokenizer: Any = None) -> TransferModel:
+    body = BertBody(config.options["bert"])
+    return TransferModel(body, body.hidden_size, config, tokenizer=tokenizer or char_tokenizer())
+
+
+MODELS: dict[str, ArchSpec] = {
+    s.name: s
+    for s in (
+        ArchSpec(
+            "efficientnet-lite0", "image",
+            "EfficientNet-Lite0, ImageNet-1k pretrained (4.0M body params, 1280 features); 32 px default",
+            _effnet_config, _effnet_build, asset="efficientnet-lite0-weights",
+            train_defaults={"optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "schedule": "onecycle",
+                            "batch_size": 64, "steps": 1500, "weight_decay": 5e-5},
+        ),
+        ArchSpec(
+            "minilm-l6", "text",
+            "all-MiniLM-L6-v2, a pretrained 6-layer BERT (hidden 384), mean-pooled; 64 tokens default",
+            _minilm_config, _minilm_build, asset="minilm-l6",
+            train_defaults={"optimizer": "adamw", "lr": 5e-5, "head_lr_mult": 20.0, "schedule": "linear",
+                            "batch_size": 32, "steps": 700, "weight_decay": 0.01, "warmup_fraction": 0.06},
+        ),
+        ArchSpec(
+            "small-cnn", "image",
+            "a small VGG-style CNN (convs 32-64-128, FC 256), random init; native resolution",
+            _cnn_config("small-cnn", (32, 64, 128), 256, 28), _cnn_build, native_resolution=True,
+            train_defaults={"optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "schedule": "onecycle",
+                            "batch_size": 128, "steps": 1500, "weight_decay": 5e-4},
+        ),
+        ArchSpec(
+            "tiny-cnn", "image", "a tiny CNN (convs 4-8-16, FC 16) for tests",
+            _cnn_config("tiny-cnn", (4, 8, 16), 16, 8), _cnn_build, native_resolution=True,
+            train_defaults={"optimizer": "adamw", "lr": 0.01, "schedule": "constant", "batch_size": 32, "steps": 100},
+        ),
+        ArchSpec(
+            "tiny-bert", "text", "a tiny 2-layer BERT (hidden 32) with a character tokenizer, for tests",
+            _tiny_bert_config, _tiny_bert_build,
+            train_defaults={"optimizer": "adamw", "lr": 3e-3, "schedule": "constant", "batch_size": 32, "steps": 100},
+        ),
+    )
+}
+
+
+def get_arch(name: str) -> ArchSpec:
+    if name not in MODELS:
+        raise unknown_name("model", name, list(MODELS))
+    return MODELS[name]
+
+
+def build_from_config(config: ModelConfig, pretrained: bool = False, tokenizer: Any = None, seed: int = 0) -> TransferModel:
+    """Build the architecture a config describes; random weights are drawn from ``seed``."""
+    spec = get_arch(config.arch)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return spec.build(config, pretrained, tokenizer)
+
+
+def create_model(
+    name: str,
+    num_classes: int,
+    *,
+    pretrained: bool = True,
+    image_size: int | None = None,
+    in_channels: int | None = None,
+    max_length: int | None = None,
+    class_names: list[str] | None = None,
+    seed: int = 0,
+) -> TransferModel:
+    """A zoo model with a new ``num_classes`` head (seeded), optionally with its pretrained weights."""
+    spec = get_arch(name)
+    if num_classes < 1:
+        raise ConfigError(f"num_classes must be at least 1, got {num_classes}.")
+    if image_size is not None and image_size < 8:
+        raise ConfigError(f"image_size must be at least 8 pixels, got {image_size}.")
+    config = spec.make_config(num_classes, image_size, in_channels, max_length)
+    config.class_names = class_names
+    return build_from_config(config, pretrained=pretrained, seed=seed)
+
+
+def list_models() -> list[dict[str, Any]]:
+    """Name, modality, description and whether the pretrained weights are installed."""
+    return [
+        {
+            "name": s.name,
+            "modality": s.modality,
+            "description": s.description,
+            "pretrained": s.asset is not None,
+            "installed": True if s.asset is None else assets.ASSETS[s.asset].installed(),
+        }
+        for s in MODELS.values()
+    ]

@@ -1,0 +1,342 @@
+"""The one training loop: seeded, checkpointed, resumable, with a progress bar.
+
+Every transfer method of the project is a small strategy over :func:`train` (which
+parameters, which learning rates, extra loss terms come later through ``extra_loss``).
+
+Determinism: the batch order is a pure function of ``(seed, step)`` (one seeded permutation
+per epoch) and the learning rate a pure function of the step; the global torch RNG (dropout)
+is forked, seeded, and saved in every checkpoint, so a run resumed from a checkpoint ends
+with the same weights as one that never stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import threading
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+import torch
+import torch.nn.functional as F
+
+from safetransfer.data.base import Split
+from safetransfer.errors import CheckpointError, ConfigError, DataError
+from safetransfer.models.io import atomic_torch_save, safe_torch_load
+from safetransfer.models.wrapper import TransferModel, move_inputs
+
+CHECKPOINT_FILE = "last.pt"
+# Fields that do not change the numbers a run produces (may differ on resume).
+_NON_RESULT_FIELDS = {"checkpoint_every", "log_every", "eval_every", "eval_samples", "device"}
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of one training run. ``steps`` counts optimiser steps (batches)."""
+
+    steps: int = 1000
+    batch_size: int = 64
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    lr: float = 0.01
+    head_lr_mult: float = 1.0  # the head's lr = lr × this (ReMoS's protocol uses 10)
+    momentum: float = 0.9  # SGD only
+    weight_decay: float = 0.0
+    schedule: Literal["constant", "linear", "cosine", "onecycle"] = "constant"
+    warmup_fraction: float = 0.0  # share of steps of linear warm-up (onecycle: 0.25 if left at 0)
+    label_smoothing: float = 0.0
+    grad_clip: float = 0.0  # max global grad norm; 0 = off
+    freeze_body: bool = False  # train the head only (linear probe)
+    seed: int = 0
+    log_every: int = 50
+    eval_every: int = 0  # evaluate on the validation split every N steps; 0 = only at the end
+    eval_samples: int = 2000
+    checkpoint_every: int = 200
+    device: str = "cpu"
+
+    def validate(self) -> "TrainConfig":
+        problems = []
+        if self.steps < 1:
+            problems.append(f"steps must be at least 1 (got {self.steps})")
+        if self.batch_size < 1:
+            problems.append(f"batch_size must be at least 1 (got {self.batch_size})")
+        if not self.lr > 0:
+            problems.append(f"lr must be positive (got {self.lr})")
+        if self.head_lr_mult <= 0:
+            problems.append(f"head_lr_mult must be positive (got {self.head_lr_mult})")
+        if self.optimizer not in ("sgd", "adamw"):
+            problems.append(f"optimizer must be 'sgd' or 'adamw' (got '{self.optimizer}')")
+        if self.schedule not in ("constant", "linear", "cosine", "onecycle"):
+            problems.append(f"schedule must be constant, linear, cosine or onecycle (got '{self.schedule}')")
+        if not 0.0 <= self.warmup_fraction < 1.0:
+            problems.append(f"warmup_fraction must lie in [0, 1) (got {self.warmup_fraction})")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            problems.append(f"label_smoothing must lie in [0, 1) (got {self.label_smoothing})")
+        if self.weight_decay < 0 or self.momentum < 0 or self.grad_clip < 0:
+            problems.append("weight_decay, momentum and grad_clip must not be negative")
+        if problems:
+            raise ConfigError("Bad training config: " + "; ".join(problems) + ".")
+        return self
+
+    @classmethod
+    def from_overrides(cls, defaults: dict[str, Any], overrides: dict[str, Any]) -> "TrainConfig":
+        """Defaults (e.g. a zoo model's) updated with the non-``None`` overrides."""
+        names = {f.name for f in fields(cls)}
+        unknown = set(defaults) - names | {k for k, v in overrides.items() if v is not None} - names
+        if unknown:
+            raise ConfigError(f"Unknown training option(s): {', '.join(sorted(unknown))}.")
+        merged = {**defaults, **{k: v for k, v in overrides.items() if v is not None}}
+        return cls(**merged).validate()
+
+    def result_fingerprint(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if k not in _NON_RESULT_FIELDS}
+
+
+def lr_factor(step: int, config: TrainConfig) -> float:
+    """The multiplier of the base learning rate at ``step`` (0-based), a pure function of the step."""
+    total = config.steps
+    warm_frac = config.warmup_fraction or (0.25 if config.schedule == "onecycle" else 0.0)
+    warm = int(round(warm_frac * total))
+    if config.schedule == "constant" and warm == 0:
+        return 1.0
+    if step < warm:
+        start = 1.0 / 25.0 if config.schedule == "onecycle" else 0.0
+        return start + (1.0 - start) * (step + 1) / warm
+    if config.schedule == "constant":
+        return 1.0
+    progress = (step - warm) / max(1, total - warm)
+    if config.schedule == "linear":
+        return max(0.0, 1.0 - progress)
+    floor = 1e-4 if config.schedule == "onecycle" else 0.0
+    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class BatchOrder:
+    """Which samples form batch ``step``: a seeded permutation per epoch, full batches only."""
+
+    def __init__(self, n: int, batch_size: int, seed: int) -> None:
+        self.n, self.seed = n, seed
+        self.batch_size = min(batch_size, n)
+        self.per_epoch = max(1, n // self.batch_size)
+        self._epoch, self._perm = -1, torch.empty(0, dtype=torch.long)
+
+    def indices(self, step: int) -> torch.Tensor:
+        epoch, j = divmod(step, self.per_epoch)
+        if epoch != self._epoch:
+            gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            self._epoch, self._perm = epoch, torch.randperm(self.n, generator=gen)
+        return self._perm[j * self.batch_size : (j + 1) * self.batch_size]
+
+
+@dataclass
+class TrainResult:
+    """What a run did: steps, time, loss/accuracy history, where it resumed from."""
+
+    steps: int
+    seconds: float  # wall time of all sessions of this run together
+    history: list[dict[str, float]] = field(default_factory=list)
+    resumed_from: int = 0
+    final_loss: float = float("nan")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class _StopFlag:
+    """SIGINT sets a flag that the loop checks between steps (so a checkpoint is always consistent)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+
+    def __enter__(self) -> "_StopFlag":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:  # a second Ctrl-C stops at once
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def _make_optimizer(model: TransferModel, config: TrainConfig) -> torch.optim.Optimizer:
+    head = [p for p in model.head_parameters() if p.requires_grad]
+    body = [] if config.freeze_body else [p for p in model.body_parameters() if p.requires_grad]
+    groups = [{"params": head, "lr": config.lr * config.head_lr_mult, "base_lr": config.lr * config.head_lr_mult}]
+    if body:
+        groups.append({"params": body, "lr": config.lr, "base_lr": config.lr})
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    return torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def check_labels(model: TransferModel, split: Split, what: str = "training") -> None:
+    """Clear errors for an empty split, a modality mismatch, or labels outside the head's range."""
+    if len(split) == 0:
+        raise DataError(f"The {what} data is empty: nothing to train or evaluate on.")
+    if split.modality != model.config.modality:
+        raise DataError(
+            f"The {what} data is {split.modality} but model '{model.config.arch}' takes {model.config.modality}."
+        )
+    lo, hi = int(split.labels.min()), int(split.labels.max())
+    if lo < 0 or hi >= model.num_classes:
+        raise DataError(
+            f"The {what} labels range over {lo}..{hi} but the model's head has {model.num_classes} classes "
+            f"(labels must lie in 0..{model.num_classes - 1}); give the model a head of the right size."
+        )
+
+
+def train(
+    model: TransferModel,
+    train_split: Split,
+    config: TrainConfig,
+    *,
+    val_split: Split | None = None,
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = True,
+    progress: bool = True,
+    extra_loss: Callable[[TransferModel, Any, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    on_step: Callable[[int, float], None] | None = None,
+) -> TrainResult:
+    """Train ``model`` in place on ``train_split`` for ``config.steps`` optimiser steps.
+
+    ``checkpoint_dir``: where ``last.pt`` is written every ``checkpoint_every`` steps (atomically)
+    and on Ctrl-C; with ``resume`` a run finds it there and continues from its step.
+    ``extra_loss(model, inputs, logits, labels)`` is added to the cross-entropy (regularisers).
+    ``on_step(step, loss)`` is called after every step (1-based step count).
+    """
+    config.validate()
+    check_labels(model, train_split)
+    if val_split is not None and len(val_split) > 0:
+        check_labels(model, val_split, "validation")
+    device = torch.device(config.device)
+    model.to(device)
+    if config.freeze_body:
+        for p in model.body_parameters():
+            p.requires_grad_(False)
+    optimizer = _make_optimizer(model, config)
+    order = BatchOrder(len(train_split), config.batch_size, config.seed)
+    ckpt_path = Path(checkpoint_dir) / CHECKPOINT_FILE if checkpoint_dir else None
+
+    start_step, seconds_before, history = 0, 0.0, []
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        if ckpt_path is not None and resume and ckpt_path.exists():
+            start_step, seconds_before, history = _restore(ckpt_path, model, optimizer, config)
+
+        def save(step: int, rng_state: torch.Tensor) -> None:
+            if ckpt_path is None:
+                return
+            atomic_torch_save(
+                {
+                    "step": step,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "rng": rng_state,
+                    "seconds": seconds_before + time.perf_counter() - t0,
+                    "history": history,
+                    "config": json.dumps(config.result_fingerprint(), sort_keys=True),
+                },
+                ckpt_path,
+            )
+
+        t0 = time.perf_counter()
+        model.train()
+        running, count, loss_value = 0.0, 0, float("nan")
+        bar = None
+        if progress and start_step < config.steps:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=config.steps, initial=start_step, desc=f"train {model.config.arch}", unit="step")
+        step = start_step
+        try:
+            with _StopFlag() as stop:
+                while step < config.steps:
+                    if stop.requested:
+                        save(step, torch.get_rng_state())
+                        raise KeyboardInterrupt(f"interrupted at step {step}; checkpoint saved")
+                    factor = lr_factor(step, config)
+                    for group in optimizer.param_groups:
+                        group["lr"] = group["base_lr"] * factor
+                    idx = order.indices(step)
+                    inputs = move_inputs(model.preprocess(train_split.batch_inputs(idx)), device)
+                    labels = train_split.labels[idx].to(device)
+                    logits = model(inputs)
+                    loss = F.cross_entropy(logits, labels, label_smoothing=config.label_smoothing)
+                    if extra_loss is not None:
+                        loss = loss + extra_loss(model, inputs, logits, labels)
+                    if not torch.isfinite(loss):
+                        raise ConfigError(
+                            f"The loss became {loss.item()} at step {step}: lower the learning rate (now {config.lr})."
+                        )
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    if config.grad_clip > 0:
+                        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+                    optimizer.step()
+                    step += 1
+                    loss_value = float(loss.detach())
+                    running, count = running + loss_value, count + 1
+                    if bar is not None:
+                        bar.update(1)
+                    if step % config.log_every == 0 or step == config.steps:
+                        entry = {"step": step, "loss": running / count, "lr": config.lr * factor}
+                        if config.eval_every and step % config.eval_every == 0 and val_split is not None and len(val_split):
+                            entry["val_accuracy"] = _quick_accuracy(model, val_split, config)
+                        history.append(entry)
+                        running, count = 0.0, 0
+                        if bar is not None:
+                            bar.set_postfix(loss=f"{entry['loss']:.3f}")
+                    if on_step is not None:
+                        on_step(step, loss_value)
+                    if step % config.checkpoint_every == 0 or step == config.steps:
+                        save(step, torch.get_rng_state())
+        finally:
+            if bar is not None:
+                bar.close()
+    model.eval()
+    if config.freeze_body:
+        for p in model.body_parameters():
+            p.requires_grad_(True)
+    seconds = seconds_before + time.perf_counter() - t0
+    final = history[-1]["loss"] if history else loss_value
+    return TrainResult(steps=step, seconds=round(seconds, 3), history=history, resumed_from=start_step, final_loss=final)
+
+
+def _quick_accuracy(model: TransferModel, split: Split, config: TrainConfig) -> float:
+    from safetransfer.evaluate import predict_logits
+
+    sub = split.head(config.eval_samples)
+    rng = torch.get_rng_state()  # evaluation must not change the training's random stream
+    acc = float((predict_logits(model, sub.inputs).argmax(1) == sub.labels).float().mean())
+    torch.set_rng_state(rng)
+    model.train()
+    return acc
+
+
+def _restore(path: Path, model: TransferModel, optimizer: torch.optim.Optimizer, config: TrainConfig) -> tuple[int, float, list]:
+    state = safe_torch_load(path)
+    try:
+        saved_config = json.loads(state["config"])
+        if saved_config != config.result_fingerprint():
+            diff = sorted(k for k in set(saved_config) | set(config.result_fingerprint())
+                          if saved_config.get(k) != config.result_fingerprint().get(k))
+            raise CheckpointError(
+                f"The checkpoint {path} was made with other training settings ({', '.join(diff)} differ): "
+                f"start a fresh run in another output folder, or pass --no-resume to overwrite it."
+            )
+        from safetransfer.models.io import load_state_into
+
+        load_state_into(model, state["model"], source=str(path))
+        optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["rng"])
+        return int(state["step"]), float(state["seconds"]), list(state["history"])
+    except KeyError as err:
+        raise CheckpointError(f"The checkpoint {path} lacks '{err.args[0]}': it is not a safetransfer training checkpoint.") from None
