@@ -33,7 +33,9 @@ err_console = Console(stderr=True)
 
 
 def _limits(train_limit: int | None, test_limit: int | None) -> dict[str, int] | None:
-    limit = {k: v for k, v in (("train", train_limit), ("test", test_limit)) if v is not None}
+    """Split caps: ``--limit-test`` caps the validation split too."""
+    pairs = (("train", train_limit), ("val", test_limit), ("test", test_limit))
+    limit = {k: v for k, v in pairs if v is not None}
     return limit or None
 
 
@@ -45,7 +47,7 @@ def assets_list() -> None:
 
     table = Table(title="offline assets")
     for col in ("name", "kind", "package", "provides", "installed", "location / needs"):
-        table.add_column(col)
+        table.add_column(col, no_wrap=col == "name")
     for a in ASSETS.values():
         loc = a.locate()
         table.add_row(a.name, a.kind, a.package, a.provides, "yes" if loc else "[red]no[/red]",
@@ -77,7 +79,7 @@ def datasets_cmd() -> None:
 
     table = Table(title="data sets")
     for col in ("name", "modality", "description", "installed"):
-        table.add_column(col)
+        table.add_column(col, no_wrap=col == "name")
     for d in list_datasets():
         table.add_row(d["name"], d["modality"], d["description"], "yes" if d["installed"] else "[red]no[/red]")
     console.print(table)
@@ -91,7 +93,7 @@ def models_cmd() -> None:
 
     table = Table(title="models")
     for col in ("name", "modality", "description", "weights", "default training"):
-        table.add_column(col)
+        table.add_column(col, no_wrap=col == "name")
     for m in list_models():
         defaults = MODELS[m["name"]].train_defaults
         weights = ("installed" if m["installed"] else "[red]missing[/red]") if m["pretrained"] else "random init"
@@ -124,7 +126,7 @@ def train_cmd(
     max_length: Optional[int] = typer.Option(None, help="Tokens per text (text models)."),
     pretrained: bool = typer.Option(True, "--pretrained/--random-init", help="Start from the pretrained weights."),
     limit_train: Optional[int] = typer.Option(None, help="Use a seeded random subset of this many training samples."),
-    limit_test: Optional[int] = typer.Option(None, help="Use a seeded random subset of this many test samples."),
+    limit_test: Optional[int] = typer.Option(None, help="Use seeded random subsets of this many test (and validation) samples."),
     resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue from the checkpoint in the output folder."),
     device: Optional[str] = typer.Option(None, help="torch device (cpu, cuda)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
@@ -158,7 +160,7 @@ def eval_cmd(
     data_path: Optional[Path] = typer.Option(None, help="Folder or file holding the named data set's files."),
     config: Optional[Path] = typer.Option(None, help="Model config JSON, for a bare weights file."),
     split: str = typer.Option("test", help="train, val or test."),
-    seed: int = typer.Option(0, help="Seed of the split (the one used in training)."),
+    seed: Optional[int] = typer.Option(None, help="Seed of the split (default: the one the model was trained with)."),
     limit_test: Optional[int] = typer.Option(None, help="Use a seeded random subset of this many test samples."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the figures to this JSON file."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),

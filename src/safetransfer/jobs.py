@@ -125,11 +125,17 @@ def eval_job(
     split: str = "test",
     config_path: str | Path | None = None,
     limit: dict[str, int] | None = None,
-    seed: int = 0,
+    seed: int | None = None,
     progress: bool = True,
 ) -> EvalResult:
-    """Evaluate a saved model on a split of a data set (the same seeded split as training)."""
+    """Evaluate a saved model on a split of a data set.
+
+    ``seed`` picks the split of sources without an official one; by default it is the seed the
+    model was trained with (from its saved metadata), so its test split is the one it never saw.
+    """
     model = load_model(model_path, config=config_path)
+    if seed is None:
+        seed = _trained_seed(Path(model_path))
     dataset = load_data(data, path=data_path, seed=seed, limit=limit)
     if dataset.modality != model.config.modality:
         raise DataError(
@@ -141,3 +147,14 @@ def eval_job(
             f"{model.num_classes}: evaluate it on the data it was trained for."
         )
     return evaluate(model, dataset.split(split), dataset.class_names, progress=progress)
+
+
+def _trained_seed(model_path: Path) -> int:
+    """The training seed recorded in a saved model's ``config.json`` (0 when there is none)."""
+    from safetransfer.models.io import CONFIG_FILE, read_config
+
+    cfg = model_path / CONFIG_FILE if model_path.is_dir() else model_path.parent / CONFIG_FILE
+    if not cfg.exists():
+        return 0
+    _, meta = read_config(cfg)
+    return int(meta.get("train_config", {}).get("seed", 0))

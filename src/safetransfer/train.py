@@ -18,7 +18,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Literal, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -144,6 +144,35 @@ class TrainResult:
         return asdict(self)
 
 
+class TrainHook:
+    """What a transfer method adds to the one training loop; every method is optional.
+
+    - ``extra_loss(model, inputs, logits, labels)``: a term added to the cross-entropy
+      (feature distillation, regularisers), or ``None``;
+    - ``after_step(model, step)``: after each optimiser step (re-apply a mask, average weights);
+    - ``after_training(model)``: once at the end (swap in averaged weights, recompute BatchNorm
+      statistics); it must depend only on the model and the hook's state, because a finished
+      run found again restores both and calls it again;
+    - ``state_dict()`` / ``load_state_dict(state)``: the hook's own state (tensors, numbers),
+      saved in every checkpoint so that a resumed run is identical.
+    """
+
+    def extra_loss(self, model: TransferModel, inputs: Any, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor | None:
+        return None
+
+    def after_step(self, model: TransferModel, step: int) -> None:
+        return None
+
+    def after_training(self, model: TransferModel) -> None:
+        return None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        return None
+
+
 class _StopFlag:
     """SIGINT sets a flag that the loop checks between steps (so a checkpoint is always consistent)."""
 
@@ -202,14 +231,14 @@ def train(
     checkpoint_dir: str | Path | None = None,
     resume: bool = True,
     progress: bool = True,
-    extra_loss: Callable[[TransferModel, Any, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    hooks: Sequence[TrainHook] = (),
     on_step: Callable[[int, float], None] | None = None,
 ) -> TrainResult:
     """Train ``model`` in place on ``train_split`` for ``config.steps`` optimiser steps.
 
     ``checkpoint_dir``: where ``last.pt`` is written every ``checkpoint_every`` steps (atomically)
     and on Ctrl-C; with ``resume`` a run finds it there and continues from its step.
-    ``extra_loss(model, inputs, logits, labels)`` is added to the cross-entropy (regularisers).
+    ``hooks``: what a transfer method adds (see :class:`TrainHook`), in order.
     ``on_step(step, loss)`` is called after every step (1-based step count).
     """
     config.validate()
@@ -229,7 +258,7 @@ def train(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         if ckpt_path is not None and resume and ckpt_path.exists():
-            start_step, seconds_before, history = _restore(ckpt_path, model, optimizer, config)
+            start_step, seconds_before, history = _restore(ckpt_path, model, optimizer, config, hooks)
 
         def save(step: int, rng_state: torch.Tensor) -> None:
             if ckpt_path is None:
@@ -243,6 +272,7 @@ def train(
                     "seconds": seconds_before + time.perf_counter() - t0,
                     "history": history,
                     "config": json.dumps(config.result_fingerprint(), sort_keys=True),
+                    "hooks": [hook.state_dict() for hook in hooks],
                 },
                 ckpt_path,
             )
@@ -270,8 +300,10 @@ def train(
                     labels = train_split.labels[idx].to(device)
                     logits = model(inputs)
                     loss = F.cross_entropy(logits, labels, label_smoothing=config.label_smoothing)
-                    if extra_loss is not None:
-                        loss = loss + extra_loss(model, inputs, logits, labels)
+                    for hook in hooks:
+                        term = hook.extra_loss(model, inputs, logits, labels)
+                        if term is not None:
+                            loss = loss + term
                     if not torch.isfinite(loss):
                         raise ConfigError(
                             f"The loss became {loss.item()} at step {step}: lower the learning rate (now {config.lr})."
@@ -282,6 +314,8 @@ def train(
                         torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
                     optimizer.step()
                     step += 1
+                    for hook in hooks:
+                        hook.after_step(model, step)
                     loss_value = float(loss.detach())
                     running, count = running + loss_value, count + 1
                     if bar is not None:
@@ -298,13 +332,15 @@ def train(
                         on_step(step, loss_value)
                     if step % config.checkpoint_every == 0 or step == config.steps:
                         save(step, torch.get_rng_state())
+            for hook in hooks:
+                hook.after_training(model)
         finally:
             if bar is not None:
                 bar.close()
+            if config.freeze_body:
+                for p in model.body_parameters():
+                    p.requires_grad_(True)
     model.eval()
-    if config.freeze_body:
-        for p in model.body_parameters():
-            p.requires_grad_(True)
     seconds = seconds_before + time.perf_counter() - t0
     final = history[-1]["loss"] if history else loss_value
     return TrainResult(steps=step, seconds=round(seconds, 3), history=history, resumed_from=start_step, final_loss=final)
@@ -321,7 +357,9 @@ def _quick_accuracy(model: TransferModel, split: Split, config: TrainConfig) -> 
     return acc
 
 
-def _restore(path: Path, model: TransferModel, optimizer: torch.optim.Optimizer, config: TrainConfig) -> tuple[int, float, list]:
+def _restore(
+    path: Path, model: TransferModel, optimizer: torch.optim.Optimizer, config: TrainConfig, hooks: Sequence[TrainHook]
+) -> tuple[int, float, list]:
     state = safe_torch_load(path)
     try:
         saved_config = json.loads(state["config"])
@@ -337,6 +375,14 @@ def _restore(path: Path, model: TransferModel, optimizer: torch.optim.Optimizer,
         load_state_into(model, state["model"], source=str(path))
         optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["rng"])
+        hook_states = state.get("hooks", [])
+        if len(hook_states) != len(hooks):
+            raise CheckpointError(
+                f"The checkpoint {path} was made with {len(hook_states)} training hook(s), this run has {len(hooks)}: "
+                f"it belongs to another transfer method; use another output folder."
+            )
+        for hook, hook_state in zip(hooks, hook_states):
+            hook.load_state_dict(hook_state)
         return int(state["step"]), float(state["seconds"]), list(state["history"])
     except KeyError as err:
         raise CheckpointError(f"The checkpoint {path} lacks '{err.args[0]}': it is not a safetransfer training checkpoint.") from None

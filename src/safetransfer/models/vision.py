@@ -22,10 +22,11 @@ class EfficientNetBody(nn.Module):
     """EfficientNet-Lite's convolutional trunk with global average pooling (no classifier).
 
     Tan & Le 2019, Lite variant (ReLU6, no squeeze-excitation). Fully convolutional, so 32 or
-    64 px inputs run; padding is computed for ``image_size``.
+    64 px inputs run; padding is computed for ``image_size``. ``bn_momentum`` is PyTorch's
+    (weight of the new batch in the running statistics).
     """
 
-    def __init__(self, image_size: int, variant: str = "efficientnet-lite0") -> None:
+    def __init__(self, image_size: int, variant: str = "efficientnet-lite0", bn_momentum: float = 0.1) -> None:
         super().__init__()
         try:
             from efficientnet_lite_pytorch import EfficientNet
@@ -35,6 +36,12 @@ class EfficientNetBody(nn.Module):
             ) from err
         net = EfficientNet.from_name(variant, num_classes=1, image_size=image_size)
         del net._fc, net._dropout  # the head lives in TransferModel
+        # The TF port keeps running statistics with momentum 0.01 (decay 0.99): after a short
+        # fine-tuning on a new domain they still hold ImageNet's and eval-mode accuracy collapses.
+        # PyTorch's usual 0.1 adapts within ~50 steps.
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.momentum = bn_momentum
         self.net = net
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

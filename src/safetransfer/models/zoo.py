@@ -46,11 +46,12 @@ def _effnet_config(num_classes: int, image_size: int | None, in_channels: int | 
     return ModelConfig(
         arch="efficientnet-lite0", num_classes=num_classes, modality="image", image_size=image_size or 32,
         in_channels=3, mean=[EFFICIENTNET_MEAN], std=[EFFICIENTNET_STD], head_dropout=0.2,
+        options={"bn_momentum": 0.1},
     )
 
 
 def _effnet_build(config: ModelConfig, pretrained: bool, tokenizer: Any = None) -> TransferModel:
-    body = EfficientNetBody(config.image_size)
+    body = EfficientNetBody(config.image_size, bn_momentum=config.options.get("bn_momentum", 0.1))
     if pretrained:
         body.load_imagenet(assets.require("efficientnet-lite0-weights"))
     return TransferModel(body, EFFICIENTNET_FEATURES, config)

@@ -15,6 +15,18 @@ def _pyplot():
     return plt
 
 
+def save_figure(fig, ax, path: str | Path, title: str = "") -> Path:
+    """Set the title, lay out, write the PNG, close the figure."""
+    plt = _pyplot()
+    ax.set_title(title)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def plot_training_curve(history: Sequence[dict[str, float]], path: str | Path, title: str = "") -> Path:
     """Training loss (and validation accuracy where logged) against the step."""
     plt = _pyplot()
@@ -29,12 +41,7 @@ def plot_training_curve(history: Sequence[dict[str, float]], path: str | Path, t
         ax2.plot(*zip(*val), color="tab:orange", marker="o", label="validation accuracy")
         ax2.set_ylabel("validation accuracy", color="tab:orange")
         ax2.set_ylim(0, 1)
-    ax.set_title(title)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, ax, path, title)
 
 
 def plot_confusion(confusion: Sequence[Sequence[int]], class_names: Sequence[str], path: str | Path, title: str = "") -> Path:
@@ -58,9 +65,4 @@ def plot_confusion(confusion: Sequence[Sequence[int]], class_names: Sequence[str
                 ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=7,
                         color="white" if rates[i, j] > 0.5 else "black")
     fig.colorbar(im, ax=ax, fraction=0.046)
-    ax.set_title(title)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, ax, path, title)

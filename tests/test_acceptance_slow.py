@@ -1,0 +1,33 @@
+"""The foundation's accuracy targets with each zoo model's default settings (long: marker ``slow``).
+
+Run with ``make test-slow``. Speed is measured by ``benchmarks/train_baselines.py``, not here.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from safetransfer.assets import ASSETS
+from safetransfer.jobs import train_job
+
+pytestmark = [pytest.mark.slow, pytest.mark.assets]
+
+
+@pytest.mark.parametrize(
+    ("model", "data", "needs", "target"),
+    [
+        ("small-cnn", "fashion-mnist", ("fashion-mnist",), 0.85),
+        ("efficientnet-lite0", "fashion-mnist", ("fashion-mnist", "efficientnet-lite0-weights"), 0.88),
+        ("minilm-l6", "rotten-tomatoes", ("minilm-l6", "rotten-tomatoes"), 0.78),
+    ],
+)
+def test_default_fine_tuning_reaches_target(model, data, needs, target, tmp_path):
+    missing = [n for n in needs if not ASSETS[n].installed()]
+    if missing:
+        pytest.skip(f"assets not installed: {missing}")
+    result = train_job(model, data, tmp_path / "run", progress=False, plots=False)
+    assert result.test.accuracy >= target, (model, result.test.accuracy)
+    # the same run found again resumes at its end and gives the same figure
+    again = train_job(model, data, tmp_path / "run", progress=False, plots=False)
+    assert again.train.resumed_from == result.train.steps
+    assert again.test.accuracy == result.test.accuracy

@@ -1,0 +1,94 @@
+"""Every foundation feature on the real assets through the CLI, kept short enough for the default suite.
+
+The full-length runs (the accuracy targets of the foundation issue) are in
+``test_acceptance_slow.py`` behind the ``slow`` marker.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from safetransfer.assets import ASSETS
+from safetransfer.cli import main
+
+pytestmark = pytest.mark.assets
+
+
+def _need(*names: str) -> None:
+    missing = [n for n in names if not ASSETS[n].installed()]
+    if missing:
+        pytest.skip(f"assets not installed: {missing} (run `safetransfer assets install`)")
+
+
+def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    code = main(argv)
+    out = capsys.readouterr()
+    return code, out.out + out.err
+
+
+@pytest.mark.parametrize(
+    ("model", "data", "assets", "steps", "extra"),
+    [
+        ("efficientnet-lite0", "fashion-mnist", ("fashion-mnist", "efficientnet-lite0-weights"), 30, ["--batch-size", "32"]),
+        ("small-cnn", "mnist", ("mnist",), 60, []),
+        ("minilm-l6", "rotten-tomatoes", ("minilm-l6", "rotten-tomatoes"), 15, ["--batch-size", "16"]),
+        ("minilm-l6", "amazon-reviews", ("minilm-l6", "amazon-reviews"), 5, ["--batch-size", "8"]),
+        ("small-cnn", "digits", (), 60, []),
+    ],
+)
+def test_train_then_eval_on_real_assets(model, data, assets, steps, extra, tmp_path, capsys):
+    _need(*assets)
+    out = tmp_path / "run"
+    code, text = _run(
+        ["train", "--model", model, "--data", data, "--steps", str(steps), "--out", str(out), "--no-progress",
+         "--limit-train", "2000", "--limit-test", "300", *extra],
+        capsys,
+    )
+    assert code == 0, text
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["steps"] == steps
+    assert metrics["test"]["n"] == min(300, metrics["data_summary"]["test"])
+    assert f"test accuracy: {metrics['test_accuracy']:.4f}" in text
+    # a short run still learns something beyond chance on every data set
+    chance = 1.0 / len(metrics["test"]["class_names"])
+    assert metrics["test_accuracy"] > chance + 0.05, metrics["test_accuracy"]
+    assert (out / "model" / "model.safetensors").exists() and (out / "confusion.png").stat().st_size > 1000
+
+    code, text = _run(["eval", "--model", str(out / "model"), "--data", data, "--limit-test", "300",
+                       "--no-progress", "--json", str(tmp_path / "e.json")], capsys)
+    assert code == 0, text
+    assert json.loads((tmp_path / "e.json").read_text())["accuracy"] == pytest.approx(metrics["test_accuracy"])
+
+
+def test_assets_list_and_install_are_idempotent(capsys):
+    code, text = _run(["assets", "list"], capsys)
+    assert code == 0 and "fashion-mnist" in text and "minilm-l6" in text
+    installed = [n for n, a in ASSETS.items() if a.installed()]
+    if len(installed) != len(ASSETS):
+        pytest.skip("not every asset is installed here")
+    code, text = _run(["assets", "install"], capsys)
+    assert code == 0, text
+    assert text.count("present") == len(ASSETS) and "installing" not in text
+
+
+def test_user_path_for_named_data_set(tmp_path, capsys):
+    """--data-path points a named data set at the user's own copy of its files."""
+    _need("fashion-mnist")
+    import shutil
+
+    for f in Path(ASSETS["fashion-mnist"].locate()).glob("*.gz"):
+        shutil.copy(f, tmp_path / f.name)
+    from safetransfer.data import load_data
+
+    mine = load_data("fashion-mnist", path=tmp_path)
+    theirs = load_data("fashion-mnist")
+    assert mine.summary()["train"] == theirs.summary()["train"]
+    assert (mine.test.inputs == theirs.test.inputs).all()
+    (tmp_path / "t10k-labels-idx1-ubyte.gz").unlink()
+    code, text = _run(["eval", "--model", str(tmp_path / "nomodel"), "--data", "fashion-mnist"], capsys)
+    assert code == 2 and "No such model" in text and "Traceback" not in text
+    with pytest.raises(Exception, match="t10k-labels"):
+        load_data("fashion-mnist", path=tmp_path)
