@@ -36,10 +36,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="*", help="model names to run")
     parser.add_argument("--work", default="runs/bench", help="folder for the runs' outputs")
-    parser.add_argument("--fresh", action="store_true", help="ignore results already in the JSON")
+    parser.add_argument("--fresh", action="store_true", help="retrain the chosen runs from scratch (ignore their checkpoints)")
     args = parser.parse_args()
 
-    doc = {"runs": []} if args.fresh or not RESULTS.exists() else json.loads(RESULTS.read_text())
+    doc = json.loads(RESULTS.read_text()) if RESULTS.exists() else {"runs": []}
     done = {(r["model"], r["data"]): r for r in doc["runs"]}
     for spec in RUNS:
         if args.only and spec["model"] not in args.only:

@@ -177,6 +177,84 @@ def eval_cmd(
     console.print(f"[bold]{split} accuracy: {result.accuracy:.4f}[/bold]")
 
 
+# ---- ReMoS slicing and transfer -------------------------------------------------------------
+TRANSFER_METHODS_HELP = "finetune, retrain, magprune, delta, delta_r, renofeation or remos."
+
+
+@app.command("slice")
+def slice_cmd(
+    teacher: str = typer.Option(..., "--teacher", "-t", help="Zoo model name (pretrained) or a saved model folder."),
+    data: str = typer.Option(..., "--data", "-d", help="The student's data set (name or path)."),
+    ratio: float = typer.Option(0.1, "--ratio", "-a", help="α: share of the sliced weights to exclude."),
+    metric: str = typer.Option("nc", help="Coverage metric: nc, tknc, snac_relative, snac_deepgauge."),
+    threshold: float = typer.Option(0.5, help="NC threshold on the per-sample min-max scaled activations."),
+    k: int = typer.Option(10, help="k of top-k NC and of the relative SNAC."),
+    samples: int = typer.Option(2000, help="Student training samples to profile (seeded subset; 0 = all)."),
+    layer: Optional[list[str]] = typer.Option(None, "--layer", help="Slice only these layers (repeatable; default all)."),
+    data_path: Optional[Path] = typer.Option(None, help="Folder or file holding the named data set's files."),
+    image_size: Optional[int] = typer.Option(None, help="Input size in pixels (image teachers)."),
+    seed: int = typer.Option(0, help="Seed of the split and the profiled subset."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default runs/slice-TEACHER-DATA)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+) -> None:
+    """ReMoS: profile the teacher's neuron coverage on the student data and compute the slice."""
+    from safetransfer.jobs import slice_job
+
+    out_dir = out or Path("runs") / f"slice-{Path(teacher).name}-{Path(data).name}"
+    the_slice, profile = slice_job(
+        teacher, data, out_dir, ratio=ratio, metric=metric, threshold=threshold, k=k, samples=samples,
+        layers=layer or None, data_path=data_path, image_size=image_size, seed=seed, progress=progress,
+    )
+    summary = the_slice.summary()
+    table = Table(title=f"ReMoS slice, α = {ratio}: {summary['excluded']:,} of {summary['weights']:,} weights excluded")
+    for col in ("layer", "weights", "share excluded", "mean |w| excluded", "mean |w| kept"):
+        table.add_column(col, justify="left" if col == "layer" else "right", no_wrap=col == "layer")
+    for row in summary["layers"]:
+        table.add_row(row["name"], f"{row['weights']:,}", f"{row['excluded_share']:.3f}",
+                      f"{row.get('mean_abs_excluded', float('nan')):.4f}", f"{row.get('mean_abs_kept', float('nan')):.4f}")
+    console.print(table)
+    console.print(f"coverage ({profile.metric}) over {profile.n_samples} samples; slice saved to {out_dir}")
+
+
+@app.command("transfer")
+def transfer_cmd(
+    method: str = typer.Option(..., "--method", help=TRANSFER_METHODS_HELP),
+    teacher: str = typer.Option(..., "--teacher", "-t", help="Zoo model name (pretrained) or a saved model folder."),
+    data: str = typer.Option(..., "--data", "-d", help="The student's data set (name or path)."),
+    ratio: Optional[float] = typer.Option(None, "--ratio", "-a", help="α of remos / magprune (default 0.1)."),
+    excluded: Optional[str] = typer.Option(None, help="remos: 'zero' (as published) or 'reinit' the excluded weights."),
+    frozen: Optional[bool] = typer.Option(None, "--frozen/--retrain-excluded", help="remos: keep excluded weights at zero."),
+    slice_metric: Optional[str] = typer.Option(None, help="remos coverage metric (nc, tknc, snac_relative, snac_deepgauge)."),
+    steps: Optional[int] = typer.Option(None, help="Optimiser steps (default: the method's protocol)."),
+    batch_size: Optional[int] = typer.Option(None, help="Batch size."),
+    lr: Optional[float] = typer.Option(None, help="Learning rate of the body."),
+    seed: Optional[int] = typer.Option(None, help="Seed of everything random in the run."),
+    data_path: Optional[Path] = typer.Option(None, help="Folder or file holding the named data set's files."),
+    image_size: Optional[int] = typer.Option(None, help="Input size in pixels (image teachers)."),
+    limit_train: Optional[int] = typer.Option(None, help="Use a seeded random subset of this many training samples."),
+    limit_test: Optional[int] = typer.Option(None, help="Use seeded random subsets of this many test (and validation) samples."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default runs/transfer-METHOD-TEACHER-DATA)."),
+    resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue from the checkpoint in the output folder."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+) -> None:
+    """Make a student from a teacher with one of the seven transfer methods; train, test, save it."""
+    from safetransfer.jobs import transfer_job
+
+    out_dir = out or Path("runs") / f"transfer-{method}-{Path(teacher).name}-{Path(data).name}"
+    options = {"ratio": ratio, "excluded": excluded, "frozen": frozen, "slice_metric": slice_metric, "seed": seed}
+    result = transfer_job(
+        method, teacher, data, out_dir, data_path=data_path, image_size=image_size,
+        limit=_limits(limit_train, limit_test), options=options,
+        train_overrides={"steps": steps, "batch_size": batch_size, "lr": lr}, resume=resume, progress=progress,
+    )
+    _print_eval(result.test, f"{method} student of {teacher} on {data}")
+    if result.slice_summary:
+        console.print(f"slice: {result.slice_summary['excluded']:,} of {result.slice_summary['weights']:,} "
+                      f"sliced weights excluded ({result.slice_summary['method']})")
+    console.print(f"steps {result.train.steps}, {result.seconds:.1f} s; saved to {out_dir}")
+    console.print(f"[bold]test accuracy: {result.test.accuracy:.4f}[/bold]")
+
+
 def _print_eval(result, title: str) -> None:
     table = Table(title=f"{title}: accuracy {result.accuracy:.4f} on {result.n}")
     table.add_column("class")

@@ -158,3 +158,95 @@ def _trained_seed(model_path: Path) -> int:
         return 0
     _, meta = read_config(cfg)
     return int(meta.get("train_config", {}).get("seed", 0))
+
+
+# ---- teachers, slicing, transfer ----------------------------------------------------------------
+def load_teacher(teacher: str | Path, data: ClassificationData, image_size: int | None = None, seed: int = 0):
+    """A teacher by zoo name (its pretrained weights, head sized for ``data``) or a saved model folder/file."""
+    from safetransfer.models.zoo import MODELS
+
+    path = Path(teacher)
+    if str(teacher) not in MODELS and path.exists():
+        model = load_model(path)
+    else:
+        spec = get_arch(str(teacher))  # unknown name -> clear error listing the zoo
+        if image_size is None and data.input_shape and spec.native_resolution:
+            image_size = data.input_shape[-1]
+        model = create_model(
+            spec.name, data.num_classes, pretrained=True, image_size=image_size,
+            in_channels=data.input_shape[0] if data.input_shape else None, class_names=data.class_names, seed=seed,
+        )
+    if model.config.modality != data.modality:
+        raise DataError(
+            f"Teacher '{model.config.arch}' takes {model.config.modality} inputs but data set '{data.name}' is {data.modality}."
+        )
+    return model
+
+
+def slice_job(
+    teacher: str | Path,
+    data: str,
+    out_dir: str | Path,
+    *,
+    ratio: float = 0.1,
+    metric: str = "nc",
+    threshold: float = 0.5,
+    k: int = 10,
+    samples: int = 2000,
+    layers: list[str] | None = None,
+    data_path: str | Path | None = None,
+    image_size: int | None = None,
+    seed: int = 0,
+    progress: bool = True,
+):
+    """ReMoS's slice of ``teacher`` for the student data ``data``: profile coverage, score, save.
+
+    Profiles ``samples`` seeded training samples of the student data (0 = all), computes the
+    slice with exclusion ratio ``ratio`` and writes it (masks + ``slice.json``) and the coverage
+    profile into ``out_dir``.
+    """
+    from safetransfer.coverage import neuron_bounds, profile_coverage
+    from safetransfer.slicing import compute_slice
+    from safetransfer.transfer.base import seeded_subset
+
+    dataset = load_data(data, path=data_path, seed=seed)
+    model = load_teacher(teacher, dataset, image_size=image_size, seed=seed)
+    subset = seeded_subset(dataset.train, samples, seed)
+    bounds = neuron_bounds(model, subset.inputs, layers=layers) if metric == "snac_deepgauge" else None
+    profile = profile_coverage(model, subset.inputs, metric=metric, threshold=threshold, k=k, layers=layers,
+                               bounds=bounds, progress=progress)
+    the_slice = compute_slice(model, profile, ratio=ratio, layers=layers)
+    out = Path(out_dir)
+    the_slice.save(out / "slice")
+    profile.save(out / "coverage")
+    return the_slice, profile
+
+
+def transfer_job(
+    method: str,
+    teacher: str | Path,
+    data: str,
+    out_dir: str | Path,
+    *,
+    data_path: str | Path | None = None,
+    image_size: int | None = None,
+    limit: dict[str, int] | None = None,
+    options: dict[str, Any] | None = None,
+    train_overrides: dict[str, Any] | None = None,
+    resume: bool = True,
+    progress: bool = True,
+):
+    """Make a student from ``teacher`` for ``data`` with transfer ``method``, train, test and save it.
+
+    ``options`` are :class:`~safetransfer.transfer.TransferConfig` fields (ratio, excluded, frozen,
+    ...); ``train_overrides`` replace fields of the method's default training protocol.
+    """
+    from safetransfer.transfer import TransferConfig, default_train_config, transfer
+
+    opts = {k: v for k, v in (options or {}).items() if v is not None}
+    seed = int(opts.get("seed", 0))
+    dataset = load_data(data, path=data_path, seed=seed, limit=limit)
+    model = load_teacher(teacher, dataset, image_size=image_size, seed=seed)
+    train_config = default_train_config(model.config.arch, method, **{"seed": seed, **(train_overrides or {})})
+    config = TransferConfig(method=method, train=train_config, **opts)
+    return transfer(model, dataset, config, out_dir=out_dir, progress=progress, resume=resume)

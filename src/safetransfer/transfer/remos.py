@@ -1,0 +1,52 @@
+"""ReMoS (Zhang et al., ICSE 2022, "ReMoS: Reducing Defect Inheritance in Transfer Learning via
+Relevant Model Slicing").
+
+1. Profile the neuron coverage of the teacher (eval mode, no gradients) on the student's
+   training data — ``profile_samples`` of them, a seeded random subset (0 = all) — with
+   ``slice_metric`` (``nc`` with ``slice_threshold`` 0.5 as in the paper; ``tknc`` /
+   ``snac_relative`` use ``slice_k``; ``snac_deepgauge`` first takes each neuron's bounds on
+   the same subset). The profile runs on the student right after it is copied from the
+   teacher, so it sees exactly the teacher's body weights while the teacher itself is
+   never touched (the head, the only difference, is not profiled).
+2. :func:`safetransfer.slicing.compute_slice`: ordinal score rank(weight coverage) − rank(|w|)
+   over all sliced weights, keep the top ``1 − ratio``.
+3. Reset the excluded weights of the student (``excluded``: ``"zero"`` as the ReMoS code, or
+   ``"reinit"`` from the layer's default init, seeded), then fine-tune everything. With
+   ``frozen`` the excluded weights are re-zeroed after every step (a variant; the paper
+   retrains them freely).
+
+The :class:`~safetransfer.slicing.Slice` and its summary end up on the
+:class:`~safetransfer.transfer.base.TransferResult` (and in ``out_dir/slice``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from safetransfer.data.base import ClassificationData
+from safetransfer.models.wrapper import TransferModel
+from safetransfer.train import TrainHook
+
+if TYPE_CHECKING:
+    from safetransfer.transfer.base import TransferConfig
+
+
+def make_student(
+    teacher: TransferModel, data: ClassificationData, config: "TransferConfig"
+) -> tuple[TransferModel, list[TrainHook]]:
+    from safetransfer.coverage import neuron_bounds, profile_coverage
+    from safetransfer.slicing import compute_slice
+    from safetransfer.transfer.base import SALT_PROFILE, SALT_SLICE, SliceHook, derived_seed, new_student, seeded_subset
+
+    student = new_student(teacher, data, config)  # its body is still exactly the teacher's
+    inputs = seeded_subset(data.train, config.profile_samples, derived_seed(config.seed, SALT_PROFILE)).inputs
+    bounds = None
+    if config.slice_metric == "snac_deepgauge":
+        bounds = neuron_bounds(student, inputs, layers=config.slice_layers)
+    profile = profile_coverage(
+        student, inputs, metric=config.slice_metric, threshold=config.slice_threshold, k=config.slice_k,
+        layers=config.slice_layers, bounds=bounds,
+    )
+    slice_ = compute_slice(student, profile, ratio=config.ratio, layers=config.slice_layers)
+    slice_.apply(student, mode=config.excluded, seed=derived_seed(config.seed, SALT_SLICE))
+    return student, [SliceHook(slice_, frozen=config.frozen, profile=profile)]
