@@ -205,17 +205,14 @@ def slice_job(
     slice with exclusion ratio ``ratio`` and writes it (masks + ``slice.json``) and the coverage
     profile into ``out_dir``.
     """
-    from safetransfer.coverage import neuron_bounds, profile_coverage
-    from safetransfer.slicing import compute_slice
     from safetransfer.transfer.base import seeded_subset
+    from safetransfer.transfer.remos import slice_teacher
 
     dataset = load_data(data, path=data_path, seed=seed)
     model = load_teacher(teacher, dataset, image_size=image_size, seed=seed)
     subset = seeded_subset(dataset.train, samples, seed)
-    bounds = neuron_bounds(model, subset.inputs, layers=layers) if metric == "snac_deepgauge" else None
-    profile = profile_coverage(model, subset.inputs, metric=metric, threshold=threshold, k=k, layers=layers,
-                               bounds=bounds, progress=progress)
-    the_slice = compute_slice(model, profile, ratio=ratio, layers=layers)
+    the_slice, profile = slice_teacher(model, subset.inputs, ratio=ratio, metric=metric, threshold=threshold, k=k,
+                                       layers=layers, progress=progress)
     out = Path(out_dir)
     the_slice.save(out / "slice")
     profile.save(out / "coverage")

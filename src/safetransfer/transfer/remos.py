@@ -31,22 +31,34 @@ if TYPE_CHECKING:
     from safetransfer.transfer.base import TransferConfig
 
 
+def slice_teacher(
+    model: TransferModel, inputs, *, ratio: float = 0.1, metric: str = "nc", threshold: float = 0.5, k: int = 10,
+    layers: list[str] | None = None, progress: bool = False,
+):
+    """Steps 1 and 2 of ReMoS on ``model``'s current weights: ``(Slice, CoverageProfile)``.
+
+    ``inputs`` are raw student inputs; ``snac_deepgauge`` takes its neuron bounds on the same inputs.
+    """
+    from safetransfer.coverage import neuron_bounds, profile_coverage
+    from safetransfer.slicing import compute_slice
+
+    bounds = neuron_bounds(model, inputs, layers=layers, progress=progress) if metric == "snac_deepgauge" else None
+    profile = profile_coverage(
+        model, inputs, metric=metric, threshold=threshold, k=k, layers=layers, bounds=bounds, progress=progress,
+    )
+    return compute_slice(model, profile, ratio=ratio, layers=layers), profile
+
+
 def make_student(
     teacher: TransferModel, data: ClassificationData, config: "TransferConfig"
 ) -> tuple[TransferModel, list[TrainHook]]:
-    from safetransfer.coverage import neuron_bounds, profile_coverage
-    from safetransfer.slicing import compute_slice
     from safetransfer.transfer.base import SALT_PROFILE, SALT_SLICE, SliceHook, derived_seed, new_student, seeded_subset
 
     student = new_student(teacher, data, config)  # its body is still exactly the teacher's
     inputs = seeded_subset(data.train, config.profile_samples, derived_seed(config.seed, SALT_PROFILE)).inputs
-    bounds = None
-    if config.slice_metric == "snac_deepgauge":
-        bounds = neuron_bounds(student, inputs, layers=config.slice_layers)
-    profile = profile_coverage(
-        student, inputs, metric=config.slice_metric, threshold=config.slice_threshold, k=config.slice_k,
-        layers=config.slice_layers, bounds=bounds,
+    slice_, profile = slice_teacher(
+        student, inputs, ratio=config.ratio, metric=config.slice_metric, threshold=config.slice_threshold,
+        k=config.slice_k, layers=config.slice_layers,
     )
-    slice_ = compute_slice(student, profile, ratio=config.ratio, layers=config.slice_layers)
     slice_.apply(student, mode=config.excluded, seed=derived_seed(config.seed, SALT_SLICE))
     return student, [SliceHook(slice_, frozen=config.frozen, profile=profile)]
