@@ -7,6 +7,7 @@ resumes where it stopped.
 
     python benchmarks/transfer_fmnist.py                       # all seven
     python benchmarks/transfer_fmnist.py --methods finetune remos
+    python benchmarks/transfer_fmnist.py --protocol scratch     # retrain, delta_r, renofeation tuned for scratch
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import torch
 from safetransfer.data import load_data
 from safetransfer.models import create_model
 from safetransfer.models.io import atomic_write_text
-from safetransfer.transfer import METHODS, TransferConfig, transfer
+from safetransfer.transfer import METHODS, SCRATCH_METHODS, TransferConfig, transfer
 
 RESULTS = Path(__file__).parent / "results" / "transfer_fmnist.json"
 
@@ -32,6 +33,8 @@ def main() -> None:
     parser.add_argument("--methods", nargs="*", default=list(METHODS), help="methods to run")
     parser.add_argument("--ratio", type=float, default=0.1, help="ReMoS / magprune ratio α")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--protocol", default="shared", choices=["shared", "scratch"],
+                        help="training protocol; 'scratch' results are stored as METHOD[scratch]")
     parser.add_argument("--work", default="runs/bench-transfer", help="folder for the runs")
     args = parser.parse_args()
 
@@ -42,8 +45,11 @@ def main() -> None:
                     "train": len(data.train), "test": len(data.test), "ratio": args.ratio, "seed": args.seed,
                     "machine": {"cpus": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version()}}
     for method in args.methods:
-        config = TransferConfig(method=method, ratio=args.ratio, seed=args.seed)
-        result = transfer(teacher, data, config, out_dir=Path(args.work) / method, progress=True)
+        key = method if args.protocol == "shared" else f"{method}[{args.protocol}]"
+        if args.protocol == "scratch" and method not in SCRATCH_METHODS:
+            continue  # the same run as under the shared protocol
+        config = TransferConfig(method=method, ratio=args.ratio, seed=args.seed, protocol=args.protocol)
+        result = transfer(teacher, data, config, out_dir=Path(args.work) / key, progress=True)
         row = {
             "test_accuracy": round(result.test.accuracy, 4),
             "seconds": result.seconds,
@@ -53,13 +59,14 @@ def main() -> None:
         }
         if result.slice_summary is not None:
             row["slice"] = {k: v for k, v in result.slice_summary.items() if k != "layers"}
-        doc["methods"][method] = row
+        row["protocol"] = args.protocol
+        doc["methods"][key] = row
         ft = doc["methods"].get("finetune", {}).get("test_accuracy")
         if ft:
             for r in doc["methods"].values():
                 r["relative_accuracy"] = round(r["test_accuracy"] / ft, 4)
         atomic_write_text(RESULTS, json.dumps(doc, indent=2))
-        print(f"{method:12s} test acc {row['test_accuracy']:.4f}  {row['seconds']:7.1f} s")
+        print(f"{key:20s} test acc {row['test_accuracy']:.4f}  {row['seconds']:7.1f} s")
 
 
 if __name__ == "__main__":

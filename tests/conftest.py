@@ -11,10 +11,11 @@ import pytest
 import torch
 
 from safetransfer.data import ClassificationData
+from safetransfer.data.base import train_val_test_from_pool
 
 # The models here are tiny: one thread is as fast and does not fight other processes for cores.
+# (The long runs of test_acceptance_slow.py take every core back.)
 torch.set_num_threads(1)
-from safetransfer.data.base import train_val_test_from_pool
 
 # --------------------------------------------------------------------------- builders
 

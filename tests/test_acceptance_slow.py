@@ -5,12 +5,24 @@ Run with ``make test-slow``. Speed is measured by ``benchmarks/train_baselines.p
 
 from __future__ import annotations
 
+import os
+
 import pytest
+import torch
 
 from safetransfer.assets import ASSETS
 from safetransfer.jobs import train_job
 
 pytestmark = [pytest.mark.slow, pytest.mark.assets]
+
+
+@pytest.fixture(autouse=True)
+def all_cores():
+    """These are real trainings: use every core (conftest pins the fast suite to one thread)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(os.cpu_count() or 1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.mark.parametrize(

@@ -428,8 +428,13 @@ def test_default_training_protocols() -> None:
     ft = default_train_config("efficientnet-lite0", "remos")
     assert (ft.optimizer, ft.lr, ft.momentum, ft.head_lr_mult, ft.schedule, ft.batch_size) == ("sgd", 5e-3, 0.0, 10.0, "constant", 64)
     assert default_train_config("efficientnet-lite0", "finetune") == ft == default_train_config("efficientnet-lite0", "magprune")
-    scratch = [default_train_config("efficientnet-lite0", m) for m in ("retrain", "delta_r", "renofeation")]
+    # the shared protocol (default): every method trains the same way, as in the ReMoS paper
+    assert all(default_train_config("efficientnet-lite0", m) == ft for m in METHODS)
+    scratch = [default_train_config("efficientnet-lite0", m, "scratch") for m in ("retrain", "delta_r", "renofeation")]
     assert scratch[0] == scratch[1] == scratch[2] and scratch[0].lr > ft.lr and scratch[0].steps == ft.steps
+    assert default_train_config("efficientnet-lite0", "remos", "scratch") == ft
+    with pytest.raises(UnknownNameError, match="training protocol"):
+        default_train_config("efficientnet-lite0", "retrain", "fast")
     text = default_train_config("minilm-l6", "delta")
     assert (text.optimizer, text.lr, text.head_lr_mult, text.schedule) == ("adamw", 5e-5, 20.0, "linear")
     assert default_train_config("tiny-cnn", "remos", steps=7).steps == 7
@@ -438,6 +443,8 @@ def test_default_training_protocols() -> None:
     # TransferConfig(train=None) resolves to the method's protocol with the transfer seed
     resolved = TransferConfig(method="retrain", seed=3).resolved("small-cnn")
     assert resolved.train == default_train_config("small-cnn", "retrain", seed=3)
+    resolved = TransferConfig(method="retrain", seed=3, protocol="scratch").resolved("small-cnn")
+    assert resolved.train == default_train_config("small-cnn", "retrain", "scratch", seed=3)
 
 
 def test_stage_names_of_every_architecture_and_a_clear_error(cnn_teacher: TransferModel, bert_teacher: TransferModel) -> None:

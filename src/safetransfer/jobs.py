@@ -244,6 +244,7 @@ def transfer_job(
     seed = int(opts.get("seed", 0))
     dataset = load_data(data, path=data_path, seed=seed, limit=limit)
     model = load_teacher(teacher, dataset, image_size=image_size, seed=seed)
-    train_config = default_train_config(model.config.arch, method, **{"seed": seed, **(train_overrides or {})})
+    protocol = opts.get("protocol", "shared")
+    train_config = default_train_config(model.config.arch, method, protocol, **{"seed": seed, **(train_overrides or {})})
     config = TransferConfig(method=method, train=train_config, **opts)
     return transfer(model, dataset, config, out_dir=out_dir, progress=progress, resume=resume)
