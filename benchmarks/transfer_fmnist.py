@@ -36,11 +36,18 @@ def main() -> None:
     parser.add_argument("--protocol", default="shared", choices=["shared", "scratch"],
                         help="training protocol; 'scratch' results are stored as METHOD[scratch]")
     parser.add_argument("--work", default="runs/bench-transfer", help="folder for the runs")
+    parser.add_argument("--limit-train", type=int, default=None,
+                        help="a small student data set: this many training images (results under 'small_data')")
     args = parser.parse_args()
 
-    data = load_data("fashion-mnist", seed=args.seed)
+    limit = {"train": args.limit_train} if args.limit_train else None
+    data = load_data("fashion-mnist", seed=args.seed, limit=limit)
     teacher = create_model("efficientnet-lite0", data.num_classes, image_size=32, seed=args.seed)
-    doc = json.loads(RESULTS.read_text()) if RESULTS.exists() else {"methods": {}}
+    full_doc = json.loads(RESULTS.read_text()) if RESULTS.exists() else {"methods": {}}
+    if limit:
+        doc = full_doc.setdefault("small_data", {}).setdefault(str(args.limit_train), {"methods": {}})
+    else:
+        doc = full_doc
     doc["setup"] = {"teacher": "efficientnet-lite0 (ImageNet)", "data": "fashion-mnist", "image_size": 32,
                     "train": len(data.train), "test": len(data.test), "ratio": args.ratio, "seed": args.seed,
                     "machine": {"cpus": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version()}}
@@ -49,7 +56,8 @@ def main() -> None:
         if args.protocol == "scratch" and method not in SCRATCH_METHODS:
             continue  # the same run as under the shared protocol
         config = TransferConfig(method=method, ratio=args.ratio, seed=args.seed, protocol=args.protocol)
-        result = transfer(teacher, data, config, out_dir=Path(args.work) / key, progress=True)
+        work = Path(args.work) / (f"train{args.limit_train}" if limit else "")
+        result = transfer(teacher, data, config, out_dir=work / key, progress=True)
         row = {
             "test_accuracy": round(result.test.accuracy, 4),
             "seconds": result.seconds,
@@ -65,7 +73,7 @@ def main() -> None:
         if ft:
             for r in doc["methods"].values():
                 r["relative_accuracy"] = round(r["test_accuracy"] / ft, 4)
-        atomic_write_text(RESULTS, json.dumps(doc, indent=2))
+        atomic_write_text(RESULTS, json.dumps(full_doc, indent=2))
         print(f"{key:20s} test acc {row['test_accuracy']:.4f}  {row['seconds']:7.1f} s")
 
 

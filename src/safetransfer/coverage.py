@@ -44,10 +44,7 @@ to float rounding).
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
@@ -285,43 +282,27 @@ class CoverageProfile:
 
     def save(self, folder: str | Path) -> Path:
         """Write ``coverage.safetensors`` (int64 counts) and ``coverage.json`` into ``folder``, atomically."""
-        from safetensors.torch import save_file
+        from safetransfer.models.io import save_tensors_and_json
 
-        from safetransfer.models.io import atomic_write_text
-
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
         tensors = {}
         for name, lc in self.layers.items():
             tensors[f"{name}::input"] = lc.input_counts.detach().cpu().to(torch.int64).contiguous()
             tensors[f"{name}::output"] = lc.output_counts.detach().cpu().to(torch.int64).contiguous()
-        _atomic_save_safetensors(tensors, folder / COUNTS_FILE, save_file)
-        atomic_write_text(folder / PROFILE_JSON, json.dumps(self.summary(), indent=2))
-        return folder
+        return save_tensors_and_json(folder, tensors, COUNTS_FILE, self.summary(), PROFILE_JSON)
 
     @classmethod
     def load(cls, folder: str | Path) -> "CoverageProfile":
         """Read a profile written by :meth:`save`."""
-        from safetensors.torch import load_file
+        from safetransfer.models.io import load_tensors_and_json
 
-        folder = Path(folder)
-        doc_path, counts_path = folder / PROFILE_JSON, folder / COUNTS_FILE
-        if not doc_path.exists() or not counts_path.exists():
-            raise CheckpointError(f"{folder} is not a saved coverage profile (needs {PROFILE_JSON} and {COUNTS_FILE}).")
-        try:
-            doc = json.loads(doc_path.read_text())
-            tensors = load_file(str(counts_path))
-        except (json.JSONDecodeError, OSError, ValueError) as err:
-            raise CheckpointError(f"{folder}: unreadable coverage profile ({err}).") from None
-        if doc.get("format") != PROFILE_FORMAT:
-            raise CheckpointError(f"{doc_path} is not a {PROFILE_FORMAT} file.")
+        doc, tensors = load_tensors_and_json(folder, COUNTS_FILE, PROFILE_JSON, PROFILE_FORMAT, "coverage profile")
         layers: dict[str, LayerCoverage] = {}
         for entry in doc["layers"]:
             name = entry["name"]
             try:
                 layers[name] = LayerCoverage(tensors[f"{name}::input"], tensors[f"{name}::output"])
             except KeyError:
-                raise CheckpointError(f"{counts_path} lacks the counts of layer '{name}'.") from None
+                raise CheckpointError(f"{Path(folder) / COUNTS_FILE} lacks the counts of layer '{name}'.") from None
         return cls(layers, int(doc["n_samples"]), str(doc["metric"]), dict(doc.get("params", {})))
 
 
@@ -603,13 +584,3 @@ def neuron_bounds(
     return NeuronBounds({name: {k: v.cpu() for k, v in d.items()} for name, d in store.items()}, n)
 
 
-def _atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: Path, save_file: Callable) -> None:
-    """``safetensors.torch.save_file`` through a temporary file and ``os.replace``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

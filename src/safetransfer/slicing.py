@@ -37,7 +37,6 @@ Extra memory is about 5× the weights' float32 size at the peak.
 
 from __future__ import annotations
 
-import json
 import math
 import zlib
 from dataclasses import dataclass, field
@@ -50,7 +49,6 @@ from torch import nn
 
 from safetransfer.coverage import (
     CoverageProfile,
-    _atomic_save_safetensors,
     neuron_counts,
     resolve_layers,
 )
@@ -364,38 +362,22 @@ class Slice:
     # ---- files ----------------------------------------------------------------------------
     def save(self, folder: str | Path) -> Path:
         """Write ``masks.safetensors`` (uint8, 1 = kept) and ``slice.json`` (the summary), atomically."""
-        from safetensors.torch import save_file
+        from safetransfer.models.io import save_tensors_and_json
 
-        from safetransfer.models.io import atomic_write_text
-
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
         tensors = {name: m.to(torch.uint8).contiguous() for name, m in self.masks.items()}
-        _atomic_save_safetensors(tensors, folder / MASKS_FILE, save_file)
-        atomic_write_text(folder / SLICE_JSON, json.dumps(self.summary(), indent=2))
-        return folder
+        return save_tensors_and_json(folder, tensors, MASKS_FILE, self.summary(), SLICE_JSON)
 
     @classmethod
     def load(cls, folder: str | Path) -> "Slice":
         """Read a slice written by :meth:`save`."""
-        from safetensors.torch import load_file
+        from safetransfer.models.io import load_tensors_and_json
 
-        folder = Path(folder)
-        doc_path, masks_path = folder / SLICE_JSON, folder / MASKS_FILE
-        if not doc_path.exists() or not masks_path.exists():
-            raise CheckpointError(f"{folder} is not a saved slice (needs {SLICE_JSON} and {MASKS_FILE}).")
-        try:
-            doc = json.loads(doc_path.read_text())
-            tensors = load_file(str(masks_path))
-        except (json.JSONDecodeError, OSError, ValueError) as err:
-            raise CheckpointError(f"{folder}: unreadable slice ({err}).") from None
-        if doc.get("format") != SLICE_FORMAT:
-            raise CheckpointError(f"{doc_path} is not a {SLICE_FORMAT} file.")
+        doc, tensors = load_tensors_and_json(folder, MASKS_FILE, SLICE_JSON, SLICE_FORMAT, "slice")
         masks, stats = {}, {}
         for entry in doc["layers"]:
             name = entry["name"]
             if name not in tensors:
-                raise CheckpointError(f"{masks_path} lacks the mask of layer '{name}'.")
+                raise CheckpointError(f"{Path(folder) / MASKS_FILE} lacks the mask of layer '{name}'.")
             masks[name] = tensors[name].bool()
             stats[name] = {k: v for k, v in entry.items() if k != "name"}
         return cls(masks, float(doc["ratio"]), doc.get("method", "remos"), doc.get("metric"), doc.get("params", {}), stats)

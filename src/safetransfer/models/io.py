@@ -61,6 +61,48 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
         raise
 
 
+def save_tensors_and_json(folder: str | Path, tensors: dict[str, torch.Tensor], tensors_name: str,
+                          doc: dict[str, Any], json_name: str) -> Path:
+    """Write ``tensors`` (safetensors) and ``doc`` (JSON) into ``folder``, each atomically."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / tensors_name
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{tensors_name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    atomic_write_text(folder / json_name, json.dumps(doc, indent=2))
+    return folder
+
+
+def load_tensors_and_json(folder: str | Path, tensors_name: str, json_name: str, fmt: str, what: str
+                          ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Read what :func:`save_tensors_and_json` wrote; ``doc["format"]`` must be ``fmt``.
+
+    Missing, unreadable or foreign files raise a :class:`CheckpointError` naming ``what`` it should be.
+    """
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    doc_path, tensors_path = folder / json_name, folder / tensors_name
+    if not doc_path.exists() or not tensors_path.exists():
+        raise CheckpointError(f"{folder} is not a saved {what} (needs {json_name} and {tensors_name}).")
+    try:
+        doc = json.loads(doc_path.read_text())
+        tensors = load_file(str(tensors_path))
+    except (json.JSONDecodeError, OSError, ValueError) as err:
+        raise CheckpointError(f"{folder}: unreadable {what} ({err}).") from None
+    if not isinstance(doc, dict) or doc.get("format") != fmt:
+        raise CheckpointError(f"{doc_path} is not a {fmt} file.")
+    return doc, tensors
+
+
 def safe_torch_load(path: Path) -> Any:
     """``torch.load(weights_only=True)``; an unsafe or corrupt file becomes a :class:`CheckpointError`."""
     path = Path(path)

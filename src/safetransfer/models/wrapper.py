@@ -130,6 +130,16 @@ class TransferModel(nn.Module):
         head = {id(p) for p in self.head.parameters()}
         return [p for p in self.parameters() if id(p) not in head]
 
+    def clone(self) -> "TransferModel":
+        """A deep copy of the weights and config; the (stateless) tokenizer is shared, not copied."""
+        tokenizer, self.tokenizer = self.tokenizer, None
+        try:
+            new = copy.deepcopy(self)
+        finally:
+            self.tokenizer = tokenizer
+        new.tokenizer = tokenizer
+        return new
+
     def with_head(
         self, num_classes: int, seed: int = 0, class_names: list[str] | None = None
     ) -> "TransferModel":
@@ -141,12 +151,7 @@ class TransferModel(nn.Module):
             from safetransfer.errors import ConfigError
 
             raise ConfigError(f"num_classes must be at least 1, got {num_classes}.")
-        tokenizer, self.tokenizer = self.tokenizer, None
-        try:
-            new = copy.deepcopy(self)
-        finally:
-            self.tokenizer = tokenizer
-        new.tokenizer = tokenizer
+        new = self.clone()
         new.config = ModelConfig.from_dict({**self.config.to_dict(), "num_classes": num_classes, "class_names": class_names})
         gen_state = torch.random.get_rng_state()
         torch.manual_seed(seed)

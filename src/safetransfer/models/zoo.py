@@ -9,7 +9,6 @@ plain dict of builders: no names are evaluated.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
 import torch

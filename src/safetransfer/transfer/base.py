@@ -32,7 +32,6 @@ The tiny test architectures use the zoo's quick AdamW settings for every method.
 
 from __future__ import annotations
 
-import copy
 import json
 import time
 from dataclasses import asdict, dataclass, fields, replace
@@ -321,12 +320,7 @@ def reinit_body(student: TransferModel, seed: int) -> TransferModel:
 
 def frozen_copy(model: TransferModel) -> TransferModel:
     """A deep copy for reference only: eval mode, no gradients (the original untouched)."""
-    tokenizer, model.tokenizer = model.tokenizer, None
-    try:
-        copy_ = copy.deepcopy(model)
-    finally:
-        model.tokenizer = tokenizer
-    copy_.tokenizer = tokenizer
+    copy_ = model.clone()
     for p in copy_.parameters():
         p.requires_grad_(False)
     return copy_.eval()
