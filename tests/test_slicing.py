@@ -25,16 +25,7 @@ from safetransfer.slicing import (
 
 
 
-def hand_net() -> nn.Sequential:
-    """The hand net of test_coverage: Linear(3→2, W1) → ReLU → Linear(2→2, W2), no biases."""
-    net = nn.Sequential(nn.Linear(3, 2, bias=False), nn.ReLU(), nn.Linear(2, 2, bias=False))
-    with torch.no_grad():
-        net[0].weight.copy_(torch.tensor([[1.0, 1.0, 0.0], [0.0, -1.0, 1.0]]))
-        net[2].weight.copy_(torch.tensor([[2.0, -1.0], [0.5, 3.0]]))
-    return net
-
-
-X = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 2.0], [0.0, -1.0, -4.0]])
+from test_coverage import X, hand_net  # noqa: E402  (the hand net and inputs worked out there)
 NC_COUNTS = {"0": ([2, 1, 1], [2, 0]), "2": ([1, 0], [1, 1])}  # worked out in test_coverage.py
 
 
