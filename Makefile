@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 .PHONY: setup assets demo test test-slow bench clean help
 
 help:
-	@echo "make demo       set up (venv, torch, package, offline assets) and fine-tune EfficientNet-Lite0 on Fashion-MNIST"
+	@echo "make demo       set up (venv, torch, package, offline assets), then the quick inheritance study (~10 min on 2 cores)"
 	@echo "make test       set up, then run the test suite (the slow end-to-end tests are excluded)"
 	@echo "make test-slow  the slow end-to-end tests on the real assets"
 	@echo "make bench      the benchmarks (writes benchmarks/results/*.json)"
@@ -34,7 +34,7 @@ assets: setup
 	$(BIN)/safetransfer assets install
 
 demo: assets
-	$(BIN)/safetransfer train --model efficientnet-lite0 --data fashion-mnist --steps 500 --out runs/demo
+	$(BIN)/safetransfer study --profile quick --out runs/demo
 
 test: assets
 	@$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS); rc=$$?; \

@@ -257,6 +257,40 @@ def transfer_cmd(
     console.print(f"[bold]test accuracy: {result.test.accuracy:.4f}[/bold]")
 
 
+# ---- the inheritance study ------------------------------------------------------------------
+@app.command("study")
+def study_cmd(
+    config: Optional[Path] = typer.Argument(None, help="Study YAML (default: the embedded vision study)."),
+    profile: Optional[str] = typer.Option(None, "--profile", "-p", help="A profile of the config: quick or full for the embedded one (default: full if the config has it)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder for results.json and report.html (default runs/study-NAME-PROFILE)."),
+    cache_dir: Optional[Path] = typer.Option(None, help="Cache of teachers, students and crafted inputs (default $SAFETRANSFER_HOME/cache/study)."),
+    report: bool = typer.Option(True, "--report/--no-report", help="Write report.html next to results.json."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+) -> None:
+    """Plant the teacher's defects, make every student, measure ACC and DIR, print the table, write the report.
+
+    Every cell is cached by content and results.json is rewritten after each one: run the same
+    command again after an interruption and it goes on where it stopped.
+    """
+    from safetransfer.report.table import format_table
+    from safetransfer.study.config import load_config, profiles_of
+    from safetransfer.study.runner import run_study
+
+    if profile is None and "full" in profiles_of(config):
+        profile = "full"
+    cfg = load_config(config, profile)
+    out_dir = out or Path("runs") / (f"study-{cfg.name}" + (f"-{profile}" if profile else ""))
+    results = run_study(cfg, out_dir, cache_dir, progress=progress, profile=profile,
+                        log=lambda line: console.print(line, highlight=False))
+    console.print(format_table(results), highlight=False, markup=False)
+    if report:
+        from safetransfer.report.html import write_report
+
+        path = write_report(results, out_dir)
+        console.print(f"report: {path}")
+    console.print(f"results: {Path(out_dir) / 'results.json'} ({results['elapsed_seconds']:.0f} s)")
+
+
 def _print_eval(result, title: str) -> None:
     table = Table(title=f"{title}: accuracy {result.accuracy:.4f} on {result.n}")
     table.add_column("class")

@@ -1,0 +1,230 @@
+"""The study's configuration: one YAML file says the teacher, the student tasks, the defects,
+the transfer methods, seeds and budgets (validated with pydantic; unknown keys are errors).
+
+A config may carry ``profiles``: named partial configs deep-merged over the base (mappings
+merge key by key; lists and scalars replace), e.g. ``quick`` for a demo run and ``full`` for
+the whole study. The embedded default lives in ``default_vision.yaml`` next to this module.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from safetransfer.errors import ConfigError
+
+DEFAULT_CONFIG = "default_vision.yaml"
+STRATEGIES = ("deepxplore", "dlfuzz", "dlfuzz_rr")
+COVERAGE_METRICS = ("nc", "tknc", "snac")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TeacherSpec(_Strict):
+    """The pretrained teacher: a zoo name or a saved model folder."""
+
+    model: str = "efficientnet-lite0"
+    image_size: int | None = Field(default=None, ge=8)
+
+
+class TaskSpec(_Strict):
+    """A student task: a data set (registered name or path) and how much of it to use.
+
+    ``limit_train`` / ``limit_test``: seeded subsets (``None`` = all). ``eval_samples``:
+    test inputs (a seeded subset) on which defects are crafted and DIR measured.
+    """
+
+    data: str
+    path: str | None = None
+    limit_train: int | None = Field(default=None, ge=1)
+    limit_test: int | None = Field(default=None, ge=1)
+    eval_samples: int = Field(default=1000, ge=1)
+
+    @property
+    def name(self) -> str:
+        return Path(self.data).stem if ("/" in self.data or "." in self.data) else self.data
+
+
+class TriggerSpec(_Strict):
+    size: int = Field(default=3, ge=1)
+    corner: Literal["bottom-right", "bottom-left", "top-right", "top-left"] = "bottom-right"
+    margin: int = Field(default=1, ge=0)
+    pattern: Literal["square", "checkerboard", "random"] = "square"
+    value: float = Field(default=1.0, ge=0.0, le=1.0)
+    seed: int = 0
+
+
+class DefectSpec(_Strict):
+    """One defect of the teacher.
+
+    - ``backdoor``: the teacher fine-tuned by an attacker on poisoned data (``attacker_data``:
+      ``same`` = the student's own data set, full knowledge; or another data set's name,
+      domain shift), ``rate``, ``target``, ``trigger``, ``steps`` (attacker's fine-tuning).
+    - ``penultimate``: Rezaei & Liu's PGD on the teacher's features (``eps`` in ``eps_space``,
+      ``steps``, ``step_size``).
+    - ``coverage_guided``: neuron-coverage guided inputs (``strategy`` x ``metric``).
+    """
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    kind: Literal["backdoor", "penultimate", "coverage_guided"]
+    # backdoor
+    attacker_data: str | dict[str, str] = "same"
+    rate: float = Field(default=0.2, gt=0.0, le=1.0)
+    target: int = Field(default=0, ge=0)
+    trigger: TriggerSpec = Field(default_factory=TriggerSpec)
+    # adversarial
+    eps: float = Field(default=0.1, ge=0.0)
+    eps_space: Literal["normalized", "pixel"] = "normalized"
+    step_size: float = Field(default=0.01, gt=0.0)
+    random_start: bool = True
+    strategy: Literal["deepxplore", "dlfuzz", "dlfuzz_rr"] = "dlfuzz"
+    metric: Literal["nc", "tknc", "snac"] = "nc"
+    neurons_per_sample: int = Field(default=10, ge=1)
+    # both: the attacker's training steps (backdoor) or attack iterations (adversarial)
+    steps: int | None = Field(default=None, ge=1)
+
+    @property
+    def adversarial(self) -> bool:
+        return self.kind != "backdoor"
+
+
+class MethodSpec(_Strict):
+    """A student-making method: ``method`` (one of the seven) and its options
+    (:class:`~safetransfer.transfer.base.TransferConfig` fields), under a display ``name``."""
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    method: str | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def base_method(self) -> str:
+        return self.method or self.name
+
+
+class StudyConfig(_Strict):
+    """A whole study; see the module doc and ``default_vision.yaml``."""
+
+    name: str = "study"
+    teacher: TeacherSpec = Field(default_factory=TeacherSpec)
+    tasks: list[TaskSpec] = Field(min_length=1)
+    defects: list[DefectSpec] = Field(min_length=1)
+    methods: list[MethodSpec] = Field(min_length=1)
+    steps: int = Field(default=800, ge=1, description="training steps of every student")
+    train: dict[str, Any] = Field(default_factory=dict, description="training overrides for every student")
+    seed: int = 0
+
+    @field_validator("methods", mode="before")
+    @classmethod
+    def _methods_from_names(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [{"name": v} if isinstance(v, str) else v for v in value]
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> "StudyConfig":
+        from safetransfer.transfer.base import METHODS, TransferConfig
+
+        for label, names in (("defect", [d.name for d in self.defects]), ("method", [m.name for m in self.methods]),
+                             ("task", [t.name for t in self.tasks])):
+            dupes = sorted({n for n in names if names.count(n) > 1})
+            if dupes:
+                raise ValueError(f"{label} names must be unique (repeated: {', '.join(dupes)})")
+        for m in self.methods:
+            if m.base_method not in METHODS:
+                from safetransfer.errors import unknown_name
+
+                raise ValueError(str(unknown_name("transfer method", m.base_method, list(METHODS))))
+            TransferConfig.from_dict({"method": m.base_method, **m.options})  # raises on bad options
+        if "finetune" not in [m.name for m in self.methods]:
+            raise ValueError("the methods must include 'finetune': rACC and rDIR are relative to it")
+        return self
+
+    def fingerprint(self) -> str:
+        return digest(self.model_dump(mode="json"))
+
+
+def digest(doc: Any) -> str:
+    """A short content hash of a JSON-able document (canonical key order)."""
+    text = json.dumps(doc, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """``override`` merged into a copy of ``base``: mappings key by key, everything else replaced."""
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _format_validation(err: ValidationError) -> str:
+    parts = []
+    for e in err.errors():
+        where = ".".join(str(p) for p in e["loc"]) or "config"
+        msg = e["msg"].removeprefix("Value error, ")
+        parts.append(f"{where}: {msg}")
+    return "; ".join(parts)
+
+
+def parse_config(doc: Any, profile: str | None = None, source: str = "config") -> StudyConfig:
+    """A validated :class:`StudyConfig` from a parsed YAML mapping, with ``profile`` merged in."""
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{source}: a study config must be a YAML mapping (got {type(doc).__name__}).")
+    doc = dict(doc)
+    profiles = doc.pop("profiles", None) or {}
+    if not isinstance(profiles, dict):
+        raise ConfigError(f"{source}: 'profiles' must map profile names to partial configs.")
+    if profile is not None:
+        if profile not in profiles:
+            known = ", ".join(sorted(profiles)) or "none"
+            raise ConfigError(f"{source}: no profile '{profile}' (profiles here: {known}).")
+        doc = deep_merge(doc, profiles[profile] or {})
+    try:
+        return StudyConfig.model_validate(doc)
+    except ValidationError as err:
+        raise ConfigError(f"{source}: {_format_validation(err)}") from None
+
+
+def load_config(path: str | Path | None = None, profile: str | None = None) -> StudyConfig:
+    """Read a study YAML (``None`` = the embedded default) and apply ``profile``."""
+    if path is None:
+        text = resources.files("safetransfer.study").joinpath(DEFAULT_CONFIG).read_text()
+        source = f"<embedded {DEFAULT_CONFIG}>"
+    else:
+        p = Path(path).expanduser()
+        if not p.is_file():
+            raise ConfigError(f"{p}: no such study config file.")
+        text, source = p.read_text(), str(p)
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        raise ConfigError(f"{source}: not valid YAML{where}: {getattr(err, 'problem', None) or err}.") from None
+    return parse_config(doc, profile, source)
+
+
+def profiles_of(path: str | Path | None = None) -> list[str]:
+    """The profile names a config file offers."""
+    if path is None:
+        text = resources.files("safetransfer.study").joinpath(DEFAULT_CONFIG).read_text()
+    elif Path(path).is_file():
+        text = Path(path).read_text()
+    else:
+        return []  # load_config says what is wrong with the path
+    try:
+        doc = yaml.safe_load(text) or {}
+    except yaml.YAMLError:
+        return []
+    return sorted((doc.get("profiles") or {}) if isinstance(doc, dict) else {})

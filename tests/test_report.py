@@ -1,0 +1,185 @@
+"""The study report: the text table, the plots and the HTML page, on a results document built here."""
+
+from __future__ import annotations
+
+import copy
+import re
+
+import pytest
+
+from safetransfer.report import plots
+from safetransfer.report.html import write_report
+from safetransfer.report.table import PENDING, UNDEFINED, format_table
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+METHODS = ["finetune", "remos", "retrain"]
+COVERAGE = ["deepxplore_nc", "deepxplore_snac", "dlfuzz_nc", "dlfuzz_snac"]  # a 2 x 2 grid
+DEFECTS = ["backdoor", "penultimate", *COVERAGE]
+
+
+def _pct(v: float) -> str:
+    return f"{100 * v:.1f}"
+
+
+def make_results() -> dict:
+    """Two tasks, three methods, backdoor + penultimate + a 2x2 coverage-guided grid; aggregate as the runner does."""
+    defects_cfg = [{"name": "backdoor", "kind": "backdoor", "target": 0},
+                   {"name": "penultimate", "kind": "penultimate"}]
+    for name in COVERAGE:
+        strategy, metric = name.rsplit("_", 1)
+        defects_cfg.append({"name": name, "kind": "coverage_guided", "strategy": strategy, "metric": metric})
+    tasks: dict = {}
+    for t, (task, base) in enumerate([("fashion-mnist", 0.80), ("mnist", 0.95)]):
+        defects = {"backdoor": {"kind": "backdoor", "teacher_success": 0.99 - 0.01 * t, "teacher_acc": 0.82,
+                                "setting": "full-knowledge"},
+                   "penultimate": {"kind": "penultimate", "teacher_success": 0.71}}
+        for k, name in enumerate(COVERAGE):
+            strategy, metric = name.rsplit("_", 1)
+            defects[name] = {"kind": "coverage_guided", "strategy": strategy, "metric": metric,
+                             "teacher_success": 0.4 + 0.1 * k}
+        methods = {}
+        for m, method in enumerate(METHODS):
+            dirs = {d: round(0.6 - 0.15 * m - 0.04 * k + 0.01 * t, 4) for k, d in enumerate(DEFECTS)}
+            methods[method] = {"acc": round(base - 0.02 * m, 4), "dir": dirs,
+                               "acc_by_defect": {d: base for d in DEFECTS}, "seconds": 10.0}
+        ref = methods["finetune"]
+        for entry in methods.values():
+            entry["racc"] = entry["acc"] / ref["acc"]
+            entry["rdir"] = {d: v / ref["dir"][d] for d, v in entry["dir"].items()}
+        tasks[task] = {"defects": defects, "methods": methods}
+    aggregate = {}
+    for method in METHODS:
+        per = [tasks[t]["methods"][method] for t in tasks]
+        aggregate[method] = {
+            "acc": sum(e["acc"] for e in per) / len(per),
+            "dir": {d: sum(e["dir"][d] for e in per) / len(per) for d in DEFECTS},
+            "racc": sum(e["racc"] for e in per) / len(per),
+            "rdir": {d: sum(e["rdir"][d] for e in per) / len(per) for d in DEFECTS},
+            "tasks": len(per),
+        }
+    return {
+        "config": {"name": "tiny", "teacher": {"model": "efficientnet-lite0"},
+                   "tasks": [{"data": "fashion-mnist"}, {"data": "mnist"}],
+                   "methods": [{"name": m, "options": {}} for m in METHODS], "defects": defects_cfg},
+        "tasks": tasks,
+        "methods": aggregate,
+        "protocol": {"finetune": {"lr": 0.01}},
+        "elapsed_seconds": 512.3,
+    }
+
+
+def make_partial() -> dict:
+    """A study half way: mnist not started, retrain missing, some DIR pending or undefined."""
+    r = make_results()
+    del r["tasks"]["mnist"]
+    fm = r["tasks"]["fashion-mnist"]
+    del fm["methods"]["retrain"]
+    del fm["methods"]["remos"]["dir"]["dlfuzz_snac"]  # not measured yet: a missing grid cell
+    del fm["methods"]["remos"]["rdir"]["dlfuzz_snac"]
+    fm["methods"]["remos"]["dir"]["penultimate"] = None  # undefined
+    fm["methods"]["remos"]["rdir"]["penultimate"] = None
+    fm["defects"]["dlfuzz_snac"]["teacher_success"] = None
+    r["methods"] = {m: dict(e, tasks=1) for m, e in r["methods"].items() if m != "retrain"}
+    del r["methods"]["remos"]["dir"]["dlfuzz_snac"]
+    r["elapsed_seconds"] = None
+    return r
+
+
+def _row(text: str, method: str) -> list[str]:
+    return next(line.split() for line in text.splitlines() if line.split()[:1] == [method])
+
+
+# ---------------------------------------------------------------------- the text table
+def test_table_aggregate_and_per_task_numbers_in_order() -> None:
+    r = make_results()
+    for task in (None, "fashion-mnist", "mnist"):
+        text = format_table(r, task)
+        entries = r["methods"] if task is None else r["tasks"][task]["methods"]
+        lines = text.splitlines()
+        order = [next(i for i, line in enumerate(lines) if line.startswith(m + " ")) for m in METHODS]
+        assert order == sorted(order)
+        for m in METHODS:
+            e = entries[m]
+            expected = [m, _pct(e["acc"]), _pct(e["racc"])]
+            for d in DEFECTS:
+                expected += [_pct(e["dir"][d]), _pct(e["rdir"][d])]
+            assert _row(text, m) == expected
+        assert "%" in lines[1]  # the units line
+    teacher_line = format_table(r, "mnist").splitlines()[-1]
+    assert "backdoor 98.0" in teacher_line and "penultimate 71.0" in teacher_line
+    assert "backdoor 98.5" in format_table(r).splitlines()[-1]  # mean over tasks
+
+
+def test_table_follows_config_order_and_renders_partial_results() -> None:
+    r = make_partial()
+    r["config"]["methods"] = ["retrain", "remos", "finetune"]
+    text = format_table(r, "fashion-mnist")
+    lines = text.splitlines()
+    assert [i for i, line in enumerate(lines) if line.split()[:1] in (["retrain"], ["remos"], ["finetune"])] \
+        == sorted(i for i, line in enumerate(lines) if line.split()[:1] in (["retrain"], ["remos"], ["finetune"]))
+    assert [line.split()[0] for line in lines if line.split()[:1] in (["retrain"], ["remos"], ["finetune"])] \
+        == ["retrain", "remos", "finetune"]
+    assert set(_row(text, "retrain")[1:]) == {PENDING}
+    remos = _row(text, "remos")
+    assert remos[3:5] == [_pct(r["tasks"]["fashion-mnist"]["methods"]["remos"]["dir"]["backdoor"]),
+                          _pct(r["tasks"]["fashion-mnist"]["methods"]["remos"]["rdir"]["backdoor"])]
+    assert remos[5:7] == [UNDEFINED, UNDEFINED]
+    assert remos[-2] == PENDING
+    assert f"dlfuzz_snac {PENDING}" in lines[-1]
+    # mnist is configured but has no results yet; the aggregate notes the tasks it averages.
+    assert set(_row(format_table(r, "mnist"), "remos")[1:]) == {PENDING}
+    assert "(1/2 tasks)" in format_table(r)
+    with pytest.raises(KeyError):
+        format_table(r, "cifar")
+
+
+# ---------------------------------------------------------------------- plots
+def _is_png(path) -> bool:
+    data = path.read_bytes()
+    return len(data) > 1000 and data.startswith(PNG_MAGIC)
+
+
+def test_plots_write_pngs_and_the_grid_handles_a_missing_cell(tmp_path) -> None:
+    r = make_partial()
+    assert _is_png(plots.plot_acc_vs_dir(r, tmp_path / "a.png"))
+    assert _is_png(plots.plot_acc_vs_dir(r, tmp_path / "b.png", defect="backdoor", task="fashion-mnist"))
+    assert _is_png(plots.plot_dir_by_defect(r, tmp_path / "c.png", task="fashion-mnist"))
+    assert _is_png(plots.plot_coverage_grid(r, tmp_path / "d.png", task="fashion-mnist"))
+    assert _is_png(plots.plot_coverage_grid(r, tmp_path / "e.png"))
+    no_grid = copy.deepcopy(r)
+    no_grid["config"]["defects"] = no_grid["config"]["defects"][:2]
+    for t in no_grid["tasks"].values():
+        t["defects"] = {d: v for d, v in t["defects"].items() if d not in COVERAGE}
+        for e in t["methods"].values():
+            e["dir"] = {d: v for d, v in e["dir"].items() if d not in COVERAGE}
+    no_grid["methods"] = {}
+    assert plots.plot_coverage_grid(no_grid, tmp_path / "f.png") is None
+
+
+# ---------------------------------------------------------------------- the HTML page
+def test_write_report_is_self_contained_and_escaped(tmp_path) -> None:
+    r = make_results()
+    r["config"]["name"] = "<script>alert(1)</script>"
+    r["tasks"]["fashion-mnist"]["defects"]["backdoor"]["setting"] = "a&b"
+    path = write_report(r, tmp_path / "out")
+    assert path == tmp_path / "out" / "report.html"
+    page = path.read_text()
+    assert "<script" not in page.lower() and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "a&amp;b" in page
+    for m in METHODS:
+        assert f"<td>{m}</td>" in page
+    assert page.count('<img src="data:image/png;base64,') == 3 + 2 * 2  # 3 aggregate + 2 per task
+    for k in ("ACC", "DIR", "rACC", "rDIR", "Configuration", "efficientnet-lite0"):
+        assert k in page
+    assert _pct(r["methods"]["remos"]["dir"]["backdoor"]) in page
+    assert "8 min 32 s" in page
+    assert "http://" not in page.replace("http://www.w3.org", "") and "https://" not in page
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["report.html"]  # no temp files left
+
+
+def test_write_report_renders_partial_results(tmp_path) -> None:
+    page = write_report(make_partial(), tmp_path).read_text()
+    assert "Partial results" in page
+    assert 'class="pending"' in page and 'class="undefined"' in page
+    assert re.search(r"<h2>Task: mnist</h2>", page)
+    assert 'class="error"' not in page  # every plot was drawn

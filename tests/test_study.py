@@ -1,0 +1,193 @@
+"""The study: config validation, the runner's cache and resume, the results document."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+import safetransfer.study.runner as runner_mod
+from safetransfer.errors import ConfigError
+from safetransfer.study import load_config, parse_config, run_study
+from safetransfer.study.runner import assemble_results
+
+
+def tiny_study(npz: Path, **extra: Any) -> dict[str, Any]:
+    """A study on the tiny images with a tiny random teacher; seconds to run."""
+    doc = {
+        "name": "tiny",
+        "teacher": {"model": "tiny-cnn"},
+        "tasks": [{"data": str(npz), "eval_samples": 60}],
+        "steps": 60,
+        "methods": ["finetune", "retrain", {"name": "remos", "options": {"profile_samples": 50, "ratio": 0.2}}],
+        "defects": [{"name": "backdoor", "kind": "backdoor", "attacker_data": "same", "rate": 0.3, "steps": 150,
+                     "trigger": {"size": 2, "corner": "top-right", "margin": 0, "pattern": "checkerboard"}}],
+    }
+    doc.update(extra)
+    return doc
+
+
+class Counter:
+    """Wraps a function, counting calls; optionally raises on call number ``fail_on``."""
+
+    def __init__(self, fn: Any, fail_on: int | None = None) -> None:
+        self.fn, self.calls, self.fail_on = fn, 0, fail_on
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        self.calls += 1
+        if self.fail_on is not None and self.calls == self.fail_on:
+            raise KeyboardInterrupt("simulated interruption")
+        return self.fn(*args, **kwargs)
+
+
+# ------------------------------------------------------------------------- config
+def test_embedded_default_and_profiles() -> None:
+    full = load_config(profile="full")
+    quick = load_config(profile="quick")
+    assert full.teacher.model == "efficientnet-lite0"
+    assert [t.data for t in full.tasks] == ["fashion-mnist", "mnist"]
+    assert [m.name for m in full.methods] == ["finetune", "remos", "retrain", "magprune", "delta", "delta_r", "renofeation"]
+    kinds = {d.kind for d in full.defects}
+    assert kinds == {"backdoor", "penultimate", "coverage_guided"}
+    grid = {(d.strategy, d.metric) for d in full.defects if d.kind == "coverage_guided"}
+    assert len(grid) == 9
+    assert [t.data for t in quick.tasks] == ["fashion-mnist"] and quick.steps < full.steps
+    assert full.fingerprint() != quick.fingerprint()
+
+
+@pytest.mark.parametrize("change,words", [
+    ({"methods": ["finetune", "remoss"]}, "Did you mean 'remos'"),
+    ({"methods": ["retrain"]}, "must include 'finetune'"),
+    ({"methods": ["finetune", {"name": "remos", "options": {"ratio": 2}}]}, "ratio"),
+    ({"methods": ["finetune", {"name": "remos", "options": {"colour": 1}}]}, "colour"),
+    ({"tasks": []}, "tasks"),
+    ({"steps": 0}, "steps"),
+    ({"flavour": "x"}, "flavour"),
+    ({"defects": [{"name": "d", "kind": "trojan"}]}, "defects.0.kind"),
+    ({"defects": [{"name": "d", "kind": "penultimate"}, {"name": "d", "kind": "penultimate"}]}, "unique"),
+])
+def test_bad_configs_are_named(tmp_path: Path, change: dict, words: str) -> None:
+    doc = tiny_study(tmp_path / "x.npz", **change)
+    with pytest.raises(ConfigError, match=words):
+        parse_config(doc)
+
+
+def test_malformed_yaml_missing_file_and_profile(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\ntasks: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"not valid YAML \(line"):
+        load_config(bad)
+    listy = tmp_path / "list.yaml"
+    listy.write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(listy)
+    with pytest.raises(ConfigError, match="no such study config"):
+        load_config(tmp_path / "missing.yaml")
+    with pytest.raises(ConfigError, match="no profile 'huge'.*full, quick"):
+        load_config(profile="huge")
+
+
+# ------------------------------------------------------------------------- runner
+def test_study_runs_caches_and_resumes(tmp_path: Path, data_files, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = parse_config(tiny_study(data_files.images_npz))
+    cache, out = tmp_path / "cache", tmp_path / "out"
+
+    # First run, interrupted while making the second student.
+    transfer_calls = Counter(runner_mod.transfer, fail_on=2)
+    backdoor_calls = Counter(runner_mod.plant_backdoor)
+    monkeypatch.setattr(runner_mod, "transfer", transfer_calls)
+    monkeypatch.setattr(runner_mod, "plant_backdoor", backdoor_calls)
+    with pytest.raises(KeyboardInterrupt):
+        run_study(config, out, cache, progress=False, log=lambda line: None)
+    partial = json.loads((out / "results.json").read_text())
+    assert list(partial["tasks"]["tiny_images"]["methods"]) == ["finetune"]
+    assert backdoor_calls.calls == 1
+
+    # Second run: the backdoored teacher and the finished student come from the cache.
+    transfer_calls = Counter(runner_mod.transfer)
+    backdoor_calls = Counter(runner_mod.plant_backdoor)
+    monkeypatch.setattr(runner_mod, "transfer", transfer_calls)
+    monkeypatch.setattr(runner_mod, "plant_backdoor", backdoor_calls)
+    results = run_study(config, out, cache, progress=False, log=lambda line: None)
+    assert backdoor_calls.calls == 0
+    assert transfer_calls.calls == 2  # retrain and remos; finetune was cached
+
+    task = results["tasks"]["tiny_images"]
+    assert task["defects"]["backdoor"]["teacher_success"] > 0.8  # the planted backdoor works
+    methods = task["methods"]
+    assert list(methods) == ["finetune", "retrain", "remos"]
+    for entry in methods.values():
+        assert 0.0 <= entry["acc"] <= 1.0
+        assert entry["dir"]["backdoor"] is None or 0.0 <= entry["dir"]["backdoor"] <= 1.0
+    assert methods["finetune"]["racc"] == pytest.approx(1.0)
+    assert methods["remos"]["racc"] == pytest.approx(methods["remos"]["acc"] / methods["finetune"]["acc"])
+    assert results["methods"]["finetune"]["acc"] == methods["finetune"]["acc"]
+    assert json.loads((out / "results.json").read_text())["methods"] == json.loads(json.dumps(results["methods"]))
+
+    # Third run: nothing is trained again and the numbers are the same.
+    transfer_calls = Counter(runner_mod.transfer)
+    monkeypatch.setattr(runner_mod, "transfer", transfer_calls)
+    again = run_study(config, tmp_path / "out2", cache, progress=False, log=lambda line: None)
+    assert transfer_calls.calls == 0
+    assert again["tasks"] == json.loads(json.dumps(results["tasks"]))
+
+
+def test_assemble_results_relative_figures_by_hand() -> None:
+    config = parse_config(tiny_study(Path("x.npz"), defects=[
+        {"name": "backdoor", "kind": "backdoor"}, {"name": "penultimate", "kind": "penultimate"}]))
+    state = runner_mod.TaskState()
+    state.students = {
+        "finetune": {"clean": {"acc": 0.80, "seconds": 1.0, "dir": {"penultimate": 0.50}},
+                     "backdoor": {"acc": 0.82, "seconds": 1.0, "dir": {"backdoor": 0.40}}},
+        "remos": {"clean": {"acc": 0.78, "seconds": 1.0, "dir": {"penultimate": 0.10}},
+                  "backdoor": {"acc": 0.79, "seconds": 1.0, "dir": {"backdoor": 0.08}}},
+    }
+    doc = assemble_results(config, {"a": state, "b": state})
+    remos = doc["tasks"]["a"]["methods"]["remos"]
+    assert remos["racc"] == pytest.approx(0.78 / 0.80)
+    assert remos["rdir"] == {"backdoor": pytest.approx(0.2), "penultimate": pytest.approx(0.2)}
+    assert remos["acc_by_defect"] == {"backdoor": 0.79, "penultimate": 0.78}
+    assert doc["methods"]["remos"]["rdir"]["backdoor"] == pytest.approx(0.2)
+    assert doc["methods"]["remos"]["tasks"] == 2
+    assert "retrain" not in doc["methods"]  # not measured yet: left out, not invented
+
+
+def test_adversarial_defects_are_crafted_once_and_measured(tmp_path: Path, data_files, monkeypatch) -> None:
+    import safetransfer.study.defects as defects_mod
+
+    doc = tiny_study(data_files.images_npz, methods=["finetune", "retrain"], defects=[
+        {"name": "penultimate", "kind": "penultimate", "eps": 0.3, "eps_space": "pixel", "steps": 10, "step_size": 0.05},
+        {"name": "dlfuzz_nc", "kind": "coverage_guided", "strategy": "dlfuzz", "metric": "nc", "eps": 0.3,
+         "eps_space": "pixel", "steps": 5, "step_size": 0.1},
+    ])
+    config = parse_config(doc)
+    crafts = Counter(defects_mod.craft)
+    monkeypatch.setattr(defects_mod, "craft", crafts)
+    results = run_study(config, tmp_path / "out", tmp_path / "cache", progress=False, log=lambda line: None)
+    assert crafts.calls == 2
+    task = results["tasks"]["tiny_images"]
+    for name in ("penultimate", "dlfuzz_nc"):
+        meta = task["defects"][name]
+        assert 0.0 <= meta["teacher_success"] <= 1.0 and meta["linf"] <= 0.3 + 1e-6
+        for method in ("finetune", "retrain"):
+            assert 0.0 <= task["methods"][method]["dir"][name] <= 1.0
+    assert task["defects"]["dlfuzz_nc"]["strategy"] == "dlfuzz"
+    run_study(config, tmp_path / "out", tmp_path / "cache", progress=False, log=lambda line: None)
+    assert crafts.calls == 2  # from the cache
+
+
+def test_cli_study_bad_config_is_one_line(tmp_path: Path, capsys) -> None:
+    from test_cli import run
+
+    bad = tmp_path / "s.yaml"
+    bad.write_text(yaml.safe_dump({"tasks": [{"data": "x.npz"}], "defects": [{"name": "p", "kind": "penultimate"}],
+                                   "methods": ["finetune", "fine_tune"]}))
+    r = run(["study", bad, "--out", tmp_path / "o"], capsys)
+    assert r.code == 2
+    assert "error:" in r.err and "fine_tune" in r.err and "Did you mean 'finetune'" in r.err
+    assert "Traceback" not in r.text
+    r = run(["study", tmp_path / "nothing.yaml"], capsys)
+    assert r.code == 2 and "no such study config" in r.err
