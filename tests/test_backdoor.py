@@ -105,3 +105,20 @@ def test_backdoor_config_errors(tiny_images, tiny_texts) -> None:
         BackdoorConfig(rate=0.0).validate()
     with pytest.raises(DataError, match="image data"):
         plant_backdoor(create_model("tiny-bert", 2, pretrained=False), tiny_texts, BackdoorConfig(), progress=False)
+
+
+def test_poisoned_images_are_spread_over_the_training_order() -> None:
+    """Regression: the poisoning must not reuse the training order's permutation (same seed),
+    or every poisoned image comes first in the attacker's run and is then forgotten."""
+    from safetransfer.attacks import poison_split
+    from safetransfer.data.base import Split
+    from safetransfer.train import BatchOrder
+
+    n, batch = 5000, 50
+    split = Split(torch.rand(n, 1, 8, 8), torch.arange(n) % 5)
+    for seed in (0, 1):
+        _, mask = poison_split(split, BackdoorConfig(trigger=TRIGGER, rate=0.2, seed=seed))
+        order = BatchOrder(n, batch, seed)
+        first_fifth = torch.cat([order.indices(step) for step in range(n // batch // 5)])
+        share = float(mask[first_fifth].float().mean())
+        assert 0.15 < share < 0.25, share

@@ -30,6 +30,8 @@ from safetransfer.metrics import accuracy, backdoor_dir
 from safetransfer.models.wrapper import TransferModel
 from safetransfer.train import TrainConfig, TrainResult, train
 
+SALT_POISON = 11  # see safetransfer.transfer.base.derived_seed
+
 
 @dataclass
 class BackdoorConfig:
@@ -99,11 +101,17 @@ class BackdoorResult:
 
 def poison_split(split: Split, config: BackdoorConfig) -> tuple[Split, torch.Tensor]:
     """The training split with a seeded share ``config.rate`` of its images triggered and relabelled."""
+    from safetransfer.transfer.base import derived_seed
+
     if split.modality != "image":
         raise DataError("A patch-trigger backdoor needs image data; this split holds texts.")
     if len(split) == 0:
         raise DataError("The attacker's training split is empty.")
-    x, y, mask = poison_images(split.inputs, split.labels, config.trigger, config.rate, config.target, config.seed)
+    # A seed of its own: with config.seed itself the poisoned set would be the first samples of
+    # the training loop's seeded order (the same permutation), so the attacker's run would see
+    # every poisoned image first and then forget the trigger on the clean rest.
+    x, y, mask = poison_images(split.inputs, split.labels, config.trigger, config.rate, config.target,
+                               derived_seed(config.seed, SALT_POISON))
     return Split(x, y), mask
 
 
