@@ -43,3 +43,22 @@ def test_default_fine_tuning_reaches_target(model, data, needs, target, tmp_path
     again = train_job(model, data, tmp_path / "run", progress=False, plots=False)
     assert again.train.resumed_from == result.train.steps
     assert again.test.accuracy == result.test.accuracy
+
+
+def test_quick_study_defects_are_inherited_and_remos_cuts_them(tmp_path):
+    """The demo's study from an empty cache (about 5 min on 2 cores): the defects reach the
+    fine-tuned student, and ReMoS cuts the backdoor's and the penultimate attack's DIR."""
+    from safetransfer.study import load_config, run_study
+
+    missing = [n for n in ("fashion-mnist", "efficientnet-lite0-weights") if not ASSETS[n].installed()]
+    if missing:
+        pytest.skip(f"assets not installed: {missing}")
+    results = run_study(load_config(profile="quick"), tmp_path / "out", tmp_path / "cache", progress=False,
+                        log=lambda line: None, profile="quick")
+    task = results["tasks"]["fashion-mnist"]
+    assert task["defects"]["backdoor"]["teacher_success"] > 0.8
+    finetune, remos = task["methods"]["finetune"], task["methods"]["remos"]
+    assert finetune["dir"]["backdoor"] > 0.2 and finetune["dir"]["penultimate"] > 0.2
+    assert remos["rdir"]["backdoor"] < 0.4 and remos["rdir"]["penultimate"] < 0.7
+    assert remos["racc"] > 0.95
+    assert (tmp_path / "out" / "results.json").exists()
