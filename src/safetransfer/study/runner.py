@@ -35,7 +35,7 @@ from safetransfer.data.registry import load_data
 from safetransfer.evaluate import predict_logits
 from safetransfer.jobs import load_teacher
 from safetransfer.metrics import adversarial_dir, backdoor_dir, mean_defined, relative
-from safetransfer.models.io import atomic_write_text, load_model, save_model
+from safetransfer.models.io import atomic_write_text, load_model, save_model, save_tensors_and_json
 from safetransfer.models.wrapper import TransferModel
 from safetransfer.study.config import DefectSpec, MethodSpec, StudyConfig, TaskSpec, digest
 from safetransfer.train import TrainConfig
@@ -165,12 +165,7 @@ class StudyRunner:
             meta = {"kind": defect.kind, **meta, "seconds": round(time.perf_counter() - started, 2)}
             if defect.kind == "coverage_guided":
                 meta.update(strategy=defect.strategy, metric=defect.metric)
-            from safetensors.torch import save_file
-
-            tmp = folder / ".inputs.safetensors.tmp"
-            save_file({"inputs": x.contiguous()}, str(tmp))
-            tmp.replace(tensors)
-            atomic_write_text(meta_path, json.dumps(meta, indent=2))
+            save_tensors_and_json(folder, {"inputs": x.contiguous()}, tensors.name, meta, meta_path.name)
         return Split(x, eval_split.labels), meta
 
     def _backdoored(
