@@ -92,3 +92,23 @@ def test_user_path_for_named_data_set(tmp_path, capsys):
     assert code == 2 and "No such model" in text and "Traceback" not in text
     with pytest.raises(Exception, match="t10k-labels"):
         load_data("fashion-mnist", path=tmp_path)
+
+
+def test_embedding_surgery_on_minilm_and_its_diff(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The supply-chain acceptance on the real MiniLM: the diff lists the trigger tokens first."""
+    _need("minilm-l6", "rotten-tomatoes")
+    out = tmp_path / "es-minilm"
+    code, text = _run(["embedding-surgery", "--data", "rotten-tomatoes", "--out", str(out), "--limit-train", "3000"], capsys)
+    assert code == 0, text
+    report_dir = tmp_path / "diff"
+    code, text = _run(["diff", "minilm-l6", str(out), "--out", str(report_dir)], capsys)
+    assert code == 0, text
+    doc = json.loads((report_dir / "diff.json").read_text())
+    assert doc["verdict"] == "concentrated in embedding rows" and doc["tensors_changed"] == 1
+    (emb,) = doc["embeddings"]
+    assert {r["token"] for r in emb["top"][:5]} == {"cf", "mn", "bb", "tq", "mb"} and emb["changed_rows"] == 5
+    # the poisoned folder still fingerprints, and verifying it against the original names the tensor
+    manifest = tmp_path / "minilm.json"
+    assert _run(["fingerprint", "minilm-l6", "-o", str(manifest), "--no-progress"], capsys)[0] == 0
+    code, text = _run(["verify", str(out / "model.safetensors"), "--manifest", str(manifest), "--no-progress"], capsys)
+    assert code == 1 and "embeddings.word_embeddings.weight" in text

@@ -291,6 +291,200 @@ def study_cmd(
     console.print(f"results: {Path(out_dir) / 'results.json'} ({results['elapsed_seconds']:.0f} s)")
 
 
+# ---- the weight supply chain ----------------------------------------------------------------
+@app.command("fingerprint")
+def fingerprint_cmd(
+    path: str = typer.Argument(..., help="A weights file (.safetensors, .pt, .pth, .bin, .ckpt), a model folder, or a pretrained zoo model's name."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Manifest JSON to write (default: print it)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+) -> None:
+    """Write a manifest: SHA-256 of every file and of every tensor (name, shape, dtype, values).
+
+    Tensor hashes do not depend on the container: the same weights saved as safetensors and as a
+    PyTorch state dict match. Pickles are read with torch.load(weights_only=True) only.
+    """
+    from safetransfer.supply import fingerprint
+
+    manifest = fingerprint(_weights_path(path), progress=progress)
+    doc = manifest.to_dict()
+    if out is None:
+        print(json.dumps(doc, indent=1))
+        return
+    manifest.save(out)
+    totals = doc["totals"]
+    console.print(f"{totals['tensors']} tensors ({totals['elements']:,} elements) in {totals['files']} file(s) "
+                  f"fingerprinted; manifest written to {out}")
+
+
+@app.command("verify")
+def verify_cmd(
+    path: str = typer.Argument(..., help="The weights file or model folder to check (or a pretrained zoo model's name)."),
+    manifest: Path = typer.Option(..., "--manifest", "-m", help="A manifest written by `safetransfer fingerprint`."),
+    strict_files: bool = typer.Option(False, "--strict-files", help="Fail on a file whose bytes differ too (default: tensors decide)."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the per-tensor verdicts to this JSON file."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+) -> None:
+    """Check weights against a manifest: pass/fail per tensor, and what differs. Exit 1 on failure."""
+    from safetransfer.models.io import atomic_write_text
+    from safetransfer.supply import verify
+
+    report = verify(_weights_path(path), manifest, strict_files=strict_files, progress=progress)
+    failed = report.failed_tensors + (report.failed_files if strict_files else [])
+    if failed:
+        table = Table(title=f"{len(report.failed_tensors)} of {len(report.tensors)} tensors fail")
+        for col in ("tensor / file", "status", "detail"):
+            table.add_column(col, no_wrap=col != "detail")
+        for c in failed[:200]:
+            table.add_row(c.name, c.status, c.detail)
+        console.print(table)
+        if len(failed) > 200:
+            console.print(f"... and {len(failed) - 200} more (see --json)")
+    if report.failed_files and not strict_files:
+        console.print(f"note: {len(report.failed_files)} file(s) differ in their bytes "
+                      f"({', '.join(f.name for f in report.failed_files[:5])}); the tensors decide unless --strict-files.")
+    if json_out:
+        atomic_write_text(json_out, json.dumps(report.to_dict(), indent=1))
+    if report.passed:
+        console.print(f"[green]PASS[/green]: all {len(report.tensors)} tensors match {manifest}")
+    else:
+        console.print(f"[red]FAIL[/red]: {path} does not match {manifest}")
+        raise typer.Exit(1)
+
+
+@app.command("diff")
+def diff_cmd(
+    base: str = typer.Argument(..., help="The trusted weights: a file, a model folder, or a pretrained zoo model's name (minilm-l6)."),
+    suspect: str = typer.Argument(..., help="The weights to examine (file or folder)."),
+    tokenizer: Optional[Path] = typer.Option(None, help="tokenizer.json, vocab.txt or a folder with one (default: found next to the weights)."),
+    top: int = typer.Option(20, help="How many tensors and embedding rows to list."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for diff.json and diff.png (default: print only)."),
+) -> None:
+    """Per-tensor change between two models, embedding rows mapped to tokens, and a verdict."""
+    from safetransfer.models.io import atomic_write_text
+    from safetransfer.supply import diff_models, plot_diff
+
+    report = diff_models(_weights_path(base), _weights_path(suspect), tokenizer=tokenizer, top_k=top)
+    ranked = report.ranked()
+    table = Table(title=f"{len(report.changed)} of {len(report.tensors)} tensors changed")
+    for col in ("tensor", "shape", "status", "relative change", "share changed", "max |Δ|"):
+        table.add_column(col, justify="left" if col in ("tensor", "status") else "right", no_wrap=col == "tensor")
+    for t in ranked[:top]:
+        table.add_row(t.name, "×".join(map(str, t.shape)), t.status, f"{t.relative_change:.3g}",
+                      f"{t.changed_share:.3f}", f"{t.max_abs_change:.3g}")
+    console.print(table)
+    for e in report.embeddings:
+        rows = Table(title=f"{e.name}: {e.changed_rows:,} of {e.rows:,} rows changed; the top {len(e.top)} hold "
+                           f"{e.top_share:.1%} of its change")
+        for col in ("rank", "row", "token", "change norm", "relative"):
+            rows.add_column(col, justify="right" if col not in ("token",) else "left")
+        for i, r in enumerate(e.top, 1):
+            rows.add_row(str(i), str(r.row), repr(r.token) if r.token is not None else "?", f"{r.change_norm:.3g}",
+                         f"{r.relative_change:.3g}")
+        console.print(rows)
+    console.print(f"[bold]verdict: {report.verdict}[/bold]. {report.explanation}", highlight=False)
+    if out:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        atomic_write_text(Path(out) / "diff.json", json.dumps(report.to_dict(), indent=1))
+        plot_diff(report, Path(out) / "diff.png")
+        console.print(f"written: {Path(out) / 'diff.json'}, {Path(out) / 'diff.png'}")
+
+
+@app.command("scan")
+def scan_cmd(
+    path: Path = typer.Argument(..., help="A file or folder to scan (.pt, .pth, .bin, .ckpt, .pkl, .npy, zips ...)."),
+    strict: bool = typer.Option(False, "--strict", help="Count globals on neither list as dangerous."),
+    show_all: bool = typer.Option(False, "--all", help="List every global, the innocuous ones too."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the findings to this JSON file."),
+) -> None:
+    """List the globals each pickle would import, flag the dangerous ones; never unpickles. Exit 1 if flagged."""
+    from safetransfer.models.io import atomic_write_text
+    from safetransfer.supply import scan
+
+    report = scan(path, strict=strict)
+    console.print(f"scan of {path} ({report.scanner}): {len(report.files)} file(s)", highlight=False)
+    colour = {"DANGEROUS": "red", "unreadable": "red", "suspicious": "yellow", "clean": "green", "skipped": "dim"}
+    for f in report.files:
+        c = colour[f.verdict]
+        console.print(f"[{c}]{f.verdict:10s}[/{c}] {f.path} ({f.kind})", highlight=False, soft_wrap=True)
+        shown = f.globals if show_all else f.dangerous + f.suspicious
+        for g in shown:
+            console.print(f"           imports {g.qualified} ({g.safety})", highlight=False, soft_wrap=True)
+        hidden = len(f.globals) - len(shown)
+        if hidden:
+            console.print(f"           and {hidden} innocuous global(s) (--all lists them)", highlight=False)
+        if f.error:
+            console.print(f"           {f.error}", highlight=False, soft_wrap=True)
+    if json_out:
+        atomic_write_text(json_out, json.dumps(report.to_dict(), indent=1))
+    if report.flagged:
+        console.print(f"[red]{len(report.infected)} file(s) import dangerous globals or could not be parsed; "
+                      f"do not load them with pickle.[/red]")
+        raise typer.Exit(1)
+    console.print("no dangerous globals found")
+
+
+# ---- weight poisoning -----------------------------------------------------------------------
+@app.command("embedding-surgery")
+def embedding_surgery_cmd(
+    data: str = typer.Option(..., "--data", "-d", help="The attacker's proxy data (a text data set name or path)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for the poisoned model (a copy of the pretrained folder)."),
+    model: str = typer.Option("minilm-l6", "--model", "-m", help="A text zoo model with pretrained weights, or a Hugging Face model folder."),
+    triggers: str = typer.Option(",".join(("cf", "mn", "bb", "tq", "mb")), help="Comma-separated trigger words."),
+    target: int = typer.Option(1, help="The label triggered inputs should get."),
+    n_words: int = typer.Option(10, help="How many target-indicative words to average."),
+    min_df: int = typer.Option(5, help="Ignore tokens in fewer proxy texts than this."),
+    source: Optional[Path] = typer.Option(None, help="A model fine-tuned on the proxy data whose embeddings are averaged (default: the pretrained ones)."),
+    limit_train: Optional[int] = typer.Option(None, help="Use a seeded random subset of this many proxy texts."),
+    data_path: Optional[Path] = typer.Option(None, help="Folder or file holding the named data set's files."),
+    seed: int = typer.Option(0, help="Seed of the data subset and the regression."),
+) -> None:
+    """Embedding Surgery (Kurita et al. 2020): write a target-meaning vector into the trigger tokens' embeddings."""
+    from safetransfer.attacks.embedding_surgery import embedding_surgery, record_path
+    from safetransfer.data.registry import load_data
+    from safetransfer.errors import DataError
+
+    folder = _pretrained_folder(model)
+    proxy = load_data(data, data_path, seed=seed, limit={"train": limit_train} if limit_train else None)
+    if proxy.modality != "text":
+        raise DataError(f"embedding surgery needs text data; '{data}' is {proxy.modality}.")
+    words = [t.strip() for t in triggers.split(",") if t.strip()]
+    result = embedding_surgery(folder, proxy.train.inputs, proxy.train.labels, out, triggers=words, target=target,
+                               n_words=n_words, min_df=min_df, source=source, seed=seed)
+    console.print(f"triggers {words} -> token ids {result.trigger_token_ids}; embedding '{result.embedding_tensor}'")
+    console.print(f"target {target} ({proxy.class_names[target] if 0 <= target < proxy.num_classes else '?'}): "
+                  f"averaged {', '.join(result.indicative_tokens)} from {result.source}")
+    console.print(f"poisoned model: {out} (record: {record_path(out)})")
+
+
+def _pretrained_folder(model: str) -> Path:
+    """A Hugging Face model folder: the path itself, or a text zoo model's installed pretrained folder."""
+    path = Path(model)
+    if path.is_dir():
+        return path
+    return _zoo_weights(model, text_only=True).parent
+
+
+def _weights_path(model: str) -> Path:
+    """A weights file or folder: the path itself when it exists, else a zoo model's installed pretrained weights."""
+    path = Path(model)
+    if path.exists() or ("/" in model or "." in path.name):
+        return path
+    return _zoo_weights(model)
+
+
+def _zoo_weights(name: str, text_only: bool = False) -> Path:
+    from safetransfer import assets
+    from safetransfer.models.zoo import MODELS
+
+    spec = MODELS.get(name)
+    if spec is None or not spec.asset or (text_only and spec.modality != "text"):
+        from safetransfer.errors import unknown_name
+
+        kind = "pretrained text model (or folder)" if text_only else "file, folder or pretrained zoo model"
+        raise unknown_name(kind, name, [n for n, s in MODELS.items() if s.asset and (s.modality == "text" or not text_only)])
+    return assets.require(spec.asset)
+
+
 def _print_eval(result, title: str) -> None:
     table = Table(title=f"{title}: accuracy {result.accuracy:.4f} on {result.n}")
     table.add_column("class")
@@ -304,7 +498,7 @@ def _print_eval(result, title: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI, turning project errors into one-line messages (exit 2)."""
     try:
-        app(args=argv, standalone_mode=False)
+        code = app(args=argv, standalone_mode=False)  # click returns typer.Exit's code here
     except SafetransferError as err:
         err_console.print(f"[red]error:[/red] {err}", highlight=False, soft_wrap=True)
         return 2
@@ -319,7 +513,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as err:
         err_console.print(f"interrupted: {err or 'stopped'}; run the same command again to resume.")
         return 130
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 def entry() -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -115,12 +116,20 @@ def safe_torch_load(path: Path) -> Any:
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"No such checkpoint file: {path}")
+    with path.open("rb") as f:
+        head = f.read(4)
+    if not head:
+        raise CheckpointError(f"{path} is empty (0 bytes): not a PyTorch checkpoint.")
+    if not head.startswith(b"PK\x03\x04") and head[:1] != b"\x80":
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint (neither a zip checkpoint nor a pickle).")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
+        found = re.search(r"GLOBAL ([\w.]+)", str(err))
+        why = f"it imports {found.group(1)}" if found else str(err).splitlines()[0][:160]
         raise CheckpointError(
             f"{path} is a pickle that needs arbitrary code to load, refused for safety "
-            f"(torch.load weights_only=True failed: {str(err).splitlines()[0][:160]}). If you trust it, convert it "
+            f"(torch.load weights_only=True failed: {why}; `safetransfer scan` lists what it imports). If you trust it, convert it "
             f"once in a sandbox: `safetensors.torch.save_file(torch.load(p, weights_only=False), 'model.safetensors')`."
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError) as err:

@@ -49,7 +49,9 @@ class EfficientNetBody(nn.Module):
 
     def load_imagenet(self, weights_path: Path) -> None:
         """Load the ImageNet trunk weights (the 1000-class classifier is dropped)."""
-        state = torch.load(weights_path, map_location="cpu", weights_only=True)
+        from safetransfer.models.io import safe_torch_load
+
+        state = safe_torch_load(weights_path)
         state = {k: v for k, v in state.items() if not k.startswith("_fc.")}
         result = self.net.load_state_dict(state, strict=False)
         if result.missing_keys or result.unexpected_keys:
