@@ -318,3 +318,19 @@ def test_embedding_surgery_cli(tiny_hf_bert: Path, data_files, tmp_path: Path, c
                               capsys), "Unknown pretrained text model")
     assert_one_line_error(run(["embedding-surgery", "--model", tiny_hf_bert, "--data", data_files.texts_csv, "--out",
                                tiny_hf_bert], capsys), "another folder")
+
+
+def test_scan_of_broken_files_reports_them(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    torch.save(tiny_state(), tmp_path / "whole.pt")
+    raw = (tmp_path / "whole.pt").read_bytes()
+    (tmp_path / "truncated.pt").write_bytes(raw[: len(raw) // 3])
+    (tmp_path / "empty.bin").write_bytes(b"")
+    with (tmp_path / "cut.pkl").open("wb") as f:
+        f.write(pickle.dumps({"a": 1, "b": [1, 2, 3]}, protocol=4)[:-6])
+    report = scan(tmp_path)
+    verdicts = {Path(f.path).name: f.verdict for f in report.files}
+    assert verdicts["whole.pt"] == "clean"
+    assert verdicts["truncated.pt"] == "unreadable" and verdicts["cut.pkl"] == "unreadable"
+    assert verdicts["empty.bin"] == "unreadable"
+    r = run(["scan", tmp_path], capsys)
+    assert r.code == 1 and "Traceback" not in r.text and "could not be parsed" in r.out

@@ -155,9 +155,29 @@ def scan_file(path: str | Path, strict: bool = False) -> FileScan:
         if (g.module, g.name) not in seen:
             seen.add((g.module, g.name))
             result.globals.append(GlobalImport(g.module, g.name, g.safety.value))
-    if sr.scan_err:
+    if sr.scan_err or not _zip_or_complete_pickle(path):
         result.error = "the pickle stream could not be parsed to the end (corrupt, truncated, or crafted to hide globals)"
     return result
+
+
+def _zip_or_complete_pickle(path: Path) -> bool:
+    """False for a raw pickle file whose opcode stream does not reach STOP (a truncated file).
+
+    Zip checkpoints are checked by picklescan itself (a broken archive raises there)."""
+    import pickletools
+
+    with path.open("rb") as f:
+        if f.read(4).startswith(ZIP_MAGIC):
+            return True
+        f.seek(0)
+        try:
+            last = None
+            for last, _, _ in pickletools.genops(f):
+                if last.name == "STOP":
+                    return True
+        except (ValueError, EOFError, UnicodeDecodeError):
+            return False
+    return False
 
 
 def scan(path: str | Path, strict: bool = False) -> ScanReport:
