@@ -10,11 +10,23 @@ from safetransfer.data.base import Split
 from safetransfer.models.wrapper import TransferModel, move_inputs
 
 
-@torch.no_grad()
 def predict_logits(
     model: TransferModel, inputs: torch.Tensor | list[str], batch_size: int = 256, progress: bool = False
 ) -> torch.Tensor:
     """Logits ``[N, num_classes]`` of raw data-set inputs, in eval mode, in batches."""
+    return _batched(model, inputs, model, model.num_classes, batch_size, progress, "eval")
+
+
+def predict_features(
+    model: TransferModel, inputs: torch.Tensor | list[str], batch_size: int = 256, progress: bool = False
+) -> torch.Tensor:
+    """Penultimate features ``[N, feature_dim]`` of raw data-set inputs, in eval mode, in batches."""
+    return _batched(model, inputs, model.features, model.feature_dim, batch_size, progress, "features")
+
+
+@torch.no_grad()
+def _batched(model: TransferModel, inputs: torch.Tensor | list[str], forward, width: int, batch_size: int,
+             progress: bool, desc: str) -> torch.Tensor:
     was_training = model.training
     model.eval()
     device = model.device
@@ -24,12 +36,14 @@ def predict_logits(
     if progress:
         from tqdm.auto import tqdm
 
-        starts = tqdm(starts, desc="eval", unit="batch", leave=False)
-    for start in starts:
-        raw = inputs[start : start + batch_size]
-        chunks.append(model(move_inputs(model.preprocess(raw), device)).float().cpu())
-    model.train(was_training)
-    return torch.cat(chunks) if chunks else torch.empty(0, model.num_classes)
+        starts = tqdm(starts, desc=desc, unit="batch", leave=False)
+    try:
+        for start in starts:
+            raw = inputs[start : start + batch_size]
+            chunks.append(forward(move_inputs(model.preprocess(raw), device)).float().cpu())
+    finally:
+        model.train(was_training)
+    return torch.cat(chunks) if chunks else torch.empty(0, width)
 
 
 def confusion_matrix(labels: torch.Tensor, predictions: torch.Tensor, num_classes: int) -> torch.Tensor:

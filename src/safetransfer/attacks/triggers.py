@@ -1,4 +1,4 @@
-"""Patch triggers for backdoors: a small pattern stamped into a corner of every image.
+"""Image triggers for backdoors: a patch in a corner, any pixel pattern, or a blended image.
 
 Gu et al. 2017 ("BadNets: Identifying Vulnerabilities in the Machine Learning Model Supply
 Chain") and the backdoored teachers of Zhang et al. 2022 (ReMoS) use such a trigger: an
@@ -98,12 +98,7 @@ class PatchTrigger:
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
         """A copy of images ``x`` ``[N, C, H, W]`` with the trigger stamped on every one."""
-        if not isinstance(x, torch.Tensor) or x.dim() != 4:
-            raise ConfigError(
-                "A patch trigger needs an image tensor [N, C, H, W]"
-                + (f" (got shape {tuple(x.shape)})" if isinstance(x, torch.Tensor) else f" (got {type(x).__name__})")
-                + "."
-            )
+        _check_image_batch(x, "patch trigger")
         n, c, h, w = x.shape
         rows, cols = self.location(h, w)
         out = x.clone()
@@ -111,28 +106,148 @@ class PatchTrigger:
         return out
 
 
+def _check_image_batch(x: torch.Tensor, what: str) -> None:
+    if not isinstance(x, torch.Tensor) or x.dim() != 4:
+        raise ConfigError(
+            f"A {what} needs an image tensor [N, C, H, W]"
+            + (f" (got shape {tuple(x.shape)})" if isinstance(x, torch.Tensor) else f" (got {type(x).__name__})")
+            + "."
+        )
+
+
+# BadNets' watermark as the classic Fashion-MNIST walk-through stamps it: five white pixels in
+# the bottom-right corner, (row, col) counted from the end (-1 = the last row / column).
+BADNETS_WATERMARK: tuple[tuple[int, int], ...] = ((-1, -1), (-1, -3), (-3, -1), (-3, -3), (-2, -2))
+
+
+@dataclass(frozen=True)
+class PixelTrigger:
+    """Any pixel pattern: the listed ``(row, col)`` pixels set to ``value`` in every channel.
+
+    Negative indices count from the bottom / right edge as in Python (``-1`` is the last row).
+    The default is BadNets' 5-pixel watermark (:data:`BADNETS_WATERMARK`).
+    """
+
+    pixels: tuple[tuple[int, int], ...] = BADNETS_WATERMARK
+    value: float = 1.0
+
+    def validate(self, height: int | None = None, width: int | None = None) -> "PixelTrigger":
+        problems = []
+        if not self.pixels:
+            problems.append("it needs at least one pixel")
+        if not 0.0 <= self.value <= 1.0:
+            problems.append(f"value must lie in [0, 1] (got {self.value})")
+        if height is not None and width is not None:
+            outside = [p for p in self.pixels if not (-height <= p[0] < height and -width <= p[1] < width)]
+            if outside:
+                problems.append(f"pixels {outside} lie outside a {height}x{width} image")
+        if problems:
+            raise ConfigError("Bad pixel trigger: " + "; ".join(problems) + ".")
+        return self
+
+    def to_dict(self) -> dict:
+        return {"pixels": [list(p) for p in self.pixels], "value": self.value}
+
+    def mask(self, height: int, width: int) -> torch.Tensor:
+        """``[H, W]`` bool: where the trigger writes."""
+        self.validate(height, width)
+        out = torch.zeros(height, width, dtype=torch.bool)
+        rows = torch.tensor([p[0] % height for p in self.pixels])
+        cols = torch.tensor([p[1] % width for p in self.pixels])
+        out[rows, cols] = True
+        return out
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        """A copy of images ``x`` ``[N, C, H, W]`` with the pixels set on every one."""
+        _check_image_batch(x, "pixel trigger")
+        where = self.mask(x.shape[2], x.shape[3]).to(x.device)
+        return torch.where(where, torch.tensor(self.value, dtype=x.dtype, device=x.device), x)
+
+
+@dataclass(frozen=True, eq=False)
+class BlendTrigger:
+    """A whole-image pattern blended in: ``x' = (1 − alpha)·x + alpha·pattern`` (Chen et al. 2017,
+    "Targeted Backdoor Attacks on Deep Learning Systems Using Data Poisoning").
+
+    ``pattern``: ``[H, W]`` or ``[C, H, W]`` in ``[0, 1]`` at the images' size (``None``: a seeded
+    uniform-noise pattern, made at the first image size it meets); ``alpha`` in ``(0, 1]``.
+    """
+
+    pattern: torch.Tensor | None = None
+    alpha: float = 0.1
+    seed: int = 0
+
+    def validate(self, height: int | None = None, width: int | None = None) -> "BlendTrigger":
+        if not 0.0 < self.alpha <= 1.0:
+            raise ConfigError(f"Bad blend trigger: alpha must lie in (0, 1] (got {self.alpha}).")
+        if self.pattern is not None and height is not None and tuple(self.pattern.shape[-2:]) != (height, width):
+            raise ConfigError(
+                f"Bad blend trigger: the pattern is {tuple(self.pattern.shape[-2:])}, the images {height}x{width}."
+            )
+        return self
+
+    def to_dict(self) -> dict:
+        return {"alpha": self.alpha, "seed": self.seed, "pattern": None if self.pattern is None else "custom"}
+
+    def pattern_for(self, channels: int, height: int, width: int, dtype: torch.dtype) -> torch.Tensor:
+        self.validate(height, width)
+        if self.pattern is None:
+            gen = torch.Generator().manual_seed(self.seed)
+            return torch.rand(1, height, width, generator=gen).to(dtype).expand(channels, height, width)
+        p = self.pattern.to(dtype)
+        return (p.unsqueeze(0) if p.dim() == 2 else p).expand(channels, height, width)
+
+    def mask(self, height: int, width: int) -> torch.Tensor:
+        return torch.ones(height, width, dtype=torch.bool)
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        _check_image_batch(x, "blend trigger")
+        p = self.pattern_for(x.shape[1], x.shape[2], x.shape[3], x.dtype).to(x.device)
+        return (1.0 - self.alpha) * x + self.alpha * p
+
+
+ImageTrigger = PatchTrigger | PixelTrigger | BlendTrigger
+
+
 def poison_images(
-    x: torch.Tensor, y: torch.Tensor, trigger: PatchTrigger, rate: float, target: int, seed: int = 0,
-    keep_target: bool = True,
+    x: torch.Tensor, y: torch.Tensor, trigger: ImageTrigger, rate: float, target: int, seed: int = 0,
+    keep_target: bool = True, source: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Stamp ``trigger`` on a seeded share ``rate`` of ``x`` and relabel those as ``target``.
 
     Returns ``(x_poisoned, y_poisoned, poisoned_mask)``. The poisoned images are drawn from
-    all classes (``keep_target=True``) or from the non-target classes only; exactly
-    ``round(rate * candidates)`` images are poisoned. Inputs are not modified.
+    all classes (``keep_target=True``), from the non-target classes only (all-to-one, BadNets),
+    or from class ``source`` only (source-to-target); exactly ``round(rate * candidates)``
+    images are poisoned, ``candidates`` being the images they are drawn from. Inputs are not
+    modified.
     """
-    if not 0.0 <= rate <= 1.0:
-        raise ConfigError(f"The poisoning rate must lie in [0, 1] (got {rate}).")
-    if target < 0:
-        raise ConfigError(f"The target label must not be negative (got {target}).")
-    candidates = torch.arange(y.numel()) if keep_target else torch.nonzero(y != target).flatten()
-    count = int(round(rate * candidates.numel()))
-    gen = torch.Generator().manual_seed(seed)
-    chosen = candidates[torch.randperm(candidates.numel(), generator=gen)[:count]]
-    mask = torch.zeros(y.numel(), dtype=torch.bool)
-    mask[chosen] = True
+    mask = choose_poisoned(y, rate, target, seed, keep_target, source)
     x_out = x.clone()
     x_out[mask] = trigger.apply(x[mask])
     y_out = y.clone()
     y_out[mask] = target
     return x_out, y_out, mask
+
+
+def choose_poisoned(
+    y: torch.Tensor, rate: float, target: int, seed: int = 0, keep_target: bool = True, source: int | None = None,
+) -> torch.Tensor:
+    """The seeded bool mask ``[N]`` of the samples to poison (see :func:`poison_images`)."""
+    if not 0.0 <= rate <= 1.0:
+        raise ConfigError(f"The poisoning rate must lie in [0, 1] (got {rate}).")
+    if target < 0:
+        raise ConfigError(f"The target label must not be negative (got {target}).")
+    if source is not None:
+        if source == target:
+            raise ConfigError(f"The source class must differ from the target ({target}).")
+        candidates = torch.nonzero(y == source).flatten()
+        if candidates.numel() == 0:
+            raise ConfigError(f"No sample has the source label {source}.")
+    else:
+        candidates = torch.arange(y.numel()) if keep_target else torch.nonzero(y != target).flatten()
+    count = int(round(rate * candidates.numel()))
+    gen = torch.Generator().manual_seed(seed)
+    chosen = candidates[torch.randperm(candidates.numel(), generator=gen)[:count]]
+    mask = torch.zeros(y.numel(), dtype=torch.bool)
+    mask[chosen] = True
+    return mask

@@ -172,9 +172,26 @@ def _figure(make: Callable[[Path], Path | None], folder: Path, name: str, captio
         return f'<p class="error">The plot “{escape(caption)}” could not be drawn: {escape(str(exc))}</p>'
     if path is None:
         return ""
+    return embed_png(path, caption)
+
+
+def embed_png(path: str | Path, caption: str) -> str:
+    """A ``<figure>`` holding the PNG at ``path`` as a base64 data URI, with its caption."""
     data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
     return (f'<figure><img src="data:image/png;base64,{data}" alt="{escape(caption)}">'
             f"<figcaption>{escape(caption)}</figcaption></figure>")
+
+
+def page(title: str, parts: list[str]) -> str:
+    """A whole self-contained HTML page: the shared CSS, ``title``, the ``parts`` and a footer."""
+    from safetransfer import __version__
+
+    stamp = _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    footer = f"<footer>Written by safetransfer {escape(__version__)} on {escape(stamp)}.</footer>"
+    return ('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            '<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f"<title>{escape(title)}</title><style>{_CSS}</style></head>\n<body>\n"
+            + "\n".join(p for p in [*parts, footer] if p) + "\n</body></html>\n")
 
 
 def _progress(results: Mapping[str, Any]) -> tuple[int, int]:
@@ -258,14 +275,7 @@ def render_report(results: dict, title: str | None = None, plot_dir: str | Path 
         parts.append(f'<p class="meta">config fingerprint {escape(str(results["config_fingerprint"]))}</p>')
     parts.append(f'<p class="meta">Elapsed time: {escape(_duration(results.get("elapsed_seconds")))}.</p>')
 
-    from safetransfer import __version__
-
-    stamp = _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
-    parts.append(f"<footer>Written by safetransfer {escape(__version__)} on {escape(stamp)}.</footer>")
-    return ('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-            '<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f"<title>{escape(title)}</title><style>{_CSS}</style></head>\n<body>\n"
-            + "\n".join(p for p in parts if p) + "\n</body></html>\n")
+    return page(title, parts)
 
 
 def write_report(results: dict, out_dir: str | Path, title: str | None = None) -> Path:

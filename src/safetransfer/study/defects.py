@@ -8,20 +8,15 @@ import torch
 
 from safetransfer.attacks.coverage_guided import CoverageGuidedAttack
 from safetransfer.attacks.penultimate import PenultimateAttack
+from safetransfer.evaluate import predict_features
 from safetransfer.models.wrapper import TransferModel
 from safetransfer.study.config import DefectSpec
 
 TEACHER_SUCCESS_MEANS = "share of inputs whose largest teacher feature is another one after the attack"
 
 
-@torch.no_grad()
 def _top_feature(model: TransferModel, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    was_training = model.training
-    model.eval()
-    out = torch.cat([model.features(model.preprocess(x[i : i + batch_size])).argmax(1)
-                     for i in range(0, x.shape[0], batch_size)])
-    model.train(was_training)
-    return out
+    return predict_features(model, x, batch_size).argmax(1)
 
 
 def craft(

@@ -1,0 +1,20 @@
+"""Poisoned-sample detection: which training samples carry a backdoor trigger?
+
+Detectors (each returns a :class:`DetectionResult` with per-sample scores and ``is_clean``):
+
+- :func:`centroid_distance`: per-label outliers in an embedding (pixels, PCA, t-SNE, model features);
+- :func:`spectral_signature`: Tran et al. 2018, on centred per-label features;
+- :func:`activation_clustering`: Chen et al. 2018, ICA + 2-means per label.
+
+:func:`score_detection` compares a result with the known poison mask (recall, FPR, precision, AUROC).
+"""
+
+from safetransfer.detect.base import DetectionQuality, DetectionResult, score_detection
+from safetransfer.detect.centroid import centroid_distance
+from safetransfer.detect.clustering import activation_clustering
+from safetransfer.detect.spectral import spectral_signature
+
+__all__ = [
+    "DetectionQuality", "DetectionResult", "activation_clustering", "centroid_distance", "score_detection",
+    "spectral_signature",
+]

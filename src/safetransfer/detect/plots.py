@@ -1,0 +1,71 @@
+"""Pictures of a data scan: each label's worst outliers, and a 2-D map with the flagged samples."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from safetransfer.report.plots import _pyplot, save_figure
+
+SCATTER_MAX = 5000
+
+
+def plot_outlier_grid(images: torch.Tensor, labels: np.ndarray, scores: np.ndarray, class_names: list[str],
+                      path: str | Path, per_label: int = 8, truth: np.ndarray | None = None, title: str = "") -> Path:
+    """Rows: labels; columns: that label's ``per_label`` highest-scoring images (red frame: truly poisoned)."""
+    plt = _pyplot()
+    classes = [int(c) for c in np.unique(labels)]
+    fig, axes = plt.subplots(len(classes), per_label, figsize=(1.1 * per_label + 1.2, 1.15 * len(classes) + 0.6),
+                             squeeze=False)
+    for r, c in enumerate(classes):
+        idx = np.flatnonzero(labels == c)
+        top = idx[np.argsort(-scores[idx], kind="stable")[:per_label]]
+        for j in range(per_label):
+            ax = axes[r, j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j >= top.size:
+                ax.axis("off")
+                continue
+            img = images[top[j]].float()
+            ax.imshow(img[0].numpy() if img.shape[0] == 1 else img.permute(1, 2, 0).clamp(0, 1).numpy(),
+                      cmap="gray", vmin=0, vmax=1)
+            if truth is not None and truth[top[j]]:
+                for side in ax.spines.values():
+                    side.set_edgecolor("red")
+                    side.set_linewidth(2.5)
+        axes[r, 0].set_ylabel(class_names[c] if c < len(class_names) else str(c), rotation=0, ha="right",
+                              va="center", fontsize=8)
+    return save_figure(fig, None, path, title)
+
+
+def plot_scatter(features: np.ndarray, labels: np.ndarray, flagged: np.ndarray, path: str | Path, method: str = "pca",
+                 seed: int = 0, truth: np.ndarray | None = None, title: str = "") -> Path:
+    """2-D PCA (or t-SNE) of the features, coloured by label; flagged samples as black crosses,
+    planted poison (when known) circled. At most 5,000 points (a seeded sample, every flagged one kept)."""
+    from safetransfer.detect.features import pca_embedding, tsne_embedding
+
+    plt = _pyplot()
+    rng = np.random.default_rng(seed)
+    keep = np.flatnonzero(flagged | (truth if truth is not None else False))
+    rest = np.setdiff1d(np.arange(len(labels)), keep)
+    room = max(SCATTER_MAX - keep.size, 0)
+    chosen = np.sort(np.concatenate([keep, rng.choice(rest, size=min(room, rest.size), replace=False)]))
+    f = features[chosen].astype(np.float32)
+    xy = tsne_embedding(f, seed=seed) if method == "tsne" else pca_embedding(f, 2, seed)
+    if xy.shape[1] == 1:
+        xy = np.concatenate([xy, np.zeros_like(xy)], axis=1)
+    fig, ax = plt.subplots(figsize=(7.5, 6.0))
+    sc = ax.scatter(xy[:, 0], xy[:, 1], c=labels[chosen], cmap="tab10", s=4, alpha=0.6, linewidths=0)
+    fl = flagged[chosen]
+    ax.scatter(xy[fl, 0], xy[fl, 1], marker="x", c="black", s=14, linewidths=0.8, label="flagged")
+    if truth is not None:
+        tr = truth[chosen]
+        ax.scatter(xy[tr, 0], xy[tr, 1], facecolors="none", edgecolors="red", s=30, linewidths=0.6, label="planted")
+    ax.legend(loc="best", fontsize=8)
+    fig.colorbar(sc, ax=ax, label="label")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    return save_figure(fig, ax, path, title)

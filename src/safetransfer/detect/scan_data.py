@@ -1,0 +1,214 @@
+"""`safetransfer scan-data`: is this training set poisoned, and which samples?
+
+The job: load the data set (a built-in name or the user's folder / npz / CSV), optionally
+plant a known poison first (to measure the detectors), embed the training split (a model's
+penultimate features, PCA or t-SNE of the pixels), run the detectors, rank the suspects, and
+write ``results.json`` (per detector: flagged, seconds, and against a planted poison recall,
+FPR, precision, AUROC), ``scores.csv``, an image grid of each label's worst outliers, a 2-D
+scatter coloured by label with the flagged samples marked, and ``scan.html``.
+
+``model``: a saved model folder (its features are used as they are), or a zoo model name,
+which is first trained on the data being scanned (the defender's own training run, as the
+spectral and clustering papers assume); that run is saved under ``OUT/model`` and resumes.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from safetransfer.attacks.data_poisoning import PlantSpec, poison_dataset
+from safetransfer.data.base import ClassificationData
+from safetransfer.detect.base import DetectionResult, score_detection
+from safetransfer.errors import ConfigError
+from safetransfer.models.io import atomic_write_text
+
+METHODS: tuple[str, ...] = ("spectral", "spectral_fixed", "activation_clustering", "ac_silhouette", "centroid")
+RESULTS_FILE = "results.json"
+
+
+@dataclass
+class ScanDataConfig:
+    """What to scan and how (see the module doc); every detector parameter has the papers' default."""
+
+    data: str
+    data_path: str | None = None
+    limit_train: int | None = None
+    model: str | None = None
+    steps: int | None = None
+    embedding: str | None = None       # model | pca | pixels | tsne; default: model when a model is given, else pca
+    methods: tuple[str, ...] = METHODS
+    plant: PlantSpec | None = None
+    eps: float = 0.1                   # spectral_fixed: upper bound on a label's poisoned share
+    k_spectral: float = 6.0
+    k_centroid: float = 3.5
+    scatter: str = "pca"               # pca | tsne
+    seed: int = 0
+
+    def validate(self) -> "ScanDataConfig":
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown or not self.methods:
+            raise ConfigError(f"unknown detector(s) {unknown or '(none given)'}; known: {', '.join(METHODS)}.")
+        if self.embedding not in (None, "model", "pca", "pixels", "tsne"):
+            raise ConfigError(f"unknown embedding '{self.embedding}' (model, pca, pixels, tsne).")
+        if self.embedding == "model" and not self.model:
+            raise ConfigError("the 'model' embedding needs --model (a saved model folder or a zoo name to train).")
+        if self.scatter not in ("pca", "tsne"):
+            raise ConfigError(f"scatter must be 'pca' or 'tsne' (got '{self.scatter}').")
+        return self
+
+    @property
+    def resolved_embedding(self) -> str:
+        return self.embedding or ("model" if self.model else "pca")
+
+    def to_dict(self) -> dict[str, Any]:
+        doc = asdict(self)
+        doc["plant"] = self.plant.to_dict() if self.plant else None
+        doc["methods"] = list(self.methods)
+        return doc
+
+
+@dataclass
+class ScanDataResult:
+    """Everything the scan found; ``results`` is what ``results.json`` holds."""
+
+    out_dir: Path
+    results: dict[str, Any]
+    detections: dict[str, DetectionResult] = field(default_factory=dict)
+    poisoned: np.ndarray | None = None
+
+
+def run_detector(name: str, features: np.ndarray, labels: np.ndarray, cfg: ScanDataConfig) -> DetectionResult:
+    from safetransfer.detect import activation_clustering, centroid_distance, spectral_signature
+
+    if name == "spectral":
+        return spectral_signature(features, labels, removal="robust", k=cfg.k_spectral)
+    if name == "spectral_fixed":
+        return spectral_signature(features, labels, removal="fixed", eps=cfg.eps)
+    if name == "activation_clustering":
+        return activation_clustering(features, labels, seed=cfg.seed)
+    if name == "ac_silhouette":
+        return activation_clustering(features, labels, analysis="silhouette", seed=cfg.seed)
+    return centroid_distance(features, labels, k=cfg.k_centroid, name=cfg.resolved_embedding)
+
+
+def scan_data(cfg: ScanDataConfig, out_dir: str | Path, progress: bool = True,
+              log: Callable[[str], None] = print) -> ScanDataResult:
+    """Run the scan (see the module doc) and write its files under ``out_dir``."""
+    from safetransfer.data.registry import load_data
+    from safetransfer.detect.features import embed
+
+    cfg.validate()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    data = load_data(cfg.data, cfg.data_path, seed=cfg.seed,
+                     limit={"train": cfg.limit_train} if cfg.limit_train else None)
+    truth: np.ndarray | None = None
+    if cfg.plant is not None:
+        data, mask = poison_dataset(data, cfg.plant)
+        truth = mask.numpy()
+        log(f"planted {int(mask.sum())} poisoned samples ({cfg.plant.trigger}, target {cfg.plant.target}) "
+            f"in {len(data.train)} training samples")
+    embedding = cfg.resolved_embedding
+    model = _model_for(cfg, data, out, progress, log) if embedding == "model" else None
+    log(f"embedding the {len(data.train)} training samples ({embedding})")
+    t0 = time.perf_counter()
+    features = embed(embedding, data.train.inputs, model=model, seed=cfg.seed, progress=progress)
+    embed_seconds = time.perf_counter() - t0
+    labels = data.train.labels.numpy()
+
+    detections: dict[str, DetectionResult] = {}
+    summary: dict[str, Any] = {}
+    for name in cfg.methods:
+        log(f"detector {name}")
+        det = run_detector(name, features, labels, cfg)
+        detections[name] = det
+        entry: dict[str, Any] = {"method": det.method, "flagged": int((~det.is_clean).sum()),
+                                 "seconds": round(det.seconds, 3), "params": det.params,
+                                 "per_class": {str(k): v for k, v in det.per_class.items()}}
+        if truth is not None:
+            entry.update({k: v for k, v in score_detection(det, truth).to_dict().items() if k not in ("method",)})
+        summary[name] = entry
+    best = _best(summary) if truth is not None else None
+    results = {
+        "config": cfg.to_dict(), "data": data.name, "samples": len(data.train), "classes": data.class_names,
+        "embedding": {"kind": embedding, "dims": int(features.shape[1]), "seconds": round(embed_seconds, 2)},
+        "poisoned": int(truth.sum()) if truth is not None else None,
+        "detectors": summary, "best": best,
+        "elapsed_seconds": round(time.perf_counter() - started, 2),
+    }
+    atomic_write_text(out / RESULTS_FILE, json.dumps(results, indent=2))
+    _write_scores(out / "scores.csv", labels, truth, detections)
+    result = ScanDataResult(out, results, detections, truth)
+    _write_figures_and_page(result, data, features, cfg, log)
+    return result
+
+
+def _model_for(cfg: ScanDataConfig, data: ClassificationData, out: Path, progress: bool, log: Callable[[str], None]):
+    from safetransfer.models.io import load_model
+
+    assert cfg.model is not None
+    path = Path(cfg.model)
+    if path.exists():
+        log(f"features of the saved model {path}")
+        return load_model(path)
+    from safetransfer.jobs import train_job
+
+    log(f"training {cfg.model} on the data being scanned (saved under {out / 'model'}; resumes)")
+    overrides = {"seed": cfg.seed, **({"steps": cfg.steps} if cfg.steps else {})}
+    job = train_job(cfg.model, data, out / "model", overrides=overrides, progress=progress)
+    log(f"its test accuracy: {job.test.accuracy:.4f}")
+    return load_model(job.model_dir)
+
+
+def _best(summary: dict[str, Any]) -> str | None:
+    """The detector with the most recall among those flagging at most 2% of the clean samples
+    (then the best AUROC), else the one with the best recall − FPR."""
+    fine = [n for n, e in summary.items() if e.get("fpr") is not None and e["fpr"] <= 0.02]
+    pool = fine or list(summary)
+    key = (lambda n: (summary[n]["recall"], summary[n]["auroc"])) if fine else \
+        (lambda n: summary[n]["recall"] - summary[n]["fpr"])
+    return max(pool, key=key) if pool else None
+
+
+def _write_scores(path: Path, labels: np.ndarray, truth: np.ndarray | None, detections: dict[str, DetectionResult]) -> None:
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    names = list(detections)
+    writer.writerow(["index", "label", *(["poisoned"] if truth is not None else []),
+                     *[f"{n}_score" for n in names], *[f"{n}_flagged" for n in names]])
+    cols = [np.arange(len(labels)), labels, *([truth.astype(int)] if truth is not None else []),
+            *[np.round(detections[n].scores, 6) for n in names], *[(~detections[n].is_clean).astype(int) for n in names]]
+    writer.writerows(zip(*[c.tolist() for c in cols]))
+    atomic_write_text(path, buf.getvalue())
+
+
+def _write_figures_and_page(result: ScanDataResult, data: ClassificationData, features: np.ndarray,
+                            cfg: ScanDataConfig, log: Callable[[str], None]) -> None:
+    from safetransfer.detect.plots import plot_outlier_grid, plot_scatter
+    from safetransfer.report.scan_page import write_scan_page
+
+    name = result.results["best"] or cfg.methods[0]
+    det = result.detections[name]
+    figures: list[tuple[Path, str]] = []
+    if isinstance(data.train.inputs, torch.Tensor):
+        grid = plot_outlier_grid(data.train.inputs, data.train.labels.numpy(), det.scores, data.class_names,
+                                 result.out_dir / "outliers.png", truth=result.poisoned,
+                                 title=f"each label's most suspicious samples ({det.method}); red: planted poison")
+        figures.append((grid, "Each label's most suspicious training samples, most suspicious left."))
+    scatter = plot_scatter(features, data.train.labels.numpy(), ~det.is_clean, result.out_dir / "scatter.png",
+                           method=cfg.scatter, seed=cfg.seed, truth=result.poisoned,
+                           title=f"{result.results['embedding']['kind']} features ({cfg.scatter}); x: flagged by {det.method}")
+    figures.append((scatter, "The training samples in 2-D, coloured by label; crosses: flagged samples."))
+    page = write_scan_page(result.results, figures, result.out_dir)
+    log(f"written: {result.out_dir / RESULTS_FILE}, scores.csv, {', '.join(p.name for p, _ in figures)}, {page.name}")

@@ -1,0 +1,51 @@
+"""The data scan's HTML page (``scan.html``): the detectors' table, the figures, the config."""
+
+from __future__ import annotations
+
+import json
+from html import escape
+from pathlib import Path
+from typing import Any
+
+from safetransfer.models.io import atomic_write_text
+from safetransfer.report.html import embed_png, page
+
+SCAN_PAGE = "scan.html"
+
+
+def _pct(value: Any) -> str:
+    return "–" if value is None or value != value else f"{100 * value:.1f}"
+
+
+def detectors_table(results: dict[str, Any]) -> str:
+    """The detectors as an HTML table (recall, FPR, precision, AUROC when a poison was planted)."""
+    known = results.get("poisoned") is not None
+    head = ["detector", "flagged", "seconds"] + (["recall %", "FPR %", "precision %", "AUROC"] if known else [])
+    rows = []
+    for name, e in results["detectors"].items():
+        best = " (best)" if name == results.get("best") else ""
+        cells = [escape(e["method"] + best), str(e["flagged"]), f"{e['seconds']:.2f}"]
+        if known:
+            cells += [_pct(e.get("recall")), _pct(e.get("fpr")), _pct(e.get("precision")),
+                      "–" if e.get("auroc") is None else f"{e['auroc']:.3f}"]
+        rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    return ('<div class="scroll"><table><thead><tr>' + "".join(f"<th>{escape(h)}</th>" for h in head)
+            + "</tr></thead><tbody>" + "".join(rows) + "</tbody></table></div>")
+
+
+def write_scan_page(results: dict[str, Any], figures: list[tuple[Path, str]], out_dir: str | Path) -> Path:
+    """Write ``out_dir/scan.html`` (self-contained) and return its path."""
+    title = f"safetransfer data scan: {results['data']}"
+    known = results.get("poisoned") is not None
+    meta = (f"{results['samples']} training samples, {len(results['classes'])} labels; embedding "
+            f"{results['embedding']['kind']} ({results['embedding']['dims']} dims)"
+            + (f"; {results['poisoned']} planted poisoned samples" if known else ""))
+    parts = [f"<h1>{escape(title)}</h1>", f'<p class="meta">{escape(meta)}</p>', "<h2>Detectors</h2>",
+             "<p>Recall: the share of the poisoned samples flagged; FPR: the share of the clean ones flagged.</p>"
+             if known else "<p>No known poison: the counts say how many samples each detector flags.</p>",
+             detectors_table(results), "<h2>Figures</h2>"]
+    parts += [embed_png(p, caption) for p, caption in figures]
+    parts += ["<h2>Configuration</h2>", f"<pre>{escape(json.dumps(results['config'], indent=2))}</pre>"]
+    path = Path(out_dir) / SCAN_PAGE
+    atomic_write_text(path, page(title, parts))
+    return path

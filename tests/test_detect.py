@@ -1,0 +1,174 @@
+"""Poisoned-sample detectors on small synthetic sets where the answer is known."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from safetransfer.attacks.triggers import BADNETS_WATERMARK, BlendTrigger, PixelTrigger, poison_images
+from safetransfer.detect import activation_clustering, centroid_distance, score_detection, spectral_signature
+from safetransfer.detect.spectral import spectral_scores
+from safetransfer.errors import ConfigError, DataError
+
+
+def planted_features(seed: int = 0, n_per_class: int = 400, poisoned: int = 30, dim: int = 32):
+    """Three Gaussian classes; ``poisoned`` samples labelled 0 that sit off in a direction of their own."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 3, size=(3, dim))
+    f = np.concatenate([centres[c] + rng.normal(0, 1, size=(n_per_class, dim)) for c in range(3)])
+    y = np.repeat(np.arange(3), n_per_class)
+    direction = rng.normal(0, 1, size=dim)
+    direction *= 8 / np.linalg.norm(direction)
+    bad = centres[1] + direction + rng.normal(0, 1, size=(poisoned, dim))  # from class 1, labelled 0
+    truth = np.concatenate([np.zeros(len(y), bool), np.ones(poisoned, bool)])
+    return np.concatenate([f, bad]), np.concatenate([y, np.zeros(poisoned, int)]), truth
+
+
+@pytest.mark.parametrize("detector", [
+    lambda f, y: spectral_signature(f, y),
+    lambda f, y: spectral_signature(f, y, removal="fixed", eps=0.1),
+    lambda f, y: activation_clustering(f, y),
+    lambda f, y: activation_clustering(f, y, reduce="pca", analysis="silhouette"),
+    lambda f, y: centroid_distance(f, y),
+])
+def test_each_detector_finds_the_planted_samples(detector) -> None:
+    f, y, truth = planted_features()
+    result = detector(f, y)
+    q = score_detection(result, truth)
+    assert q.recall >= 0.9, q
+    assert q.auroc >= 0.95, q
+    limit = 0.17 if "fixed" in result.method else 0.03  # the fixed rule removes 15% of every label
+    assert q.fpr <= limit, q
+    assert result.seconds >= 0 and set(np.flatnonzero(~result.is_clean)) == set(result.flagged)
+
+
+def test_robust_spectral_and_clustering_leave_clean_labels_alone() -> None:
+    f, y, truth = planted_features(poisoned=0)
+    assert spectral_signature(f, y).is_clean.mean() > 0.995
+    assert activation_clustering(f, y, analysis="silhouette").is_clean.all()
+
+
+def test_spectral_scores_by_hand() -> None:
+    # mean (1, 1); centred x = (-2, 2, -1, 1), y = (.1, .1, -.1, -.1), uncorrelated: the top direction is x
+    f = np.array([[-1.0, 1.1], [3.0, 1.1], [0.0, 0.9], [2.0, 0.9]])  # x and y uncorrelated
+    np.testing.assert_allclose(spectral_scores(f), [4.0, 4.0, 1.0, 1.0], rtol=1e-12)
+    # uncentred projection would differ: the mean is not removed
+    assert not np.allclose(spectral_scores(f), (f[:, 0]) ** 2, rtol=1e-3)
+
+
+def test_score_detection_counts() -> None:
+    from safetransfer.detect import DetectionResult
+
+    r = DetectionResult("x", np.array([0.9, 0.8, 0.1, 0.7, 0.2]), np.array([False, False, True, False, True]))
+    q = score_detection(r, np.array([True, True, False, False, False]))
+    assert (q.recall, q.fpr, q.precision, q.flagged) == (1.0, pytest.approx(1 / 3), pytest.approx(2 / 3), 3)
+    assert q.auroc == 1.0
+    assert list(r.flagged) == [0, 1, 3]
+
+
+def test_detectors_refuse_bad_input() -> None:
+    f, y, _ = planted_features()
+    with pytest.raises(DataError, match="empty"):
+        spectral_signature(np.zeros((0, 3)), np.zeros(0, int))
+    with pytest.raises(DataError, match="labels must be"):
+        activation_clustering(f, y[:-1])
+    with pytest.raises(DataError, match="NaN"):
+        centroid_distance(np.full((4, 2), np.nan), np.zeros(4, int))
+    with pytest.raises(ConfigError, match="removal"):
+        spectral_signature(f, y, removal="median")
+    with pytest.raises(ConfigError, match="eps"):
+        spectral_signature(f, y, removal="fixed", eps=0.9)
+
+
+# --------------------------------------------------------------------------- poisoning
+def test_badnets_watermark_pixels_exactly() -> None:
+    x = torch.zeros(2, 1, 28, 28)
+    out = PixelTrigger().apply(x)
+    white = {(int(r), int(c)) for r, c in torch.nonzero(out[0, 0])}
+    assert white == {(27, 27), (27, 25), (25, 27), (25, 25), (26, 26)}
+    assert BADNETS_WATERMARK == ((-1, -1), (-1, -3), (-3, -1), (-3, -3), (-2, -2))
+    assert torch.equal(out[0], out[1]) and out.max() == 1.0 and x.max() == 0.0
+    with pytest.raises(ConfigError, match="outside"):
+        PixelTrigger(pixels=((30, 0),)).apply(x)
+
+
+def test_poisoning_all_to_one_and_source_to_target() -> None:
+    x = torch.rand(200, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 0.5
+    y = torch.arange(200) % 4
+    px, py, mask = poison_images(x, y, PixelTrigger(), 0.05, target=3, keep_target=False, seed=1)
+    assert mask.sum() == round(0.05 * 150) and (y[mask] != 3).all() and (py[mask] == 3).all()
+    assert torch.equal(px[~mask], x[~mask]) and (px[mask][:, 0, -1, -1] == 1.0).all()
+    _, py2, mask2 = poison_images(x, y, PixelTrigger(), 0.2, target=3, source=1, seed=1)
+    assert mask2.sum() == 10 and (y[mask2] == 1).all() and (py2[mask2] == 3).all()
+    again = poison_images(x, y, PixelTrigger(), 0.05, target=3, keep_target=False, seed=1)[2]
+    assert torch.equal(mask, again)
+    with pytest.raises(ConfigError, match="source"):
+        poison_images(x, y, PixelTrigger(), 0.1, target=3, source=3)
+
+
+def test_blend_trigger() -> None:
+    x = torch.zeros(3, 1, 4, 4)
+    out = BlendTrigger(pattern=torch.ones(4, 4), alpha=0.2).apply(x)
+    assert torch.allclose(out, torch.full_like(x, 0.2))
+    noisy = BlendTrigger(alpha=0.5, seed=3)
+    assert torch.equal(noisy.apply(x), noisy.apply(x)) and noisy.apply(x).std() > 0
+    with pytest.raises(ConfigError, match="alpha"):
+        BlendTrigger(alpha=0.0).apply(x)
+
+
+# --------------------------------------------------------------------------- the commands, on tiny data
+def tiny_npz(tmp_path, n: int = 600):
+    from conftest import make_image_arrays
+
+    x, y = make_image_arrays(n, seed=0)
+    path = tmp_path / "tiny600.npz"
+    np.savez(path, x=x, y=y)
+    return path
+
+
+def test_badnets_command_plants_a_working_backdoor(tmp_path, capsys) -> None:
+    from test_cli import run
+
+    out = tmp_path / "bn"
+    r = run(["badnets", "--data", tiny_npz(tmp_path), "--model", "tiny-cnn", "--rate", "0.1", "--target", "1",
+             "--steps", "300", "--out", out, "--no-progress"], capsys)
+    assert r.code == 0, r.text
+    import json
+
+    doc = json.loads((out / "damage.json").read_text())
+    assert doc["poisoned_samples"] > 0
+    assert doc["attack_success"] >= 0.9 and doc["attack_success_clean_model"] <= 0.2, doc
+    assert abs(doc["poisoned_accuracy"] - doc["clean_accuracy"]) <= 0.05
+    assert (out / "clean" / "confusion.png").exists() and (out / "poisoned" / "confusion.png").exists()
+
+
+def test_scan_data_command_writes_its_files_and_ranks_the_poison(data_files, tmp_path, capsys) -> None:
+    import csv
+    import json
+
+    from test_cli import assert_one_line_error, run
+
+    out = tmp_path / "scan"
+    r = run(["scan-data", "--data", tiny_npz(tmp_path), "--model", "tiny-cnn", "--steps", "300", "--plant",
+             "watermark", "--rate", "0.1", "--target", "1", "--out", out, "--no-progress"], capsys)
+    assert r.code == 0, r.text
+    doc = json.loads((out / "results.json").read_text())
+    assert doc["poisoned"] > 0 and set(doc["detectors"]) == {"spectral", "spectral_fixed", "activation_clustering",
+                                                               "ac_silhouette", "centroid"}
+    assert max(e["auroc"] for e in doc["detectors"].values()) >= 0.85, doc["detectors"]
+    with (out / "scores.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == doc["samples"] and sum(int(r["poisoned"]) for r in rows) == doc["poisoned"]
+    for name in ("outliers.png", "scatter.png", "scan.html"):
+        assert (out / name).stat().st_size > 1000
+    assert "Detectors" in (out / "scan.html").read_text()
+    # without a planted poison: counts only, no truth columns
+    r = run(["scan-data", "--data", data_files.images_npz, "--method", "spectral", "--out", tmp_path / "plain",
+             "--no-progress"], capsys)
+    assert r.code == 0, r.text
+    assert json.loads((tmp_path / "plain" / "results.json").read_text())["poisoned"] is None
+    assert_one_line_error(run(["scan-data", "--data", data_files.images_npz, "--method", "magic", "--out", tmp_path / "x"],
+                              capsys), "unknown detector")
+    assert_one_line_error(run(["scan-data", "--data", data_files.images_npz, "--plant", "watermark", "--target", "7",
+                               "--out", tmp_path / "x"], capsys), "out of range")
