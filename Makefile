@@ -45,7 +45,10 @@ test-slow: assets
 	if [ $$rc -eq 5 ]; then echo "pytest collected no slow tests: failing"; exit 1; fi; exit $$rc
 
 bench: assets
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e ".[test,bench]"
 	$(BIN)/python benchmarks/train_baselines.py
+	$(BIN)/safetransfer badnets --data fashion-mnist --model small-cnn --out runs/badnets-fmnist --no-progress
+	$(BIN)/python benchmarks/detect_vs_art.py --model runs/badnets-fmnist/poisoned/model
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -7,7 +7,9 @@ smaller cluster when it holds less than ``size_threshold`` (35%) of the label: p
 samples are classified as the target for another reason (the trigger) than the clean ones,
 so their activations form a cluster of their own. ``analysis="silhouette"`` adds the paper's
 second check: the split must also be real (silhouette score of the two clusters at least
-``silhouette_threshold``), which keeps clean labels whose two halves are arbitrary.
+``silhouette_threshold``, 0.25), which keeps clean labels whose two halves are arbitrary.
+Calibrated on Fashion-MNIST with 1% BadNets poison and a small CNN's features: the clean
+labels' two clusters score 0.09-0.17, the poisoned label's 0.47.
 
 Score of a sample (for rankings and AUROC): how much closer it lies to the small cluster's
 centre than to the large one's, ``d_large / (d_large + d_small)`` in ``[0, 1]``, times
@@ -21,13 +23,14 @@ from typing import Literal
 import numpy as np
 
 from safetransfer.detect.base import DetectionResult, check_positive, per_class_detection
-from safetransfer.errors import ConfigError
+from safetransfer.errors import ConfigError, DataError
 
-SILHOUETTE_SAMPLE = 2000
+SILHOUETTE_SAMPLE = 1000
 
 
 def reduce_dims(features: np.ndarray, n_components: int, method: str, seed: int) -> np.ndarray:
     """``features`` to at most ``n_components`` dimensions with ICA or PCA (seeded)."""
+    features = features[:, features.std(axis=0) > 1e-12]  # dead units (constant features) carry nothing
     n_components = min(n_components, features.shape[1], features.shape[0] - 1)
     if n_components < 1 or features.shape[1] <= n_components:
         return features
@@ -38,8 +41,14 @@ def reduce_dims(features: np.ndarray, n_components: int, method: str, seed: int)
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # FastICA's convergence warnings on tiny classes
-            return FastICA(n_components=n_components, random_state=seed, max_iter=400,
-                           whiten="unit-variance").fit_transform(features)
+            # eigh whitening (the D x D covariance, n >> D) and one component at a time: 3x faster than
+            # sklearn's defaults here, the same clusters (silhouettes equal to 2 decimals on Fashion-MNIST)
+            for solver in ("eigh", "svd"):  # eigh fails (NaN) on a rank-deficient covariance: then the SVD
+                z = FastICA(n_components=n_components, random_state=seed, max_iter=400, whiten="unit-variance",
+                            whiten_solver=solver, algorithm="deflation").fit_transform(features)
+                if np.isfinite(z).all():
+                    return z
+            raise DataError("ICA failed on these features (rank too low); use reduce='pca'.")
     from sklearn.decomposition import PCA
 
     return PCA(n_components=n_components, random_state=seed).fit_transform(features)
@@ -48,7 +57,7 @@ def reduce_dims(features: np.ndarray, n_components: int, method: str, seed: int)
 def activation_clustering(
     features, labels, n_components: int = 10, reduce: Literal["ica", "pca"] = "ica",
     size_threshold: float = 0.35, analysis: Literal["size", "silhouette"] = "size",
-    silhouette_threshold: float = 0.15, seed: int = 0,
+    silhouette_threshold: float = 0.25, seed: int = 0,
 ) -> DetectionResult:
     """Activation-clustering scores and verdicts (see the module doc)."""
     from sklearn.cluster import KMeans
@@ -62,7 +71,7 @@ def activation_clustering(
 
     def score_class(f: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict]:
         z = reduce_dims(f, n_components, reduce, seed)
-        km = KMeans(n_clusters=2, n_init=10, random_state=seed).fit(z)
+        km = KMeans(n_clusters=2, n_init=3, random_state=seed).fit(z)
         sizes = np.bincount(km.labels_, minlength=2)
         small = int(np.argmin(sizes))
         share = float(sizes[small] / f.shape[0])

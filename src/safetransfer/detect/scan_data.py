@@ -49,7 +49,7 @@ class ScanDataConfig:
     methods: tuple[str, ...] = METHODS
     plant: PlantSpec | None = None
     eps: float = 0.1                   # spectral_fixed: upper bound on a label's poisoned share
-    k_spectral: float = 6.0
+    k_spectral: float = 3.0
     k_centroid: float = 3.5
     scatter: str = "pca"               # pca | tsne
     seed: int = 0

@@ -14,7 +14,10 @@ Removal rules (per label):
 - ``"robust"`` (default): flag the samples whose projection lies more than ``k`` robust
   standard deviations (``k``·1.4826·MAD) from the label's median projection; a clean label's
   projections are about normal and have no such outliers, so nothing is removed from it
-  (the squared scores are heavy-tailed, so the test is on the projection itself).
+  (the squared scores are heavy-tailed, so the test is on the projection itself). ``k = 3``:
+  on Fashion-MNIST with 1% BadNets poison (small-CNN features) it flags 68% of the poison at
+  1% false positives (k = 2: 93% at 4.9%); the top singular direction there mixes the poison
+  with the label's own spread, so activation clustering separates it better.
 
 Units: features as given (any scale); scores in squared feature units.
 """
@@ -42,7 +45,7 @@ def spectral_scores(features: np.ndarray) -> np.ndarray:
 
 
 def spectral_signature(
-    features, labels, removal: Literal["robust", "fixed"] = "robust", k: float = 6.0, eps: float = 0.1,
+    features, labels, removal: Literal["robust", "fixed"] = "robust", k: float = 3.0, eps: float = 0.1,
 ) -> DetectionResult:
     """Spectral-signature scores and verdicts (see the module doc); ``features`` ``[N, D]``, ``labels`` ``[N]``."""
     if removal not in ("robust", "fixed"):
