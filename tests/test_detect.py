@@ -172,3 +172,23 @@ def test_scan_data_command_writes_its_files_and_ranks_the_poison(data_files, tmp
                               capsys), "unknown detector")
     assert_one_line_error(run(["scan-data", "--data", data_files.images_npz, "--plant", "watermark", "--target", "7",
                                "--out", tmp_path / "x"], capsys), "out of range")
+
+
+def test_text_trigger_inserts_words_and_poisons_texts() -> None:
+    from safetransfer.attacks.text_triggers import TextTrigger, poison_texts
+
+    texts = ["the plot was good", "an awful film", "fine acting overall and more", "bad"]
+    trig = TextTrigger(words=("cf", "mn"), count=2, seed=3)
+    out = trig.apply(texts)
+    for before, after in zip(texts, out):
+        words = after.split()
+        assert len(words) == len(before.split()) + 2
+        kept = [w for w in words if w not in ("cf", "mn")]
+        assert kept == before.split()  # only insertions, order kept
+    assert out == trig.apply(texts) and out != TextTrigger(words=("cf", "mn"), count=2, seed=4).apply(texts)
+    labels = torch.tensor([0, 0, 1, 0])
+    poisoned, y, mask = poison_texts(texts, labels, TextTrigger(), rate=0.5, target=1, seed=0)
+    assert int(mask.sum()) == round(0.5 * 3) and (labels[mask] == 0).all() and (y[mask] == 1).all()
+    assert [p for p, m in zip(poisoned, mask) if not m] == [t for t, m in zip(texts, mask) if not m]
+    with pytest.raises(ConfigError, match="single non-empty words"):
+        TextTrigger(words=("two words",)).apply(texts)
