@@ -1,0 +1,204 @@
+"""Adversarial reprogramming: one additive program makes a frozen model do another task.
+
+Elsayed, Goodfellow & Sohl-Dickstein, ICLR 2019, "Adversarial Reprogramming of Neural
+Networks". Threat model: white-box access to a trained classifier (its weights are frozen
+and never changed); the attacker wants it to solve a task it was never trained for (say
+MNIST through an ImageNet model) by learning a single input perturbation, the *program*.
+
+The adversarial input of a task image ``x`` (``[c, h, w]``, pixels in ``[0, 1]``):
+
+1. in the paper's ``[−1, 1]`` scale (``2x − 1``), a canvas of the model's input size
+   ``[C, S, S]``, zero (mid-grey) everywhere, with the task image in its centre (grey images
+   are repeated over the model's ``C`` channels);
+2. plus the program ``P = tanh(W ⊙ M)``, ``M`` being 1 outside the centre and 0 on it, so the
+   program never touches the task image and spans the whole pixel range around it;
+3. clipped to ``[−1, 1]`` and mapped back to pixels ``[0, 1]``; the model applies its own
+   normalisation. (Working in ``[0, 1]`` with a black canvas instead would clip away every
+   negative program value and its gradient.)
+
+The model's labels map to the new task's by a fixed ``label_map``: new label ``i`` is read
+from model label ``label_map[i]`` (default: the first ``k`` labels). The loss is
+``−log p(label_map[y] | X̃) + λ‖W‖²`` with the softmax over *all* the model's labels, as in
+the paper; prediction is the new label whose mapped model label scores highest. Adam, seeded.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+from safetransfer.errors import ConfigError, DataError
+
+
+class AdversarialProgram(nn.Module):
+    """The program ``W`` ``[C, S, S]`` and its centre mask; ``forward`` builds adversarial inputs."""
+
+    def __init__(self, channels: int, canvas: int, task_size: tuple[int, int], seed: int = 0) -> None:
+        super().__init__()
+        h, w = task_size
+        if h > canvas or w > canvas:
+            raise ConfigError(f"a {h}x{w} task image does not fit a {canvas}x{canvas} canvas.")
+        self.channels, self.canvas, self.task_size = channels, canvas, (h, w)
+        self.top, self.left = (canvas - h) // 2, (canvas - w) // 2
+        gen = torch.Generator().manual_seed(seed)
+        # the paper starts from zero; a tiny seeded start breaks ties without moving the output
+        self.weight = nn.Parameter(1e-3 * torch.randn(channels, canvas, canvas, generator=gen))
+        mask = torch.ones(1, canvas, canvas)
+        mask[:, self.top : self.top + h, self.left : self.left + w] = 0.0
+        self.register_buffer("mask", mask)
+
+    def program(self) -> torch.Tensor:
+        """``tanh(W ⊙ M)`` ``[C, S, S]``, in ``[-1, 1]``, zero on the task image's square."""
+        return torch.tanh(self.weight * self.mask)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Task images ``[N, c, h, w]`` (pixels) in the ``[−1, 1]`` scale on a zero canvas ``[N, C, S, S]``."""
+        if x.dim() != 4 or tuple(x.shape[2:]) != self.task_size:
+            raise DataError(f"task images must be [N, c, {self.task_size[0]}, {self.task_size[1]}] "
+                            f"(got {tuple(x.shape)}).")
+        if x.shape[1] not in (1, self.channels):
+            raise DataError(f"task images have {x.shape[1]} channels; the model takes {self.channels} (or 1).")
+        canvas = x.new_zeros(x.shape[0], self.channels, self.canvas, self.canvas)
+        h, w = self.task_size
+        canvas[:, :, self.top : self.top + h, self.left : self.left + w] = 2.0 * x.expand(-1, self.channels, -1, -1) - 1.0
+        return canvas
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Adversarial inputs ``[N, C, S, S]`` in pixel space ``[0, 1]``; the centre equals ``x`` exactly."""
+        return ((self.embed(x) + self.program()).clamp(-1.0, 1.0) + 1.0) / 2.0
+
+
+@dataclass
+class ReprogramConfig:
+    """The attack's settings: ``steps`` of Adam at ``lr`` on batches of ``batch_size``, ``weight_decay``
+    is the paper's λ on ‖W‖², ``label_map`` as in the module doc (``None``: the first k labels)."""
+
+    steps: int = 1000
+    batch_size: int = 64
+    lr: float = 0.05
+    weight_decay: float = 1e-6
+    label_map: Sequence[int] | None = None
+    seed: int = 0
+
+    def validate(self) -> "ReprogramConfig":
+        problems = []
+        if self.steps < 1:
+            problems.append(f"steps must be at least 1 (got {self.steps})")
+        if self.batch_size < 1:
+            problems.append(f"batch_size must be at least 1 (got {self.batch_size})")
+        if not self.lr > 0:
+            problems.append(f"lr must be positive (got {self.lr})")
+        if self.weight_decay < 0:
+            problems.append(f"weight_decay must not be negative (got {self.weight_decay})")
+        if problems:
+            raise ConfigError("Bad reprogramming config: " + "; ".join(problems) + ".")
+        return self
+
+
+def resolve_label_map(label_map: Sequence[int] | None, new_classes: int, model_classes: int) -> torch.Tensor:
+    """The label map as int64 ``[k]``: new label ``i`` -> model label ``map[i]`` (distinct, in range)."""
+    mapped = list(range(new_classes)) if label_map is None else [int(v) for v in label_map]
+    if len(mapped) != new_classes:
+        raise ConfigError(f"the label map has {len(mapped)} entries for {new_classes} new labels.")
+    if len(set(mapped)) != len(mapped) or min(mapped) < 0 or max(mapped) >= model_classes:
+        raise ConfigError(f"the label map must name distinct model labels in [0, {model_classes}) (got {mapped}).")
+    return torch.tensor(mapped, dtype=torch.long)
+
+
+@dataclass
+class ReprogramResult:
+    """The learned program, its label map, the loss history and the accuracy on the task's test split."""
+
+    program: AdversarialProgram
+    label_map: torch.Tensor
+    test_accuracy: float | None
+    history: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def summary(self) -> dict:
+        return {"test_accuracy": self.test_accuracy, "seconds": self.seconds, "label_map": self.label_map.tolist(),
+                "steps": len(self.history)}
+
+
+def reprogram(
+    model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor, canvas: int, channels: int, *,
+    model_classes: int, config: ReprogramConfig | None = None, test: tuple[torch.Tensor, torch.Tensor] | None = None,
+    progress: bool = False, log_every: int = 50,
+) -> ReprogramResult:
+    """Learn a program for the frozen ``model`` (pixel-space ``[N, C, S, S]`` -> logits over
+    ``model_classes``) on the task ``(train_x, train_y)``; see the module doc."""
+    config = (config or ReprogramConfig()).validate()
+    if train_x.shape[0] == 0:
+        raise DataError("the task's training split is empty.")
+    new_classes = int(train_y.max()) + 1
+    label_map = resolve_label_map(config.label_map, new_classes, model_classes)
+    program = AdversarialProgram(channels, canvas, tuple(train_x.shape[2:]), seed=config.seed)
+    device = next(model.parameters()).device
+    program.to(device)
+    label_map = label_map.to(device)
+    was_training = model.training
+    model.eval()
+    frozen = [p.requires_grad for p in model.parameters()]
+    for p in model.parameters():
+        p.requires_grad_(False)
+    opt = torch.optim.Adam([program.weight], lr=config.lr)
+    gen = torch.Generator().manual_seed(config.seed)
+    order = torch.randperm(train_x.shape[0], generator=gen)
+    cursor = 0
+    history: list[dict[str, float]] = []
+    started = time.perf_counter()
+    steps = range(config.steps)
+    if progress:
+        from tqdm.auto import tqdm
+
+        steps = tqdm(steps, desc="reprogram", unit="step", leave=False)
+    try:
+        for step in steps:
+            if cursor + config.batch_size > order.numel():
+                order, cursor = torch.randperm(train_x.shape[0], generator=gen), 0
+            idx = order[cursor : cursor + config.batch_size]
+            cursor += config.batch_size
+            xb, yb = train_x[idx].to(device), train_y[idx].to(device)
+            logp = torch.log_softmax(model(program(xb)).float(), dim=1)
+            loss = -logp.gather(1, label_map[yb].unsqueeze(1)).mean() + config.weight_decay * program.weight.pow(2).sum()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if step % log_every == 0 or step == config.steps - 1:
+                history.append({"step": step + 1, "loss": float(loss.detach())})
+        accuracy = None
+        if test is not None:
+            accuracy = reprogrammed_accuracy(model, program, label_map, *test)
+    finally:
+        for p, flag in zip(model.parameters(), frozen):
+            p.requires_grad_(flag)
+        model.train(was_training)
+    return ReprogramResult(program, label_map.cpu(), accuracy, history, round(time.perf_counter() - started, 2))
+
+
+@torch.no_grad()
+def reprogrammed_predictions(model: nn.Module, program: AdversarialProgram, label_map: torch.Tensor, x: torch.Tensor,
+                             batch_size: int = 256) -> torch.Tensor:
+    """New-task predictions ``[N]``: the new label whose mapped model label scores highest."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    out = []
+    for i in range(0, x.shape[0], batch_size):
+        logits = model(program(x[i : i + batch_size].to(device))).float()
+        out.append(logits[:, label_map.to(device)].argmax(1).cpu())
+    model.train(was_training)
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
+
+
+def reprogrammed_accuracy(model: nn.Module, program: AdversarialProgram, label_map: torch.Tensor, x: torch.Tensor,
+                          y: torch.Tensor) -> float:
+    """Accuracy of the reprogrammed ``model`` on the new task's ``(x, y)``."""
+    if x.shape[0] == 0:
+        return math.nan
+    return float((reprogrammed_predictions(model, program, label_map, x) == y.cpu()).float().mean())

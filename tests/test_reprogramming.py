@@ -1,0 +1,90 @@
+"""Adversarial reprogramming on a tiny frozen model trained in the test."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from safetransfer.attacks.reprogramming import (
+    AdversarialProgram,
+    ReprogramConfig,
+    reprogram,
+    reprogrammed_predictions,
+    resolve_label_map,
+)
+from safetransfer.errors import ConfigError, DataError
+
+
+def tiny_frozen_model(seed: int = 0) -> nn.Module:
+    """A small CNN on 3x16x16 images with 5 labels, trained here on its own task: the overall
+    brightness of the image in five bins."""
+    torch.manual_seed(seed)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(8, 16, 3, padding=1),
+                        nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(64, 5))
+    level = torch.rand(600, 1, 1, 1)
+    x = (level + 0.05 * torch.randn(600, 3, 16, 16)).clamp(0, 1)
+    y = (level.flatten() * 5).long().clamp(0, 4)
+    opt = torch.optim.Adam(net.parameters(), lr=0.01)
+    for _ in range(150):
+        opt.zero_grad()
+        nn.functional.cross_entropy(net(x), y).backward()
+        opt.step()
+    return net.eval()
+
+
+def easy_task(n: int = 240, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """Grey 6x6 images: label 1 when bright, 0 when dark (plus noise)."""
+    gen = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % 2
+    x = (0.2 + 0.6 * y.view(-1, 1, 1, 1).float() + 0.1 * torch.randn(n, 1, 6, 6, generator=gen)).clamp(0, 1)
+    return x, y
+
+
+def test_program_leaves_the_task_image_exactly() -> None:
+    prog = AdversarialProgram(3, 16, (6, 6), seed=0)
+    with torch.no_grad():
+        prog.weight.normal_(0, 3)
+    x = torch.rand(4, 1, 6, 6)
+    adv = prog(x)
+    assert adv.shape == (4, 3, 16, 16)
+    assert torch.equal(adv[:, :, 5:11, 5:11], x.expand(-1, 3, -1, -1))  # the centre is the input, untouched
+    p = prog.program()
+    assert (p[:, 5:11, 5:11] == 0).all() and (p.abs() > 0).float().mean() > 0.8
+    assert adv.min() >= 0 and adv.max() <= 1
+    with pytest.raises(ConfigError, match="does not fit"):
+        AdversarialProgram(3, 4, (6, 6))
+    with pytest.raises(DataError, match="task images"):
+        prog(torch.rand(2, 1, 5, 5))
+
+
+def test_label_map_is_applied_as_documented() -> None:
+    assert resolve_label_map(None, 3, 10).tolist() == [0, 1, 2]
+    assert resolve_label_map([4, 2], 2, 5).tolist() == [4, 2]
+    with pytest.raises(ConfigError, match="distinct"):
+        resolve_label_map([1, 1], 2, 5)
+    with pytest.raises(ConfigError, match="entries"):
+        resolve_label_map([1], 2, 5)
+    # prediction i means model label map[i] scored highest among the mapped ones
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 5))
+    with torch.no_grad():
+        model[1].weight.zero_()
+        model[1].bias.copy_(torch.tensor([0.0, 5.0, 1.0, 9.0, 2.0]))  # label 3 best overall, 1 beats 4
+    prog = AdversarialProgram(3, 16, (6, 6))
+    x = torch.rand(3, 1, 6, 6)
+    assert reprogrammed_predictions(model, prog, torch.tensor([4, 1]), x).tolist() == [1, 1, 1]
+    assert reprogrammed_predictions(model, prog, torch.tensor([2, 4, 0]), x).tolist() == [1, 1, 1]
+
+
+def test_reprogramming_learns_an_easy_task_and_keeps_the_model_frozen() -> None:
+    model = tiny_frozen_model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x, y = easy_task()
+    result = reprogram(model, x[:160], y[:160], canvas=16, channels=3, model_classes=5,
+                       config=ReprogramConfig(steps=150, batch_size=32, lr=0.1, seed=0), test=(x[160:], y[160:]))
+    assert result.test_accuracy is not None and result.test_accuracy >= 0.8, result.summary()  # chance: 0.5
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert all(p.requires_grad for p in model.parameters())
+    again = reprogram(model, x[:160], y[:160], canvas=16, channels=3, model_classes=5,
+                      config=ReprogramConfig(steps=150, batch_size=32, lr=0.1, seed=0))
+    assert torch.equal(again.program.weight, result.program.weight)  # seeded: the same program
