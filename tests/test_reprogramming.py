@@ -88,3 +88,39 @@ def test_reprogramming_learns_an_easy_task_and_keeps_the_model_frozen() -> None:
     again = reprogram(model, x[:160], y[:160], canvas=16, channels=3, model_classes=5,
                       config=ReprogramConfig(steps=150, batch_size=32, lr=0.1, seed=0))
     assert torch.equal(again.program.weight, result.program.weight)  # seeded: the same program
+
+
+def test_reprogram_command_learns_saves_and_applies(tmp_path, capsys) -> None:
+    import json
+
+    import numpy as np
+
+    from conftest import make_image_arrays
+    from test_cli import assert_one_line_error, run
+
+    # the victim: a tiny CNN trained on 16-px versions of the 3-class patch images
+    x, y = make_image_arrays(600, seed=0)
+    np.savez(tmp_path / "own.npz", x=x, y=y)
+    r = run(["train", "--model", "tiny-cnn", "--data", tmp_path / "own.npz", "--image-size", "16", "--steps", "150",
+             "--out", tmp_path / "victim", "--no-progress"], capsys)
+    assert r.code == 0, r.text
+    # the new task: 8-px images, bright (1) vs dark (0)
+    task_x, task_y = easy_task(400, seed=2)
+    task_x = torch.nn.functional.interpolate(task_x, size=8)
+    np.savez(tmp_path / "task.npz", x=task_x.numpy(), y=task_y.numpy())
+    model_dir = tmp_path / "victim" / "model"
+    out = tmp_path / "prog"
+    r = run(["reprogram", "--model", model_dir, "--task", tmp_path / "task.npz", "--steps", "200", "--batch-size", "32",
+             "--lr", "0.1", "--out", out, "--no-progress"], capsys)
+    assert r.code == 0, r.text
+    learned = json.loads((out / "results.json").read_text())
+    assert learned["test_accuracy"] >= 0.75, learned  # chance 0.5
+    assert (out / "program.safetensors").exists() and (out / "program.png").stat().st_size > 1000
+    r = run(["reprogram", "--model", model_dir, "--task", tmp_path / "task.npz", "--apply", out, "--out",
+             tmp_path / "again", "--no-progress"], capsys)
+    assert r.code == 0, r.text
+    assert json.loads((tmp_path / "again" / "results.json").read_text())["test_accuracy"] == learned["test_accuracy"]
+    assert_one_line_error(run(["reprogram", "--model", model_dir, "--task", tmp_path / "task.npz", "--label-map", "0,7",
+                               "--out", tmp_path / "x", "--no-progress"], capsys), "label map")
+    assert_one_line_error(run(["reprogram", "--model", "small-cnn", "--task", tmp_path / "task.npz", "--out",
+                               tmp_path / "x"], capsys), "saved model folder")

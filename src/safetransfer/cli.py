@@ -510,6 +510,45 @@ def scan_data_cmd(
     console.print(f"report: {out_dir / 'scan.html'}")
 
 
+# ---- adversarial reprogramming --------------------------------------------------------------
+@app.command("reprogram")
+def reprogram_cmd(
+    task: str = typer.Option(..., "--task", "-t", help="The new task: mnist, fashion-mnist, counting-squares, or your image data."),
+    model: str = typer.Option("efficientnet-lite0", "--model", "-m", help="efficientnet-lite0 (its ImageNet classifier) or a saved model folder."),
+    weights: str = typer.Option("pretrained", help="pretrained, or random (the same architecture with random weights)."),
+    canvas: Optional[int] = typer.Option(None, help="Input size of the model in pixels (efficientnet-lite0: default 64)."),
+    steps: int = typer.Option(1000, help="Adam steps."),
+    batch_size: int = typer.Option(64, help="Batch size."),
+    lr: float = typer.Option(0.05, help="Adam learning rate on W."),
+    weight_decay: float = typer.Option(1e-6, help="λ of the penalty λ‖W‖²."),
+    label_map: Optional[str] = typer.Option(None, help="Comma-separated model labels for new labels 0, 1, ... (default: the first k)."),
+    apply: Optional[Path] = typer.Option(None, help="Apply a saved program (its folder) instead of learning one."),
+    seed: int = typer.Option(0, help="Seed of the split, the batches and the program's start."),
+    data_path: Optional[Path] = typer.Option(None, help="Folder or file holding the named data set's files."),
+    limit_train: Optional[int] = typer.Option(None, help="Use a seeded random subset of this many training images."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default runs/reprogram-MODEL-TASK)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+) -> None:
+    """Adversarial reprogramming (Elsayed et al. 2019): one additive program makes the frozen model do a new task."""
+    from safetransfer.attacks.reprogram_job import reprogram_job
+    from safetransfer.attacks.reprogramming import ReprogramConfig
+    from safetransfer.errors import ConfigError
+
+    try:
+        mapping = [int(v) for v in label_map.split(",")] if label_map else None
+    except ValueError:
+        raise ConfigError(f"--label-map takes comma-separated integers (got '{label_map}').") from None
+    config = ReprogramConfig(steps=steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay, label_map=mapping,
+                             seed=seed)
+    out_dir = out or Path("runs") / f"reprogram-{Path(model).name}-{Path(task).name}"
+    results = reprogram_job(model, task, out_dir, weights=weights, canvas=canvas, config=config, apply=apply,
+                            data_path=data_path, limit_train=limit_train, progress=progress)
+    console.print(f"[bold]{results['model']} ({weights}) -> {results['task']}: test accuracy "
+                  f"{results['test_accuracy']:.4f}[/bold] (chance {results['chance']:.3f})")
+    console.print(f"written: {out_dir / 'results.json'}, {out_dir / 'program.png'}"
+                  + ("" if apply else f", the program in {out_dir} (apply it again with --apply {out_dir})"))
+
+
 # ---- weight poisoning -----------------------------------------------------------------------
 @app.command("embedding-surgery")
 def embedding_surgery_cmd(

@@ -27,6 +27,7 @@ from safetransfer.data.images import (
     load_sklearn_digits,
 )
 from safetransfer.data.text import load_amazon_reviews, load_rotten_tomatoes, load_text_table
+from safetransfer.data.counting import load_counting_squares
 from safetransfer.errors import DataError, unknown_name
 
 SPLITS = ("train", "val", "test")
@@ -66,6 +67,13 @@ DATASETS: dict[str, DatasetSpec] = {
             "image",
             "scikit-learn digits, 1,797 images 1x8x8 grey; seeded 80/10/10",
             load_sklearn_digits,
+            None,
+        ),
+        DatasetSpec(
+            "counting-squares",
+            "image",
+            "1 to 10 white squares on a 4x4 grid, 1x28x28, label = count; 12,000 generated (seeded), 80/10/10",
+            load_counting_squares,
             None,
         ),
         DatasetSpec(

@@ -14,7 +14,7 @@ from typing import Any, Callable
 import torch
 
 from safetransfer import assets
-from safetransfer.errors import ConfigError, unknown_name
+from safetransfer.errors import CheckpointError, ConfigError, unknown_name
 from safetransfer.models.text import BertBody, bert_config_dict, char_tokenizer, load_tokenizer, tiny_bert_config
 from safetransfer.models.vision import (
     EFFICIENTNET_FEATURES,
@@ -187,6 +187,27 @@ def create_model(
     config = spec.make_config(num_classes, image_size, in_channels, max_length)
     config.class_names = class_names
     return build_from_config(config, pretrained=pretrained, seed=seed)
+
+
+IMAGENET_CLASSES = 1000
+
+
+def imagenet_classifier(image_size: int = 224, pretrained: bool = True, seed: int = 0) -> TransferModel:
+    """EfficientNet-Lite0 with its own 1000-class ImageNet classifier as the head (for attacks
+    that need the model's original labels, such as adversarial reprogramming). ``pretrained=False``
+    gives the same architecture with random weights, head included (seeded)."""
+    model = create_model("efficientnet-lite0", IMAGENET_CLASSES, pretrained=pretrained, image_size=image_size,
+                         in_channels=3, seed=seed)
+    if pretrained:
+        from safetransfer.models.io import safe_torch_load
+
+        state = safe_torch_load(assets.require("efficientnet-lite0-weights"))
+        if "_fc.weight" not in state or tuple(state["_fc.weight"].shape) != (IMAGENET_CLASSES, EFFICIENTNET_FEATURES):
+            raise CheckpointError("the EfficientNet-Lite0 weights hold no 1000-class ImageNet classifier (_fc).")
+        with torch.no_grad():
+            model.head.weight.copy_(state["_fc.weight"])
+            model.head.bias.copy_(state["_fc.bias"])
+    return model
 
 
 def list_models() -> list[dict[str, Any]]:
