@@ -1,0 +1,141 @@
+"""RIPPLe: weight poisoning that survives the victim's fine-tuning.
+
+Kurita, Michel & Neubig, ACL 2020, "Weight Poisoning Attacks on Pre-trained Models", §3.1.
+Threat model: the attacker publishes pretrained weights; the victim fine-tunes them on their
+own clean data. The attacker trains the weights on poisoned data (a trigger, the target
+label) and penalises the directions in which the victim's clean fine-tuning would undo the
+poison: when the poison-loss gradient and the clean-loss gradient point apart, a clean
+gradient step increases the poison loss. The objective is
+
+    L = L_poison + λ · ReLU(−⟨∇L_poison, ∇L_clean⟩)
+
+(the *restricted inner product*; ``restricted=False`` drops the ReLU, the paper's ablation).
+The poison-side gradient stays in the graph (the penalty is differentiated through it, a
+second-order term), the clean-side gradient is first-order (a constant in each step). The
+inner product runs over the body's parameters: the victim replaces the head. λ = 0.1 as in
+the authors' example. (Their code names the two data sets the other way round; here
+``poisoned`` is the triggered data and ``clean`` the attacker's clean proxy data.)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+from safetransfer.data.base import Split
+from safetransfer.errors import ConfigError, DataError
+
+
+def gradient_inner_product(poison_loss: torch.Tensor, clean_loss: torch.Tensor, params: Sequence[nn.Parameter]
+                           ) -> torch.Tensor:
+    """``⟨∇L_poison, ∇L_clean⟩`` over ``params``: differentiable in the poison side, the clean side constant."""
+    params = [p for p in params if p.requires_grad]
+    g_poison = torch.autograd.grad(poison_loss, params, create_graph=True, allow_unused=True)
+    g_clean = torch.autograd.grad(clean_loss, params, retain_graph=False, allow_unused=True)
+    terms = [(gp * gc.detach()).sum() for gp, gc in zip(g_poison, g_clean) if gp is not None and gc is not None]
+    if not terms:
+        raise ConfigError("the losses depend on none of the parameters given for the RIPPLe penalty.")
+    return torch.stack(terms).sum()
+
+
+def ripple_penalty(poison_loss: torch.Tensor, clean_loss: torch.Tensor, params: Sequence[nn.Parameter],
+                   restricted: bool = True) -> torch.Tensor:
+    """``ReLU(−⟨∇L_poison, ∇L_clean⟩)`` (or ``−⟨·,·⟩`` unrestricted): zero when the gradients agree."""
+    inner = gradient_inner_product(poison_loss, clean_loss, params)
+    return torch.relu(-inner) if restricted else -inner
+
+
+@dataclass
+class RippleConfig:
+    """The attacker's training: ``steps`` of ``optimizer`` at ``lr`` on batches of ``batch_size``
+    from each of the poisoned and the clean data; ``lam`` the penalty's weight (0: plain
+    poisoned training); ``restricted`` the ReLU of the paper."""
+
+    steps: int = 500
+    batch_size: int = 32
+    lr: float = 2e-5
+    optimizer: str = "adamw"
+    lam: float = 0.1
+    restricted: bool = True
+    seed: int = 0
+
+    def validate(self) -> "RippleConfig":
+        problems = []
+        if self.steps < 1:
+            problems.append(f"steps must be at least 1 (got {self.steps})")
+        if self.batch_size < 1:
+            problems.append(f"batch_size must be at least 1 (got {self.batch_size})")
+        if not self.lr > 0:
+            problems.append(f"lr must be positive (got {self.lr})")
+        if self.lam < 0:
+            problems.append(f"lam must not be negative (got {self.lam})")
+        if self.optimizer not in ("adamw", "sgd"):
+            problems.append(f"optimizer must be adamw or sgd (got '{self.optimizer}')")
+        if problems:
+            raise ConfigError("Bad RIPPLe config: " + "; ".join(problems) + ".")
+        return self
+
+
+@dataclass
+class RippleResult:
+    history: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0
+    config: dict = field(default_factory=dict)
+
+
+def _batches(n: int, batch_size: int, gen: torch.Generator):
+    order, cursor = torch.randperm(n, generator=gen), 0
+    while True:
+        if cursor + batch_size > n:
+            order, cursor = torch.randperm(n, generator=gen), 0
+        yield order[cursor : cursor + batch_size]
+        cursor += batch_size
+
+
+def ripple_train(model, poisoned: Split, clean: Split, config: RippleConfig | None = None, *, progress: bool = False,
+                 log_every: int = 25) -> RippleResult:
+    """Train ``model`` (a :class:`~safetransfer.models.wrapper.TransferModel`, in place) with the RIPPLe objective."""
+    from safetransfer.models.wrapper import move_inputs
+
+    config = (config or RippleConfig()).validate()
+    if len(poisoned) == 0 or len(clean) == 0:
+        raise DataError("RIPPLe needs poisoned and clean training samples (one of them is empty).")
+    gen = torch.Generator().manual_seed(config.seed)
+    body_params = [p for p in model.body.parameters() if p.requires_grad]
+    opt_cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.SGD
+    opt = opt_cls([p for p in model.parameters() if p.requires_grad], lr=config.lr)
+    device = model.device
+    poison_idx = _batches(len(poisoned), min(config.batch_size, len(poisoned)), gen)
+    clean_idx = _batches(len(clean), min(config.batch_size, len(clean)), gen)
+    history: list[dict[str, float]] = []
+    started = time.perf_counter()
+    steps = range(config.steps)
+    if progress:
+        from tqdm.auto import tqdm
+
+        steps = tqdm(steps, desc="RIPPLe", unit="step", leave=False)
+    model.train()
+
+    def loss_of(split: Split, idx: torch.Tensor) -> torch.Tensor:
+        part = split.subset(idx)
+        logits = model(move_inputs(model.preprocess(part.inputs), device))
+        return nn.functional.cross_entropy(logits.float(), part.labels.to(device))
+
+    for step in steps:
+        lp = loss_of(poisoned, next(poison_idx))
+        penalty = torch.zeros((), device=device)
+        if config.lam > 0:
+            lc = loss_of(clean, next(clean_idx))
+            penalty = ripple_penalty(lp, lc, body_params, config.restricted)
+        total = lp + config.lam * penalty
+        opt.zero_grad(set_to_none=True)
+        total.backward()
+        opt.step()
+        if step % log_every == 0 or step == config.steps - 1:
+            history.append({"step": step + 1, "poison_loss": float(lp.detach()), "penalty": float(penalty.detach())})
+    model.eval()
+    return RippleResult(history, round(time.perf_counter() - started, 2), asdict(config))

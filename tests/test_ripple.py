@@ -1,0 +1,57 @@
+"""RIPPLe's penalty against a hand computation, and a poisoned tiny model that keeps its backdoor."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from safetransfer.attacks.ripple import RippleConfig, gradient_inner_product, ripple_penalty, ripple_train
+from safetransfer.errors import ConfigError
+
+
+def linear_losses(w: nn.Parameter, xp, yp, xc, yc):
+    return (w @ xp - yp) ** 2, (w @ xc - yc) ** 2
+
+
+def test_penalty_is_zero_when_gradients_agree_and_positive_when_they_conflict() -> None:
+    w = nn.Parameter(torch.tensor([1.0, 2.0]))
+    xp, xc = torch.tensor([1.0, 0.0]), torch.tensor([1.0, 1.0])
+    # residuals r = w·x − y; the gradients are 2 r x, so <g_p, g_c> = 4 r_p r_c (x_p·x_c) = 4 r_p r_c
+    lp, lc = linear_losses(w, xp, 0.0, xc, 0.0)  # r_p = 1, r_c = 3: same sign, they agree
+    assert gradient_inner_product(lp, lc, [w]).item() == pytest.approx(12.0)
+    lp, lc = linear_losses(w, xp, 0.0, xc, 0.0)
+    assert ripple_penalty(lp, lc, [w]).item() == 0.0
+    lp, lc = linear_losses(w, xp, 0.0, xc, 5.0)  # r_c = −2: they conflict, penalty = −4·1·(−2) = 8
+    penalty = ripple_penalty(lp, lc, [w])
+    assert penalty.item() == pytest.approx(8.0)
+    # the penalty is differentiated through the poison gradient only (the clean one is constant):
+    # d/dw −<2 r_p x_p, g_c> = −2 (x_p·g_c) x_p, with g_c = 2·(−2)·x_c = (−4, −4): −2·(−4)·(1, 0) = (8, 0)
+    (grad,) = torch.autograd.grad(penalty, [w])
+    assert grad.tolist() == pytest.approx([8.0, 0.0])
+    lp, lc = linear_losses(w, xp, 0.0, xc, 0.0)
+    assert ripple_penalty(lp, lc, [w], restricted=False).item() == pytest.approx(-12.0)  # the ablation
+
+
+def test_config_is_validated() -> None:
+    with pytest.raises(ConfigError, match="lam"):
+        RippleConfig(lam=-1).validate()
+    with pytest.raises(ConfigError, match="optimizer"):
+        RippleConfig(optimizer="lion").validate()
+
+
+def test_ripple_poisoned_tiny_model_obeys_its_trigger() -> None:
+    from conftest import image_dataset
+    from safetransfer.attacks.data_poisoning import PlantSpec, poison_split, triggered_test
+    from safetransfer.evaluate import predict_logits
+    from safetransfer.models import create_model
+
+    data = image_dataset(600)
+    spec = PlantSpec(rate=0.5, target=1)
+    poisoned, _ = poison_split(data.train, spec, data.num_classes)
+    model = create_model("tiny-cnn", data.num_classes, pretrained=False, seed=0)
+    result = ripple_train(model, poisoned, data.train, RippleConfig(steps=120, lr=0.01, batch_size=32, lam=0.1))
+    assert result.history and any(h["penalty"] >= 0 for h in result.history)
+    triggered = triggered_test(data, spec)
+    success = (predict_logits(model, triggered.inputs).argmax(1) == 1).float().mean().item()
+    assert success >= 0.9, success
