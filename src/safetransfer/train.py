@@ -27,6 +27,7 @@ from safetransfer.data.base import Split
 from safetransfer.errors import CheckpointError, ConfigError, DataError
 from safetransfer.models.io import atomic_torch_save, safe_torch_load
 from safetransfer.models.wrapper import TransferModel, move_inputs
+from safetransfer.validation import loop_problems
 
 CHECKPOINT_FILE = "last.pt"
 # Fields that do not change the numbers a run produces (may differ on resume).
@@ -57,13 +58,7 @@ class TrainConfig:
     device: str = "cpu"
 
     def validate(self) -> "TrainConfig":
-        problems = []
-        if self.steps < 1:
-            problems.append(f"steps must be at least 1 (got {self.steps})")
-        if self.batch_size < 1:
-            problems.append(f"batch_size must be at least 1 (got {self.batch_size})")
-        if not self.lr > 0:
-            problems.append(f"lr must be positive (got {self.lr})")
+        problems = loop_problems(self.steps, self.batch_size, self.lr)
         if self.head_lr_mult <= 0:
             problems.append(f"head_lr_mult must be positive (got {self.head_lr_mult})")
         if self.optimizer not in ("sgd", "adamw"):

@@ -32,7 +32,9 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
+from safetransfer.data.base import endless_batches
 from safetransfer.errors import ConfigError, DataError
+from safetransfer.validation import loop_problems
 
 
 class AdversarialProgram(nn.Module):
@@ -86,13 +88,7 @@ class ReprogramConfig:
     seed: int = 0
 
     def validate(self) -> "ReprogramConfig":
-        problems = []
-        if self.steps < 1:
-            problems.append(f"steps must be at least 1 (got {self.steps})")
-        if self.batch_size < 1:
-            problems.append(f"batch_size must be at least 1 (got {self.batch_size})")
-        if not self.lr > 0:
-            problems.append(f"lr must be positive (got {self.lr})")
+        problems = loop_problems(self.steps, self.batch_size, self.lr)
         if self.weight_decay < 0:
             problems.append(f"weight_decay must not be negative (got {self.weight_decay})")
         if problems:
@@ -147,9 +143,8 @@ def reprogram(
     for p in model.parameters():
         p.requires_grad_(False)
     opt = torch.optim.Adam([program.weight], lr=config.lr)
-    gen = torch.Generator().manual_seed(config.seed)
-    order = torch.randperm(train_x.shape[0], generator=gen)
-    cursor = 0
+    batches = endless_batches(train_x.shape[0], min(config.batch_size, train_x.shape[0]),
+                              torch.Generator().manual_seed(config.seed))
     history: list[dict[str, float]] = []
     started = time.perf_counter()
     steps = range(config.steps)
@@ -159,10 +154,7 @@ def reprogram(
         steps = tqdm(steps, desc="reprogram", unit="step", leave=False)
     try:
         for step in steps:
-            if cursor + config.batch_size > order.numel():
-                order, cursor = torch.randperm(train_x.shape[0], generator=gen), 0
-            idx = order[cursor : cursor + config.batch_size]
-            cursor += config.batch_size
+            idx = next(batches)
             xb, yb = train_x[idx].to(device), train_y[idx].to(device)
             logp = torch.log_softmax(model(program(xb)).float(), dim=1)
             loss = -logp.gather(1, label_map[yb].unsqueeze(1)).mean() + config.weight_decay * program.weight.pow(2).sum()

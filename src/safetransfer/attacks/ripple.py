@@ -26,8 +26,9 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-from safetransfer.data.base import Split
+from safetransfer.data.base import Split, endless_batches
 from safetransfer.errors import ConfigError, DataError
+from safetransfer.validation import loop_problems
 
 
 def gradient_inner_product(poison_loss: torch.Tensor, clean_loss: torch.Tensor, params: Sequence[nn.Parameter]
@@ -64,13 +65,7 @@ class RippleConfig:
     seed: int = 0
 
     def validate(self) -> "RippleConfig":
-        problems = []
-        if self.steps < 1:
-            problems.append(f"steps must be at least 1 (got {self.steps})")
-        if self.batch_size < 1:
-            problems.append(f"batch_size must be at least 1 (got {self.batch_size})")
-        if not self.lr > 0:
-            problems.append(f"lr must be positive (got {self.lr})")
+        problems = loop_problems(self.steps, self.batch_size, self.lr)
         if self.lam < 0:
             problems.append(f"lam must not be negative (got {self.lam})")
         if self.optimizer not in ("adamw", "sgd"):
@@ -87,15 +82,6 @@ class RippleResult:
     config: dict = field(default_factory=dict)
 
 
-def _batches(n: int, batch_size: int, gen: torch.Generator):
-    order, cursor = torch.randperm(n, generator=gen), 0
-    while True:
-        if cursor + batch_size > n:
-            order, cursor = torch.randperm(n, generator=gen), 0
-        yield order[cursor : cursor + batch_size]
-        cursor += batch_size
-
-
 def ripple_train(model, poisoned: Split, clean: Split, config: RippleConfig | None = None, *, progress: bool = False,
                  log_every: int = 25) -> RippleResult:
     """Train ``model`` (a :class:`~safetransfer.models.wrapper.TransferModel`, in place) with the RIPPLe objective."""
@@ -109,8 +95,8 @@ def ripple_train(model, poisoned: Split, clean: Split, config: RippleConfig | No
     opt_cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.SGD
     opt = opt_cls([p for p in model.parameters() if p.requires_grad], lr=config.lr)
     device = model.device
-    poison_idx = _batches(len(poisoned), min(config.batch_size, len(poisoned)), gen)
-    clean_idx = _batches(len(clean), min(config.batch_size, len(clean)), gen)
+    poison_idx = endless_batches(len(poisoned), min(config.batch_size, len(poisoned)), gen)
+    clean_idx = endless_batches(len(clean), min(config.batch_size, len(clean)), gen)
     history: list[dict[str, float]] = []
     started = time.perf_counter()
     steps = range(config.steps)

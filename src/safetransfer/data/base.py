@@ -8,7 +8,7 @@ Texts are lists of strings. Labels are ``int64`` tensors in ``[0, num_classes)``
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Sequence
+from typing import Iterator, Literal, Sequence
 
 import torch
 
@@ -180,3 +180,14 @@ def train_val_from_train(
     pool = Split(inputs, labels)
     val_idx, train_idx = seeded_split_indices(len(pool), [val_fraction], seed)
     return pool.subset(train_idx), pool.subset(val_idx)
+
+
+def endless_batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
+    """Index batches ``[batch_size]`` over ``n`` samples forever: a fresh seeded permutation each epoch,
+    the last incomplete batch of an epoch dropped."""
+    order, cursor = torch.randperm(n, generator=generator), 0
+    while True:
+        if cursor + batch_size > n:
+            order, cursor = torch.randperm(n, generator=generator), 0
+        yield order[cursor : cursor + batch_size]
+        cursor += batch_size
