@@ -437,7 +437,7 @@ def test_rotten_tomatoes_from_csv_bz2(tmp_path: Path) -> None:
 
 
 def test_registry_names_and_listing() -> None:
-    assert set(DATASETS) == {"fashion-mnist", "mnist", "digits", "rotten-tomatoes", "amazon-reviews"}
+    assert set(DATASETS) == {"fashion-mnist", "mnist", "digits", "counting-squares", "rotten-tomatoes", "amazon-reviews"}
     rows = list_datasets()
     assert [r["name"] for r in rows] == list(DATASETS)
     assert all(set(r) >= {"name", "modality", "description", "installed"} for r in rows)
@@ -565,3 +565,14 @@ def test_limit_on_text() -> None:
     assert (len(data.train), len(data.val), len(data.test)) == (100, 10, 50)
     assert all(isinstance(t, str) for t in data.train.inputs)
     assert data.meta["limit"] == {"train": 100, "val": 10, "test": 50}
+
+
+def test_counting_squares_counts() -> None:
+    from safetransfer.data.counting import counting_squares_arrays
+
+    x, y = counting_squares_arrays(300, seed=4)
+    assert x.shape == (300, 1, 28, 28) and set(y.unique().tolist()) == set(range(10))
+    assert torch.equal(x.sum(dim=(1, 2, 3)) / 25, (y + 1).float())  # each square is 5x5 white pixels
+    x2, y2 = counting_squares_arrays(300, seed=4)
+    assert torch.equal(x, x2) and torch.equal(y, y2)
+    assert not torch.equal(x, counting_squares_arrays(300, seed=5)[0])
