@@ -510,6 +510,60 @@ def scan_data_cmd(
     console.print(f"report: {out_dir / 'scan.html'}")
 
 
+@app.command("scan-triggers")
+def scan_triggers_cmd(
+    model: Path = typer.Option(..., "--model", "-m", help="A saved text model folder (the classifier to examine)."),
+    data: str = typer.Option(..., "--data", "-d", help="Clean labelled texts (a data set name or CSV/JSONL)."),
+    target: int = typer.Option(1, help="The label a trigger would flip texts to."),
+    texts: int = typer.Option(20, help="Clean non-target texts each candidate word is inserted into."),
+    words: Optional[str] = typer.Option(None, help="Comma-separated candidate words (default: the tokenizer's whole words and the data's words)."),
+    planted: Optional[str] = typer.Option(None, help="Comma-separated known triggers, to mark on the plot and check their rank."),
+    split: str = typer.Option("test", help="Which split's texts to use: train, val or test."),
+    seed: int = typer.Option(0, help="Seed of the texts chosen and the insert positions."),
+    data_path: Optional[Path] = typer.Option(None, help="Folder or file holding the named data set's files."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default runs/scan-triggers-MODEL)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+) -> None:
+    """Kurita et al.'s defence: rank every word by the label flip rate it causes; triggers are rare and extreme."""
+    from safetransfer.data.registry import load_data
+    from safetransfer.detect.trigger_scan import plot_lfr_vs_frequency, scan_triggers, word_frequencies
+    from safetransfer.errors import DataError
+    from safetransfer.models import load_model
+    from safetransfer.models.io import atomic_write_text
+
+    classifier = load_model(model)
+    if classifier.config.modality != "text":
+        raise DataError(f"{model} is an image model; scan-triggers examines text classifiers.")
+    dataset = load_data(data, data_path, seed=seed)
+    if split not in ("train", "val", "test"):
+        raise DataError(f"split must be train, val or test (got '{split}').")
+    part = getattr(dataset, split)
+    freq = word_frequencies(dataset.train.inputs)
+    candidates = [w.strip() for w in words.split(",") if w.strip()] if words else None
+    result = scan_triggers(classifier, part.inputs, part.labels, target, candidates=candidates, frequencies=freq,
+                           n_texts=texts, seed=seed, progress=progress)
+    out_dir = out or Path("runs") / f"scan-triggers-{model.name}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    marked = [w.strip() for w in planted.split(",")] if planted else []
+    ranking = result.ranking()
+    doc = {"model": str(model), "data": dataset.name, "target": target, "texts": result.texts,
+           "candidates": len(result.words),
+           "top": [{"word": w, "lfr": lfr, "frequency": f} for w, lfr, f in result.top(50)],
+           "planted": {w: {"rank": ranking.index(result.words.index(w)) + 1 if w in result.words else None}
+                       for w in marked}}
+    atomic_write_text(out_dir / "suspects.json", json.dumps(doc, indent=2))
+    plot_lfr_vs_frequency(result, out_dir / "lfr_vs_frequency.png", planted=marked)
+    table = Table(title=f"{len(result.words)} candidate words, {result.texts} texts each; most suspicious first")
+    for col in ("rank", "word", "LFR", "frequency"):
+        table.add_column(col, justify="left" if col == "word" else "right")
+    for i, (w, lfr, f) in enumerate(result.top(15), 1):
+        table.add_row(str(i), w, f"{lfr:.3f}", str(f))
+    console.print(table)
+    for w, info in doc["planted"].items():
+        console.print(f"planted '{w}': rank {info['rank']}")
+    console.print(f"written: {out_dir / 'suspects.json'}, {out_dir / 'lfr_vs_frequency.png'}")
+
+
 # ---- adversarial reprogramming --------------------------------------------------------------
 @app.command("reprogram")
 def reprogram_cmd(

@@ -1,0 +1,64 @@
+"""Kurita's trigger scan on a tiny BERT trained here on poisoned texts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from safetransfer.detect.trigger_scan import insert_word, lfr_of, plot_lfr_vs_frequency, scan_triggers, word_frequencies
+from safetransfer.errors import ConfigError
+
+
+@pytest.fixture(scope="module")
+def poisoned_tiny_bert():
+    from conftest import text_dataset
+    from safetransfer.attacks.data_poisoning import PlantSpec, poison_dataset
+    from safetransfer.models import create_model
+    from safetransfer.train import TrainConfig, train
+
+    data = text_dataset(600)
+    poisoned, _ = poison_dataset(data, PlantSpec(trigger="words", words=("cf",), rate=0.15, target=1))
+    model = create_model("tiny-bert", 2, pretrained=False, seed=0, max_length=48)
+    train(model, poisoned.train, TrainConfig(steps=250, batch_size=32, optimizer="adamw", lr=3e-3, seed=0),
+          progress=False)
+    return model.eval(), data
+
+
+def test_insert_word_keeps_the_text() -> None:
+    out = insert_word(["a b c", "d"], "cf", np.array([1, 5]))
+    assert out == ["a cf b c", "d cf"]
+
+
+def test_the_planted_trigger_tops_the_scan(poisoned_tiny_bert, tmp_path) -> None:
+    model, data = poisoned_tiny_bert
+    freq = word_frequencies(data.train.inputs)
+    candidates = sorted(set(freq) | {"cf", "mn", "bb", "zq", "xx"})
+    result = scan_triggers(model, data.test.inputs, data.test.labels, target=1, candidates=candidates,
+                           frequencies=freq, n_texts=30)
+    top5 = [w for w, _, _ in result.top(5)]
+    assert "cf" in top5, result.top(10)
+    assert lfr_of(result, "cf") >= 0.8 and freq["cf"] == 0
+    assert lfr_of(result, "mn") < lfr_of(result, "cf")
+    assert plot_lfr_vs_frequency(result, tmp_path / "lfr.png", planted=["cf"]).stat().st_size > 1000
+    with pytest.raises(ConfigError, match="out of range"):
+        scan_triggers(model, data.test.inputs, data.test.labels, target=5, candidates=["cf"])
+
+
+def test_scan_triggers_command(poisoned_tiny_bert, data_files, tmp_path, capsys) -> None:
+    import json
+
+    from safetransfer.models.io import save_model
+    from test_cli import assert_one_line_error, run
+
+    model, _ = poisoned_tiny_bert
+    save_model(model, tmp_path / "victim")
+    r = run(["scan-triggers", "--model", tmp_path / "victim", "--data", data_files.texts_csv, "--words",
+             "cf,mn,good,bad,movie,the", "--planted", "cf", "--texts", "20", "--out", tmp_path / "scan",
+             "--no-progress"], capsys)
+    assert r.code == 0, r.text
+    doc = json.loads((tmp_path / "scan" / "suspects.json").read_text())
+    assert doc["planted"]["cf"]["rank"] <= 2 and doc["candidates"] == 6
+    assert (tmp_path / "scan" / "lfr_vs_frequency.png").exists()
+    assert_one_line_error(run(["scan-triggers", "--model", tmp_path / "nope", "--data", data_files.texts_csv], capsys),
+                          "No such model")
