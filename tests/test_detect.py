@@ -141,6 +141,7 @@ def test_badnets_command_plants_a_working_backdoor(tmp_path, capsys) -> None:
     assert doc["attack_success"] >= 0.9 and doc["attack_success_clean_model"] <= 0.2, doc
     assert abs(doc["poisoned_accuracy"] - doc["clean_accuracy"]) <= 0.05
     assert (out / "clean" / "confusion.png").exists() and (out / "poisoned" / "confusion.png").exists()
+    assert (out / "training_curves.png").stat().st_size > 1000
 
 
 def test_scan_data_command_writes_its_files_and_ranks_the_poison(data_files, tmp_path, capsys) -> None:
@@ -160,7 +161,7 @@ def test_scan_data_command_writes_its_files_and_ranks_the_poison(data_files, tmp
     with (out / "scores.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == doc["samples"] and sum(int(r["poisoned"]) for r in rows) == doc["poisoned"]
-    for name in ("outliers.png", "scatter.png", "scan.html"):
+    for name in ("outliers.png", "scatter.png", "labels.png", "scan.html"):
         assert (out / name).stat().st_size > 1000
     assert "Detectors" in (out / "scan.html").read_text()
     # without a planted poison: counts only, no truth columns
@@ -172,6 +173,14 @@ def test_scan_data_command_writes_its_files_and_ranks_the_poison(data_files, tmp
                               capsys), "unknown detector")
     assert_one_line_error(run(["scan-data", "--data", data_files.images_npz, "--plant", "watermark", "--target", "7",
                                "--out", tmp_path / "x"], capsys), "out of range")
+
+
+def test_label_histogram_marks_the_over_represented_label(tmp_path) -> None:
+    from safetransfer.detect.plots import plot_label_histogram
+
+    labels = np.concatenate([np.repeat(np.arange(4), 100), np.full(12, 2)])
+    path = plot_label_histogram(labels, ["a", "b", "c", "d"], tmp_path / "h.png")
+    assert path.stat().st_size > 1000
 
 
 def test_text_trigger_inserts_words_and_poisons_texts() -> None:

@@ -160,4 +160,8 @@ def badnets_experiment(
         clean.test.to_dict(), bad.test.to_dict(), round(time.perf_counter() - started, 2),
     )
     atomic_write_text(out / "damage.json", json.dumps(report.to_dict(), indent=2))
+    from safetransfer.detect.plots import plot_training_curves
+
+    plot_training_curves({"clean data": clean.train.history, "poisoned data": bad.train.history},
+                         out / "training_curves.png", f"{model_name} on {data.name}: clean vs poisoned training")
     return report

@@ -69,3 +69,45 @@ def plot_scatter(features: np.ndarray, labels: np.ndarray, flagged: np.ndarray, 
     ax.set_xticks([])
     ax.set_yticks([])
     return save_figure(fig, ax, path, title)
+
+
+def plot_label_histogram(labels: np.ndarray, class_names: list[str], path: str | Path,
+                         expected: np.ndarray | None = None, title: str = "") -> Path:
+    """Samples per label against the expected count (default: uniform); the most over-represented label
+    in red. A poisoned target label is slightly over-represented (all-to-one poisoning adds to it)."""
+    plt = _pyplot()
+    k = len(class_names)
+    counts = np.bincount(labels, minlength=k)[:k]
+    expected = np.full(k, counts.sum() / k) if expected is None else np.asarray(expected, dtype=float)
+    excess = counts / np.maximum(expected, 1e-12) - 1.0
+    colours = ["tab:red" if i == int(np.argmax(excess)) else "tab:blue" for i in range(k)]
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.6 * k + 2), 4.0))
+    ax.bar(range(k), counts, color=colours)
+    ax.step(np.arange(k + 1) - 0.5, np.append(expected, expected[-1]), where="post", color="black", linewidth=1,
+            label="expected")
+    for i, e in enumerate(excess):
+        ax.annotate(f"{e:+.1%}", (i, counts[i]), ha="center", va="bottom", fontsize=7)
+    ax.set_xticks(range(k), class_names, rotation=45, ha="right", fontsize=8)
+    ax.set_ylabel("training samples")
+    ax.legend(loc="lower right", fontsize=8)
+    return save_figure(fig, ax, path, title or "samples per label (red: the most over-represented)")
+
+
+def plot_training_curves(histories: dict[str, list[dict[str, float]]], path: str | Path, title: str = "") -> Path:
+    """Validation accuracy (and training loss) against steps, one line per run (e.g. clean vs poisoned)."""
+    plt = _pyplot()
+    fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(10.0, 3.8))
+    for name, history in histories.items():
+        steps = [h["step"] for h in history]
+        if any("val_accuracy" in h for h in history):
+            ax_acc.plot([h["step"] for h in history if "val_accuracy" in h],
+                        [h["val_accuracy"] for h in history if "val_accuracy" in h], label=name)
+        if any("loss" in h for h in history):
+            ax_loss.plot(steps, [h.get("loss", np.nan) for h in history], label=name)
+    ax_acc.set_xlabel("step")
+    ax_acc.set_ylabel("validation accuracy")
+    ax_loss.set_xlabel("step")
+    ax_loss.set_ylabel("training loss")
+    for ax in (ax_acc, ax_loss):
+        ax.legend(fontsize=8)
+    return save_figure(fig, None, path, title or "training curves")

@@ -195,7 +195,7 @@ def _write_scores(path: Path, labels: np.ndarray, truth: np.ndarray | None, dete
 
 def _write_figures_and_page(result: ScanDataResult, data: ClassificationData, features: np.ndarray,
                             cfg: ScanDataConfig, log: Callable[[str], None]) -> None:
-    from safetransfer.detect.plots import plot_outlier_grid, plot_scatter
+    from safetransfer.detect.plots import plot_label_histogram, plot_outlier_grid, plot_scatter
     from safetransfer.report.scan_page import write_scan_page
 
     name = result.results["best"] or cfg.methods[0]
@@ -210,5 +210,8 @@ def _write_figures_and_page(result: ScanDataResult, data: ClassificationData, fe
                            method=cfg.scatter, seed=cfg.seed, truth=result.poisoned,
                            title=f"{result.results['embedding']['kind']} features ({cfg.scatter}); x: flagged by {det.method}")
     figures.append((scatter, "The training samples in 2-D, coloured by label; crosses: flagged samples."))
+    histogram = plot_label_histogram(data.train.labels.numpy(), data.class_names, result.out_dir / "labels.png")
+    figures.append((histogram, "Samples per label against a uniform expectation: all-to-one poisoning "
+                               "over-represents its target label a little."))
     page = write_scan_page(result.results, figures, result.out_dir)
     log(f"written: {result.out_dir / RESULTS_FILE}, scores.csv, {', '.join(p.name for p, _ in figures)}, {page.name}")
