@@ -183,3 +183,30 @@ def test_write_report_renders_partial_results(tmp_path) -> None:
     assert 'class="pending"' in page and 'class="undefined"' in page
     assert re.search(r"<h2>Task: mnist</h2>", page)
     assert 'class="error"' not in page  # every plot was drawn
+
+
+def test_results_and_report_commands(tmp_path, capsys) -> None:
+    import csv
+    import json
+
+    from test_cli import assert_one_line_error, run
+
+    doc = make_results()
+    (tmp_path / "results.json").write_text(json.dumps(doc))
+    r = run(["results", tmp_path / "results.json", "--format", "csv", "--task", "mnist", "--method", "remos",
+             "--out", tmp_path / "r.csv"], capsys)
+    assert r.code == 0, r.text
+    rows = list(csv.DictReader((tmp_path / "r.csv").open()))
+    assert {(x["task"], x["method"]) for x in rows} == {("mnist", "remos")}
+    acc = [x for x in rows if x["metric"] == "acc"]
+    assert len(acc) == 1 and float(acc[0]["value"]) == pytest.approx(doc["tasks"]["mnist"]["methods"]["remos"]["acc"])
+    dirs = {x["defect"]: float(x["value"]) for x in rows if x["metric"] == "dir"}
+    assert dirs == pytest.approx(doc["tasks"]["mnist"]["methods"]["remos"]["dir"])
+    r = run(["results", tmp_path, "--format", "markdown"], capsys)
+    assert r.code == 0 and r.out.startswith("| method | ACC % | rACC % | DIR backdoor %")
+    assert f"| remos | {_pct(doc['methods']['remos']['acc'])} |" in r.out
+    r = run(["report", tmp_path / "results.json", "--out", tmp_path / "page"], capsys)
+    assert r.code == 0 and (tmp_path / "page" / "report.html").stat().st_size > 10_000
+    (tmp_path / "bad.json").write_text("{not json")
+    assert_one_line_error(run(["results", tmp_path / "bad.json"], capsys), "not valid JSON")
+    assert_one_line_error(run(["report", tmp_path / "missing.json"], capsys), "No study results")

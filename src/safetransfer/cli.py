@@ -665,6 +665,69 @@ def _zoo_weights(name: str, text_only: bool = False) -> Path:
     return assets.require(spec.asset)
 
 
+def _read_results(path: Path) -> dict:
+    from safetransfer.errors import DataError
+
+    if path.is_dir():
+        path = path / "results.json"
+    if not path.exists():
+        raise DataError(f"No study results at {path} (a results.json written by `safetransfer study`).")
+    try:
+        doc = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise DataError(f"{path} is not valid JSON ({err}).") from None
+    if not isinstance(doc, dict) or "methods" not in doc or "config" not in doc:
+        raise DataError(f"{path} is not a study's results (it needs 'config' and 'methods').")
+    return doc
+
+
+@app.command("results")
+def results_cmd(
+    results: Path = typer.Argument(..., help="A study's results.json (or its folder)."),
+    fmt: str = typer.Option("table", "--format", "-f", help="table, markdown, csv or json."),
+    task: Optional[list[str]] = typer.Option(None, "--task", help="Only these tasks ('all' = the means over tasks; repeatable)."),
+    method: Optional[list[str]] = typer.Option(None, "--method", help="Only these methods (repeatable; csv/json)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write to this file instead of printing."),
+) -> None:
+    """List and export a study's figures: a text or Markdown table, or long-format CSV/JSON rows."""
+    from safetransfer.errors import ConfigError
+    from safetransfer.models.io import atomic_write_text
+    from safetransfer.report.export import result_rows, to_csv, to_json, to_markdown
+    from safetransfer.report.table import format_table
+
+    doc = _read_results(results)
+    one_task = task[0] if task and len(task) == 1 and task[0] != "all" else None
+    if fmt == "table":
+        text = format_table(doc, one_task)
+    elif fmt == "markdown":
+        text = to_markdown(doc, one_task)
+    elif fmt in ("csv", "json"):
+        rows = result_rows(doc, tasks=list(task) if task else None, methods=list(method) if method else None)
+        text = to_csv(rows) if fmt == "csv" else to_json(rows)
+    else:
+        raise ConfigError(f"--format must be table, markdown, csv or json (got '{fmt}').")
+    if out:
+        atomic_write_text(out, text if text.endswith("\n") else text + "\n")
+        console.print(f"written: {out}")
+    else:
+        print(text)
+
+
+@app.command("report")
+def report_cmd(
+    results: Path = typer.Argument(..., help="A study's results.json (or its folder)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for report.html (default: next to the results)."),
+    title: Optional[str] = typer.Option(None, help="The page's title."),
+) -> None:
+    """Write one self-contained HTML page of a study: the tables, the plots, the config."""
+    from safetransfer.report.html import write_report
+
+    doc = _read_results(results)
+    folder = out or (results if results.is_dir() else results.parent)
+    path = write_report(doc, folder, title)
+    console.print(f"report: {path}")
+
+
 def _print_eval(result, title: str) -> None:
     table = Table(title=f"{title}: accuracy {result.accuracy:.4f} on {result.n}")
     table.add_column("class")
