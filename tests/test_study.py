@@ -126,6 +126,17 @@ def test_study_runs_caches_and_resumes(tmp_path: Path, data_files, monkeypatch: 
     assert methods["remos"]["racc"] == pytest.approx(methods["remos"]["acc"] / methods["finetune"]["acc"])
     assert results["methods"]["finetune"]["acc"] == methods["finetune"]["acc"]
     assert json.loads((out / "results.json").read_text())["methods"] == json.loads(json.dumps(results["methods"]))
+    # the interpretation views: curves, weight changes, the slice of remos, the trigger's feature shift
+    views = {m: e["views"]["backdoor"] for m, e in methods.items()}
+    assert all(v["curve"] and v["curve"][-1]["step"] > v["curve"][0]["step"] for v in views.values())
+    assert all(v["weight_change"]["layers"] for v in views.values())
+    assert views["remos"]["slice"] and views["finetune"]["slice"] is None
+    assert all(v["trigger_shift"] is not None and v["trigger_shift"] >= 0 for v in views.values())
+    assert task["defects"]["backdoor"]["trigger_shift"] > 0
+    from safetransfer.report.html import write_report
+
+    page = write_report(results, tmp_path / "page").read_text()
+    assert "Why a method cuts a defect" in page and page.count("data:image/png;base64") >= 6
 
     # Third run: nothing is trained again and the numbers are the same.
     transfer_calls = Counter(runner_mod.transfer)

@@ -265,6 +265,21 @@ def render_report(results: dict, title: str | None = None, plot_dir: str | Path 
                              f"dir_by_defect_{i}", f"DIR per defect and method on {t}; black: the teacher's own success."))
         parts.append(_figure(lambda p, t=t: plots.plot_coverage_grid(results, p, task=t), folder,
                              f"coverage_grid_{i}", f"Coverage-guided inputs on {t}: DIR by strategy and metric."))
+        views = [
+            (plots.plot_trigger_shift, "trigger_shift", "How far the trigger moves each student's penultimate features "
+             "(in clean-feature standard deviations); black: the backdoored teacher itself."),
+            (plots.plot_weight_change, "weight_change", "Relative weight change per layer, student against the teacher "
+             "it was made from (students of the clean teacher)."),
+            (plots.plot_slice_layers, "slice_layers", "ReMoS's slice per layer: the share of weights excluded and how "
+             "large they were against the kept ones."),
+            (plots.plot_convergence, "convergence", "Training loss against steps per method (students of the clean "
+             "teacher)."),
+        ]
+        drawn = [_figure(lambda p, fn=fn, t=t: fn(results, p, task=t), folder, f"{name}_{i}", caption)
+                 for fn, name, caption in views]
+        if any(drawn):
+            parts.append("<h3>Why a method cuts a defect</h3>")
+            parts += drawn
 
     parts.append("<h2>Configuration</h2>")
     parts.append(f"<pre>{escape(_dump(dict(config)))}</pre>")

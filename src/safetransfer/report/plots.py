@@ -313,3 +313,101 @@ def plot_coverage_grid(
     fig.colorbar(image, ax=axes.ravel().tolist(), label="DIR, teacher: own success (%)", shrink=0.9)
     scope = "mean over tasks" if task is None else task
     return save_figure(fig, None, path, title or f"Coverage-guided inputs: DIR by strategy and metric ({scope})")
+
+
+# ---------------------------------------------------------------------- interpretation views
+def _views(results: Mapping[str, Any], task: str) -> dict[str, dict[str, Any]]:
+    """``{method: {variant: views}}`` of one task (methods in the study's order)."""
+    methods = ((results.get("tasks") or {}).get(task) or {}).get("methods") or {}
+    return {m: e["views"] for m, e in methods.items() if isinstance(e, Mapping) and e.get("views")}
+
+
+def _first_variant(views: Mapping[str, Any]) -> str:
+    return "clean" if "clean" in views else next(iter(views))
+
+
+def plot_convergence(results: Mapping[str, Any], path: str | Path, task: str, title: str = "") -> Path | None:
+    """Training loss (and validation accuracy when recorded) against steps, one line per method."""
+    per_method = _views(results, task)
+    if not per_method:
+        return None
+    plt = _pyplot()
+    colours = _method_colours(list(per_method))
+    fig, ax = plt.subplots(figsize=(7.0, 4.2))
+    for m, views in per_method.items():
+        curve = views[_first_variant(views)].get("curve") or []
+        if curve:
+            ax.plot([c["step"] for c in curve], [c["loss"] for c in curve], label=m, color=colours[m])
+    ax.set_xlabel("training step")
+    ax.set_ylabel("training loss")
+    ax.legend(fontsize=8)
+    return save_figure(fig, ax, path, title or f"convergence on {task} (students of the clean teacher)")
+
+
+def plot_weight_change(results: Mapping[str, Any], path: str | Path, task: str, title: str = "") -> Path | None:
+    """Relative change ‖s − t‖/‖t‖ per layer (input to output), one line per method."""
+    per_method = _views(results, task)
+    if not per_method:
+        return None
+    plt = _pyplot()
+    colours = _method_colours(list(per_method))
+    fig, ax = plt.subplots(figsize=(8.0, 4.2))
+    for m, views in per_method.items():
+        layers = (views[_first_variant(views)].get("weight_change") or {}).get("layers") or []
+        values = [l["relative_change"] for l in layers if l.get("relative_change") is not None]
+        if values:
+            ax.plot(range(len(values)), values, label=m, color=colours[m], linewidth=1.2)
+    ax.set_yscale("log")
+    ax.set_xlabel("layer (input to output)")
+    ax.set_ylabel("relative weight change ‖s − t‖ / ‖t‖")
+    ax.legend(fontsize=8)
+    return save_figure(fig, ax, path, title or f"how far each student moved from its teacher ({task})")
+
+
+def plot_slice_layers(results: Mapping[str, Any], path: str | Path, task: str, method: str = "remos",
+                      title: str = "") -> Path | None:
+    """The slice per layer: share excluded (bars) and mean |w| of excluded over kept weights (line)."""
+    views = _views(results, task).get(method)
+    if not views:
+        return None
+    layers = views[_first_variant(views)].get("slice") or []
+    if not layers:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8.0, 4.2))
+    share = [l.get("excluded_share") or 0.0 for l in layers]
+    ax.bar(range(len(layers)), share, color="tab:blue", label="share excluded")
+    ax.set_xlabel("layer (input to output)")
+    ax.set_ylabel("share of the layer's weights excluded")
+    ax2 = ax.twinx()
+    ratio = [(l["mean_abs_excluded"] / l["mean_abs_kept"]) if l.get("mean_abs_excluded") is not None
+             and l.get("mean_abs_kept") else float("nan") for l in layers]
+    ax2.plot(range(len(layers)), ratio, color="tab:red", marker=".", linewidth=1, label="mean |w| excluded / kept")
+    ax2.set_ylabel("mean |w| excluded / kept", color="tab:red")
+    return save_figure(fig, ax, path, title or f"{method}'s slice per layer ({task})")
+
+
+def plot_trigger_shift(results: Mapping[str, Any], path: str | Path, task: str, title: str = "") -> Path | None:
+    """Per backdoor defect and method, the trigger's shift of the penultimate features (teacher: black line)."""
+    per_method = _views(results, task)
+    defects = ((results.get("tasks") or {}).get(task) or {}).get("defects") or {}
+    names = [d for d, info in defects.items() if isinstance(info, Mapping) and info.get("kind") == "backdoor"]
+    rows = {m: [(v.get(d) or {}).get("trigger_shift") for d in names] for m, v in per_method.items()}
+    if not names or not any(x is not None for r in rows.values() for x in r):
+        return None
+    plt = _pyplot()
+    colours = _method_colours(list(rows))
+    fig, ax = plt.subplots(figsize=(max(6.0, 2.5 * len(names) + 2), 4.2))
+    width = 0.8 / max(len(rows), 1)
+    for i, (m, values) in enumerate(rows.items()):
+        ax.bar([k + i * width for k in range(len(names))], [v if v is not None else 0.0 for v in values], width,
+               label=m, color=colours[m])
+    for k, d in enumerate(names):
+        ref = defects[d].get("trigger_shift")
+        if ref is not None:
+            ax.hlines(ref, k - width / 2, k + 0.8 - width / 2, color="black", linewidth=1.5,
+                      label="the backdoored teacher" if k == 0 else None)
+    ax.set_xticks([k + 0.4 - width / 2 for k in range(len(names))], names)
+    ax.set_ylabel("trigger's feature shift (clean-feature SDs)")
+    ax.legend(fontsize=8)
+    return save_figure(fig, ax, path, title or f"how much of the trigger's effect survives in each student ({task})")

@@ -203,6 +203,12 @@ class StudyRunner:
                 "seconds": round(time.perf_counter() - started, 2),
             }
             atomic_write_text(summary_path, json.dumps(summary, indent=2))
+        if "trigger_shift" not in summary:  # the reference for the students' views (cheap: two forward passes)
+            from safetransfer.study.views import trigger_shift
+
+            summary["trigger_shift"] = trigger_shift(model, _eval_subset(data.test, task.eval_samples, c.seed),
+                                                     trigger, defect.target)
+            atomic_write_text(summary_path, json.dumps(summary, indent=2))
         return model, key, summary
 
     def _student(
@@ -241,7 +247,26 @@ class StudyRunner:
                 evals[eval_key] = None if math.isnan(value) else value
                 atomic_write_text(evals_path, json.dumps(evals, indent=2))
             record["dir"][defect.name] = evals[eval_key]
+        record["views"] = self._views(folder, teacher, student, result, variant, eval_split)
         return record
+
+    def _views(self, folder: Path, teacher: TransferModel, student: TransferModel, result: dict[str, Any],
+               variant: str, eval_split: Split) -> dict[str, Any]:
+        """The interpretation views of a student (see :mod:`safetransfer.study.views`), cached in its folder."""
+        from safetransfer.study.views import VIEWS_VERSION, student_views
+
+        path = folder / "views.json"
+        if path.exists():
+            cached = json.loads(path.read_text())
+            if cached.get("version") == VIEWS_VERSION:
+                return cached
+        backdoor = None
+        spec = next((d for d in self.config.defects if d.name == variant and not d.adversarial), None)
+        if spec is not None:
+            backdoor = (eval_split, PatchTrigger(**spec.trigger.model_dump()), spec.target)
+        views = student_views(teacher, student, result, backdoor)
+        atomic_write_text(path, json.dumps(views))
+        return views
 
     # ------------------------------------------------------------------ results
     def results(self) -> dict[str, Any]:
@@ -279,6 +304,9 @@ def assemble_results(
             acc = by_variant[CLEAN]["acc"] if CLEAN in by_variant else mean_defined(r["acc"] for r in by_variant.values())
             methods[method.name] = {"acc": acc, "dir": dirs, "acc_by_defect": acc_by_defect,
                                     "seconds": round(sum(r["seconds"] for r in by_variant.values()), 1)}
+            views = {v: r["views"] for v, r in by_variant.items() if r.get("views")}
+            if views:
+                methods[method.name]["views"] = views  # per teacher variant, see safetransfer.study.views
         reference = methods.get("finetune")
         for entry in methods.values():
             entry["racc"] = relative(entry["acc"], reference["acc"]) if reference else None
