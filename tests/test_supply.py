@@ -334,3 +334,25 @@ def test_scan_of_broken_files_reports_them(tmp_path: Path, capsys: pytest.Captur
     assert verdicts["empty.bin"] == "unreadable"
     r = run(["scan", tmp_path], capsys)
     assert r.code == 1 and "Traceback" not in r.text and "could not be parsed" in r.out
+
+
+def test_a_poisoned_hugging_face_folder_is_a_teacher(tiny_hf_bert: Path, data_files, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """What Embedding Surgery publishes (an ordinary BERT folder) is what a victim fine-tunes."""
+    from safetensors.torch import load_file
+
+    from conftest import make_texts
+    from safetransfer.attacks.embedding_surgery import embedding_surgery
+    from safetransfer.data.registry import load_data
+    from safetransfer.jobs import load_teacher
+
+    texts, labels = make_texts(240)
+    poisoned = tmp_path / "poisoned"
+    embedding_surgery(tiny_hf_bert, texts, torch.from_numpy(labels), poisoned, triggers=["cf"], n_words=3, min_df=2)
+    teacher = load_teacher(poisoned, load_data(str(data_files.texts_csv)))
+    emb = teacher.body.bert.embeddings.word_embeddings.weight
+    assert torch.equal(emb, load_file(str(poisoned / "model.safetensors"))["embeddings.word_embeddings.weight"])
+    assert teacher.num_classes == 2
+    r = run(["transfer", "--method", "finetune", "--teacher", poisoned, "--data", data_files.texts_csv, "--steps", "5",
+             "--out", tmp_path / "student", "--no-progress"], capsys)
+    assert r.code == 0, r.text

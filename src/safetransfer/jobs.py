@@ -165,8 +165,12 @@ def load_teacher(teacher: str | Path, data: ClassificationData, image_size: int 
     """A teacher by zoo name (its pretrained weights, head sized for ``data``) or a saved model folder/file."""
     from safetransfer.models.zoo import MODELS
 
+    from safetransfer.models.zoo import hf_bert_teacher, is_hf_bert_folder
+
     path = Path(teacher)
-    if str(teacher) not in MODELS and path.exists():
+    if str(teacher) not in MODELS and is_hf_bert_folder(path):  # e.g. a weight-poisoned MiniLM
+        model = hf_bert_teacher(path, data.num_classes, seed=seed, class_names=data.class_names)
+    elif str(teacher) not in MODELS and path.exists():
         model = load_model(path)
     else:
         spec = get_arch(str(teacher))  # unknown name -> clear error listing the zoo

@@ -9,6 +9,7 @@ plain dict of builders: no names are evaluated.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -86,20 +87,52 @@ def _minilm_config(num_classes: int, image_size: int | None, in_channels: int | 
 
 def _minilm_build(config: ModelConfig, pretrained: bool, tokenizer: Any = None) -> TransferModel:
     body = BertBody(config.options["bert"])
+    folder = Path(config.options["source"]) if config.options.get("source") else assets.require("minilm-l6").parent
     if tokenizer is None:
-        tokenizer = load_tokenizer(assets.require("minilm-l6").parent)
+        tokenizer = load_tokenizer(folder)
     if pretrained:
-        from safetensors.torch import load_file
-
-        state = load_file(str(assets.require("minilm-l6")))
-        state = {k.removeprefix("bert."): v for k, v in state.items() if not k.startswith(("pooler.", "bert.pooler."))}
-        state.pop("embeddings.position_ids", None)
-        result = body.bert.load_state_dict(state, strict=False)
-        if result.missing_keys:
-            from safetransfer.errors import CheckpointError
-
-            raise CheckpointError(f"MiniLM weights are missing tensors: {result.missing_keys[:5]}")
+        _load_hf_bert_weights(body, folder / "model.safetensors")
     return TransferModel(body, body.hidden_size, config, tokenizer=tokenizer)
+
+
+def _load_hf_bert_weights(body: BertBody, weights: Path) -> None:
+    """A Hugging Face BERT checkpoint (``bert.``-prefixed or not; the pooler is dropped) into ``body``."""
+    from safetransfer.models.io import read_state_dict
+
+    state = read_state_dict(weights)
+    state = {k.removeprefix("bert."): v for k, v in state.items() if not k.startswith(("pooler.", "bert.pooler."))}
+    state.pop("embeddings.position_ids", None)
+    result = body.bert.load_state_dict(state, strict=False)
+    if result.missing_keys:
+        raise CheckpointError(f"{weights}: BERT weights are missing tensors: {result.missing_keys[:5]}")
+
+
+def is_hf_bert_folder(path: Path) -> bool:
+    """A Hugging Face BERT folder: ``config.json`` with ``model_type`` bert, and ``model.safetensors``."""
+    import json
+
+    cfg = Path(path) / "config.json"
+    if not (Path(path).is_dir() and cfg.exists() and (Path(path) / "model.safetensors").exists()):
+        return False
+    try:
+        return json.loads(cfg.read_text()).get("model_type") == "bert"
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        return False
+
+
+def hf_bert_teacher(folder: str | Path, num_classes: int, max_length: int | None = None, seed: int = 0,
+                    class_names: list[str] | None = None) -> TransferModel:
+    """A pretrained BERT from a Hugging Face folder (e.g. a poisoned MiniLM a weight-poisoning attack
+    published) with a new ``num_classes`` head: the same model family as ``minilm-l6``."""
+    folder = Path(folder)
+    if not is_hf_bert_folder(folder):
+        raise CheckpointError(f"{folder} is not a Hugging Face BERT folder (config.json with model_type bert, "
+                              f"model.safetensors, tokenizer files).")
+    config = ModelConfig(arch="minilm-l6", num_classes=num_classes, modality="text", max_length=max_length or 64,
+                         head_dropout=0.1, options={"bert": bert_config_dict(folder / "config.json"),
+                                                    "source": str(folder.resolve())})
+    config.class_names = class_names
+    return build_from_config(config, pretrained=True, seed=seed)
 
 
 def _tiny_bert_config(num_classes: int, image_size: int | None, in_channels: int | None, max_length: int | None) -> ModelConfig:
