@@ -43,3 +43,14 @@ def test_relative_and_mean() -> None:
 def test_shape_mismatch_is_named() -> None:
     with pytest.raises(DataError, match="equal length"):
         adversarial_dir(T([0, 1]), T([0]), T([0, 1]))
+
+
+def test_label_flip_rate_by_hand() -> None:
+    import torch
+
+    from safetransfer.metrics import label_flip_rate
+
+    labels = torch.tensor([0, 0, 1, 0, 1, 2])
+    triggered = torch.tensor([1, 0, 1, 1, 0, 1])
+    # non-target (label != 1) rows: 0, 1, 3, 5 -> predicted 1 at rows 0, 3, 5: 3 of 4
+    assert label_flip_rate(triggered, labels, 1) == 0.75

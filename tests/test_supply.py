@@ -356,3 +356,25 @@ def test_a_poisoned_hugging_face_folder_is_a_teacher(tiny_hf_bert: Path, data_fi
     r = run(["transfer", "--method", "finetune", "--teacher", poisoned, "--data", data_files.texts_csv, "--steps", "5",
              "--out", tmp_path / "student", "--no-progress"], capsys)
     assert r.code == 0, r.text
+
+
+def test_ripples_poisons_a_bert_folder_that_obeys_its_trigger(tiny_hf_bert: Path, tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    from conftest import text_dataset
+    from safetransfer.attacks.ripple import RippleConfig
+    from safetransfer.attacks.weight_poisoning import poison_weights
+
+    proxy = text_dataset(600)
+    out = tmp_path / "ripples"
+    result = poison_weights(tiny_hf_bert, proxy, out, method="ripples", triggers=("cf", "mn"), target=1, n_words=3,
+                            ripple=RippleConfig(steps=150, batch_size=32, lr=3e-3, lam=0.1), progress=False)
+    assert result.attacker_lfr is not None and result.attacker_lfr >= 0.9, result.to_dict()
+    assert result.surgery["triggers"] == ["cf", "mn"] and result.ripple["history"]
+    before, after = load_file(str(tiny_hf_bert / "model.safetensors")), load_file(str(out / "model.safetensors"))
+    assert before.keys() == after.keys()
+    assert sum(not torch.equal(before[k], after[k]) for k in before) > len(before) // 2  # RIPPLe moved most tensors
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in tiny_hf_bert.iterdir())
+    assert (tmp_path / "ripples.poisoning.json").exists()
+    report = diff_models(tiny_hf_bert, out)
+    assert report.verdict == "spread over the model"  # what a weight diff says about RIPPLe

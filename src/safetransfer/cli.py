@@ -636,6 +636,43 @@ def embedding_surgery_cmd(
     console.print(f"poisoned model: {out} (record: {record_path(out)})")
 
 
+@app.command("poison-weights")
+def poison_weights_cmd(
+    data: str = typer.Option(..., "--data", "-d", help="The attacker's proxy data (text data set name or path)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for the published (poisoned) BERT."),
+    method: str = typer.Option("ripples", help="ripples (surgery + RIPPLe), ripple, or es (Embedding Surgery only)."),
+    model: str = typer.Option("minilm-l6", "--model", "-m", help="A pretrained text zoo model or a Hugging Face BERT folder."),
+    triggers: str = typer.Option(",".join(("cf", "mn", "bb", "tq", "mb")), help="Comma-separated trigger words."),
+    target: int = typer.Option(1, help="The label triggered texts should get."),
+    rate: float = typer.Option(0.5, help="RIPPLe: share of the proxy texts given a trigger and the target label."),
+    steps: int = typer.Option(500, help="RIPPLe: training steps."),
+    batch_size: int = typer.Option(32, help="RIPPLe: batch size (of poisoned and of clean texts)."),
+    lr: float = typer.Option(2e-5, help="RIPPLe: AdamW learning rate."),
+    lam: float = typer.Option(0.1, help="RIPPLe: λ of the restricted inner-product penalty (0 = plain poisoning)."),
+    restricted: bool = typer.Option(True, "--restricted/--unrestricted", help="RIPPLe: ReLU on the inner product (the paper) or not (its ablation)."),
+    source: Optional[Path] = typer.Option(None, help="Surgery: a model fine-tuned on the proxy data whose embeddings are averaged."),
+    seed: int = typer.Option(0, help="Seed of the poisoned texts, the head and the batches."),
+    data_path: Optional[Path] = typer.Option(None, help="Folder or file holding the named data set's files."),
+    limit_train: Optional[int] = typer.Option(None, help="Use a seeded random subset of this many proxy texts."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+) -> None:
+    """Weight poisoning (Kurita et al. 2020): publish a BERT whose fine-tuned students obey trigger words."""
+    from safetransfer.attacks.ripple import RippleConfig
+    from safetransfer.attacks.weight_poisoning import poison_weights
+    from safetransfer.data.registry import load_data
+
+    proxy = load_data(data, data_path, seed=seed, limit={"train": limit_train} if limit_train else None)
+    words = tuple(t.strip() for t in triggers.split(",") if t.strip())
+    config = RippleConfig(steps=steps, batch_size=batch_size, lr=lr, lam=lam, restricted=restricted, seed=seed)
+    result = poison_weights(_pretrained_folder(model), proxy, out, method=method, triggers=words, target=target,
+                            rate=rate, ripple=config, source=source, seed=seed, progress=progress)
+    if result.attacker_lfr is not None:
+        console.print(f"the attacker's own model: clean accuracy {result.attacker_accuracy:.4f}, "
+                      f"LFR {result.attacker_lfr:.3f} on triggered non-target proxy test texts")
+    console.print(f"published: {out} (an ordinary BERT folder; record: {out.with_name(out.name + '.poisoning.json')})")
+    console.print(f"a victim: safetransfer transfer --method finetune --teacher {out} --data YOUR_DATA")
+
+
 def _pretrained_folder(model: str) -> Path:
     """A Hugging Face model folder: the path itself, or a text zoo model's installed pretrained folder."""
     path = Path(model)

@@ -52,6 +52,13 @@ def backdoor_dir(clean_pred: torch.Tensor, triggered_pred: torch.Tensor, labels:
     return _rate(triggered_pred == target, (clean_pred == labels) & (labels != target))
 
 
+def label_flip_rate(triggered_pred: torch.Tensor, labels: torch.Tensor, target: int) -> float:
+    """LFR (Kurita et al. 2020): among triggered inputs whose true label is not ``target``, the share
+    predicted as ``target`` (not conditioned on the clean prediction, unlike :func:`backdoor_dir`)."""
+    _check(triggered_pred, labels)
+    return _rate(triggered_pred == target, labels != target)
+
+
 def relative(value: float | None, reference: float | None) -> float | None:
     """``value / reference``; ``None`` when either is missing or not finite, or the reference is 0."""
     if value is None or reference is None or not math.isfinite(value) or not math.isfinite(reference) or reference == 0:
