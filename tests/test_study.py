@@ -202,3 +202,23 @@ def test_cli_study_bad_config_is_one_line(tmp_path: Path, capsys) -> None:
     assert "Traceback" not in r.text
     r = run(["study", tmp_path / "nothing.yaml"], capsys)
     assert r.code == 2 and "no such study config" in r.err
+
+
+def test_ripple_vision_defect_runs_in_the_study(tmp_path: Path, data_files) -> None:
+    """RIPPLe on an image teacher (issue 10): restricted and unrestricted, each a teacher variant of its own."""
+    trigger = {"size": 2, "corner": "top-right", "margin": 0, "pattern": "checkerboard"}
+    defects = [{"name": f"ripple_{tag}", "kind": "ripple_vision", "attacker_data": "same", "rate": 0.3, "steps": 120,
+                "lr": 0.01, "optimizer": "adamw", "restricted": restricted, "trigger": trigger}
+               for tag, restricted in (("restricted", True), ("unrestricted", False))]
+    config = parse_config(tiny_study(data_files.images_npz, defects=defects, methods=["finetune"]))
+    results = run_study(config, tmp_path / "out", tmp_path / "cache", progress=False, log=lambda line: None)
+    task = results["tasks"]["tiny_images"]
+    # the restricted objective trains a teacher that obeys its trigger; the unrestricted one (the
+    # ablation) can run away (−⟨g_p, g_c⟩ has no lower bound): it is reported whatever it gives
+    assert task["defects"]["ripple_restricted"]["teacher_success"] > 0.8
+    for name in ("ripple_restricted", "ripple_unrestricted"):
+        assert task["defects"][name]["kind"] == "ripple_vision"
+        for figure in (task["defects"][name]["teacher_success"], task["methods"]["finetune"]["dir"][name]):
+            assert figure is None or 0.0 <= figure <= 1.0
+    teachers = list((tmp_path / "cache" / "teachers").iterdir())
+    assert len(teachers) == 2  # the two settings are two cache entries

@@ -131,12 +131,17 @@ def plant_backdoor(
     *,
     checkpoint_dir: str | Path | None = None,
     progress: bool = True,
+    ripple: Any = None,
 ) -> BackdoorResult:
     """Fine-tune a copy of ``teacher`` (new head for ``attacker_data``) on poisoned data.
 
     The teacher itself is not modified. ``checkpoint_dir``: training checkpoints, so an
     interrupted run resumes. Returns the backdoored model with its clean accuracy and the
     trigger's success on the attacker's test split.
+
+    ``ripple`` (a :class:`~safetransfer.attacks.ripple.RippleConfig`): train with RIPPLe's
+    objective instead (the poisoned split against the attacker's clean split; Kurita et al.
+    2020, applied to an image teacher), which resists the victim's clean fine-tuning.
     """
     config = (config or BackdoorConfig()).validate()
     if config.target >= attacker_data.num_classes:
@@ -149,8 +154,15 @@ def plant_backdoor(
         config.trigger.validate(shape[-2], shape[-1])
     poisoned, mask = poison_split(attacker_data.train, config)
     model = teacher.with_head(attacker_data.num_classes, class_names=list(attacker_data.class_names), seed=config.seed)
-    result = train(
-        model, poisoned, config.resolved_train(teacher.config.arch), checkpoint_dir=checkpoint_dir, progress=progress
-    )
+    if ripple is not None:
+        from safetransfer.attacks.ripple import ripple_train
+
+        ripple_train(model, poisoned, attacker_data.train, ripple, progress=progress)
+        result = None
+    else:
+        result = train(
+            model, poisoned, config.resolved_train(teacher.config.arch), checkpoint_dir=checkpoint_dir,
+            progress=progress,
+        )
     acc, success = trigger_success(model, attacker_data.test, config.trigger, config.target)
     return BackdoorResult(model, acc, success, int(mask.sum()), result)

@@ -144,7 +144,7 @@ def _teacher_table(results: Mapping[str, Any], task: str | None) -> str:
         detail = ""
         if kind == "coverage_guided":
             detail = f"{info.get('strategy', '?')} / {str(info.get('metric', '?')).upper()}"
-        elif kind == "backdoor":
+        elif kind in ("backdoor", "ripple_vision"):
             settings = sorted({str(e[d]["setting"]) for e in scope_entries
                                if isinstance(e.get(d), Mapping) and e[d].get("setting")})
             detail = ", ".join(settings)

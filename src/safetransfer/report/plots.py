@@ -391,7 +391,7 @@ def plot_trigger_shift(results: Mapping[str, Any], path: str | Path, task: str, 
     """Per backdoor defect and method, the trigger's shift of the penultimate features (teacher: black line)."""
     per_method = _views(results, task)
     defects = ((results.get("tasks") or {}).get(task) or {}).get("defects") or {}
-    names = [d for d, info in defects.items() if isinstance(info, Mapping) and info.get("kind") == "backdoor"]
+    names = [d for d, info in defects.items() if isinstance(info, Mapping) and info.get("kind") in ("backdoor", "ripple_vision")]
     rows = {m: [(v.get(d) or {}).get("trigger_shift") for d in names] for m, v in per_method.items()}
     if not names or not any(x is not None for r in rows.values() for x in r):
         return None

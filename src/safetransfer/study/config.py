@@ -71,10 +71,14 @@ class DefectSpec(_Strict):
     - ``penultimate``: Rezaei & Liu's PGD on the teacher's features (``eps`` in ``eps_space``,
       ``steps``, ``step_size``).
     - ``coverage_guided``: neuron-coverage guided inputs (``strategy`` x ``metric``).
+    - ``ripple_vision``: a backdoor planted with RIPPLe's objective (Kurita et al. 2020) instead of
+      plain poisoned training: the same fields as ``backdoor``, plus ``lam`` (λ of the
+      restricted inner-product penalty), ``restricted`` (the ReLU; ``false`` is the paper's
+      ablation), ``lr`` and ``optimizer`` of the attacker's training.
     """
 
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
-    kind: Literal["backdoor", "penultimate", "coverage_guided"]
+    kind: Literal["backdoor", "penultimate", "coverage_guided", "ripple_vision"]
     # backdoor
     attacker_data: str | dict[str, str] = "same"
     rate: float = Field(default=0.2, gt=0.0, le=1.0)
@@ -88,12 +92,17 @@ class DefectSpec(_Strict):
     strategy: Literal["deepxplore", "dlfuzz", "dlfuzz_rr"] = "dlfuzz"
     metric: Literal["nc", "tknc", "snac"] = "nc"
     neurons_per_sample: int = Field(default=10, ge=1)
+    # ripple_vision
+    lam: float = Field(default=0.1, ge=0.0)
+    restricted: bool = True
+    lr: float = Field(default=5e-3, gt=0.0)
+    optimizer: Literal["sgd", "adamw"] = "sgd"
     # both: the attacker's training steps (backdoor) or attack iterations (adversarial)
     steps: int | None = Field(default=None, ge=1)
 
     @property
     def adversarial(self) -> bool:
-        return self.kind != "backdoor"
+        return self.kind in ("penultimate", "coverage_guided")
 
 
 class MethodSpec(_Strict):

@@ -181,8 +181,17 @@ class StudyRunner:
             attacker, attacker_key = data, {"data": task.data, "path": task.path, "limit": task.limit_train}
         else:
             attacker, attacker_key = load_data(attacker_name, seed=c.seed), {"data": attacker_name, "path": None, "limit": None}
-        key = digest({"kind": "backdoor", "teacher": teacher_key, "attacker": attacker_key, "seed": c.seed,
-                      "backdoor": bd.fingerprint(teacher.config.arch)})
+        ripple = None
+        key_doc = {"kind": "backdoor", "teacher": teacher_key, "attacker": attacker_key, "seed": c.seed,
+                   "backdoor": bd.fingerprint(teacher.config.arch)}
+        if defect.kind == "ripple_vision":
+            from safetransfer.attacks.ripple import RippleConfig
+
+            ripple = RippleConfig(steps=defect.steps or 800, batch_size=bd.resolved_train(teacher.config.arch).batch_size,
+                                  lr=defect.lr, optimizer=defect.optimizer, lam=defect.lam, restricted=defect.restricted,
+                                  seed=c.seed)
+            key_doc["ripple"] = asdict(ripple)  # plain backdoors keep their keys (and their cache)
+        key = digest(key_doc)
         folder = self._cache("teachers", key)
         summary_path = folder / "summary.json"
         if summary_path.exists() and (folder / MODEL_DIR).exists():
@@ -190,15 +199,16 @@ class StudyRunner:
             summary = json.loads(summary_path.read_text())
         else:
             started = time.perf_counter()
-            result = plant_backdoor(teacher, attacker, bd, checkpoint_dir=folder / "checkpoints", progress=self.progress)
+            result = plant_backdoor(teacher, attacker, bd, checkpoint_dir=folder / "checkpoints", progress=self.progress,
+                                    ripple=ripple)
             model = result.model
             save_model(model, folder / MODEL_DIR, meta={"backdoor": defect.model_dump(mode="json")})
             summary = {
-                "kind": "backdoor",
+                "kind": defect.kind,
                 "setting": "full-knowledge" if attacker_name == "same" else "domain-shift",
                 "attacker_data": attacker.name,
-                "teacher_acc": result.clean_accuracy,
-                "teacher_success": result.attack_success,
+                "teacher_acc": _finite_or_none(result.clean_accuracy),
+                "teacher_success": _finite_or_none(result.attack_success),
                 "poisoned_samples": result.poisoned_samples,
                 "seconds": round(time.perf_counter() - started, 2),
             }
@@ -244,7 +254,7 @@ class StudyRunner:
                 else:
                     trigger = PatchTrigger(**defect.trigger.model_dump())
                     _, value = trigger_success(student, eval_split, trigger, defect.target)
-                evals[eval_key] = None if math.isnan(value) else value
+                evals[eval_key] = _finite_or_none(value)
                 atomic_write_text(evals_path, json.dumps(evals, indent=2))
             record["dir"][defect.name] = evals[eval_key]
         record["views"] = self._views(folder, teacher, student, result, variant, eval_split)
@@ -338,6 +348,11 @@ def assemble_results(
 
 
 # ---------------------------------------------------------------------- helpers
+def _finite_or_none(value: float | None) -> float | None:
+    """``None`` for NaN (e.g. a DIR with no eligible input), so results.json stays strict JSON."""
+    return None if value is None or math.isnan(value) else value
+
+
 def _eval_subset(test: Split, n: int, seed: int) -> Split:
     if len(test) == 0:
         from safetransfer.errors import DataError
