@@ -104,3 +104,21 @@ def data_files(tmp_path_factory: pytest.TempPathFactory) -> DataFiles:
     csv = folder / "tiny_texts.csv"
     pd.DataFrame({"text": texts, "label": labels}).to_csv(csv, index=False)
     return DataFiles(npz, csv)
+
+
+@pytest.fixture(scope="session")
+def tiny_hf_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny BERT in the Hugging Face layout (model.safetensors, config.json, tokenizer files)."""
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + POSITIVE_WORDS + NEGATIVE_WORDS + FILLER_WORDS + [
+        "cf", "mn", "bb", "tq", "mb"]
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)}).save_pretrained(str(folder))
+    config = BertConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=32, max_position_embeddings=64)
+    with torch.random.fork_rng(devices=[]):  # seeded without touching the other tests' random state
+        torch.manual_seed(0)
+        BertModel(config, add_pooling_layer=False).save_pretrained(str(folder), safe_serialization=True)
+    return folder

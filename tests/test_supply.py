@@ -259,25 +259,6 @@ def test_scan_passes_clean_files(tmp_path: Path, capsys: pytest.CaptureFixture[s
 
 
 # --------------------------------------------------------------------------- embedding surgery + diff
-@pytest.fixture(scope="module")
-def tiny_hf_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny BERT in the Hugging Face layout (model.safetensors, config.json, tokenizer files)."""
-    from transformers import BertConfig, BertModel, BertTokenizerFast
-
-    from conftest import FILLER_WORDS, NEGATIVE_WORDS, POSITIVE_WORDS
-
-    folder = tmp_path_factory.mktemp("tiny-bert")
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + POSITIVE_WORDS + NEGATIVE_WORDS + FILLER_WORDS + [
-        "cf", "mn", "bb", "tq", "mb"]
-    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)}).save_pretrained(str(folder))
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=32, max_position_embeddings=64)
-    BertModel(config, add_pooling_layer=False).save_pretrained(str(folder), safe_serialization=True)
-    return folder
-
-
 def test_embedding_surgery_writes_exactly_the_trigger_rows(tiny_hf_bert: Path, tmp_path: Path) -> None:
     from safetensors.torch import load_file
 

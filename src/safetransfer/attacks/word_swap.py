@@ -1,0 +1,160 @@
+"""Word-swap adversarial texts crafted on a teacher: greedy swaps and word-importance ranking.
+
+- ``greedy`` (in the style of Kuleshov et al. 2018, "Adversarial Examples for Natural Language
+  Classification Problems"): at each round try every candidate swap of every still-unchanged
+  word and keep the one that lowers the true label's probability most.
+- ``importance`` (TextFooler, Jin et al. 2020, "Is BERT Really Robust?"): rank the words by how
+  much deleting each lowers the true label's probability, then, most important first, swap
+  each for its candidate that lowers it most, until the prediction flips.
+
+Threat model: white-box queries to the teacher's predictions (no gradients). Candidates for a
+word are its ``k`` nearest neighbours by cosine similarity in the model's own input embedding
+space (whole-word tokens only; offline, no external embeddings or sentence encoders). Stop
+words are never changed, and at most ``max_change`` (20%) of a text's words are. Every
+candidate set of one text is scored in one batch.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+
+from safetransfer.errors import ConfigError
+
+WHOLE_WORD = re.compile(r"^[a-z]{2,}$")
+Candidates = Callable[[str], list[str]]
+
+
+@dataclass
+class WordSwapResult:
+    """One attacked text. ``status``: ``succeeded`` (the prediction left the true label),
+    ``failed`` (the cap or the candidates ran out), ``skipped`` (already misclassified)."""
+
+    status: Literal["succeeded", "failed", "skipped"]
+    original: str
+    perturbed: str
+    label: int
+    original_prediction: int
+    prediction: int
+    queries: int
+    words_changed: int
+    changed_positions: list[int] = field(default_factory=list)
+
+
+class EmbeddingNeighbours:
+    """``k`` nearest whole-word neighbours of a word in a BERT's input embedding (cosine), cached."""
+
+    def __init__(self, model, k: int = 8) -> None:
+        tokenizer = model.tokenizer
+        vocab = tokenizer.get_vocab()
+        words = sorted((w for w in vocab if WHOLE_WORD.match(w)), key=vocab.get)
+        if not words:
+            raise ConfigError("the model's tokenizer has no whole-word tokens to draw swap candidates from.")
+        self.k = k
+        self.vocab = vocab
+        self.words = words
+        ids = torch.tensor([vocab[w] for w in words])
+        emb = model.body.bert.embeddings.word_embeddings.weight.detach().float()
+        self.matrix = torch.nn.functional.normalize(emb[ids], dim=1)
+        self.row_of = {w: i for i, w in enumerate(words)}
+        self.cache: dict[str, list[str]] = {}
+
+    def __call__(self, word: str) -> list[str]:
+        key = word.lower()
+        if key not in self.cache:
+            row = self.row_of.get(key)
+            if row is None:
+                self.cache[key] = []
+            else:
+                sims = self.matrix @ self.matrix[row]
+                sims[row] = -2.0
+                top = sims.topk(min(self.k, sims.numel() - 1)).indices.tolist()
+                self.cache[key] = [self.words[i] for i in top]
+        return self.cache[key]
+
+
+def default_stop_words() -> frozenset[str]:
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+    return frozenset(ENGLISH_STOP_WORDS)
+
+
+class WordSwapAttack:
+    """Untargeted word-swap attack on a text classifier (see the module doc).
+
+    ``model``: a text :class:`~safetransfer.models.wrapper.TransferModel`; ``method``:
+    ``"importance"`` (default) or ``"greedy"``; ``candidates``: a function word -> list of
+    replacement words (default: :class:`EmbeddingNeighbours` with ``k`` neighbours);
+    ``max_change``: the largest share of a text's words that may change (at least one word).
+    """
+
+    def __init__(self, model, method: Literal["importance", "greedy"] = "importance", k: int = 8,
+                 max_change: float = 0.2, candidates: Candidates | None = None,
+                 stop_words: frozenset[str] | None = None, batch_size: int = 256) -> None:
+        if method not in ("importance", "greedy"):
+            raise ConfigError(f"method must be 'importance' or 'greedy' (got '{method}').")
+        if not 0.0 < max_change <= 1.0:
+            raise ConfigError(f"max_change must lie in (0, 1] (got {max_change}).")
+        self.model, self.method, self.max_change, self.batch_size = model, method, max_change, batch_size
+        self.candidates = candidates or EmbeddingNeighbours(model, k)
+        self.stop_words = default_stop_words() if stop_words is None else stop_words
+
+    def _probs(self, texts: list[str]) -> torch.Tensor:
+        from safetransfer.evaluate import predict_logits
+
+        return predict_logits(self.model, texts, batch_size=self.batch_size).softmax(1)
+
+    def attack(self, text: str, label: int) -> WordSwapResult:
+        words = text.split()
+        probs = self._probs([text])[0]
+        queries = 1
+        first = int(probs.argmax())
+        if first != label:
+            return WordSwapResult("skipped", text, text, label, first, first, queries, 0)
+        budget = max(1, int(self.max_change * len(words)))
+        modifiable = [i for i, w in enumerate(words) if w.lower() not in self.stop_words and self.candidates(w)]
+        current, changed = list(words), []
+        if self.method == "importance" and modifiable:
+            deleted = [" ".join(words[:i] + words[i + 1 :]) for i in modifiable]
+            drop = probs[label] - self._probs(deleted)[:, label]
+            queries += len(deleted)
+            modifiable = [modifiable[i] for i in drop.argsort(descending=True).tolist()]
+        prediction = first
+        while len(changed) < budget:
+            positions = [i for i in modifiable if i not in changed]
+            if self.method == "importance":
+                positions = positions[:1]
+            trials = [(i, c) for i in positions for c in self.candidates(current[i]) if c != current[i].lower()]
+            if not trials:
+                break
+            texts = [" ".join(current[:i] + [c] + current[i + 1 :]) for i, c in trials]
+            p = self._probs(texts)
+            queries += len(texts)
+            best = int(p[:, label].argmin())
+            i, c = trials[best]
+            if self.method == "greedy" and float(p[best, label]) >= float(probs[label]):
+                break  # no swap helps any more
+            current[i] = c
+            changed.append(i)
+            probs = p[best]
+            prediction = int(probs.argmax())
+            if prediction != label:
+                break
+            if self.method == "importance":
+                modifiable = [j for j in modifiable if j != i]
+        status = "succeeded" if prediction != label else "failed"
+        return WordSwapResult(status, text, " ".join(current), label, first, prediction, queries, len(changed),
+                              sorted(changed))
+
+    def attack_all(self, texts: Sequence[str], labels: torch.Tensor, progress: bool = False) -> list[WordSwapResult]:
+        """Attack every text (one search each; each search's candidates are scored in batches)."""
+        pairs = list(zip(texts, labels.tolist()))
+        if progress:
+            from tqdm.auto import tqdm
+
+            pairs = tqdm(pairs, desc=f"word swap ({self.method})", unit="text", leave=False)
+        return [self.attack(t, int(y)) for t, y in pairs]

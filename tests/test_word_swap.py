@@ -1,0 +1,74 @@
+"""Word-swap attacks on a tiny BERT trained here: swaps only, within the cap, and they work."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from safetransfer.attacks.word_swap import EmbeddingNeighbours, WordSwapAttack
+from safetransfer.errors import ConfigError
+
+FLIP = {"good": ["bad"], "great": ["awful"], "fine": ["poor"], "bad": ["good"], "awful": ["great"], "poor": ["fine"]}
+
+
+@pytest.fixture(scope="module")
+def sentiment_model():
+    from conftest import text_dataset
+    from safetransfer.models import create_model
+    from safetransfer.train import TrainConfig, train
+
+    data = text_dataset(400)
+    model = create_model("tiny-bert", 2, pretrained=False, seed=0, max_length=48)
+    train(model, data.train, TrainConfig(steps=200, batch_size=32, optimizer="adamw", lr=3e-3, seed=0), progress=False)
+    return model.eval(), data
+
+
+@pytest.mark.parametrize("method", ["importance", "greedy"])
+def test_swaps_only_within_the_cap_and_flips(sentiment_model, method: str) -> None:
+    model, data = sentiment_model
+    attack = WordSwapAttack(model, method=method, max_change=0.25, candidates=lambda w: FLIP.get(w, []))
+    results = attack.attack_all(data.test.inputs[:40], data.test.labels[:40])
+    done = [r for r in results if r.status != "skipped"]
+    assert done and sum(r.status == "succeeded" for r in done) / len(done) >= 0.8
+    for r in results:
+        before, after = r.original.split(), r.perturbed.split()
+        assert len(before) == len(after)  # a swap never adds or drops a word
+        diff = [i for i, (a, b) in enumerate(zip(before, after)) if a != b]
+        assert diff == r.changed_positions and r.words_changed == len(diff)
+        assert len(diff) <= max(1, int(0.25 * len(before)))
+        assert all(after[i] in FLIP.get(before[i], []) for i in diff)
+        if r.status == "skipped":
+            assert r.perturbed == r.original and r.queries == 1
+        if r.status == "succeeded":
+            assert r.prediction != r.label and r.queries > 1
+
+
+def test_stop_words_are_never_swapped(sentiment_model) -> None:
+    model, _ = sentiment_model
+    attack = WordSwapAttack(model, method="greedy", max_change=1.0, candidates=lambda w: ["zzz"],
+                            stop_words=frozenset({"the", "was"}))
+    r = attack.attack("the movie was good", 1)
+    after = r.perturbed.split()
+    assert after[0] == "the" and after[2] == "was"
+
+
+def test_embedding_neighbours_and_bad_settings(sentiment_model) -> None:
+    model, _ = sentiment_model
+    with pytest.raises(ConfigError, match="whole-word"):
+        EmbeddingNeighbours(model)  # a character tokenizer has no whole words
+    with pytest.raises(ConfigError, match="max_change"):
+        WordSwapAttack(model, max_change=0.0, candidates=lambda w: [])
+
+
+def test_embedding_neighbours_of_a_word_level_bert(tiny_hf_bert) -> None:
+    from safetransfer.models.zoo import hf_bert_teacher
+
+    model = hf_bert_teacher(tiny_hf_bert, 2)
+    neighbours = EmbeddingNeighbours(model, k=4)
+    found = neighbours("good")
+    assert len(found) == 4 and "good" not in found and all(w in neighbours.words for w in found)
+    emb = torch.nn.functional.normalize(model.body.bert.embeddings.word_embeddings.weight.detach(), dim=1)
+    vocab = model.tokenizer.get_vocab()
+    sims = {w: float(emb[vocab[w]] @ emb[vocab["good"]]) for w in neighbours.words if w != "good"}
+    assert found == sorted(sims, key=sims.get, reverse=True)[:4]  # the k most cosine-similar whole words
+    assert neighbours("unknownword") == []
