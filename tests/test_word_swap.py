@@ -72,3 +72,25 @@ def test_embedding_neighbours_of_a_word_level_bert(tiny_hf_bert) -> None:
     sims = {w: float(emb[vocab[w]] @ emb[vocab["good"]]) for w in neighbours.words if w != "good"}
     assert found == sorted(sims, key=sims.get, reverse=True)[:4]  # the k most cosine-similar whole words
     assert neighbours("unknownword") == []
+
+
+def test_word_swap_command(tiny_hf_bert, data_files, tmp_path, capsys) -> None:
+    import json
+
+    from test_cli import assert_one_line_error, run
+
+    # a word-level BERT student made from the tiny HF folder, the crafting teacher itself
+    r = run(["transfer", "--method", "finetune", "--teacher", tiny_hf_bert, "--data", data_files.texts_csv,
+             "--steps", "60", "--lr", "0.003", "--out", tmp_path / "t", "--no-progress"], capsys)
+    assert r.code == 0, r.text
+    model = tmp_path / "t" / "model"
+    r = run(["word-swap", "--model", model, "--data", data_files.texts_csv, "--samples", "20", "--k", "4",
+             "--student", model, "--out", tmp_path / "ws", "--no-progress"], capsys)
+    assert r.code == 0, r.text
+    doc = json.loads((tmp_path / "ws" / "word_swap.json").read_text())
+    assert doc["samples"] == 20 and 0.0 <= (doc["success_rate"] or 0.0) <= 1.0
+    assert str(model) in doc["students"]
+    examples = json.loads((tmp_path / "ws" / "examples.json").read_text())
+    assert len(examples) == 20 and all(len(e["original"].split()) == len(e["perturbed"].split()) for e in examples)
+    assert_one_line_error(run(["word-swap", "--model", model, "--data", data_files.texts_csv, "--method", "magic",
+                               "--out", tmp_path / "x", "--no-progress"], capsys), "method")
