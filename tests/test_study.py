@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 import safetransfer.study.runner as runner_mod
-from safetransfer.errors import ConfigError
+from safetransfer.errors import ConfigError, DataError
 from safetransfer.study import load_config, parse_config, run_study
 from safetransfer.study.runner import assemble_results
 
@@ -222,3 +222,80 @@ def test_ripple_vision_defect_runs_in_the_study(tmp_path: Path, data_files) -> N
             assert figure is None or 0.0 <= figure <= 1.0
     teachers = list((tmp_path / "cache" / "teachers").iterdir())
     assert len(teachers) == 2  # the two settings are two cache entries
+
+
+def test_results_store_has_one_row_per_cell_and_survives_reruns(tmp_path: Path, data_files) -> None:
+    from safetransfer.study.store import ResultsStore
+
+    config = parse_config(tiny_study(data_files.images_npz))
+    store_path = tmp_path / "store.sqlite"
+    run_study(config, tmp_path / "out", tmp_path / "cache", progress=False, log=lambda line: None, store=store_path)
+    store = ResultsStore(store_path)
+    rows = store.rows(config_hash=config.fingerprint())
+    kinds = sorted((r["kind"], r["name"], r["variant"]) for r in rows)
+    assert kinds == [("student", m, "backdoor") for m in ("finetune", "remos", "retrain")] + [("teacher", "backdoor", None)]
+    student = next(r for r in rows if r["name"] == "remos")
+    assert 0.0 <= student["metrics"]["acc"] <= 1.0 and student["versions"]["safetransfer"]
+    # a second runner on the same store (the cache makes it quick): still one row per cell
+    run_study(config, tmp_path / "out2", tmp_path / "cache", progress=False, log=lambda line: None, store=store_path)
+    assert store.count() == 4
+    (tmp_path / "junk.sqlite").write_text("not a database")
+    with pytest.raises(DataError, match="not a results store"):
+        ResultsStore(tmp_path / "junk.sqlite")
+
+
+def test_killed_runs_restart_to_the_same_table_and_concurrent_runners_share_a_store(tmp_path: Path, data_files) -> None:
+    """Kill a study (SIGKILL) at seeded random moments, restart it each time: the final table is the one an
+    uninterrupted run gives, the store has no duplicate or lost row; two concurrent runners share a store."""
+    import os
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    from safetransfer.study.store import ResultsStore
+
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(yaml.safe_dump(tiny_study(data_files.images_npz)))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def command(out: Path, cache: Path, store: Path) -> list[str]:
+        return [sys.executable, "-m", "safetransfer.cli", "study", str(cfg), "--out", str(out), "--cache-dir",
+                str(cache), "--store", str(store), "--no-report", "--no-progress"]
+
+    reference = subprocess.run(command(tmp_path / "ref", tmp_path / "ref-cache", tmp_path / "ref.sqlite"), env=env,
+                               capture_output=True, text=True, timeout=300)
+    assert reference.returncode == 0, reference.stderr
+    rng = random.Random(7)
+    store = tmp_path / "killed.sqlite"
+    kills = 0
+    for _ in range(4):
+        proc = subprocess.Popen(command(tmp_path / "out", tmp_path / "cache", store), env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(1.5, 4.0))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.wait(timeout=60)
+    final = subprocess.run(command(tmp_path / "out", tmp_path / "cache", store), env=env, capture_output=True,
+                           text=True, timeout=300)
+    assert final.returncode == 0, final.stderr
+    assert kills >= 1
+    ref_doc = json.loads((tmp_path / "ref" / "results.json").read_text())
+    doc = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert doc["methods"] == ref_doc["methods"]
+    assert doc["tasks"]["tiny_images"]["methods"].keys() == ref_doc["tasks"]["tiny_images"]["methods"].keys()
+    rows = ResultsStore(store).rows()
+    assert len(rows) == 4 and len({(r["kind"], r["name"], r["variant"]) for r in rows}) == 4
+
+    # two runners at once on one store (separate caches): both finish, the store stays whole
+    shared = tmp_path / "shared.sqlite"
+    procs = [subprocess.Popen(command(tmp_path / f"c{i}", tmp_path / f"cache{i}", shared), env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+    assert ResultsStore(shared).count() == 4

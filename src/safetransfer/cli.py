@@ -265,6 +265,7 @@ def study_cmd(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder for results.json and report.html (default runs/study-NAME-PROFILE)."),
     cache_dir: Optional[Path] = typer.Option(None, help="Cache of teachers, students and crafted inputs (default $SAFETRANSFER_HOME/cache/study)."),
     report: bool = typer.Option(True, "--report/--no-report", help="Write report.html next to results.json."),
+    store: Optional[Path] = typer.Option(None, help="The results store (SQLite, a row per finished cell; default OUT/results.sqlite). Several runners may share one."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
 ) -> None:
     """Plant the teacher's defects, make every student, measure ACC and DIR, print the table, write the report.
@@ -280,7 +281,7 @@ def study_cmd(
         profile = "full"
     cfg = load_config(config, profile)
     out_dir = out or Path("runs") / (f"study-{cfg.name}" + (f"-{profile}" if profile else ""))
-    results = run_study(cfg, out_dir, cache_dir, progress=progress, profile=profile,
+    results = run_study(cfg, out_dir, cache_dir, progress=progress, profile=profile, store=store,
                         log=lambda line: console.print(line, highlight=False))
     console.print(format_table(results), highlight=False, markup=False)
     if report:
@@ -856,3 +857,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def entry() -> None:
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

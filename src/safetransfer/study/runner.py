@@ -67,9 +67,15 @@ class StudyRunner:
     def __init__(
         self, config: StudyConfig, out_dir: str | Path, cache_dir: str | Path | None = None, *,
         progress: bool = True, log: Callable[[str], None] = print, profile: str | None = None,
+        store: str | Path | None = None,
     ) -> None:
+        from safetransfer.study.store import STORE_FILE, ResultsStore
+
         self.config = config
         self.out_dir = Path(out_dir)
+        # one row per finished cell (see safetransfer.study.store); default: next to results.json
+        self.store = ResultsStore(store if store is not None else self.out_dir / STORE_FILE)
+        self.config_hash = config.fingerprint()
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         self.progress = progress
         self.log = log
@@ -90,6 +96,12 @@ class StudyRunner:
     def _announce(self, what: str) -> None:
         self._cell += 1
         self.log(f"[{self._cell}/{self._cells_total}] {what}")
+
+    def _record(self, task: TaskSpec, kind: str, name: str, variant: str | None, metrics: dict[str, Any]) -> None:
+        """One row in the results store for a finished cell (keyed by its content: a rerun replaces it)."""
+        cell = digest({"task": task.name, "kind": kind, "name": name, "variant": variant})
+        self.store.put(cell_key=cell, config_hash=self.config_hash, study=self.config.name, task=task.name, kind=kind,
+                       name=name, variant=variant, metrics=metrics, seconds=metrics.get("seconds"), seed=self.config.seed)
 
     def _cache(self, kind: str, key: str) -> Path:
         path = self.cache_dir / kind / key
@@ -122,6 +134,7 @@ class StudyRunner:
         for defect in (d for d in c.defects if d.adversarial):
             self._announce(f"{task.name}: craft '{defect.name}' on the teacher")
             crafted[defect.name], state.defects[defect.name] = self._crafted(teacher, teacher_key, task_key, eval_split, defect)
+            self._record(task, "crafted", defect.name, None, state.defects[defect.name])
             self._write(self.results())
 
         variants: dict[str, tuple[TransferModel, str]] = {}
@@ -132,6 +145,7 @@ class StudyRunner:
             model, key, summary = self._backdoored(teacher, teacher_key, task, data, defect)
             variants[defect.name] = (model, key)
             state.defects[defect.name] = summary
+            self._record(task, "teacher", defect.name, None, summary)
             self._write(self.results())
 
         # Method by method (each over the teacher variants), so the first methods' rows fill first.
@@ -142,6 +156,7 @@ class StudyRunner:
                 self._announce(f"{task.name}: {method.name} student of the {variant} teacher")
                 record = self._student(base_teacher, base_key, task_key, data, method, variant, eval_split, crafted)
                 state.students.setdefault(method.name, {})[variant] = record
+                self._record(task, "student", method.name, variant, {k: record[k] for k in ("acc", "dir", "seconds", "key")})
                 self._write(self.results())
 
     # ------------------------------------------------------------------ cells
@@ -393,7 +408,8 @@ def _transfer_config(config: StudyConfig, method: MethodSpec, arch: str | None) 
 
 def run_study(
     config: StudyConfig, out_dir: str | Path, cache_dir: str | Path | None = None, *, progress: bool = True,
-    log: Callable[[str], None] = print, profile: str | None = None,
+    log: Callable[[str], None] = print, profile: str | None = None, store: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Run ``config``, writing ``out_dir/results.json`` as it goes; returns the results document."""
-    return StudyRunner(config, out_dir, cache_dir, progress=progress, log=log, profile=profile).run()
+    """Run ``config``, writing ``out_dir/results.json`` and a row per cell into the results store
+    (``store``, default ``out_dir/results.sqlite``) as it goes; returns the results document."""
+    return StudyRunner(config, out_dir, cache_dir, progress=progress, log=log, profile=profile, store=store).run()
