@@ -500,7 +500,7 @@ def scan_data_cmd(
     for col in ("detector", "flagged", "seconds") + (("recall", "FPR", "precision", "AUROC") if known else ()):
         table.add_column(col, justify="left" if col == "detector" else "right")
     for name, e in res["detectors"].items():
-        row = [e["method"] + (" *" if name == res["best"] else ""), str(e["flagged"]), f"{e['seconds']:.2f}"]
+        row = [name + (" *" if name == res["best"] else ""), str(e["flagged"]), f"{e['seconds']:.2f}"]
         if known:
             row += [f"{e['recall']:.3f}", f"{e['fpr']:.4f}", f"{e['precision']:.3f}", f"{e['auroc']:.3f}"]
         table.add_row(*row)
