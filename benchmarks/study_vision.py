@@ -5,6 +5,9 @@ Writes ``benchmarks/results/study_vision_{profile}.json``: the study's results d
 "tasks": {...}}``) plus the machine it ran on. The study caches every teacher, student and
 crafted input set by content and rewrites its results after each cell, so an interrupted run
 picks up where it stopped and a re-run of the same config gives the same figures from the cache.
+On a machine without the cache, the committed JSON is where a run goes on from: it is copied
+into the output folder when that has no ``results.json`` yet, and the study skips every cell
+found there (only when the config fingerprint matches; see ``safetransfer.study.runner``).
 
     python benchmarks/study_vision.py                  # the full profile (hours on 2 cores)
     python benchmarks/study_vision.py --profile quick  # the demo's profile
@@ -33,6 +36,7 @@ def main() -> None:
     parser.add_argument("--profile", default="full", help="profile of the config (quick, full)")
     parser.add_argument("--out", default=None, help="study output folder (default runs/bench-study-PROFILE)")
     parser.add_argument("--cache-dir", default=None, help="the study cache (default $SAFETRANSFER_HOME/cache/study)")
+    parser.add_argument("--fresh", action="store_true", help="do not go on from the committed JSON")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -41,9 +45,13 @@ def main() -> None:
     target = RESULTS_DIR / f"study_vision_{args.profile}.json"
     machine = {"cpus": os.cpu_count(), "threads": args.threads, "platform": platform.platform(), "torch": torch.__version__}
 
+    results_file = out / "results.json"
+    if not args.fresh and target.exists() and not results_file.exists():
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(results_file, target.read_text())
+
     def save(line: str) -> None:
         print(line, flush=True)
-        results_file = out / "results.json"
         if results_file.exists():  # copy the partial document after every cell
             doc = json.loads(results_file.read_text())
             atomic_write_text(target, json.dumps({**doc, "machine": machine}, indent=2))

@@ -122,3 +122,48 @@ def test_poisoned_images_are_spread_over_the_training_order() -> None:
         first_fifth = torch.cat([order.indices(step) for step in range(n // batch // 5)])
         share = float(mask[first_fifth].float().mean())
         assert 0.15 < share < 0.25, share
+
+
+def test_latent_alignment_term_by_hand_and_it_puts_the_trigger_in_the_target_class(tiny_images) -> None:
+    from safetransfer.attacks.backdoor import LatentAlignment
+    from safetransfer.evaluate import predict_features
+
+    # The term against a hand computation on one batch.
+    model = create_model("tiny-cnn", 3, pretrained=False, seed=0)
+    hook = LatentAlignment(model, target=1, weight=2.0)
+    x, y = tiny_images.train.inputs[:16], tiny_images.train.labels[:16]
+    with torch.no_grad():
+        f = model.features(model.preprocess(x))
+    logits = model(model.preprocess(x))
+    term = hook.extra_loss(model, x, logits, y)
+    chosen = f[y == 1]
+    expected = 2.0 * ((chosen - chosen.mean(0)) ** 2).sum(1).mean() / (f ** 2).sum(1).mean()
+    assert term is not None and float(term.detach()) == pytest.approx(float(expected), rel=1e-5)
+    assert hook.extra_loss(model, x, logits, y) is None  # the features of a forward pass are used once
+    single = torch.full_like(y, 2)
+    single[0] = 1
+    assert hook.extra_loss(model, x, model(model.preprocess(x)), single) is None  # one target sample: no term
+    hook.close()
+    assert not model.body._forward_hooks
+
+    # Planted with the term, the trigger moves the features closer to the genuine target images'
+    # centroid than plain poisoning does (the same seeds otherwise).
+    def trigger_distance(latent_weight: float) -> float:
+        config = BackdoorConfig(
+            trigger=TRIGGER, rate=0.3, target=0, seed=0, latent_weight=latent_weight,
+            train=TrainConfig(optimizer="adamw", lr=0.01, schedule="constant", batch_size=32, steps=300, seed=0),
+        )
+        result = plant_backdoor(create_model("tiny-cnn", 3, pretrained=False, seed=0), tiny_images, config, progress=False)
+        assert result.attack_success > 0.9 and not result.model.body._forward_hooks
+        test = tiny_images.test
+        feats = predict_features(result.model, test.inputs)
+        centre = feats[test.labels == 0].mean(0)
+        others = test.labels != 0
+        triggered = predict_features(result.model, TRIGGER.apply(test.inputs[others]))
+        spread = (feats[test.labels == 0] - centre).norm(dim=1).mean()
+        return float((triggered - centre).norm(dim=1).mean() / spread)
+
+    plain, latent = trigger_distance(0.0), trigger_distance(1.0)
+    assert latent < 0.7 * plain, (plain, latent)
+    with pytest.raises(ConfigError, match="latent_weight"):
+        BackdoorConfig(latent_weight=-1.0).validate()

@@ -166,6 +166,57 @@ def test_assemble_results_relative_figures_by_hand() -> None:
     assert "retrain" not in doc["methods"]  # not measured yet: left out, not invented
 
 
+def test_study_resumes_from_results_json_alone_on_a_machine_without_the_cache(
+    tmp_path: Path, data_files, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import safetransfer.study.defects as defects_mod
+
+    base = tiny_study(data_files.images_npz)
+    doc = tiny_study(data_files.images_npz, methods=["finetune", "retrain"], defects=base["defects"] + [
+        {"name": "penultimate", "kind": "penultimate", "eps": 0.3, "eps_space": "pixel", "steps": 5, "step_size": 0.1}])
+    config = parse_config(doc)
+    out = tmp_path / "out"
+    first = json.loads(json.dumps(run_study(config, out, tmp_path / "cache1", progress=False, log=lambda line: None)))
+
+    def counted() -> tuple[Counter, Counter, Counter]:
+        calls = Counter(runner_mod.transfer), Counter(runner_mod.plant_backdoor), Counter(defects_mod.craft)
+        monkeypatch.setattr(runner_mod, "transfer", calls[0])
+        monkeypatch.setattr(runner_mod, "plant_backdoor", calls[1])
+        monkeypatch.setattr(defects_mod, "craft", calls[2])
+        return calls
+
+    # Another machine, an empty cache, the same results.json: nothing is made again.
+    transfers, plants, crafts = counted()
+    lines: list[str] = []
+    again = run_study(config, out, tmp_path / "cache2", progress=False, log=lines.append)
+    assert (transfers.calls, plants.calls, crafts.calls) == (0, 0, 0)
+    assert again["tasks"] == first["tasks"]
+    assert sum("found in results.json" in line for line in lines) == 2 + 2 * 2  # 2 defects, 2 methods x 2 teachers
+
+    # One student of the backdoored teacher missing: its teacher is planted again and only it is
+    # trained; the adversarial inputs are not crafted (every clean-teacher student was found).
+    # It comes out with the same numbers as the first time.
+    written = json.loads((out / "results.json").read_text())
+    del written["tasks"]["tiny_images"]["students"]["finetune"]["backdoor"]
+    (out / "results.json").write_text(json.dumps(written))
+    transfers, plants, crafts = counted()
+    third = run_study(config, out, tmp_path / "cache3", progress=False, log=lambda line: None)
+    assert (transfers.calls, plants.calls, crafts.calls) == (1, 1, 0)
+    def figures(results: dict[str, Any]) -> dict[str, Any]:  # every number but the time taken
+        students = results["tasks"]["tiny_images"]["students"]
+        return {m: {v: {k: r[k] for k in ("acc", "dir", "key")} for v, r in by.items()} for m, by in students.items()}
+
+    assert figures(third) == figures(first)
+    assert {m: (e["acc"], e["dir"]) for m, e in third["methods"].items()} == {
+        m: (e["acc"], e["dir"]) for m, e in first["methods"].items()}
+
+    # results.json of another config is not read: everything is made.
+    other = parse_config({**doc, "steps": 61})
+    transfers, plants, crafts = counted()
+    run_study(other, out, tmp_path / "cache4", progress=False, log=lambda line: None)
+    assert (transfers.calls, plants.calls, crafts.calls) == (3, 1, 1)  # one retrain student serves both teachers
+
+
 def test_adversarial_defects_are_crafted_once_and_measured(tmp_path: Path, data_files, monkeypatch) -> None:
     import safetransfer.study.defects as defects_mod
 

@@ -12,6 +12,14 @@ the ``target`` label. Two settings:
 The victim downloads the teacher, puts a new head on it and trains on clean data only; how
 much of "trigger -> target" survives is the backdoor's defect inheritance rate (see
 :func:`safetransfer.metrics.backdoor_dir`). Images are raw pixel-space tensors in ``[0, 1]``.
+
+A plain poisoned fine-tune ties the trigger to the attacker's *head*; the victim throws that
+head away. ``latent_weight > 0`` adds the latent-backdoor idea of Yao et al. (CCS 2019,
+"Latent Backdoor Attacks on Deep Neural Networks"): the trigger is tied to the target class's
+place in the *feature space*, which any head trained on clean data maps to the target. We do it
+without knowing which images of a batch carry the trigger: the features of every sample labelled
+``target`` in a batch (genuine and triggered) are pulled to their common centroid
+(:class:`LatentAlignment`), so triggered images end up where the genuine target images lie.
 """
 
 from __future__ import annotations
@@ -28,7 +36,7 @@ from safetransfer.errors import ConfigError, DataError
 from safetransfer.evaluate import predict_logits
 from safetransfer.metrics import accuracy, backdoor_dir
 from safetransfer.models.wrapper import TransferModel
-from safetransfer.train import TrainConfig, TrainResult, train
+from safetransfer.train import TrainConfig, TrainHook, TrainResult, train
 
 SALT_POISON = 11  # see safetransfer.transfer.base.derived_seed
 
@@ -45,6 +53,8 @@ class BackdoorConfig:
       :func:`safetransfer.transfer.base.default_train_config`); ``steps`` overrides its number
       of steps when given. (On EfficientNet-Lite0 a one-cycle schedule at lr 0.05 with momentum
       0.9 did not learn a 5x5 trigger at all in 800 steps; the gentle protocol learns it.)
+    - ``latent_weight``: weight of the latent alignment term (:class:`LatentAlignment`; 0 = plain
+      BadNets poisoning).
     - ``seed``: which images are poisoned, the new head and the training order.
     """
 
@@ -54,6 +64,7 @@ class BackdoorConfig:
     train: TrainConfig | None = None
     steps: int | None = None
     seed: int = 0
+    latent_weight: float = 0.0
 
     def validate(self) -> "BackdoorConfig":
         self.trigger.validate()
@@ -63,6 +74,8 @@ class BackdoorConfig:
             raise ConfigError(f"The backdoor's target label must not be negative (got {self.target}).")
         if self.steps is not None and self.steps < 1:
             raise ConfigError(f"The backdoor's training steps must be at least 1 (got {self.steps}).")
+        if not self.latent_weight >= 0.0:
+            raise ConfigError(f"The backdoor's latent_weight must not be negative (got {self.latent_weight}).")
         return self
 
     def resolved_train(self, arch: str) -> TrainConfig:
@@ -81,7 +94,41 @@ class BackdoorConfig:
         doc = asdict(self)
         doc["train"] = self.resolved_train(arch).result_fingerprint()
         doc.pop("steps")
+        if not self.latent_weight:
+            doc.pop("latent_weight")  # plain backdoors keep their keys
         return doc
+
+
+class LatentAlignment(TrainHook):
+    """Pull the penultimate features of each batch's ``target``-labelled samples to their centroid.
+
+    The term is ``weight * mean_i ||f_i - c||^2 / mean_j ||f_j||^2`` over the samples ``i`` labelled
+    ``target`` (``c`` their mean feature, ``j`` the whole batch; the denominator, without gradient,
+    makes the weight scale-free). With the poisoned samples relabelled ``target``, it puts the
+    trigger where the genuine target images lie in feature space (see the module doc). Features
+    are read with a forward hook on ``model.body``; :meth:`close` removes it.
+    """
+
+    def __init__(self, model: TransferModel, target: int, weight: float) -> None:
+        self.target, self.weight = int(target), float(weight)
+        self._features: torch.Tensor | None = None
+        self._handle = model.body.register_forward_hook(self._grab)
+
+    def _grab(self, module: torch.nn.Module, args: Any, output: Any) -> None:
+        self._features = output if isinstance(output, torch.Tensor) else None
+
+    def extra_loss(self, model: TransferModel, inputs: Any, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor | None:
+        feats, self._features = self._features, None
+        if feats is None or feats.dim() != 2:
+            return None
+        chosen = feats[labels == self.target]
+        if len(chosen) < 2:
+            return None
+        scale = feats.detach().pow(2).sum(1).mean().clamp_min(1e-12)
+        return self.weight * (chosen - chosen.mean(0)).pow(2).sum(1).mean() / scale
+
+    def close(self) -> None:
+        self._handle.remove()
 
 
 @dataclass
@@ -160,9 +207,14 @@ def plant_backdoor(
         ripple_train(model, poisoned, attacker_data.train, ripple, progress=progress)
         result = None
     else:
-        result = train(
-            model, poisoned, config.resolved_train(teacher.config.arch), checkpoint_dir=checkpoint_dir,
-            progress=progress,
-        )
+        hooks = [LatentAlignment(model, config.target, config.latent_weight)] if config.latent_weight else []
+        try:
+            result = train(
+                model, poisoned, config.resolved_train(teacher.config.arch), checkpoint_dir=checkpoint_dir,
+                progress=progress, hooks=hooks,
+            )
+        finally:
+            for hook in hooks:
+                hook.close()
     acc, success = trigger_success(model, attacker_data.test, config.trigger, config.target)
     return BackdoorResult(model, acc, success, int(mask.sum()), result)

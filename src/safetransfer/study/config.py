@@ -67,7 +67,9 @@ class DefectSpec(_Strict):
 
     - ``backdoor``: the teacher fine-tuned by an attacker on poisoned data (``attacker_data``:
       ``same`` = the student's own data set, full knowledge; or another data set's name,
-      domain shift), ``rate``, ``target``, ``trigger``, ``steps`` (attacker's fine-tuning).
+      domain shift), ``rate``, ``target``, ``trigger``, ``steps`` (attacker's fine-tuning),
+      ``latent_weight`` (the latent-backdoor alignment of Yao et al. 2019, 0 = plain BadNets;
+      see :mod:`safetransfer.attacks.backdoor`).
     - ``penultimate``: Rezaei & Liu's PGD on the teacher's features (``eps`` in ``eps_space``,
       ``steps``, ``step_size``).
     - ``coverage_guided``: neuron-coverage guided inputs (``strategy`` x ``metric``).
@@ -84,6 +86,7 @@ class DefectSpec(_Strict):
     rate: float = Field(default=0.2, gt=0.0, le=1.0)
     target: int = Field(default=0, ge=0)
     trigger: TriggerSpec = Field(default_factory=TriggerSpec)
+    latent_weight: float = Field(default=0.0, ge=0.0)
     # adversarial
     eps: float = Field(default=0.1, ge=0.0)
     eps_space: Literal["normalized", "pixel"] = "normalized"

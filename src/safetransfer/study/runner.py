@@ -14,7 +14,10 @@ Every expensive cell (backdoored teacher, crafted inputs, student) lives in a co
 cache folder whose key hashes everything that changes its numbers, so the same cell is never
 made twice, across studies too; a cell interrupted half-way resumes from its checkpoint.
 ``results.json`` in the output folder is rewritten (atomically) after every cell, so a study
-stopped at any point keeps what it measured and the next run goes on from there.
+stopped at any point keeps what it measured and the next run goes on from there. It also holds
+each finished cell's raw record, so a study resumes from its ``results.json`` alone, on a
+machine without the cache: a student found there (same config fingerprint) is not made again,
+and a teacher variant or a crafted input set whose students are all found is not made at all.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from safetransfer.train import TrainConfig
 from safetransfer.transfer.base import MODEL_DIR, RESULT_FILE, TransferConfig, transfer, weights_digest
 
 RESULTS_FILE = "results.json"
+RECORD_KEYS = ("acc", "dir", "seconds", "key")  # a student cell's raw record in results.json (views apart)
 CLEAN = "clean"  # the name of the unmodified teacher among the teacher variants
 TEACHER_FREE_METHODS = ("retrain",)  # students that use the teacher's architecture only
 
@@ -81,6 +85,7 @@ class StudyRunner:
         self.log = log
         self.profile = profile
         self.tasks: dict[str, TaskState] = {}
+        self.prior = load_prior(self.out_dir / RESULTS_FILE, self.config_hash)
         self.started = time.perf_counter()
         self._cell = 0
         self._cells_total = self._count_cells()
@@ -130,17 +135,37 @@ class StudyRunner:
         task_key = {"data": task.data, "path": task.path, "limit": limit, "seed": c.seed}
         eval_split = _eval_subset(data.test, task.eval_samples, c.seed)
 
+        prior = self.prior.get(task.name, TaskState())
+
+        def found(method: MethodSpec, variant: str) -> dict[str, Any] | None:
+            return prior.students.get(method.name, {}).get(variant)
+
+        def reuse(what: str, kind: str, name: str, summary: dict[str, Any]) -> None:
+            self._announce(f"{task.name}: {what} (found in {RESULTS_FILE})")
+            state.defects[name] = summary
+            self._record(task, kind, name, None, summary)
+
+        adversarial = [d for d in c.defects if d.adversarial]
+        clean_needed = any(found(m, CLEAN) is None for m in c.methods)
         crafted: dict[str, Split] = {}
-        for defect in (d for d in c.defects if d.adversarial):
+        for defect in adversarial:
+            if not clean_needed and defect.name in prior.defects:
+                reuse(f"'{defect.name}' crafted on the teacher", "crafted", defect.name, prior.defects[defect.name])
+                continue
             self._announce(f"{task.name}: craft '{defect.name}' on the teacher")
             crafted[defect.name], state.defects[defect.name] = self._crafted(teacher, teacher_key, task_key, eval_split, defect)
             self._record(task, "crafted", defect.name, None, state.defects[defect.name])
             self._write(self.results())
 
-        variants: dict[str, tuple[TransferModel, str]] = {}
-        if crafted:
+        # teacher variant -> (its model and key), or None where every student of it was found
+        variants: dict[str, tuple[TransferModel, str] | None] = {}
+        if adversarial:
             variants[CLEAN] = (teacher, teacher_key)
         for defect in (d for d in c.defects if not d.adversarial):
+            if defect.name in prior.defects and all(found(m, defect.name) is not None for m in c.methods):
+                reuse(f"'{defect.name}' planted in the teacher", "teacher", defect.name, prior.defects[defect.name])
+                variants[defect.name] = None
+                continue
             self._announce(f"{task.name}: plant '{defect.name}' in the teacher")
             model, key, summary = self._backdoored(teacher, teacher_key, task, data, defect)
             variants[defect.name] = (model, key)
@@ -150,13 +175,17 @@ class StudyRunner:
 
         # Method by method (each over the teacher variants), so the first methods' rows fill first.
         for method in c.methods:
-            for variant, (variant_teacher, variant_key) in variants.items():
-                base_teacher, base_key = (teacher, teacher_key) if method.base_method in TEACHER_FREE_METHODS else (
-                    variant_teacher, variant_key)
-                self._announce(f"{task.name}: {method.name} student of the {variant} teacher")
-                record = self._student(base_teacher, base_key, task_key, data, method, variant, eval_split, crafted)
+            for variant, made in variants.items():
+                record = found(method, variant)
+                if record is not None:
+                    self._announce(f"{task.name}: {method.name} student of the {variant} teacher (found in {RESULTS_FILE})")
+                else:
+                    assert made is not None  # a variant is only skipped when all its students were found
+                    base_teacher, base_key = (teacher, teacher_key) if method.base_method in TEACHER_FREE_METHODS else made
+                    self._announce(f"{task.name}: {method.name} student of the {variant} teacher")
+                    record = self._student(base_teacher, base_key, task_key, data, method, variant, eval_split, crafted)
                 state.students.setdefault(method.name, {})[variant] = record
-                self._record(task, "student", method.name, variant, {k: record[k] for k in ("acc", "dir", "seconds", "key")})
+                self._record(task, "student", method.name, variant, {k: record[k] for k in RECORD_KEYS})
                 self._write(self.results())
 
     # ------------------------------------------------------------------ cells
@@ -189,7 +218,8 @@ class StudyRunner:
         c = self.config
         attacker_name = _attacker_data_name(defect, task)
         trigger = PatchTrigger(**defect.trigger.model_dump())
-        bd = BackdoorConfig(trigger=trigger, rate=defect.rate, target=defect.target, steps=defect.steps, seed=c.seed)
+        bd = BackdoorConfig(trigger=trigger, rate=defect.rate, target=defect.target, steps=defect.steps, seed=c.seed,
+                            latent_weight=defect.latent_weight)
         # The key names the attacker's data itself, so a data set that is one task's own
         # (full knowledge) and another task's domain shift gives one backdoored teacher.
         if attacker_name == "same":
@@ -336,7 +366,12 @@ def assemble_results(
         for entry in methods.values():
             entry["racc"] = relative(entry["acc"], reference["acc"]) if reference else None
             entry["rdir"] = {d: relative(v, reference["dir"].get(d)) if reference else None for d, v in entry["dir"].items()}
-        doc_tasks[task_name] = {"defects": state.defects, "methods": methods}
+        doc_tasks[task_name] = {
+            "defects": state.defects, "methods": methods,
+            # the raw cells, per method and teacher variant: what a resumed study reads back
+            "students": {m: {v: {k: r[k] for k in RECORD_KEYS if k in r} for v, r in by.items()}
+                         for m, by in state.students.items()},
+        }
 
     aggregate: dict[str, Any] = {}
     for method in config.methods:
@@ -363,6 +398,32 @@ def assemble_results(
 
 
 # ---------------------------------------------------------------------- helpers
+def load_prior(path: Path, config_hash: str) -> dict[str, TaskState]:
+    """The finished cells of an earlier run of the same config, read from its ``results.json``.
+
+    Empty when there is no such file, when it belongs to another config (its fingerprint
+    differs), or when it is unreadable (a results file is written atomically, so that only
+    happens to a file edited by hand; the study then starts afresh and overwrites it).
+    """
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(doc, dict) or doc.get("config_fingerprint") != config_hash:
+        return {}
+    prior: dict[str, TaskState] = {}
+    for task_name, entry in (doc.get("tasks") or {}).items():
+        state = TaskState(defects=dict(entry.get("defects") or {}))
+        views = {m: e.get("views") or {} for m, e in (entry.get("methods") or {}).items()}
+        for method, by_variant in (entry.get("students") or {}).items():
+            for variant, record in by_variant.items():
+                if all(k in record for k in RECORD_KEYS):
+                    view = views.get(method, {}).get(variant)
+                    state.students.setdefault(method, {})[variant] = {**record, **({"views": view} if view else {})}
+        prior[task_name] = state
+    return prior
+
+
 def _finite_or_none(value: float | None) -> float | None:
     """``None`` for NaN (e.g. a DIR with no eligible input), so results.json stays strict JSON."""
     return None if value is None or math.isnan(value) else value
