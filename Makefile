@@ -8,7 +8,7 @@ STAMPS := $(VENV)/.stamps
 TORCH  := torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: setup assets demo test test-slow bench clean help
+.PHONY: setup assets browser demo test test-slow bench clean help
 
 help:
 	@echo "make demo       set up (venv, torch, package, offline assets), then the quick inheritance study (~10 min on 2 cores)"
@@ -24,7 +24,7 @@ $(STAMPS)/torch: | $(BIN)/python
 	@mkdir -p $(STAMPS) && touch $@
 
 $(STAMPS)/package: pyproject.toml $(STAMPS)/torch
-	$(BIN)/python -m pip install -q --disable-pip-version-check -e ".[test]"
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e ".[test,ray]"
 	@touch $@
 
 setup: $(STAMPS)/package
@@ -33,10 +33,16 @@ setup: $(STAMPS)/package
 assets: setup
 	$(BIN)/safetransfer assets install
 
+# The report's browser test (make test) needs Debian's chromium: root and apt-get, as Fashion-MNIST.
+browser:
+	@command -v chromium >/dev/null 2>&1 || apt-get install -y -q chromium >/dev/null 2>&1 || \
+	{ apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; } || \
+	{ echo "the report's browser test needs chromium: sudo apt-get install -y chromium"; exit 1; }
+
 demo: assets
 	$(BIN)/safetransfer study --profile quick --out runs/demo
 
-test: assets
+test: assets browser
 	@$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
 
@@ -45,7 +51,7 @@ test-slow: assets
 	if [ $$rc -eq 5 ]; then echo "pytest collected no slow tests: failing"; exit 1; fi; exit $$rc
 
 bench: assets
-	$(BIN)/python -m pip install -q --disable-pip-version-check -e ".[test,bench]"
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e ".[test,ray,bench]"
 	$(BIN)/python benchmarks/train_baselines.py
 	$(BIN)/safetransfer badnets --data fashion-mnist --model small-cnn --out runs/badnets-fmnist --no-progress
 	$(BIN)/python benchmarks/detect_vs_art.py --model runs/badnets-fmnist/poisoned/model

@@ -210,3 +210,81 @@ def test_results_and_report_commands(tmp_path, capsys) -> None:
     (tmp_path / "bad.json").write_text("{not json")
     assert_one_line_error(run(["results", tmp_path / "bad.json"], capsys), "not valid JSON")
     assert_one_line_error(run(["report", tmp_path / "missing.json"], capsys), "No study results")
+
+
+def test_report_with_scan_and_reprogram_sections(tmp_path, capsys) -> None:
+    import json
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    from test_cli import assert_one_line_error, run
+
+    def png(path) -> None:
+        fig = plt.figure(figsize=(2, 2))
+        plt.plot([0, 1], [1, 0])
+        fig.savefig(path)
+        plt.close(fig)
+
+    (tmp_path / "results.json").write_text(json.dumps(make_results()))
+    scan, program, other = tmp_path / "scan", tmp_path / "program", tmp_path / "other"
+    for folder in (scan, program, other):
+        folder.mkdir()
+    (scan / "results.json").write_text(json.dumps({
+        "data": "tiny-poisoned", "samples": 100, "embedding": {"kind": "pca", "dims": 10}, "poisoned": 5, "best": "spectral",
+        "detectors": {"spectral": {"method": "spectral", "flagged": 6, "seconds": 0.1, "recall": 1.0, "fpr": 0.0105,
+                                   "precision": 0.83, "auroc": 0.99}}}))
+    png(scan / "grid.png")
+    (program / "results.json").write_text(json.dumps({
+        "mode": "learn", "model": "efficientnet-lite0", "weights": "imagenet", "task": "mnist", "test_accuracy": 0.93,
+        "chance": 0.1}))
+    png(program / "program.png")
+    (other / "results.json").write_text(json.dumps({"something": 1}))
+
+    r = run(["report", tmp_path / "results.json", "--out", tmp_path / "page", "--with", scan, "--with", program], capsys)
+    assert r.code == 0, r.text
+    page = (tmp_path / "page" / "report.html").read_text()
+    assert "Poisoned-data scan: tiny-poisoned" in page and "<td>1.1</td>" in page  # FPR 1.05 % -> 1.1
+    assert "Adversarial reprogramming: efficientnet-lite0 -&gt; mnist" in page and "93.0 %" in page
+    plain = write_report(make_results(), tmp_path / "plain").read_text()
+    assert page.count("data:image/png;base64") == plain.count("data:image/png;base64") + 2
+    assert page.index("Poisoned-data scan") < page.index("<h2>Configuration</h2>")
+    assert_one_line_error(run(["report", tmp_path / "results.json", "--with", other], capsys), "neither a scan-data")
+    assert_one_line_error(run(["report", tmp_path / "results.json", "--with", tmp_path / "nope"], capsys), "no results.json")
+
+
+def test_report_renders_in_headless_chromium_with_every_image_loaded(tmp_path) -> None:
+    """The page in a real browser (Debian's chromium, installed by make test; driven by
+    Playwright): it renders, every embedded plot decodes, and a full-page screenshot is not blank."""
+    import shutil
+
+    import numpy as np
+    from matplotlib import image as mpimg
+    from playwright.sync_api import sync_playwright
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert chromium is not None, "chromium is missing: make test installs it (apt-get install chromium)"
+    page_path = write_report(make_results(), tmp_path)
+    shot = tmp_path / "report.png"  # a full-page screenshot
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 900})
+            page.goto(page_path.as_uri(), wait_until="load")
+            images = page.evaluate("Array.from(document.images).map(i => [i.complete, i.naturalWidth, i.naturalHeight])")
+            rows = page.locator("table tr").count()
+            heading = page.locator("h1").first.inner_text()
+            height = page.evaluate("document.body.scrollHeight")
+            page.screenshot(path=str(shot), full_page=True)
+        finally:
+            browser.close()
+    assert len(images) >= 3 and all(done and w > 100 and h > 100 for done, w, h in images), images
+    assert rows >= 2 * len(METHODS) and heading.strip()
+    pixels = mpimg.imread(str(shot))[..., :3]
+    assert pixels.shape[0] >= min(height, 900) and pixels.shape[1] >= 1000
+    assert float(np.std(pixels)) > 0.05  # text and plots, not an empty page
+    assert float((pixels.mean(axis=2) < 0.5).mean()) > 0.01  # dark ink on the page

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
+import safetransfer.study.cells as cells_mod
 import safetransfer.study.runner as runner_mod
 from safetransfer.errors import ConfigError, DataError
 from safetransfer.study import load_config, parse_config, run_study
@@ -96,10 +97,10 @@ def test_study_runs_caches_and_resumes(tmp_path: Path, data_files, monkeypatch: 
     cache, out = tmp_path / "cache", tmp_path / "out"
 
     # First run, interrupted while making the second student.
-    transfer_calls = Counter(runner_mod.transfer, fail_on=2)
-    backdoor_calls = Counter(runner_mod.plant_backdoor)
-    monkeypatch.setattr(runner_mod, "transfer", transfer_calls)
-    monkeypatch.setattr(runner_mod, "plant_backdoor", backdoor_calls)
+    transfer_calls = Counter(cells_mod.transfer, fail_on=2)
+    backdoor_calls = Counter(cells_mod.plant_backdoor)
+    monkeypatch.setattr(cells_mod, "transfer", transfer_calls)
+    monkeypatch.setattr(cells_mod, "plant_backdoor", backdoor_calls)
     with pytest.raises(KeyboardInterrupt):
         run_study(config, out, cache, progress=False, log=lambda line: None)
     partial = json.loads((out / "results.json").read_text())
@@ -107,10 +108,10 @@ def test_study_runs_caches_and_resumes(tmp_path: Path, data_files, monkeypatch: 
     assert backdoor_calls.calls == 1
 
     # Second run: the backdoored teacher and the finished student come from the cache.
-    transfer_calls = Counter(runner_mod.transfer)
-    backdoor_calls = Counter(runner_mod.plant_backdoor)
-    monkeypatch.setattr(runner_mod, "transfer", transfer_calls)
-    monkeypatch.setattr(runner_mod, "plant_backdoor", backdoor_calls)
+    transfer_calls = Counter(cells_mod.transfer)
+    backdoor_calls = Counter(cells_mod.plant_backdoor)
+    monkeypatch.setattr(cells_mod, "transfer", transfer_calls)
+    monkeypatch.setattr(cells_mod, "plant_backdoor", backdoor_calls)
     results = run_study(config, out, cache, progress=False, log=lambda line: None)
     assert backdoor_calls.calls == 0
     assert transfer_calls.calls == 2  # retrain and remos; finetune was cached
@@ -139,8 +140,8 @@ def test_study_runs_caches_and_resumes(tmp_path: Path, data_files, monkeypatch: 
     assert "Why a method cuts a defect" in page and page.count("data:image/png;base64") >= 6
 
     # Third run: nothing is trained again and the numbers are the same.
-    transfer_calls = Counter(runner_mod.transfer)
-    monkeypatch.setattr(runner_mod, "transfer", transfer_calls)
+    transfer_calls = Counter(cells_mod.transfer)
+    monkeypatch.setattr(cells_mod, "transfer", transfer_calls)
     again = run_study(config, tmp_path / "out2", cache, progress=False, log=lambda line: None)
     assert transfer_calls.calls == 0
     assert again["tasks"] == json.loads(json.dumps(results["tasks"]))
@@ -179,9 +180,9 @@ def test_study_resumes_from_results_json_alone_on_a_machine_without_the_cache(
     first = json.loads(json.dumps(run_study(config, out, tmp_path / "cache1", progress=False, log=lambda line: None)))
 
     def counted() -> tuple[Counter, Counter, Counter]:
-        calls = Counter(runner_mod.transfer), Counter(runner_mod.plant_backdoor), Counter(defects_mod.craft)
-        monkeypatch.setattr(runner_mod, "transfer", calls[0])
-        monkeypatch.setattr(runner_mod, "plant_backdoor", calls[1])
+        calls = Counter(cells_mod.transfer), Counter(cells_mod.plant_backdoor), Counter(defects_mod.craft)
+        monkeypatch.setattr(cells_mod, "transfer", calls[0])
+        monkeypatch.setattr(cells_mod, "plant_backdoor", calls[1])
         monkeypatch.setattr(defects_mod, "craft", calls[2])
         return calls
 
@@ -350,3 +351,23 @@ def test_killed_runs_restart_to_the_same_table_and_concurrent_runners_share_a_st
         _, err = p.communicate(timeout=300)
         assert p.returncode == 0, err
     assert ResultsStore(shared).count() == 4
+
+
+def test_ray_backend_gives_the_local_table(tmp_path: Path, data_files) -> None:
+    # the ray extra is installed by make test; a local Ray instance on this machine
+    doc = tiny_study(data_files.images_npz, methods=["finetune", "retrain"], defects=tiny_study(
+        data_files.images_npz)["defects"] + [
+        {"name": "penultimate", "kind": "penultimate", "eps": 0.3, "eps_space": "pixel", "steps": 5, "step_size": 0.1}])
+    config = parse_config(doc)
+    local = run_study(config, tmp_path / "local", tmp_path / "cache-local", progress=False, log=lambda line: None)
+    lines: list[str] = []
+    on_ray = run_study(config, tmp_path / "ray", tmp_path / "cache-ray", progress=False, log=lines.append,
+                       backend="ray", cpus_per_cell=1, workers=2)
+    assert sum(line.endswith("(done)") for line in lines) == 2 + 2 * 2  # every cell made on Ray
+    # every cell made on Ray is in the ray cache, and the table is the same
+    assert len(list((tmp_path / "cache-ray" / "students").iterdir())) == 3  # one retrain serves both teachers
+    for key in ("acc", "dir", "racc", "rdir"):
+        assert {m: e[key] for m, e in on_ray["methods"].items()} == {m: e[key] for m, e in local["methods"].items()}
+    assert list(on_ray["tasks"]["tiny_images"]["students"]) == ["finetune", "retrain"]
+    with pytest.raises(ConfigError, match="backend"):
+        run_study(config, tmp_path / "x", tmp_path / "cache-x", progress=False, log=lambda line: None, backend="spark")

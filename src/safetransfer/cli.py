@@ -266,6 +266,9 @@ def study_cmd(
     cache_dir: Optional[Path] = typer.Option(None, help="Cache of teachers, students and crafted inputs (default $SAFETRANSFER_HOME/cache/study)."),
     report: bool = typer.Option(True, "--report/--no-report", help="Write report.html next to results.json."),
     store: Optional[Path] = typer.Option(None, help="The results store (SQLite, a row per finished cell; default OUT/results.sqlite). Several runners may share one."),
+    backend: str = typer.Option("local", help="local (this process) or ray (the cells spread over a Ray cluster; pip install \"safetransfer[ray]\")."),
+    address: Optional[str] = typer.Option(None, help="With --backend ray: the cluster to join (auto, ray://HOST:10001); default: start a local Ray instance."),
+    cpus_per_cell: float = typer.Option(1.0, help="With --backend ray: CPUs (and torch threads) per worker."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
 ) -> None:
     """Plant the teacher's defects, make every student, measure ACC and DIR, print the table, write the report.
@@ -281,8 +284,9 @@ def study_cmd(
         profile = "full"
     cfg = load_config(config, profile)
     out_dir = out or Path("runs") / (f"study-{cfg.name}" + (f"-{profile}" if profile else ""))
+    options = {"address": address, "cpus_per_cell": cpus_per_cell} if backend == "ray" else {}
     results = run_study(cfg, out_dir, cache_dir, progress=progress, profile=profile, store=store,
-                        log=lambda line: console.print(line, highlight=False))
+                        log=lambda line: console.print(line, highlight=False), backend=backend, **options)
     console.print(format_table(results), highlight=False, markup=False)
     if report:
         from safetransfer.report.html import write_report
@@ -814,13 +818,17 @@ def report_cmd(
     results: Path = typer.Argument(..., help="A study's results.json (or its folder)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for report.html (default: next to the results)."),
     title: Optional[str] = typer.Option(None, help="The page's title."),
+    with_runs: Optional[list[Path]] = typer.Option(None, "--with", help="A scan-data or reprogram output folder to add as a section (repeatable)."),
 ) -> None:
-    """Write one self-contained HTML page of a study: the tables, the plots, the config."""
+    """Write one self-contained HTML page of a study: the tables, the plots, the config, and the
+    sections of the data scans and reprogramming runs given with --with."""
     from safetransfer.report.html import write_report
+    from safetransfer.report.sections import run_sections
 
     doc = _read_results(results)
+    sections = run_sections(list(with_runs or []))
     folder = out or (results if results.is_dir() else results.parent)
-    path = write_report(doc, folder, title)
+    path = write_report(doc, folder, title, sections)
     console.print(f"report: {path}")
 
 

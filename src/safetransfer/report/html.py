@@ -13,7 +13,7 @@ import json
 import logging
 import math
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -209,12 +209,13 @@ def _progress(results: Mapping[str, Any]) -> tuple[int, int]:
 
 
 # ---------------------------------------------------------------------- the page
-def render_report(results: dict, title: str | None = None, plot_dir: str | Path | None = None) -> str:
+def render_report(results: dict, title: str | None = None, plot_dir: str | Path | None = None,
+                  sections: Sequence[str] = ()) -> str:
     """The report page as a string (see :func:`write_report`); plots are drawn into ``plot_dir``
-    (a temporary folder when ``None``) and embedded."""
+    (a temporary folder when ``None``) and embedded; ``sections`` (HTML) go before the configuration."""
     if plot_dir is None:
         with tempfile.TemporaryDirectory(prefix="safetransfer-report-") as tmp:
-            return render_report(results, title, tmp)
+            return render_report(results, title, tmp, sections)
     from safetransfer.report import plots
 
     folder = Path(plot_dir)
@@ -281,6 +282,7 @@ def render_report(results: dict, title: str | None = None, plot_dir: str | Path 
             parts.append("<h3>Why a method cuts a defect</h3>")
             parts += drawn
 
+    parts += list(sections)
     parts.append("<h2>Configuration</h2>")
     parts.append(f"<pre>{escape(_dump(dict(config)))}</pre>")
     if results.get("protocol"):
@@ -288,22 +290,26 @@ def render_report(results: dict, title: str | None = None, plot_dir: str | Path 
                      f"<pre>{escape(_dump(results['protocol']))}</pre></details>")
     if results.get("config_fingerprint"):
         parts.append(f'<p class="meta">config fingerprint {escape(str(results["config_fingerprint"]))}</p>')
+    if isinstance(results.get("versions"), Mapping):
+        made_with = ", ".join(f"{k} {v}" for k, v in results["versions"].items())
+        parts.append(f'<p class="meta">Made with {escape(made_with)}.</p>')
     parts.append(f'<p class="meta">Elapsed time: {escape(_duration(results.get("elapsed_seconds")))}.</p>')
 
     return page(title, parts)
 
 
-def write_report(results: dict, out_dir: str | Path, title: str | None = None) -> Path:
+def write_report(results: dict, out_dir: str | Path, title: str | None = None, sections: Sequence[str] = ()) -> Path:
     """Write ``out_dir/report.html``: one self-contained page of the study's results.
 
     It holds the title, what ACC, DIR, rACC and rDIR mean, the results table aggregated over
     tasks and per task, the teacher's own success per defect, the plots (accuracy vs DIR,
     DIR per defect, the coverage-guided grid) as embedded PNGs, the config and the elapsed
     time. Written atomically (temporary file, then ``os.replace``); partial results render
-    with placeholders. Returns the page's path.
+    with placeholders. ``sections``: more HTML sections, e.g. the data scans and reprogramming
+    runs of :func:`safetransfer.report.sections.run_sections`. Returns the page's path.
     """
     out = Path(out_dir) / REPORT_FILE
     # Non-ASCII characters as character references: the file is right whatever the locale's encoding.
-    page = render_report(results, title).encode("ascii", "xmlcharrefreplace").decode("ascii")
+    page = render_report(results, title, sections=sections).encode("ascii", "xmlcharrefreplace").decode("ascii")
     atomic_write_text(out, page)
     return out

@@ -1,0 +1,92 @@
+"""The study's ray backend against the local one: wall time and the table, on one grid.
+
+The grid: EfficientNet-Lite0 -> a Fashion-MNIST subset, two adversarial defects crafted on the
+teacher (the first stage: two independent cells) and four students of the clean teacher (the
+second stage: four independent cells). It runs twice from empty caches, once with
+``--backend local`` (one process, all CPUs as torch threads) and once with ``--backend ray``
+(a local Ray instance, one single-threaded worker per CPU), and writes
+``benchmarks/results/ray_speedup.json``: ``{"local_seconds", "ray_seconds", "ratio"
+(ray / local), "same_table", "cpus", "cells", ...}``. On 2 CPUs the ratio says what Ray's
+overhead costs (start-up, actors loading the data and the teacher); on more CPUs, how far it
+spreads the cells.
+
+    python benchmarks/ray_speedup.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import time
+from pathlib import Path
+
+import torch
+
+from safetransfer.models.io import atomic_write_text
+from safetransfer.study import parse_config, run_study
+
+RESULTS = Path(__file__).parent / "results" / "ray_speedup.json"
+GRID = {
+    "name": "ray-speedup-grid",
+    "teacher": {"model": "efficientnet-lite0", "image_size": 32},
+    "tasks": [{"data": "fashion-mnist", "limit_train": 6000, "limit_test": 1000, "eval_samples": 300}],
+    "steps": 300,
+    "methods": ["finetune", "retrain", "magprune", "delta"],
+    "defects": [
+        {"name": "penultimate", "kind": "penultimate", "eps": 0.3, "steps": 20, "step_size": 0.05},
+        {"name": "dlfuzz_nc", "kind": "coverage_guided", "strategy": "dlfuzz", "metric": "nc", "eps": 0.3,
+         "steps": 10, "step_size": 0.06},
+    ],
+}
+
+
+def table(results: dict) -> dict:
+    return {m: {"acc": e["acc"], "dir": e["dir"]} for m, e in results["methods"].items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", default="runs/bench-ray", help="folder for the two runs (emptied first)")
+    args = parser.parse_args()
+    cpus = os.cpu_count() or 1
+    work = Path(args.work)
+    shutil.rmtree(work, ignore_errors=True)
+    config = parse_config(GRID)
+    quiet = lambda line: None  # noqa: E731
+
+    torch.set_num_threads(cpus)
+    started = time.perf_counter()
+    local = run_study(config, work / "local", work / "cache-local", progress=False, log=quiet)
+    local_seconds = time.perf_counter() - started
+    print(f"local: {local_seconds:.1f} s")
+
+    started = time.perf_counter()
+    on_ray = run_study(config, work / "ray", work / "cache-ray", progress=False, log=quiet, backend="ray",
+                       cpus_per_cell=1)
+    ray_seconds = time.perf_counter() - started
+    print(f"ray:   {ray_seconds:.1f} s")
+
+    import ray
+
+    doc = {
+        "local_seconds": round(local_seconds, 1),
+        "ray_seconds": round(ray_seconds, 1),
+        "ratio": round(ray_seconds / local_seconds, 3),
+        "same_table": table(local) == table(on_ray),
+        "cpus": cpus,
+        "cells": {"stage 1 (crafted)": len(GRID["defects"]), "stage 2 (students)": len(GRID["methods"])},
+        "local": "one process, %d torch threads" % cpus,
+        "ray": "local Ray instance, %d workers x 1 CPU (1 torch thread each)" % cpus,
+        "table": table(local),
+        "grid": GRID,
+        "machine": {"platform": platform.platform(), "torch": torch.__version__, "ray": ray.__version__},
+    }
+    atomic_write_text(RESULTS, json.dumps(doc, indent=2))
+    print(f"ratio ray/local {doc['ratio']:.3f}, same table: {doc['same_table']}; wrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,327 @@
+"""The cells of an inheritance study, each made once and cached by content.
+
+A study (see :mod:`safetransfer.study.runner`) is a grid of cells of three kinds:
+
+- ``crafted``: an adversarial defect's inputs, crafted on the clean teacher for the task's
+  seeded evaluation subset;
+- ``teacher``: a backdoor planted in a copy of the teacher (the attacker's fine-tuning);
+- ``student``: one transfer method's student of one teacher variant (the clean teacher, or a
+  backdoored one), with its clean ACC and its DIR for the defects of that variant.
+
+:class:`CellMaker` makes any cell in any process that sees the cache folder: every expensive
+artifact (backdoored teacher, crafted inputs, student) lives in a content-addressed folder whose
+key hashes everything that changes its numbers, so a cell is never made twice, across studies,
+runners and machines sharing the folder, and a cell interrupted half-way resumes from its
+checkpoint. A cell's dependencies (a student's backdoored teacher, the crafted inputs it is
+measured on) come from the cache, made first when missing. What a cell returns is plain JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from safetransfer.attacks.backdoor import BackdoorConfig, plant_backdoor, trigger_success
+from safetransfer.attacks.triggers import PatchTrigger
+from safetransfer.data.base import ClassificationData, Split
+from safetransfer.data.registry import load_data
+from safetransfer.evaluate import predict_logits
+from safetransfer.jobs import load_teacher
+from safetransfer.metrics import adversarial_dir
+from safetransfer.models.io import atomic_write_text, load_model, save_model, save_tensors_and_json
+from safetransfer.models.wrapper import TransferModel
+from safetransfer.study.config import DefectSpec, MethodSpec, StudyConfig, TaskSpec, digest
+from safetransfer.train import TrainConfig
+from safetransfer.transfer.base import MODEL_DIR, RESULT_FILE, TransferConfig, transfer, weights_digest
+
+CLEAN = "clean"  # the name of the unmodified teacher among the teacher variants
+TEACHER_FREE_METHODS = ("retrain",)  # students that use the teacher's architecture only
+CellKind = Literal["crafted", "teacher", "student"]
+
+
+def default_cache_dir() -> Path:
+    from safetransfer.assets import data_home
+
+    return data_home() / "cache" / "study"
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One unit of a study's grid: ``kind`` on ``task``, named by its defect (``crafted``,
+    ``teacher``) or its method (``student``, with the teacher ``variant`` it is made from)."""
+
+    task: str
+    kind: CellKind
+    name: str
+    variant: str | None = None
+
+    def describe(self) -> str:
+        if self.kind == "crafted":
+            return f"{self.task}: craft '{self.name}' on the teacher"
+        if self.kind == "teacher":
+            return f"{self.task}: plant '{self.name}' in the teacher"
+        return f"{self.task}: {self.name} student of the {self.variant} teacher"
+
+
+@dataclass
+class TaskContext:
+    """What every cell of one task shares: the data, the clean teacher and the keys."""
+
+    task: TaskSpec
+    data: ClassificationData
+    teacher: TransferModel
+    teacher_key: str
+    task_key: dict[str, Any]
+    eval_split: Split
+    # made or loaded once per maker: defect -> (crafted inputs, summary); backdoor -> (teacher, key, summary)
+    crafted: dict[str, tuple[Split, dict[str, Any]]] = field(default_factory=dict)
+    variants: dict[str, tuple[TransferModel, str, dict[str, Any]]] = field(default_factory=dict)
+
+
+class CellMaker:
+    """Makes the cells of one :class:`StudyConfig` (see the module doc), one at a time."""
+
+    def __init__(self, config: StudyConfig, cache_dir: str | Path | None = None, *, progress: bool = True) -> None:
+        self.config = config
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        self.progress = progress
+        self._contexts: dict[str, TaskContext] = {}
+
+    def _cache(self, kind: str, key: str) -> Path:
+        path = self.cache_dir / kind / key
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def task(self, name: str) -> TaskSpec:
+        return next(t for t in self.config.tasks if t.name == name)
+
+    def defect(self, name: str) -> DefectSpec:
+        return next(d for d in self.config.defects if d.name == name)
+
+    def method(self, name: str) -> MethodSpec:
+        return next(m for m in self.config.methods if m.name == name)
+
+    def context(self, task_name: str) -> TaskContext:
+        """The task's data, teacher and keys (loaded once per maker)."""
+        if task_name not in self._contexts:
+            c, task = self.config, self.task(task_name)
+            limit = {k: v for k, v in (("train", task.limit_train), ("test", task.limit_test)) if v}
+            data = load_data(task.data, task.path, seed=c.seed, limit=limit or None)
+            teacher = load_teacher(c.teacher.model, data, image_size=c.teacher.image_size, seed=c.seed)
+            self._contexts[task_name] = TaskContext(
+                task=task, data=data, teacher=teacher,
+                teacher_key=digest({"teacher": c.teacher.model_dump(), "sha": weights_digest(teacher.body)}),
+                task_key={"data": task.data, "path": task.path, "limit": limit, "seed": c.seed},
+                eval_split=eval_subset(data.test, task.eval_samples, c.seed),
+            )
+        return self._contexts[task_name]
+
+    def make(self, cell: Cell) -> dict[str, Any]:
+        """Make ``cell`` (or find it in the cache) and return its record: a crafted set's or a
+        backdoored teacher's summary, or a student's ``acc``, ``dir``, ``seconds``, ``key``, ``views``."""
+        ctx = self.context(cell.task)
+        if cell.kind == "crafted":
+            return self._crafted_split(ctx, self.defect(cell.name))[1]
+        if cell.kind == "teacher":
+            return self._variant(ctx, cell.name)[2]
+        assert cell.variant is not None
+        method = self.method(cell.name)
+        if method.base_method in TEACHER_FREE_METHODS or cell.variant == CLEAN:
+            base, base_key = ctx.teacher, ctx.teacher_key
+        else:
+            base, base_key, _ = self._variant(ctx, cell.variant)
+        return self._student(ctx, base, base_key, method, cell.variant)
+
+    def _crafted_split(self, ctx: TaskContext, defect: DefectSpec) -> tuple[Split, dict[str, Any]]:
+        if defect.name not in ctx.crafted:
+            ctx.crafted[defect.name] = self._crafted(ctx.teacher, ctx.teacher_key, ctx.task_key, ctx.eval_split, defect)
+        return ctx.crafted[defect.name]
+
+    def _variant(self, ctx: TaskContext, name: str) -> tuple[TransferModel, str, dict[str, Any]]:
+        if name not in ctx.variants:
+            ctx.variants[name] = self._backdoored(ctx.teacher, ctx.teacher_key, ctx.task, ctx.data, self.defect(name))
+        return ctx.variants[name]
+
+    def _crafted(
+        self, teacher: TransferModel, teacher_key: str, task_key: dict[str, Any], eval_split: Split, defect: DefectSpec
+    ) -> tuple[Split, dict[str, Any]]:
+        from safetransfer.study.defects import craft
+
+        spec = defect.model_dump(exclude={"name"})
+        key = digest({"kind": "crafted", "teacher": teacher_key, "task": task_key, "n": len(eval_split), "defect": spec})
+        folder = self._cache("crafted", key)
+        tensors, meta_path = folder / "inputs.safetensors", folder / "meta.json"
+        if tensors.exists() and meta_path.exists():
+            from safetensors.torch import load_file
+
+            x = load_file(str(tensors))["inputs"]
+            meta = json.loads(meta_path.read_text())
+        else:
+            started = time.perf_counter()
+            x, meta = craft(teacher, eval_split.inputs, defect, seed=self.config.seed, progress=self.progress)
+            meta = {"kind": defect.kind, **meta, "seconds": round(time.perf_counter() - started, 2)}
+            if defect.kind == "coverage_guided":
+                meta.update(strategy=defect.strategy, metric=defect.metric)
+            save_tensors_and_json(folder, {"inputs": x.contiguous()}, tensors.name, meta, meta_path.name)
+        return Split(x, eval_split.labels), meta
+
+    def _backdoored(
+        self, teacher: TransferModel, teacher_key: str, task: TaskSpec, data: ClassificationData, defect: DefectSpec
+    ) -> tuple[TransferModel, str, dict[str, Any]]:
+        c = self.config
+        attacker_name = _attacker_data_name(defect, task)
+        trigger = PatchTrigger(**defect.trigger.model_dump())
+        bd = BackdoorConfig(trigger=trigger, rate=defect.rate, target=defect.target, steps=defect.steps, seed=c.seed,
+                            latent_weight=defect.latent_weight)
+        # The key names the attacker's data itself, so a data set that is one task's own
+        # (full knowledge) and another task's domain shift gives one backdoored teacher.
+        if attacker_name == "same":
+            attacker, attacker_key = data, {"data": task.data, "path": task.path, "limit": task.limit_train}
+        else:
+            attacker, attacker_key = load_data(attacker_name, seed=c.seed), {"data": attacker_name, "path": None, "limit": None}
+        ripple = None
+        key_doc = {"kind": "backdoor", "teacher": teacher_key, "attacker": attacker_key, "seed": c.seed,
+                   "backdoor": bd.fingerprint(teacher.config.arch)}
+        if defect.kind == "ripple_vision":
+            from safetransfer.attacks.ripple import RippleConfig
+
+            ripple = RippleConfig(steps=defect.steps or 800, batch_size=bd.resolved_train(teacher.config.arch).batch_size,
+                                  lr=defect.lr, optimizer=defect.optimizer, lam=defect.lam, restricted=defect.restricted,
+                                  seed=c.seed)
+            key_doc["ripple"] = asdict(ripple)  # plain backdoors keep their keys (and their cache)
+        key = digest(key_doc)
+        folder = self._cache("teachers", key)
+        summary_path = folder / "summary.json"
+        if summary_path.exists() and (folder / MODEL_DIR).exists():
+            model = load_model(folder / MODEL_DIR)
+            summary = json.loads(summary_path.read_text())
+        else:
+            started = time.perf_counter()
+            result = plant_backdoor(teacher, attacker, bd, checkpoint_dir=folder / "checkpoints", progress=self.progress,
+                                    ripple=ripple)
+            model = result.model
+            save_model(model, folder / MODEL_DIR, meta={"backdoor": defect.model_dump(mode="json")})
+            summary = {
+                "kind": defect.kind,
+                "setting": "full-knowledge" if attacker_name == "same" else "domain-shift",
+                "attacker_data": attacker.name,
+                "teacher_acc": finite_or_none(result.clean_accuracy),
+                "teacher_success": finite_or_none(result.attack_success),
+                "poisoned_samples": result.poisoned_samples,
+                "seconds": round(time.perf_counter() - started, 2),
+            }
+            atomic_write_text(summary_path, json.dumps(summary, indent=2))
+        if "trigger_shift" not in summary:  # the reference for the students' views (cheap: two forward passes)
+            from safetransfer.study.views import trigger_shift
+
+            summary["trigger_shift"] = trigger_shift(model, eval_subset(data.test, task.eval_samples, c.seed),
+                                                     trigger, defect.target)
+            atomic_write_text(summary_path, json.dumps(summary, indent=2))
+        return model, key, summary
+
+    def _student(
+        self, ctx: TaskContext, teacher: TransferModel, teacher_key: str, method: MethodSpec, variant: str
+    ) -> dict[str, Any]:
+        c = self.config
+        task_key, data, eval_split = ctx.task_key, ctx.data, ctx.eval_split
+        tconfig = transfer_config_of(c, method, teacher.config.arch)
+        key = digest({"kind": "student", "teacher": teacher_key, "task": task_key, "transfer": tconfig.fingerprint()})
+        folder = self._cache("students", key)
+        result_path = folder / RESULT_FILE
+        if result_path.exists() and (folder / MODEL_DIR).exists():
+            result = json.loads(result_path.read_text())
+            student = load_model(folder / MODEL_DIR)
+        else:
+            res = transfer(teacher, data, tconfig, out_dir=folder, progress=self.progress)
+            result, student = res.to_dict(), res.student
+        record: dict[str, Any] = {"acc": result["test_accuracy"], "seconds": result["seconds"], "dir": {}, "key": key}
+        evals_path = folder / "evals.json"
+        evals = json.loads(evals_path.read_text()) if evals_path.exists() else {}
+        clean_pred: torch.Tensor | None = None
+        for defect in c.defects:
+            if (defect.adversarial and variant != CLEAN) or (not defect.adversarial and variant != defect.name):
+                continue
+            eval_key = digest({"defect": defect.model_dump(exclude={"name"}), "n": len(eval_split),
+                               "task": task_key})
+            if eval_key not in evals:
+                if clean_pred is None:
+                    clean_pred = predict_logits(student, eval_split.inputs).argmax(1)
+                if defect.adversarial:
+                    crafted = self._crafted_split(ctx, defect)[0]
+                    crafted_pred = predict_logits(student, crafted.inputs).argmax(1)
+                    value = adversarial_dir(clean_pred, crafted_pred, eval_split.labels)
+                else:
+                    trigger = PatchTrigger(**defect.trigger.model_dump())
+                    _, value = trigger_success(student, eval_split, trigger, defect.target)
+                evals[eval_key] = finite_or_none(value)
+                atomic_write_text(evals_path, json.dumps(evals, indent=2))
+            record["dir"][defect.name] = evals[eval_key]
+        record["views"] = self._views(folder, teacher, student, result, variant, eval_split)
+        return record
+
+    def _views(self, folder: Path, teacher: TransferModel, student: TransferModel, result: dict[str, Any],
+               variant: str, eval_split: Split) -> dict[str, Any]:
+        """The interpretation views of a student (see :mod:`safetransfer.study.views`), cached in its folder."""
+        from safetransfer.study.views import VIEWS_VERSION, student_views
+
+        path = folder / "views.json"
+        if path.exists():
+            cached = json.loads(path.read_text())
+            if cached.get("version") == VIEWS_VERSION:
+                return cached
+        backdoor = None
+        spec = next((d for d in self.config.defects if d.name == variant and not d.adversarial), None)
+        if spec is not None:
+            backdoor = (eval_split, PatchTrigger(**spec.trigger.model_dump()), spec.target)
+        views = student_views(teacher, student, result, backdoor)
+        atomic_write_text(path, json.dumps(views))
+        return views
+
+
+def finite_or_none(value: float | None) -> float | None:
+    """``None`` for NaN (e.g. a DIR with no eligible input), so results.json stays strict JSON."""
+    return None if value is None or math.isnan(value) else value
+
+
+def eval_subset(test: Split, n: int, seed: int) -> Split:
+    if len(test) == 0:
+        from safetransfer.errors import DataError
+
+        raise DataError("The task's test split is empty: nothing to measure DIR on.")
+    if n >= len(test):
+        return test
+    gen = torch.Generator().manual_seed(seed + 7919)
+    index = torch.randperm(len(test), generator=gen)[:n].sort().values
+    return test.subset(index)
+
+
+def _attacker_data_name(defect: DefectSpec, task: TaskSpec) -> str:
+    chosen = defect.attacker_data
+    if isinstance(chosen, dict):
+        if task.name not in chosen:
+            from safetransfer.errors import ConfigError
+
+            raise ConfigError(
+                f"defect '{defect.name}': attacker_data names no data set for task '{task.name}' "
+                f"(it has: {', '.join(sorted(chosen))})."
+            )
+        chosen = chosen[task.name]
+    return "same" if chosen in ("same", task.data, task.name) else chosen
+
+
+def transfer_config_of(config: StudyConfig, method: MethodSpec, arch: str | None) -> TransferConfig:
+    """The method's transfer config: its options, the study's seed, steps and training overrides."""
+    tconfig = TransferConfig.from_dict({"method": method.base_method, "seed": config.seed, **method.options})
+    if arch is None:
+        return tconfig
+    tconfig = tconfig.resolved(arch)
+    assert tconfig.train is not None
+    overrides = {"steps": config.steps, **config.train, "seed": config.seed}
+    tconfig.train = TrainConfig.from_overrides(asdict(tconfig.train), overrides)
+    return tconfig
