@@ -371,3 +371,18 @@ def test_ray_backend_gives_the_local_table(tmp_path: Path, data_files) -> None:
     assert list(on_ray["tasks"]["tiny_images"]["students"]) == ["finetune", "retrain"]
     with pytest.raises(ConfigError, match="backend"):
         run_study(config, tmp_path / "x", tmp_path / "cache-x", progress=False, log=lambda line: None, backend="spark")
+
+
+def test_a_defects_key_holds_the_fields_of_its_kind_only() -> None:
+    doc = tiny_study(Path("x.npz"), defects=[{"name": "b", "kind": "backdoor"}, {"name": "p", "kind": "penultimate"}])
+    base = parse_config(doc)
+    other_eps = parse_config({**doc, "defects": [{"name": "b", "kind": "backdoor", "eps": 0.5},
+                                                 {"name": "p", "kind": "penultimate"}]})
+    assert other_eps.defects[0].key_doc() == base.defects[0].key_doc()  # eps is not a backdoor's
+    assert other_eps.fingerprint() == base.fingerprint()
+    stronger = parse_config({**doc, "defects": [{"name": "b", "kind": "backdoor"},
+                                                {"name": "p", "kind": "penultimate", "eps": 0.5}]})
+    assert stronger.defects[1].key_doc() != base.defects[1].key_doc() and stronger.fingerprint() != base.fingerprint()
+    latent = parse_config({**doc, "defects": [{"name": "b", "kind": "backdoor", "latent_weight": 1.0},
+                                              {"name": "p", "kind": "penultimate"}]})
+    assert latent.defects[0].key_doc()["latent_weight"] == 1.0 and latent.fingerprint() != base.fingerprint()

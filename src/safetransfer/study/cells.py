@@ -153,7 +153,7 @@ class CellMaker:
     ) -> tuple[Split, dict[str, Any]]:
         from safetransfer.study.defects import craft
 
-        spec = defect.model_dump(exclude={"name"})
+        spec = defect.key_doc()
         key = digest({"kind": "crafted", "teacher": teacher_key, "task": task_key, "n": len(eval_split), "defect": spec})
         folder = self._cache("crafted", key)
         tensors, meta_path = folder / "inputs.safetensors", folder / "meta.json"
@@ -247,7 +247,7 @@ class CellMaker:
         for defect in c.defects:
             if (defect.adversarial and variant != CLEAN) or (not defect.adversarial and variant != defect.name):
                 continue
-            eval_key = digest({"defect": defect.model_dump(exclude={"name"}), "n": len(eval_split),
+            eval_key = digest({"defect": defect.key_doc(), "n": len(eval_split),
                                "task": task_key})
             if eval_key not in evals:
                 if clean_pred is None:

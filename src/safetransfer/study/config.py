@@ -62,6 +62,15 @@ class TriggerSpec(_Strict):
     seed: int = 0
 
 
+_ADVERSARIAL_FIELDS = ("eps", "eps_space", "step_size", "random_start", "steps")
+FIELDS_BY_KIND: dict[str, tuple[str, ...]] = {
+    "backdoor": ("attacker_data", "rate", "target", "trigger", "latent_weight", "steps"),
+    "ripple_vision": ("attacker_data", "rate", "target", "trigger", "steps", "lam", "restricted", "lr", "optimizer"),
+    "penultimate": _ADVERSARIAL_FIELDS,
+    "coverage_guided": (*_ADVERSARIAL_FIELDS, "strategy", "metric", "neurons_per_sample"),
+}
+
+
 class DefectSpec(_Strict):
     """One defect of the teacher.
 
@@ -106,6 +115,12 @@ class DefectSpec(_Strict):
     @property
     def adversarial(self) -> bool:
         return self.kind in ("penultimate", "coverage_guided")
+
+    def key_doc(self) -> dict[str, Any]:
+        """The fields that make this defect what it is (those of its kind), for cache keys and the
+        config fingerprint: a field that another kind uses, or one added later, changes no key here."""
+        doc = self.model_dump(mode="json")
+        return {"kind": self.kind, **{f: doc[f] for f in FIELDS_BY_KIND[self.kind]}}
 
 
 class MethodSpec(_Strict):
@@ -160,7 +175,9 @@ class StudyConfig(_Strict):
         return self
 
     def fingerprint(self) -> str:
-        return digest(self.model_dump(mode="json"))
+        doc = self.model_dump(mode="json")
+        doc["defects"] = [{"name": d.name, **d.key_doc()} for d in self.defects]
+        return digest(doc)
 
 
 def digest(doc: Any) -> str:
