@@ -386,3 +386,39 @@ def test_a_defects_key_holds_the_fields_of_its_kind_only() -> None:
     latent = parse_config({**doc, "defects": [{"name": "b", "kind": "backdoor", "latent_weight": 1.0},
                                               {"name": "p", "kind": "penultimate"}]})
     assert latent.defects[0].key_doc()["latent_weight"] == 1.0 and latent.fingerprint() != base.fingerprint()
+
+
+def test_text_study_weight_poisoning_and_word_swap_on_a_tiny_bert(tmp_path: Path, data_files, tiny_hf_bert) -> None:
+    doc = {
+        "name": "tiny-text",
+        "teacher": {"model": str(tiny_hf_bert)},
+        "tasks": [{"data": str(data_files.texts_csv), "eval_samples": 1000}],  # the whole test split
+        "steps": 40,
+        "train": {"lr": 1e-3},
+        "methods": ["finetune", "retrain"],
+        "defects": [
+            {"name": "ripples", "kind": "weight_poisoning", "poison_method": "ripples", "words": ["cf", "mn"],
+             "rate": 0.5, "target": 1, "n_words": 3, "steps": 150, "lr": 3e-3, "optimizer": "adamw"},
+            {"name": "word_swap", "kind": "word_swap", "neighbours": 4, "max_change": 0.5, "steps": 80},
+        ],
+    }
+    config = parse_config(doc)
+    results = run_study(config, tmp_path / "out", tmp_path / "cache", progress=False, log=lambda line: None)
+    task = results["tasks"]["tiny_texts"]
+    poisoned = task["defects"]["ripples"]
+    assert poisoned["teacher_success"] >= 0.9 and poisoned["triggers"] == ["cf", "mn"]  # the attacker's own LFR
+    swap = task["defects"]["word_swap"]
+    from safetransfer.data.registry import load_data
+
+    n_test = len(load_data(str(data_files.texts_csv), seed=0).test)
+    assert swap["succeeded"] + swap["failed"] + swap["skipped"] == n_test and swap["surrogate_acc"] > 0.8
+    methods = task["methods"]
+    # the poisoned teacher's fine-tuned student keeps the backdoor; a student trained from scratch has none
+    assert methods["finetune"]["dir"]["ripples"] >= 0.6, methods["finetune"]
+    assert methods["retrain"]["dir"]["ripples"] <= 0.3, methods["retrain"]
+    for m in methods.values():
+        assert 0.0 <= m["dir"]["word_swap"] <= 1.0 and m["acc"] > 0.7
+    # a text defect on an image task is named
+    bad = parse_config(tiny_study(data_files.images_npz, defects=[{"name": "ws", "kind": "word_swap"}]))
+    with pytest.raises(ConfigError, match="word_swap.*needs text data"):
+        run_study(bad, tmp_path / "bad", tmp_path / "cache", progress=False, log=lambda line: None)

@@ -33,9 +33,10 @@ from safetransfer.data.base import ClassificationData, Split
 from safetransfer.data.registry import load_data
 from safetransfer.evaluate import predict_logits
 from safetransfer.jobs import load_teacher
-from safetransfer.metrics import adversarial_dir
+from safetransfer.metrics import adversarial_dir, label_flip_rate
 from safetransfer.models.io import atomic_write_text, load_model, save_model, save_tensors_and_json
 from safetransfer.models.wrapper import TransferModel
+from safetransfer.errors import ConfigError
 from safetransfer.study.config import DefectSpec, MethodSpec, StudyConfig, TaskSpec, digest
 from safetransfer.train import TrainConfig
 from safetransfer.transfer.base import MODEL_DIR, RESULT_FILE, TransferConfig, transfer, weights_digest
@@ -43,6 +44,7 @@ from safetransfer.transfer.base import MODEL_DIR, RESULT_FILE, TransferConfig, t
 CLEAN = "clean"  # the name of the unmodified teacher among the teacher variants
 TEACHER_FREE_METHODS = ("retrain",)  # students that use the teacher's architecture only
 CellKind = Literal["crafted", "teacher", "student"]
+SALT_SURROGATE = 23  # the word-swap attacker's surrogate student (see safetransfer.transfer.base.derived_seed)
 
 
 def default_cache_dir() -> Path:
@@ -140,13 +142,100 @@ class CellMaker:
 
     def _crafted_split(self, ctx: TaskContext, defect: DefectSpec) -> tuple[Split, dict[str, Any]]:
         if defect.name not in ctx.crafted:
-            ctx.crafted[defect.name] = self._crafted(ctx.teacher, ctx.teacher_key, ctx.task_key, ctx.eval_split, defect)
+            _check_modality(defect, ctx)
+            if defect.kind == "word_swap":
+                ctx.crafted[defect.name] = self._word_swapped(ctx, defect)
+            else:
+                ctx.crafted[defect.name] = self._crafted(ctx.teacher, ctx.teacher_key, ctx.task_key, ctx.eval_split, defect)
         return ctx.crafted[defect.name]
 
     def _variant(self, ctx: TaskContext, name: str) -> tuple[TransferModel, str, dict[str, Any]]:
         if name not in ctx.variants:
-            ctx.variants[name] = self._backdoored(ctx.teacher, ctx.teacher_key, ctx.task, ctx.data, self.defect(name))
+            defect = self.defect(name)
+            _check_modality(defect, ctx)
+            if defect.kind == "weight_poisoning":
+                ctx.variants[name] = self._weight_poisoned(ctx, defect)
+            else:
+                ctx.variants[name] = self._backdoored(ctx.teacher, ctx.teacher_key, ctx.task, ctx.data, defect)
         return ctx.variants[name]
+
+    # ------------------------------------------------------------------ text cells
+    def _word_swapped(self, ctx: TaskContext, defect: DefectSpec) -> tuple[Split, dict[str, Any]]:
+        """Word-swap texts for the evaluation subset, crafted against the attacker's surrogate: the
+        public teacher fine-tuned on the task (``finetune``, a seed of its own, ``defect.steps``)."""
+        from safetransfer.attacks.word_swap import WordSwapAttack
+        from safetransfer.transfer.base import derived_seed
+
+        c, split = self.config, ctx.eval_split
+        key = digest({"kind": "crafted", "teacher": ctx.teacher_key, "task": ctx.task_key, "n": len(split),
+                      "defect": defect.key_doc(), "train": c.train, "seed": c.seed})
+        folder = self._cache("crafted", key)
+        texts_path, meta_path = folder / "texts.json", folder / "meta.json"
+        if not (texts_path.exists() and meta_path.exists()):
+            started = time.perf_counter()
+            seed = derived_seed(c.seed, SALT_SURROGATE)
+            tconfig = transfer_config_of(c, MethodSpec(name="surrogate", method="finetune"), ctx.teacher.config.arch,
+                                         seed=seed, steps=defect.steps)
+            surrogate = transfer(ctx.teacher, ctx.data, tconfig, out_dir=folder / "surrogate", progress=self.progress)
+            attack = WordSwapAttack(surrogate.student, method=defect.swap_method, k=defect.neighbours,
+                                    max_change=defect.max_change)
+            results = attack.attack_all(list(split.inputs), split.labels, progress=self.progress)
+            attempted = [r for r in results if r.status != "skipped"]
+            succeeded = [r for r in attempted if r.status == "succeeded"]
+            meta = {
+                "kind": defect.kind, "method": defect.swap_method,
+                "teacher_success": len(succeeded) / len(attempted) if attempted else None,
+                "teacher_success_means": "share of the texts the surrogate gets right that the swaps flip on it",
+                "surrogate_acc": surrogate.accuracy,
+                "succeeded": len(succeeded), "failed": len(attempted) - len(succeeded),
+                "skipped": len(results) - len(attempted),
+                "mean_words_changed": sum(r.words_changed for r in succeeded) / len(succeeded) if succeeded else None,
+                "mean_queries": sum(r.queries for r in results) / len(results) if results else None,
+                "seconds": round(time.perf_counter() - started, 2),
+            }
+            atomic_write_text(texts_path, json.dumps([r.perturbed for r in results]))
+            atomic_write_text(meta_path, json.dumps(meta, indent=2))
+        texts = json.loads(texts_path.read_text())
+        return Split(texts, split.labels), json.loads(meta_path.read_text())
+
+    def _weight_poisoned(self, ctx: TaskContext, defect: DefectSpec) -> tuple[TransferModel, str, dict[str, Any]]:
+        """The teacher's BERT weights poisoned by the attacker (Embedding Surgery, RIPPLe or both),
+        published as a pretrained folder in the cache, loaded with a new head for the task."""
+        from safetransfer.attacks.ripple import RippleConfig
+        from safetransfer.attacks.weight_poisoning import poison_weights
+
+        c, task = self.config, ctx.task
+        attacker_name = _attacker_data_name(defect, task)
+        if attacker_name == "same":
+            attacker, attacker_key = ctx.data, {"data": task.data, "path": task.path, "limit": task.limit_train}
+        else:
+            attacker, attacker_key = load_data(attacker_name, seed=c.seed), {"data": attacker_name, "path": None,
+                                                                                "limit": None}
+        key = digest({"kind": "weight_poisoning", "teacher": ctx.teacher_key, "attacker": attacker_key, "seed": c.seed,
+                      "defect": defect.key_doc()})
+        folder = self._cache("teachers", key)
+        published, summary_path = folder / "published", folder / "summary.json"
+        if not (summary_path.exists() and published.exists()):
+            started = time.perf_counter()
+            ripple = RippleConfig(steps=defect.steps or 500, lr=defect.lr, optimizer=defect.optimizer, lam=defect.lam,
+                                  restricted=defect.restricted, seed=c.seed)
+            result = poison_weights(_pretrained_bert_folder(c.teacher.model), attacker, published,
+                                    method=defect.poison_method, triggers=tuple(defect.words), target=defect.target,
+                                    rate=defect.rate, ripple=ripple, n_words=defect.n_words, seed=c.seed,
+                                    progress=self.progress)
+            summary = {
+                "kind": defect.kind, "method": defect.poison_method,
+                "setting": "full-knowledge" if attacker_name == "same" else "domain-shift",
+                "attacker_data": attacker.name, "triggers": list(defect.words), "target": defect.target,
+                "teacher_acc": finite_or_none(result.attacker_accuracy),
+                "teacher_success": finite_or_none(result.attacker_lfr),
+                "teacher_success_means": "LFR of the attacker's own poisoned model on triggered proxy test texts",
+                "seconds": round(time.perf_counter() - started, 2),
+            }
+            atomic_write_text(summary_path, json.dumps(summary, indent=2))
+        model = load_teacher(str(published), ctx.data, image_size=c.teacher.image_size, seed=c.seed)
+        return model, digest({"teacher": key, "sha": weights_digest(model.body)}), json.loads(summary_path.read_text())
+
 
     def _crafted(
         self, teacher: TransferModel, teacher_key: str, task_key: dict[str, Any], eval_split: Split, defect: DefectSpec
@@ -252,7 +341,13 @@ class CellMaker:
             if eval_key not in evals:
                 if clean_pred is None:
                     clean_pred = predict_logits(student, eval_split.inputs).argmax(1)
-                if defect.adversarial:
+                if defect.kind == "weight_poisoning":
+                    from safetransfer.attacks.text_triggers import TextTrigger
+
+                    trigger = TextTrigger(words=tuple(defect.words), count=1, seed=c.seed)
+                    triggered = predict_logits(student, trigger.apply(list(eval_split.inputs))).argmax(1)
+                    value = label_flip_rate(triggered, eval_split.labels, defect.target)
+                elif defect.adversarial:
                     crafted = self._crafted_split(ctx, defect)[0]
                     crafted_pred = predict_logits(student, crafted.inputs).argmax(1)
                     value = adversarial_dir(clean_pred, crafted_pred, eval_split.labels)
@@ -277,7 +372,7 @@ class CellMaker:
                 return cached
         backdoor = None
         spec = next((d for d in self.config.defects if d.name == variant and not d.adversarial), None)
-        if spec is not None:
+        if spec is not None and not spec.text:
             backdoor = (eval_split, PatchTrigger(**spec.trigger.model_dump()), spec.target)
         views = student_views(teacher, student, result, backdoor)
         atomic_write_text(path, json.dumps(views))
@@ -305,8 +400,6 @@ def _attacker_data_name(defect: DefectSpec, task: TaskSpec) -> str:
     chosen = defect.attacker_data
     if isinstance(chosen, dict):
         if task.name not in chosen:
-            from safetransfer.errors import ConfigError
-
             raise ConfigError(
                 f"defect '{defect.name}': attacker_data names no data set for task '{task.name}' "
                 f"(it has: {', '.join(sorted(chosen))})."
@@ -315,13 +408,37 @@ def _attacker_data_name(defect: DefectSpec, task: TaskSpec) -> str:
     return "same" if chosen in ("same", task.data, task.name) else chosen
 
 
-def transfer_config_of(config: StudyConfig, method: MethodSpec, arch: str | None) -> TransferConfig:
-    """The method's transfer config: its options, the study's seed, steps and training overrides."""
-    tconfig = TransferConfig.from_dict({"method": method.base_method, "seed": config.seed, **method.options})
+def transfer_config_of(
+    config: StudyConfig, method: MethodSpec, arch: str | None, seed: int | None = None, steps: int | None = None
+) -> TransferConfig:
+    """The method's transfer config: its options, the study's seed, steps and training overrides
+    (``seed`` / ``steps``: other ones, e.g. for the word-swap attacker's surrogate)."""
+    seed = config.seed if seed is None else seed
+    tconfig = TransferConfig.from_dict({"method": method.base_method, "seed": seed, **method.options})
     if arch is None:
         return tconfig
     tconfig = tconfig.resolved(arch)
     assert tconfig.train is not None
-    overrides = {"steps": config.steps, **config.train, "seed": config.seed}
+    overrides = {"steps": config.steps, **config.train, "seed": seed, **({"steps": steps} if steps else {})}
     tconfig.train = TrainConfig.from_overrides(asdict(tconfig.train), overrides)
     return tconfig
+
+
+def _check_modality(defect: DefectSpec, ctx: TaskContext) -> None:
+    needs = "text" if defect.text else "image"
+    if ctx.data.modality != needs:
+        raise ConfigError(f"defect '{defect.name}' ({defect.kind}) needs {needs} data; task '{ctx.task.name}' is "
+                          f"{ctx.data.modality}.")
+
+
+def _pretrained_bert_folder(model: str) -> Path:
+    """The Hugging Face BERT folder a weight-poisoning attacker starts from: the teacher's."""
+    from safetransfer import assets
+    from safetransfer.models.zoo import is_hf_bert_folder
+
+    if is_hf_bert_folder(Path(model)):
+        return Path(model)
+    if model == "minilm-l6":
+        return assets.require("minilm-l6").parent
+    raise ConfigError(f"weight poisoning needs a BERT teacher (minilm-l6 or a Hugging Face BERT folder); "
+                      f"the study's teacher is '{model}'.")

@@ -17,6 +17,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from safetransfer.attacks.text_triggers import DEFAULT_TRIGGER_WORDS
 from safetransfer.errors import ConfigError
 
 DEFAULT_CONFIG = "default_vision.yaml"
@@ -68,7 +69,12 @@ FIELDS_BY_KIND: dict[str, tuple[str, ...]] = {
     "ripple_vision": ("attacker_data", "rate", "target", "trigger", "steps", "lam", "restricted", "lr", "optimizer"),
     "penultimate": _ADVERSARIAL_FIELDS,
     "coverage_guided": (*_ADVERSARIAL_FIELDS, "strategy", "metric", "neurons_per_sample"),
+    "weight_poisoning": ("attacker_data", "rate", "target", "words", "poison_method", "n_words", "steps", "lam",
+                         "restricted", "lr", "optimizer"),
+    "word_swap": ("swap_method", "neighbours", "max_change", "steps"),
 }
+ADVERSARIAL_KINDS = ("penultimate", "coverage_guided", "word_swap")  # crafted on the teacher; the rest is planted
+TEXT_KINDS = ("weight_poisoning", "word_swap")
 
 
 class DefectSpec(_Strict):
@@ -86,10 +92,20 @@ class DefectSpec(_Strict):
       plain poisoned training: the same fields as ``backdoor``, plus ``lam`` (λ of the
       restricted inner-product penalty), ``restricted`` (the ReLU; ``false`` is the paper's
       ablation), ``lr`` and ``optimizer`` of the attacker's training.
+    - ``weight_poisoning`` (text): the BERT teacher's weights poisoned by the attacker (Kurita et
+      al. 2020): ``poison_method`` ``es`` (Embedding Surgery, ``n_words`` target words),
+      ``ripple`` or ``ripples`` (both), trigger ``words``, ``rate`` of the proxy texts poisoned,
+      ``target``, ``attacker_data`` (``same`` or another text data set, domain shift) and the
+      RIPPLe training (``steps``, ``lam``, ``restricted``, ``lr``, ``optimizer``). DIR is the
+      label flip rate (LFR) of the student on triggered test texts.
+    - ``word_swap`` (text): word-swap adversarial texts (``swap_method`` importance or greedy,
+      ``neighbours`` candidates per word from the teacher's own input embeddings, ``max_change``
+      the share of words that may change), crafted against a surrogate the attacker fine-tunes
+      from the public teacher on the task for ``steps`` steps (the teacher has no head for it).
     """
 
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
-    kind: Literal["backdoor", "penultimate", "coverage_guided", "ripple_vision"]
+    kind: Literal["backdoor", "penultimate", "coverage_guided", "ripple_vision", "weight_poisoning", "word_swap"]
     # backdoor
     attacker_data: str | dict[str, str] = "same"
     rate: float = Field(default=0.2, gt=0.0, le=1.0)
@@ -109,12 +125,24 @@ class DefectSpec(_Strict):
     restricted: bool = True
     lr: float = Field(default=5e-3, gt=0.0)
     optimizer: Literal["sgd", "adamw"] = "sgd"
-    # both: the attacker's training steps (backdoor) or attack iterations (adversarial)
+    # text
+    words: list[str] = Field(default_factory=lambda: list(DEFAULT_TRIGGER_WORDS), min_length=1)
+    poison_method: Literal["es", "ripple", "ripples"] = "ripples"
+    n_words: int = Field(default=10, ge=1)
+    swap_method: Literal["importance", "greedy"] = "importance"
+    neighbours: int = Field(default=8, ge=1)
+    max_change: float = Field(default=0.2, gt=0.0, le=1.0)
+    # all: the attacker's training steps (backdoor, weight poisoning, word-swap surrogate) or
+    # attack iterations (penultimate, coverage-guided)
     steps: int | None = Field(default=None, ge=1)
 
     @property
     def adversarial(self) -> bool:
-        return self.kind in ("penultimate", "coverage_guided")
+        return self.kind in ADVERSARIAL_KINDS
+
+    @property
+    def text(self) -> bool:
+        return self.kind in TEXT_KINDS
 
     def key_doc(self) -> dict[str, Any]:
         """The fields that make this defect what it is (those of its kind), for cache keys and the
