@@ -57,6 +57,10 @@ def test_embedded_default_and_profiles() -> None:
     assert len(grid) == 9
     assert [t.data for t in quick.tasks] == ["fashion-mnist"] and quick.steps < full.steps
     assert full.fingerprint() != quick.fingerprint()
+    text = load_config("text", "full")
+    assert text.teacher.model == "minilm-l6" and {d.kind for d in text.defects} == {"weight_poisoning", "word_swap"}
+    assert [t.data for t in text.tasks] == ["rotten-tomatoes", "amazon-reviews"]
+    assert load_config("text", "quick").steps < text.steps
 
 
 @pytest.mark.parametrize("change,words", [

@@ -260,7 +260,7 @@ def transfer_cmd(
 # ---- the inheritance study ------------------------------------------------------------------
 @app.command("study")
 def study_cmd(
-    config: Optional[Path] = typer.Argument(None, help="Study YAML (default: the embedded vision study)."),
+    config: Optional[Path] = typer.Argument(None, help="A study YAML, or vision / text: the embedded studies (default: vision)."),
     profile: Optional[str] = typer.Option(None, "--profile", "-p", help="A profile of the config: quick or full for the embedded one (default: full if the config has it)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder for results.json and report.html (default runs/study-NAME-PROFILE)."),
     cache_dir: Optional[Path] = typer.Option(None, help="Cache of teachers, students and crafted inputs (default $SAFETRANSFER_HOME/cache/study)."),

@@ -21,6 +21,7 @@ from safetransfer.attacks.text_triggers import DEFAULT_TRIGGER_WORDS
 from safetransfer.errors import ConfigError
 
 DEFAULT_CONFIG = "default_vision.yaml"
+EMBEDDED = {"vision": DEFAULT_CONFIG, "text": "default_text.yaml"}  # the studies that come with the package
 STRATEGIES = ("deepxplore", "dlfuzz", "dlfuzz_rr")
 COVERAGE_METRICS = ("nc", "tknc", "snac")
 
@@ -253,16 +254,22 @@ def parse_config(doc: Any, profile: str | None = None, source: str = "config") -
         raise ConfigError(f"{source}: {_format_validation(err)}") from None
 
 
+def _config_text(path: str | Path | None) -> tuple[str, str]:
+    """The YAML text of ``path`` (a file, an embedded study's name, or ``None`` = the embedded
+    default) and a name for it in messages."""
+    if path is None or (str(path) in EMBEDDED and not Path(path).is_file()):
+        name = EMBEDDED["vision" if path is None else str(path)]
+        return resources.files("safetransfer.study").joinpath(name).read_text(), f"<embedded {name}>"
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise ConfigError(f"{p}: no such study config file (or an embedded study: {', '.join(EMBEDDED)}).")
+    return p.read_text(), str(p)
+
+
 def load_config(path: str | Path | None = None, profile: str | None = None) -> StudyConfig:
-    """Read a study YAML (``None`` = the embedded default) and apply ``profile``."""
-    if path is None:
-        text = resources.files("safetransfer.study").joinpath(DEFAULT_CONFIG).read_text()
-        source = f"<embedded {DEFAULT_CONFIG}>"
-    else:
-        p = Path(path).expanduser()
-        if not p.is_file():
-            raise ConfigError(f"{p}: no such study config file.")
-        text, source = p.read_text(), str(p)
+    """Read a study YAML (a file; ``vision`` or ``text``, the embedded studies; ``None`` = the
+    embedded vision study) and apply ``profile``."""
+    text, source = _config_text(path)
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as err:
@@ -274,14 +281,9 @@ def load_config(path: str | Path | None = None, profile: str | None = None) -> S
 
 def profiles_of(path: str | Path | None = None) -> list[str]:
     """The profile names a config file offers."""
-    if path is None:
-        text = resources.files("safetransfer.study").joinpath(DEFAULT_CONFIG).read_text()
-    elif Path(path).is_file():
-        text = Path(path).read_text()
-    else:
-        return []  # load_config says what is wrong with the path
     try:
+        text, _ = _config_text(path)
         doc = yaml.safe_load(text) or {}
-    except yaml.YAMLError:
-        return []
+    except (ConfigError, yaml.YAMLError):
+        return []  # load_config says what is wrong
     return sorted((doc.get("profiles") or {}) if isinstance(doc, dict) else {})
