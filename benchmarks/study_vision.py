@@ -11,7 +11,8 @@ found there (only when the config fingerprint matches; see ``safetransfer.study.
 
     python benchmarks/study_vision.py                  # the full profile (hours on 2 cores)
     python benchmarks/study_vision.py --profile quick  # the demo's profile
-    python benchmarks/study_vision.py --config my.yaml --profile full
+    python benchmarks/study_vision.py --config my.yaml --profile full --results my_study.json
+    python benchmarks/study_vision.py --config benchmarks/configs/beyond_vision.yaml --results beyond.json
 """
 
 from __future__ import annotations
@@ -36,13 +37,14 @@ def main() -> None:
     parser.add_argument("--profile", default="full", help="profile of the config (quick, full)")
     parser.add_argument("--out", default=None, help="study output folder (default runs/bench-study-PROFILE)")
     parser.add_argument("--cache-dir", default=None, help="the study cache (default $SAFETRANSFER_HOME/cache/study)")
+    parser.add_argument("--results", default=None, help="file name under benchmarks/results (default study_vision_PROFILE.json)")
     parser.add_argument("--fresh", action="store_true", help="do not go on from the committed JSON")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     config = load_config(args.config, args.profile)
-    out = Path(args.out or f"runs/bench-study-{args.profile}")
-    target = RESULTS_DIR / f"study_vision_{args.profile}.json"
+    out = Path(args.out or f"runs/bench-study-{Path(target).stem}")
+    target = RESULTS_DIR / (args.results or f"study_vision_{args.profile}.json")
     machine = {"cpus": os.cpu_count(), "threads": args.threads, "platform": platform.platform(), "torch": torch.__version__}
 
     results_file = out / "results.json"

@@ -19,6 +19,7 @@ instance is started for the study and stopped after it; with an address (``auto`
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -39,9 +40,13 @@ def _import_ray() -> Any:
 class CellWorker:
     """What one Ray actor runs: a :class:`CellMaker` for the study, with ``threads`` torch threads."""
 
-    def __init__(self, config_doc: dict[str, Any], cache_dir: str, threads: int) -> None:
+    def __init__(self, config_doc: dict[str, Any], cache_dir: str, threads: int, cwd: str | None = None) -> None:
+        import os
+
         import torch
 
+        if cwd and os.path.isdir(cwd):  # relative data paths in the config mean what they mean to the driver
+            os.chdir(cwd)
         torch.set_num_threads(max(1, int(threads)))
         self.maker = CellMaker(parse_config(config_doc, source="study config"), cache_dir, progress=False)
 
@@ -79,7 +84,8 @@ def make_cells_on_ray(
             workers = max(1, min(largest, int(cpus // cpus_per_cell)))
         actor = ray.remote(num_cpus=cpus_per_cell, num_gpus=gpus_per_cell)(CellWorker)
         threads = max(1, int(cpus_per_cell))
-        actors = [actor.remote(config.model_dump(mode="json"), str(cache_dir), threads) for _ in range(workers)]
+        doc, cache = config.model_dump(mode="json"), str(Path(cache_dir).resolve())
+        actors = [actor.remote(doc, cache, threads, os.getcwd()) for _ in range(workers)]
         pool = ActorPool(actors)
         try:
             for stage in stages:
