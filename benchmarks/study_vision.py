@@ -35,7 +35,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=None, help="study YAML (default: the embedded vision study)")
     parser.add_argument("--profile", default="full", help="profile of the config (quick, full)")
-    parser.add_argument("--out", default=None, help="study output folder (default runs/bench-study-PROFILE)")
+    parser.add_argument("--out", default=None, help="study output folder (default runs/bench-study-RESULTS_NAME)")
     parser.add_argument("--cache-dir", default=None, help="the study cache (default $SAFETRANSFER_HOME/cache/study)")
     parser.add_argument("--results", default=None, help="file name under benchmarks/results (default study_vision_PROFILE.json)")
     parser.add_argument("--fresh", action="store_true", help="do not go on from the committed JSON")
@@ -43,8 +43,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     config = load_config(args.config, args.profile)
-    out = Path(args.out or f"runs/bench-study-{Path(target).stem}")
     target = RESULTS_DIR / (args.results or f"study_vision_{args.profile}.json")
+    out = Path(args.out or f"runs/bench-study-{target.stem}")
     machine = {"cpus": os.cpu_count(), "threads": args.threads, "platform": platform.platform(), "torch": torch.__version__}
 
     results_file = out / "results.json"
