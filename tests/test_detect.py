@@ -30,6 +30,7 @@ def planted_features(seed: int = 0, n_per_class: int = 400, poisoned: int = 30, 
     lambda f, y: spectral_signature(f, y, removal="fixed", eps=0.1),
     lambda f, y: activation_clustering(f, y),
     lambda f, y: activation_clustering(f, y, reduce="pca", analysis="silhouette"),
+    lambda f, y: activation_clustering(f, y, reduce="pca", analysis="tight"),
     lambda f, y: centroid_distance(f, y),
 ])
 def test_each_detector_finds_the_planted_samples(detector) -> None:
@@ -47,6 +48,29 @@ def test_robust_spectral_and_clustering_leave_clean_labels_alone() -> None:
     f, y, truth = planted_features(poisoned=0)
     assert spectral_signature(f, y).is_clean.mean() > 0.995
     assert activation_clustering(f, y, analysis="silhouette").is_clean.all()
+    assert activation_clustering(f, y, reduce="pca", analysis="tight").is_clean.all()
+
+
+def test_tight_clusters_find_a_small_poison_that_two_means_misses() -> None:
+    """Each label is two clean halves (structure of its own); label 0 also holds a small tight
+    poison cluster (3%). 2-means splits the halves and misses it; the tight analysis finds it
+    and leaves the clean label alone."""
+    rng = np.random.default_rng(0)
+    dim, n = 16, 600
+    halves = rng.normal(0, 1, size=(2, 2, dim)) * 6
+    f = np.concatenate([halves[c, h] + rng.normal(0, 1, size=(n // 2, dim)) for c in range(2) for h in range(2)])
+    y = np.repeat([0, 1], n)
+    poison = halves[0].mean(0) + rng.normal(0, 1, size=dim) * 4 + rng.normal(0, 0.3, size=(18, dim))
+    f, y = np.concatenate([f, poison]), np.concatenate([y, np.zeros(18, int)])
+    truth = np.arange(len(y)) >= 2 * n
+    two_means = score_detection(activation_clustering(f, y, reduce="pca", analysis="silhouette"), truth)
+    assert two_means.recall < 0.5, two_means
+    tight = activation_clustering(f, y, reduce="pca", analysis="tight")
+    q = score_detection(tight, truth)
+    assert q.recall >= 0.95 and q.fpr <= 0.01, q
+    assert tight.per_class[1]["flagged"] == 0 and tight.per_class[0]["silhouette"] >= 0.4
+    with pytest.raises(ConfigError, match="max_clusters"):
+        activation_clustering(f, y, analysis="tight", max_clusters=1)
 
 
 def test_spectral_scores_by_hand() -> None:
@@ -156,7 +180,8 @@ def test_scan_data_command_writes_its_files_and_ranks_the_poison(data_files, tmp
     assert r.code == 0, r.text
     doc = json.loads((out / "results.json").read_text())
     assert doc["poisoned"] > 0 and set(doc["detectors"]) == {"spectral", "spectral_fixed", "activation_clustering",
-                                                               "ac_silhouette", "centroid"}
+                                                               "ac_silhouette", "ac_tight", "centroid"}
+    assert doc["model_attack_success"] >= 0.8  # the tiny model learned the watermark, so there is a poison to find
     assert max(e["auroc"] for e in doc["detectors"].values()) >= 0.85, doc["detectors"]
     with (out / "scores.csv").open() as f:
         rows = list(csv.DictReader(f))

@@ -32,7 +32,8 @@ from safetransfer.detect.base import DetectionResult, score_detection
 from safetransfer.errors import ConfigError
 from safetransfer.models.io import atomic_write_text
 
-METHODS: tuple[str, ...] = ("spectral", "spectral_fixed", "activation_clustering", "ac_silhouette", "centroid")
+METHODS: tuple[str, ...] = ("spectral", "spectral_fixed", "activation_clustering", "ac_silhouette", "ac_tight",
+                            "centroid")
 RESULTS_FILE = "results.json"
 
 
@@ -98,6 +99,8 @@ def run_detector(name: str, features: np.ndarray, labels: np.ndarray, cfg: ScanD
         return activation_clustering(features, labels, seed=cfg.seed)
     if name == "ac_silhouette":
         return activation_clustering(features, labels, analysis="silhouette", seed=cfg.seed)
+    if name == "ac_tight":  # PCA: ICA's unit-variance components blur a small tight cluster
+        return activation_clustering(features, labels, reduce="pca", analysis="tight", seed=cfg.seed)
     return centroid_distance(features, labels, k=cfg.k_centroid, name=cfg.resolved_embedding)
 
 
@@ -121,6 +124,16 @@ def scan_data(cfg: ScanDataConfig, out_dir: str | Path, progress: bool = True,
             f"in {len(data.train)} training samples")
     embedding = cfg.resolved_embedding
     model = _model_for(cfg, data, out, progress, log) if embedding == "model" else None
+    attack_success = None
+    if model is not None and cfg.plant is not None:  # did the model learn the planted poison at all?
+        from safetransfer.attacks.data_poisoning import triggered_test
+        from safetransfer.evaluate import predict_logits
+        from safetransfer.metrics import label_flip_rate
+
+        triggered = triggered_test(data, cfg.plant)
+        attack_success = label_flip_rate(predict_logits(model, triggered.inputs).argmax(1), triggered.labels,
+                                         cfg.plant.target)
+        log(f"the model sends {100 * attack_success:.1f}% of the triggered non-target test samples to the target")
     log(f"embedding the {len(data.train)} training samples ({embedding})")
     t0 = time.perf_counter()
     features = embed(embedding, data.train.inputs, model=model, seed=cfg.seed, progress=progress)
@@ -144,6 +157,7 @@ def scan_data(cfg: ScanDataConfig, out_dir: str | Path, progress: bool = True,
         "config": cfg.to_dict(), "data": data.name, "samples": len(data.train), "classes": data.class_names,
         "embedding": {"kind": embedding, "dims": int(features.shape[1]), "seconds": round(embed_seconds, 2)},
         "poisoned": int(truth.sum()) if truth is not None else None,
+        "model_attack_success": attack_success,  # share of triggered non-target test samples sent to the target
         "detectors": summary, "best": best,
         "elapsed_seconds": round(time.perf_counter() - started, 2),
     }
