@@ -402,7 +402,7 @@ def test_text_study_weight_poisoning_and_word_swap_on_a_tiny_bert(tmp_path: Path
         "methods": ["finetune", "retrain"],
         "defects": [
             {"name": "ripples", "kind": "weight_poisoning", "poison_method": "ripples", "words": ["cf", "mn"],
-             "rate": 0.5, "target": 1, "n_words": 3, "steps": 150, "lr": 3e-3, "optimizer": "adamw"},
+             "rate": 0.5, "target": 1, "n_words": 3, "steps": 150, "lr": 3e-3, "optimizer": "adamw", "scan_texts": 8},
             {"name": "word_swap", "kind": "word_swap", "neighbours": 4, "max_change": 0.5, "steps": 80},
         ],
     }
@@ -422,6 +422,14 @@ def test_text_study_weight_poisoning_and_word_swap_on_a_tiny_bert(tmp_path: Path
     assert methods["retrain"]["dir"]["ripples"] <= 0.3, methods["retrain"]
     for m in methods.values():
         assert 0.0 <= m["dir"]["word_swap"] <= 1.0 and m["acc"] > 0.7
+    # Kurita's trigger scan of the finetune student: both planted words among its top suspects
+    scan = results["trigger_scan"]
+    assert scan["planted"] == ["cf", "mn"] and set(scan["top5"]) >= {"cf", "mn"}, scan
+    assert task["trigger_scans"]["ripples"]["candidates"] > 20 and max(scan["ranks"].values()) <= 5
+    # resumed from results.json alone: nothing is made again, the scan included
+    lines: list[str] = []
+    again = run_study(config, tmp_path / "out", tmp_path / "cache-elsewhere", progress=False, log=lines.append)
+    assert all("found in results.json" in line for line in lines[1:]) and again["trigger_scan"] == scan
     # a text defect on an image task is named
     bad = parse_config(tiny_study(data_files.images_npz, defects=[{"name": "ws", "kind": "word_swap"}]))
     with pytest.raises(ConfigError, match="word_swap.*needs text data"):

@@ -43,7 +43,7 @@ from safetransfer.transfer.base import MODEL_DIR, RESULT_FILE, TransferConfig, t
 
 CLEAN = "clean"  # the name of the unmodified teacher among the teacher variants
 TEACHER_FREE_METHODS = ("retrain",)  # students that use the teacher's architecture only
-CellKind = Literal["crafted", "teacher", "student"]
+CellKind = Literal["crafted", "teacher", "student", "scan"]
 SALT_SURROGATE = 23  # the word-swap attacker's surrogate student (see safetransfer.transfer.base.derived_seed)
 
 
@@ -68,6 +68,8 @@ class Cell:
             return f"{self.task}: craft '{self.name}' on the teacher"
         if self.kind == "teacher":
             return f"{self.task}: plant '{self.name}' in the teacher"
+        if self.kind == "scan":
+            return f"{self.task}: trigger scan of the finetune student of the {self.name} teacher"
         return f"{self.task}: {self.name} student of the {self.variant} teacher"
 
 
@@ -132,6 +134,8 @@ class CellMaker:
             return self._crafted_split(ctx, self.defect(cell.name))[1]
         if cell.kind == "teacher":
             return self._variant(ctx, cell.name)[2]
+        if cell.kind == "scan":
+            return self._trigger_scan(ctx, self.defect(cell.name))
         assert cell.variant is not None
         method = self.method(cell.name)
         if method.base_method in TEACHER_FREE_METHODS or cell.variant == CLEAN:
@@ -314,21 +318,48 @@ class CellMaker:
             atomic_write_text(summary_path, json.dumps(summary, indent=2))
         return model, key, summary
 
+    def _trained_student(
+        self, ctx: TaskContext, teacher: TransferModel, teacher_key: str, method: MethodSpec
+    ) -> tuple[TransferModel, dict[str, Any], str, Path]:
+        """The student of ``method`` from ``teacher`` (made, or found in the cache): model, result, key, folder."""
+        tconfig = transfer_config_of(self.config, method, teacher.config.arch)
+        key = digest({"kind": "student", "teacher": teacher_key, "task": ctx.task_key, "transfer": tconfig.fingerprint()})
+        folder = self._cache("students", key)
+        result_path = folder / RESULT_FILE
+        if result_path.exists() and (folder / MODEL_DIR).exists():
+            return load_model(folder / MODEL_DIR), json.loads(result_path.read_text()), key, folder
+        res = transfer(teacher, ctx.data, tconfig, out_dir=folder, progress=self.progress)
+        return res.student, res.to_dict(), key, folder
+
+    def _trigger_scan(self, ctx: TaskContext, defect: DefectSpec) -> dict[str, Any]:
+        """Kurita et al.'s defence on the victim's ``finetune`` student of a weight-poisoned teacher:
+        where do the planted words rank among every vocabulary word by label flip rate?"""
+        from safetransfer.detect.trigger_scan import scan_triggers, word_frequencies
+
+        teacher, teacher_key, _ = self._variant(ctx, defect.name)
+        student, _, key, folder = self._trained_student(ctx, teacher, teacher_key, self.method("finetune"))
+        path = folder / f"trigger_scan_{digest({'defect': defect.key_doc(), 'texts': defect.scan_texts})}.json"
+        if not path.exists():
+            started = time.perf_counter()
+            clean = ctx.data.val if len(ctx.data.val) else ctx.data.test  # the defender's own clean texts
+            result = scan_triggers(student, list(clean.inputs), clean.labels, defect.target,
+                                   frequencies=word_frequencies(list(ctx.data.train.inputs)), n_texts=defect.scan_texts,
+                                   seed=self.config.seed, progress=self.progress)
+            ranking = result.ranking()
+            rank = {w: ranking.index(result.words.index(w)) + 1 if w in result.words else None for w in defect.words}
+            doc = {"planted": list(defect.words), "ranks": rank, "top5": [w for w, _, _ in result.top(5)],
+                   "top": [{"word": w, "lfr": lfr, "frequency": f} for w, lfr, f in result.top(20)],
+                   "candidates": len(result.words), "texts": result.texts, "student": key,
+                   "seconds": round(time.perf_counter() - started, 2)}
+            atomic_write_text(path, json.dumps(doc, indent=2))
+        return json.loads(path.read_text())
+
     def _student(
         self, ctx: TaskContext, teacher: TransferModel, teacher_key: str, method: MethodSpec, variant: str
     ) -> dict[str, Any]:
         c = self.config
-        task_key, data, eval_split = ctx.task_key, ctx.data, ctx.eval_split
-        tconfig = transfer_config_of(c, method, teacher.config.arch)
-        key = digest({"kind": "student", "teacher": teacher_key, "task": task_key, "transfer": tconfig.fingerprint()})
-        folder = self._cache("students", key)
-        result_path = folder / RESULT_FILE
-        if result_path.exists() and (folder / MODEL_DIR).exists():
-            result = json.loads(result_path.read_text())
-            student = load_model(folder / MODEL_DIR)
-        else:
-            res = transfer(teacher, data, tconfig, out_dir=folder, progress=self.progress)
-            result, student = res.to_dict(), res.student
+        task_key, eval_split = ctx.task_key, ctx.eval_split
+        student, result, key, folder = self._trained_student(ctx, teacher, teacher_key, method)
         record: dict[str, Any] = {"acc": result["test_accuracy"], "seconds": result["seconds"], "dir": {}, "key": key}
         evals_path = folder / "evals.json"
         evals = json.loads(evals_path.read_text()) if evals_path.exists() else {}

@@ -98,7 +98,10 @@ class DefectSpec(_Strict):
       ``ripple`` or ``ripples`` (both), trigger ``words``, ``rate`` of the proxy texts poisoned,
       ``target``, ``attacker_data`` (``same`` or another text data set, domain shift) and the
       RIPPLe training (``steps``, ``lam``, ``restricted``, ``lr``, ``optimizer``). DIR is the
-      label flip rate (LFR) of the student on triggered test texts.
+      label flip rate (LFR) of the student on triggered test texts. ``scan_texts`` > 0 adds
+      Kurita et al.'s defence: every vocabulary word inserted into that many clean non-target
+      test texts of the victim's ``finetune`` student, ranked by its label flip rate (where do
+      the planted words rank?).
     - ``word_swap`` (text): word-swap adversarial texts (``swap_method`` importance or greedy,
       ``neighbours`` candidates per word from the teacher's own input embeddings, ``max_change``
       the share of words that may change), crafted against a surrogate the attacker fine-tunes
@@ -130,6 +133,7 @@ class DefectSpec(_Strict):
     words: list[str] = Field(default_factory=lambda: list(DEFAULT_TRIGGER_WORDS), min_length=1)
     poison_method: Literal["es", "ripple", "ripples"] = "ripples"
     n_words: int = Field(default=10, ge=1)
+    scan_texts: int = Field(default=0, ge=0)  # weight_poisoning: Kurita's trigger scan of the finetune student
     swap_method: Literal["importance", "greedy"] = "importance"
     neighbours: int = Field(default=8, ge=1)
     max_change: float = Field(default=0.2, gt=0.0, le=1.0)
@@ -144,6 +148,10 @@ class DefectSpec(_Strict):
     @property
     def text(self) -> bool:
         return self.kind in TEXT_KINDS
+
+    @property
+    def scanned(self) -> bool:
+        return self.kind == "weight_poisoning" and self.scan_texts > 0
 
     def key_doc(self) -> dict[str, Any]:
         """The fields that make this defect what it is (those of its kind), for cache keys and the
@@ -205,7 +213,8 @@ class StudyConfig(_Strict):
 
     def fingerprint(self) -> str:
         doc = self.model_dump(mode="json")
-        doc["defects"] = [{"name": d.name, **d.key_doc()} for d in self.defects]
+        doc["defects"] = [{"name": d.name, **d.key_doc(), **({"scan_texts": d.scan_texts} if d.scanned else {})}
+                          for d in self.defects]
         return digest(doc)
 
 

@@ -50,6 +50,8 @@ class TaskState:
     defects: dict[str, dict[str, Any]] = field(default_factory=dict)
     # method name -> teacher variant -> {"acc": float, "dir": {defect: float}, "seconds": float}
     students: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    # weight-poisoning defect -> the trigger scan of its finetune student
+    scans: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 class StudyRunner:
@@ -83,7 +85,8 @@ class StudyRunner:
         backdoors = [d for d in c.defects if not d.adversarial]
         adversarial = [d for d in c.defects if d.adversarial]
         variants = (1 if adversarial else 0) + len(backdoors)
-        return len(c.tasks) * (len(adversarial) + len(backdoors) + variants * len(c.methods))
+        scans = sum(d.scanned for d in c.defects)
+        return len(c.tasks) * (len(adversarial) + len(backdoors) + variants * len(c.methods) + scans)
 
     def _announce(self, what: str) -> None:
         self._cell += 1
@@ -98,6 +101,9 @@ class StudyRunner:
             assert cell.variant is not None
             state.students.setdefault(cell.name, {})[cell.variant] = record
             metrics = {k: record[k] for k in RECORD_KEYS}
+        elif cell.kind == "scan":
+            state.scans[cell.name] = record
+            metrics = record
         else:
             state.defects[cell.name] = record
             metrics = record
@@ -111,9 +117,10 @@ class StudyRunner:
     def plan(self) -> list[tuple[int, Cell, dict[str, Any] | None]]:
         """Every cell of the study as ``(stage, cell, record found in results.json or None)``.
 
-        Stage 0: crafted inputs and backdoored teachers; stage 1: students. A crafted set or a
-        backdoored teacher is listed as found (not to be made) only when every student that
-        needs it was found too.
+        Stage 0: crafted inputs and backdoored teachers; stage 1: students; stage 2: trigger scans
+        of weight-poisoned teachers' finetune students. A crafted set or a backdoored teacher is
+        listed as found (not to be made) only when every student and scan that needs it was
+        found too.
         """
         c = self.config
         cells: list[tuple[int, Cell, dict[str, Any] | None]] = []
@@ -130,13 +137,16 @@ class StudyRunner:
                 reuse = None if clean_needed else prior.defects.get(defect.name)
                 cells.append((0, Cell(task.name, "crafted", defect.name), reuse))
             for defect in backdoors:
-                complete = all(found(m.name, defect.name) is not None for m in c.methods)
+                complete = all(found(m.name, defect.name) is not None for m in c.methods) and (
+                    not defect.scanned or defect.name in prior.scans)
                 cells.append((0, Cell(task.name, "teacher", defect.name), prior.defects.get(defect.name) if complete else None))
             variants = ([CLEAN] if adversarial else []) + [d.name for d in backdoors]
             # method by method (each over the teacher variants), so the first methods' rows fill first
             for method in c.methods:
                 for variant in variants:
                     cells.append((1, Cell(task.name, "student", method.name, variant), found(method.name, variant)))
+            for defect in (d for d in backdoors if d.scanned):
+                cells.append((2, Cell(task.name, "scan", defect.name), prior.scans.get(defect.name)))
         return cells
 
     # ------------------------------------------------------------------ the run
@@ -166,7 +176,7 @@ class StudyRunner:
         else:
             from safetransfer.study.ray_backend import make_cells_on_ray
 
-            stages = [[cell for s, cell in todo if s == stage] for stage in (0, 1)]
+            stages = [[cell for s, cell in todo if s == stage] for stage in (0, 1, 2)]
             for cell, record in make_cells_on_ray(self.config, stages, self.cache_dir, **backend_options):
                 self._announce(f"{cell.describe()} (done)")
                 self.accept(cell, record)
@@ -204,6 +214,7 @@ def assemble_results(
             defects={d.name: state.defects[d.name] for d in config.defects if d.name in state.defects},
             students={m.name: {v: state.students[m.name][v] for v in variant_order if v in state.students[m.name]}
                       for m in config.methods if m.name in state.students},
+            scans={d.name: state.scans[d.name] for d in config.defects if d.name in state.scans},
         )
         methods: dict[str, Any] = {}
         for method in config.methods:
@@ -233,6 +244,8 @@ def assemble_results(
             "students": {m: {v: {k: r[k] for k in RECORD_KEYS if k in r} for v, r in by.items()}
                          for m, by in state.students.items()},
         }
+        if state.scans:
+            doc_tasks[task_name]["trigger_scans"] = state.scans
 
     aggregate: dict[str, Any] = {}
     for method in config.methods:
@@ -247,6 +260,8 @@ def assemble_results(
             "rdir": {d: mean_defined(e["rdir"].get(d) for e in per_task) for d in defect_names},
             "tasks": len(per_task),
         }
+    # the first trigger scan, in the issue's short form (every scan is under its task's "trigger_scans")
+    first_scan = next((scan for t in doc_tasks.values() for scan in (t.get("trigger_scans") or {}).values()), None)
     return {
         "config": config.model_dump(mode="json"),
         "profile": profile,
@@ -256,6 +271,7 @@ def assemble_results(
         "protocol": {m.name: transfer_config_of(config, m, None).to_dict() for m in config.methods},
         "elapsed_seconds": elapsed,
         "versions": versions(),
+        **({"trigger_scan": {k: first_scan[k] for k in ("planted", "ranks", "top5")}} if first_scan else {}),
     }
 
 
@@ -275,7 +291,7 @@ def load_prior(path: Path, config_hash: str) -> dict[str, TaskState]:
         return {}
     prior: dict[str, TaskState] = {}
     for task_name, entry in (doc.get("tasks") or {}).items():
-        state = TaskState(defects=dict(entry.get("defects") or {}))
+        state = TaskState(defects=dict(entry.get("defects") or {}), scans=dict(entry.get("trigger_scans") or {}))
         views = {m: e.get("views") or {} for m, e in (entry.get("methods") or {}).items()}
         for method, by_variant in (entry.get("students") or {}).items():
             for variant, record in by_variant.items():
