@@ -430,6 +430,10 @@ def test_text_study_weight_poisoning_and_word_swap_on_a_tiny_bert(tmp_path: Path
     lines: list[str] = []
     again = run_study(config, tmp_path / "out", tmp_path / "cache-elsewhere", progress=False, log=lines.append)
     assert all("found in results.json" in line for line in lines[1:]) and again["trigger_scan"] == scan
+    from safetransfer.report.html import write_report
+
+    page = write_report(again, tmp_path / "page").read_text()
+    assert "Trigger scan of the finetune student" in page and "cf: " in page
     # a text defect on an image task is named
     bad = parse_config(tiny_study(data_files.images_npz, defects=[{"name": "ws", "kind": "word_swap"}]))
     with pytest.raises(ConfigError, match="word_swap.*needs text data"):

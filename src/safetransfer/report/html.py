@@ -128,6 +128,18 @@ def _results_table(results: Mapping[str, Any], task: str | None) -> str:
     return f'<div class="scroll"><table class="results"><thead>{head}</thead><tbody>{"".join(body)}</tbody></table></div>'
 
 
+def _scan_table(scans: Mapping[str, Any]) -> str:
+    """Per weight-poisoned teacher: where each planted word ranks among all candidate words by the
+    label flip rate it causes in the victim's finetune student, and the five most suspicious words."""
+    rows = []
+    for defect, scan in scans.items():
+        ranks = ", ".join(f"{w}: {r if r is not None else 'not a candidate'}" for w, r in (scan.get("ranks") or {}).items())
+        rows.append(f"<tr><td>{escape(defect)}</td><td>{escape(ranks)}</td><td>{escape(', '.join(scan.get('top5') or []))}"
+                    f"</td><td>{scan.get('candidates', '–')}</td></tr>")
+    return ('<div class="scroll"><table><thead><tr><th>teacher</th><th>rank of each planted word</th>'
+            "<th>top 5 suspects</th><th>candidate words</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table></div>")
+
+
 def _teacher_table(results: Mapping[str, Any], task: str | None) -> str:
     """The teacher's own success per defect (and, for a backdoor, the backdoored teacher's accuracy)."""
     success = teacher_success(results, task)
@@ -281,6 +293,10 @@ def render_report(results: dict, title: str | None = None, plot_dir: str | Path 
         if any(drawn):
             parts.append("<h3>Why a method cuts a defect</h3>")
             parts += drawn
+        scans = (results.get("tasks", {}).get(t) or {}).get("trigger_scans") or {}
+        if scans:
+            parts.append("<h3>Trigger scan of the finetune student (Kurita et al.'s defence)</h3>")
+            parts.append(_scan_table(scans))
 
     parts += list(sections)
     parts.append("<h2>Configuration</h2>")
