@@ -399,7 +399,7 @@ def test_text_study_weight_poisoning_and_word_swap_on_a_tiny_bert(tmp_path: Path
         "tasks": [{"data": str(data_files.texts_csv), "eval_samples": 1000}],  # the whole test split
         "steps": 40,
         "train": {"lr": 1e-3},
-        "methods": ["finetune", "retrain"],
+        "methods": ["finetune", "retrain", {"name": "remos", "options": {"profile_samples": 60, "ratio": 0.2}}],
         "defects": [
             {"name": "ripples", "kind": "weight_poisoning", "poison_method": "ripples", "words": ["cf", "mn"],
              "rate": 0.5, "target": 1, "n_words": 3, "steps": 150, "lr": 3e-3, "optimizer": "adamw", "scan_texts": 8},
