@@ -221,7 +221,8 @@ class CellMaker:
         published, summary_path = folder / "published", folder / "summary.json"
         if not (summary_path.exists() and published.exists()):
             started = time.perf_counter()
-            ripple = RippleConfig(steps=defect.steps or 500, lr=defect.lr, optimizer=defect.optimizer, lam=defect.lam,
+            lr, optimizer = defect.attacker_training
+            ripple = RippleConfig(steps=defect.steps or 500, lr=lr, optimizer=optimizer, lam=defect.lam,
                                   restricted=defect.restricted, seed=c.seed)
             result = poison_weights(_pretrained_bert_folder(c.teacher.model), attacker, published,
                                     method=defect.poison_method, triggers=tuple(defect.words), target=defect.target,
@@ -285,7 +286,8 @@ class CellMaker:
             from safetransfer.attacks.ripple import RippleConfig
 
             ripple = RippleConfig(steps=defect.steps or 800, batch_size=bd.resolved_train(teacher.config.arch).batch_size,
-                                  lr=defect.lr, optimizer=defect.optimizer, lam=defect.lam, restricted=defect.restricted,
+                                  lr=defect.attacker_training[0], optimizer=defect.attacker_training[1],
+                                  lam=defect.lam, restricted=defect.restricted,
                                   seed=c.seed)
             key_doc["ripple"] = asdict(ripple)  # plain backdoors keep their keys (and their cache)
         key = digest(key_doc)

@@ -74,6 +74,9 @@ FIELDS_BY_KIND: dict[str, tuple[str, ...]] = {
                          "restricted", "lr", "optimizer"),
     "word_swap": ("swap_method", "neighbours", "max_change", "steps"),
 }
+# the RIPPLe attacker's (lr, optimizer) by kind: the gentle protocol of the vision students; the
+# paper's AdamW at BERT fine-tuning rates for text
+ATTACKER_TRAINING: dict[str, tuple[float, str]] = {"ripple_vision": (5e-3, "sgd"), "weight_poisoning": (2e-5, "adamw")}
 ADVERSARIAL_KINDS = ("penultimate", "coverage_guided", "word_swap")  # crafted on the teacher; the rest is planted
 TEXT_KINDS = ("weight_poisoning", "word_swap")
 
@@ -92,12 +95,13 @@ class DefectSpec(_Strict):
     - ``ripple_vision``: a backdoor planted with RIPPLe's objective (Kurita et al. 2020) instead of
       plain poisoned training: the same fields as ``backdoor``, plus ``lam`` (λ of the
       restricted inner-product penalty), ``restricted`` (the ReLU; ``false`` is the paper's
-      ablation), ``lr`` and ``optimizer`` of the attacker's training.
+      ablation), ``lr`` and ``optimizer`` of the attacker's training (default SGD at 5e-3).
     - ``weight_poisoning`` (text): the BERT teacher's weights poisoned by the attacker (Kurita et
       al. 2020): ``poison_method`` ``es`` (Embedding Surgery, ``n_words`` target words),
       ``ripple`` or ``ripples`` (both), trigger ``words``, ``rate`` of the proxy texts poisoned,
       ``target``, ``attacker_data`` (``same`` or another text data set, domain shift) and the
-      RIPPLe training (``steps``, ``lam``, ``restricted``, ``lr``, ``optimizer``). DIR is the
+      RIPPLe training (``steps``, ``lam``, ``restricted``, ``lr``, ``optimizer``; default AdamW at
+      2e-5). DIR is the
       label flip rate (LFR) of the student on triggered test texts. ``scan_texts`` > 0 adds
       Kurita et al.'s defence: every vocabulary word inserted into that many clean non-target
       test texts of the victim's ``finetune`` student, ranked by its label flip rate (where do
@@ -127,8 +131,8 @@ class DefectSpec(_Strict):
     # ripple_vision
     lam: float = Field(default=0.1, ge=0.0)
     restricted: bool = True
-    lr: float = Field(default=5e-3, gt=0.0)
-    optimizer: Literal["sgd", "adamw"] = "sgd"
+    lr: float | None = Field(default=None, gt=0.0)  # None: the kind's default (ATTACKER_TRAINING)
+    optimizer: Literal["sgd", "adamw"] | None = None
     # text
     words: list[str] = Field(default_factory=lambda: list(DEFAULT_TRIGGER_WORDS), min_length=1)
     poison_method: Literal["es", "ripple", "ripples"] = "ripples"
@@ -153,10 +157,17 @@ class DefectSpec(_Strict):
     def scanned(self) -> bool:
         return self.kind == "weight_poisoning" and self.scan_texts > 0
 
+    @property
+    def attacker_training(self) -> tuple[float, str]:
+        """The RIPPLe attacker's ``(lr, optimizer)``: the given ones, else the kind's defaults."""
+        lr, optimizer = ATTACKER_TRAINING.get(self.kind, ATTACKER_TRAINING["ripple_vision"])
+        return (self.lr if self.lr is not None else lr), (self.optimizer or optimizer)
+
     def key_doc(self) -> dict[str, Any]:
         """The fields that make this defect what it is (those of its kind), for cache keys and the
         config fingerprint: a field that another kind uses, or one added later, changes no key here."""
         doc = self.model_dump(mode="json")
+        doc["lr"], doc["optimizer"] = self.attacker_training
         return {"kind": self.kind, **{f: doc[f] for f in FIELDS_BY_KIND[self.kind]}}
 
 
