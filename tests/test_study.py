@@ -131,6 +131,9 @@ def test_study_runs_caches_and_resumes(tmp_path: Path, data_files, monkeypatch: 
     assert methods["remos"]["racc"] == pytest.approx(methods["remos"]["acc"] / methods["finetune"]["acc"])
     assert results["methods"]["finetune"]["acc"] == methods["finetune"]["acc"]
     assert json.loads((out / "results.json").read_text())["methods"] == json.loads(json.dumps(results["methods"]))
+    cells = [task["defects"]["backdoor"]["seconds"]] + [s for by in task["students"].values() for s in
+                                                          (r["seconds"] for r in by.values())]
+    assert results["cells_seconds"] == pytest.approx(sum(cells), abs=0.11)
     # the interpretation views: curves, weight changes, the slice of remos, the trigger's feature shift
     views = {m: e["views"]["backdoor"] for m, e in methods.items()}
     assert all(v["curve"] and v["curve"][-1]["step"] > v["curve"][0]["step"] for v in views.values())

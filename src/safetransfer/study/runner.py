@@ -269,7 +269,11 @@ def assemble_results(
         "tasks": doc_tasks,
         "methods": aggregate,
         "protocol": {m.name: transfer_config_of(config, m, None).to_dict() for m in config.methods},
-        "elapsed_seconds": elapsed,
+        "elapsed_seconds": elapsed,  # this run's wall time
+        # the time every cell took where it was made (this run or earlier ones, here or elsewhere)
+        "cells_seconds": round(sum(
+            (r.get("seconds") or 0.0) for t in tasks.values()
+            for r in [*t.defects.values(), *t.scans.values(), *(v for by in t.students.values() for v in by.values())]), 1),
         "versions": versions(),
         **({"trigger_scan": {k: first_scan[k] for k in ("planted", "ranks", "top5")}} if first_scan else {}),
     }
