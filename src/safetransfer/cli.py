@@ -266,7 +266,7 @@ def study_cmd(
     cache_dir: Optional[Path] = typer.Option(None, help="Cache of teachers, students and crafted inputs (default $SAFETRANSFER_HOME/cache/study)."),
     report: bool = typer.Option(True, "--report/--no-report", help="Write report.html next to results.json."),
     store: Optional[Path] = typer.Option(None, help="The results store (SQLite, a row per finished cell; default OUT/results.sqlite). Several runners may share one."),
-    backend: str = typer.Option("local", help="local (this process) or ray (the cells spread over a Ray cluster; pip install \"safetransfer[ray]\")."),
+    backend: str = typer.Option("local", help="local (this process) or ray (the cells spread over a Ray cluster; needs the ray extra: pip install \"safetransfer\\[ray]\")."),
     address: Optional[str] = typer.Option(None, help="With --backend ray: the cluster to join (auto, ray://HOST:10001); default: start a local Ray instance."),
     cpus_per_cell: float = typer.Option(1.0, help="With --backend ray: CPUs (and torch threads) per worker."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
