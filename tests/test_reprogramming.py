@@ -124,3 +124,33 @@ def test_reprogram_command_learns_saves_and_applies(tmp_path, capsys) -> None:
                                "--out", tmp_path / "x", "--no-progress"], capsys), "label map")
     assert_one_line_error(run(["reprogram", "--model", "small-cnn", "--task", tmp_path / "task.npz", "--out",
                                tmp_path / "x"], capsys), "saved model folder")
+
+
+def test_label_map_chosen_by_the_data_is_the_best_assignment_by_hand() -> None:
+    """A fixed 'model' whose output depends on the image's mean: the data-chosen map sends each new
+    class to the model label its images score highest on, distinct labels, optimal overall."""
+    from safetransfer.attacks.reprogramming import choose_label_map
+
+    class ByBrightness(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = nn.Parameter(torch.tensor([0.0, 8.0, -8.0, 4.0]))  # 4 model labels
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            m = x.mean(dim=(1, 2, 3), keepdim=False).unsqueeze(1) - 0.5
+            return m * self.w
+
+    prog = AdversarialProgram(3, 8, (8, 8), seed=0)  # the task image fills the canvas: no program pixels
+    x, y = easy_task(200)
+    x = torch.nn.functional.interpolate(x, size=(8, 8))
+    label_map = choose_label_map(ByBrightness(), prog, x, y, new_classes=2, model_classes=4)
+    # bright images (label 1) score highest on model label 1 (w = 8), dark ones (label 0) on label 2 (w = -8)
+    assert label_map.tolist() == [2, 1]
+    with pytest.raises(ConfigError, match="fewer than"):
+        choose_label_map(ByBrightness(), prog, x, y, new_classes=5, model_classes=4)
+    net = tiny_frozen_model()
+    result = reprogram(net, *easy_task(), canvas=16, channels=3, model_classes=5,
+                       config=ReprogramConfig(steps=30, lr=0.1, label_map="data"), test=easy_task(seed=2))
+    assert len(set(result.label_map.tolist())) == 2 and result.test_accuracy > 0.8
+    with pytest.raises(ConfigError, match="label_map"):
+        ReprogramConfig(label_map="best").validate()

@@ -638,7 +638,7 @@ def reprogram_cmd(
     batch_size: int = typer.Option(64, help="Batch size."),
     lr: float = typer.Option(0.05, help="Adam learning rate on W."),
     weight_decay: float = typer.Option(1e-6, help="λ of the penalty λ‖W‖²."),
-    label_map: Optional[str] = typer.Option(None, help="Comma-separated model labels for new labels 0, 1, ... (default: the first k)."),
+    label_map: Optional[str] = typer.Option(None, help="Comma-separated model labels for new labels 0, 1, ..., or 'data' (chosen by the data before training; default: the first k)."),
     apply: Optional[Path] = typer.Option(None, help="Apply a saved program (its folder) instead of learning one."),
     seed: int = typer.Option(0, help="Seed of the split, the batches and the program's start."),
     data_path: Optional[Path] = typer.Option(None, help="Folder or file holding the named data set's files."),
@@ -652,7 +652,7 @@ def reprogram_cmd(
     from safetransfer.errors import ConfigError
 
     try:
-        mapping = [int(v) for v in label_map.split(",")] if label_map else None
+        mapping = label_map if label_map == "data" else [int(v) for v in label_map.split(",")] if label_map else None
     except ValueError:
         raise ConfigError(f"--label-map takes comma-separated integers (got '{label_map}').") from None
     config = ReprogramConfig(steps=steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay, label_map=mapping,

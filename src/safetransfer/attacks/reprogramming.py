@@ -17,7 +17,10 @@ The adversarial input of a task image ``x`` (``[c, h, w]``, pixels in ``[0, 1]``
    negative program value and its gradient.)
 
 The model's labels map to the new task's by a fixed ``label_map``: new label ``i`` is read
-from model label ``label_map[i]`` (default: the first ``k`` labels). The loss is
+from model label ``label_map[i]`` (default: the first ``k`` labels; ``"data"``: chosen by the
+data before training, :func:`choose_label_map`: the assignment of new labels to distinct
+model labels that maximises the mean probability the frozen model, with no program yet, gives
+each new class's images for its model label). The loss is
 ``−log p(label_map[y] | X̃) + λ‖W‖²`` with the softmax over *all* the model's labels, as in
 the paper; prediction is the new label whose mapped model label scores highest. Adam, seeded.
 """
@@ -84,13 +87,15 @@ class ReprogramConfig:
     batch_size: int = 64
     lr: float = 0.05
     weight_decay: float = 1e-6
-    label_map: Sequence[int] | None = None
+    label_map: Sequence[int] | str | None = None  # None: the first k labels; "data": choose_label_map
     seed: int = 0
 
     def validate(self) -> "ReprogramConfig":
         problems = loop_problems(self.steps, self.batch_size, self.lr)
         if self.weight_decay < 0:
             problems.append(f"weight_decay must not be negative (got {self.weight_decay})")
+        if isinstance(self.label_map, str) and self.label_map != "data":
+            problems.append(f"label_map must be a list of model labels, 'data' or None (got '{self.label_map}')")
         if problems:
             raise ConfigError("Bad reprogramming config: " + "; ".join(problems) + ".")
         return self
@@ -104,6 +109,28 @@ def resolve_label_map(label_map: Sequence[int] | None, new_classes: int, model_c
     if len(set(mapped)) != len(mapped) or min(mapped) < 0 or max(mapped) >= model_classes:
         raise ConfigError(f"the label map must name distinct model labels in [0, {model_classes}) (got {mapped}).")
     return torch.tensor(mapped, dtype=torch.long)
+
+
+@torch.no_grad()
+def choose_label_map(model: nn.Module, program: AdversarialProgram, x: torch.Tensor, y: torch.Tensor, new_classes: int,
+                     model_classes: int, batch_size: int = 256) -> torch.Tensor:
+    """A label map chosen by the data: the distinct model labels that maximise the summed mean
+    probability the model gives each new class's images (on the canvas, through ``program``)
+    for its label; an optimal assignment (Hungarian algorithm), int64 ``[k]``."""
+    from scipy.optimize import linear_sum_assignment
+
+    if model_classes < new_classes:
+        raise ConfigError(f"the model has {model_classes} labels, fewer than the task's {new_classes}.")
+    device = next(model.parameters()).device
+    sums = torch.zeros(new_classes, model_classes, dtype=torch.float64)
+    for i in range(0, x.shape[0], batch_size):
+        probs = model(program(x[i : i + batch_size].to(device))).float().softmax(1).cpu().double()
+        sums.index_add_(0, y[i : i + batch_size].long(), probs)
+    counts = torch.bincount(y.long(), minlength=new_classes).clamp_min(1).double()
+    rows, cols = linear_sum_assignment((sums / counts[:, None]).numpy(), maximize=True)
+    label_map = torch.empty(new_classes, dtype=torch.long)
+    label_map[torch.as_tensor(rows)] = torch.as_tensor(cols, dtype=torch.long)
+    return label_map
 
 
 @dataclass
@@ -132,10 +159,18 @@ def reprogram(
     if train_x.shape[0] == 0:
         raise DataError("the task's training split is empty.")
     new_classes = int(train_y.max()) + 1
-    label_map = resolve_label_map(config.label_map, new_classes, model_classes)
     program = AdversarialProgram(channels, canvas, tuple(train_x.shape[2:]), seed=config.seed)
     device = next(model.parameters()).device
     program.to(device)
+    if config.label_map == "data":
+        was = model.training
+        model.eval()
+        n = min(train_x.shape[0], 2000)  # a seeded sample is plenty for the class means
+        pick = torch.randperm(train_x.shape[0], generator=torch.Generator().manual_seed(config.seed))[:n]
+        label_map = choose_label_map(model, program, train_x[pick], train_y[pick], new_classes, model_classes)
+        model.train(was)
+    else:
+        label_map = resolve_label_map(config.label_map, new_classes, model_classes)
     label_map = label_map.to(device)
     was_training = model.training
     model.eval()
