@@ -1,8 +1,10 @@
 """The study's ray backend against the local one: wall time and the table, on one grid.
 
-The grid: EfficientNet-Lite0 -> a Fashion-MNIST subset, two adversarial defects crafted on the
-teacher (the first stage: two independent cells) and four students of the clean teacher (the
-second stage: four independent cells). It runs twice from empty caches, once with
+The grid: the embedded study's quick profile (``make demo``: EfficientNet-Lite0 -> Fashion-MNIST,
+a backdoor planted and two adversarial defects crafted on the teacher, the first stage of three
+independent cells; three methods' students of the clean and the backdoored teacher, the second
+stage of six independent cells), or ``--grid small`` (a Fashion-MNIST subset, two crafted
+defects, four students of the clean teacher). It runs twice from empty caches, once with
 ``--backend local`` (one process, all CPUs as torch threads) and once with ``--backend ray``
 (a local Ray instance, one single-threaded worker per CPU), and writes
 ``benchmarks/results/ray_speedup.json``: ``{"local_seconds", "ray_seconds", "ratio"
@@ -50,11 +52,14 @@ def table(results: dict) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", default="runs/bench-ray", help="folder for the two runs (emptied first)")
+    parser.add_argument("--grid", choices=("quick", "small"), default="quick", help="the study to run both ways")
     args = parser.parse_args()
     cpus = os.cpu_count() or 1
     work = Path(args.work)
     shutil.rmtree(work, ignore_errors=True)
-    config = parse_config(GRID)
+    from safetransfer.study import load_config
+
+    config = load_config(None, "quick") if args.grid == "quick" else parse_config(GRID)
     quiet = lambda line: None  # noqa: E731
 
     torch.set_num_threads(cpus)
@@ -77,11 +82,14 @@ def main() -> None:
         "ratio": round(ray_seconds / local_seconds, 3),
         "same_table": table(local) == table(on_ray),
         "cpus": cpus,
-        "cells": {"stage 1 (crafted)": len(GRID["defects"]), "stage 2 (students)": len(GRID["methods"])},
+        "grid": args.grid,
+        "cells": {"stage 1 (crafted, planted)": len(config.defects),
+                  "stage 2 (students)": len(config.methods) * len({"clean" if d.adversarial else d.name
+                                                                   for d in config.defects})},
         "local": "one process, %d torch threads" % cpus,
         "ray": "local Ray instance, %d workers x 1 CPU (1 torch thread each)" % cpus,
         "table": table(local),
-        "grid": GRID,
+        "config": config.model_dump(mode="json"),
         "machine": {"platform": platform.platform(), "torch": torch.__version__, "ray": ray.__version__},
     }
     atomic_write_text(RESULTS, json.dumps(doc, indent=2))
