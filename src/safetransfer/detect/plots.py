@@ -109,5 +109,8 @@ def plot_training_curves(histories: dict[str, list[dict[str, float]]], path: str
     ax_loss.set_xlabel("step")
     ax_loss.set_ylabel("training loss")
     for ax in (ax_acc, ax_loss):
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:  # a run without validation points draws nothing here
+            ax.legend(fontsize=8)
+        else:
+            ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes, color="grey")
     return save_figure(fig, None, path, title or "training curves")
