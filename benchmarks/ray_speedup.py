@@ -53,24 +53,34 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", default="runs/bench-ray", help="folder for the two runs (emptied first)")
     parser.add_argument("--grid", choices=("quick", "small"), default="quick", help="the study to run both ways")
+    parser.add_argument("--reuse-local", action="store_true",
+                        help="take the local run (and its time) from an earlier run of this script in --work")
     args = parser.parse_args()
     cpus = os.cpu_count() or 1
     work = Path(args.work)
-    shutil.rmtree(work, ignore_errors=True)
+    reuse = args.reuse_local and (work / "local" / "results.json").exists()
+    if reuse:
+        shutil.rmtree(work / "ray", ignore_errors=True)
+        shutil.rmtree(work / "cache-ray", ignore_errors=True)
+    else:
+        shutil.rmtree(work, ignore_errors=True)
     from safetransfer.study import load_config
 
     config = load_config(None, "quick") if args.grid == "quick" else parse_config(GRID)
     quiet = lambda line: None  # noqa: E731
 
     torch.set_num_threads(cpus)
-    started = time.perf_counter()
-    local = run_study(config, work / "local", work / "cache-local", progress=False, log=quiet)
-    local_seconds = time.perf_counter() - started
+    if reuse:
+        local = json.loads((work / "local" / "results.json").read_text())
+        local_seconds = float(local["elapsed_seconds"])
+    else:
+        started = time.perf_counter()
+        local = run_study(config, work / "local", work / "cache-local", progress=False, log=quiet)
+        local_seconds = time.perf_counter() - started
     print(f"local: {local_seconds:.1f} s")
 
     started = time.perf_counter()
-    on_ray = run_study(config, work / "ray", work / "cache-ray", progress=False, log=quiet, backend="ray",
-                       cpus_per_cell=1)
+    on_ray = run_study(config, work / "ray", work / "cache-ray", progress=False, log=quiet, backend="ray")
     ray_seconds = time.perf_counter() - started
     print(f"ray:   {ray_seconds:.1f} s")
 
@@ -87,7 +97,7 @@ def main() -> None:
                   "stage 2 (students)": len(config.methods) * len({"clean" if d.adversarial else d.name
                                                                    for d in config.defects})},
         "local": "one process, %d torch threads" % cpus,
-        "ray": "local Ray instance, %d workers x 1 CPU (1 torch thread each)" % cpus,
+        "ray": "local Ray instance, workers of %d CPUs (and torch threads) each: the local run's count" % cpus,
         "table": table(local),
         "config": config.model_dump(mode="json"),
         "machine": {"platform": platform.platform(), "torch": torch.__version__, "ray": ray.__version__},

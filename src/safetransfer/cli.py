@@ -268,7 +268,7 @@ def study_cmd(
     store: Optional[Path] = typer.Option(None, help="The results store (SQLite, a row per finished cell; default OUT/results.sqlite). Several runners may share one."),
     backend: str = typer.Option("local", help="local (this process) or ray (the cells spread over a Ray cluster; needs the ray extra: pip install \"safetransfer\\[ray]\")."),
     address: Optional[str] = typer.Option(None, help="With --backend ray: the cluster to join (auto, ray://HOST:10001); default: start a local Ray instance."),
-    cpus_per_cell: float = typer.Option(1.0, help="With --backend ray: CPUs (and torch threads) per worker."),
+    cpus_per_cell: Optional[float] = typer.Option(None, help="With --backend ray: CPUs (and torch threads) per worker (default: this process's torch threads, so the numbers equal the local backend's; another count changes them)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
 ) -> None:
     """Plant the teacher's defects, make every student, measure ACC and DIR, print the table, write the report.

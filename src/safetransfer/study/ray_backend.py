@@ -56,14 +56,21 @@ class CellWorker:
 
 def make_cells_on_ray(
     config: StudyConfig, stages: Sequence[Sequence[Cell]], cache_dir: str | Path, *, address: str | None = None,
-    cpus_per_cell: float = 1, gpus_per_cell: float = 0, workers: int | None = None,
+    cpus_per_cell: float | None = None, gpus_per_cell: float = 0, workers: int | None = None,
 ) -> Iterator[tuple[Cell, dict[str, Any]]]:
     """Make the cells of each stage in turn on Ray, yielding ``(cell, record)`` as each finishes.
 
-    ``cpus_per_cell`` / ``gpus_per_cell``: what each actor asks of the cluster; ``workers``: the
-    number of actors (default: as many as the cluster's CPUs allow, at most one per cell).
-    An error in a cell (e.g. a missing data set) is raised here as the same error.
+    ``cpus_per_cell`` / ``gpus_per_cell``: what each actor asks of the cluster; its torch threads
+    are ``cpus_per_cell`` (default: this process's torch thread count, so that every cell computes
+    exactly as the local backend would: CPU float reductions split by thread, so another thread
+    count changes the last digits, and training amplifies them). ``workers``: the number of actors
+    (default: as many as the cluster's CPUs allow, at most one per cell). An error in a cell (e.g.
+    a missing data set) is raised here as the same error.
     """
+    if cpus_per_cell is None:
+        import torch
+
+        cpus_per_cell = float(torch.get_num_threads())
     if cpus_per_cell <= 0 or gpus_per_cell < 0:
         raise ConfigError(f"cpus_per_cell must be positive and gpus_per_cell not negative "
                           f"(got {cpus_per_cell} and {gpus_per_cell}).")
@@ -79,9 +86,13 @@ def make_cells_on_ray(
     try:
         from ray.util import ActorPool
 
-        if workers is None:
-            cpus = float(ray.cluster_resources().get("CPU", 1))
-            workers = max(1, min(largest, int(cpus // cpus_per_cell)))
+        cluster_cpus = float(ray.cluster_resources().get("CPU", 0))
+        if cpus_per_cell > cluster_cpus:
+            raise ConfigError(f"each Ray worker asks for {cpus_per_cell:g} CPUs and the cluster has {cluster_cpus:g}: "
+                              f"pass a smaller --cpus-per-cell.")
+        fits = max(1, int(cluster_cpus // cpus_per_cell))
+        # more actors than the cluster holds would wait for CPUs forever
+        workers = min(workers or fits, fits, largest)
         actor = ray.remote(num_cpus=cpus_per_cell, num_gpus=gpus_per_cell)(CellWorker)
         threads = max(1, int(cpus_per_cell))
         doc, cache = config.model_dump(mode="json"), str(Path(cache_dir).resolve())
