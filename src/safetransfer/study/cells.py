@@ -208,13 +208,8 @@ class CellMaker:
         from safetransfer.attacks.ripple import RippleConfig
         from safetransfer.attacks.weight_poisoning import poison_weights
 
-        c, task = self.config, ctx.task
-        attacker_name = _attacker_data_name(defect, task)
-        if attacker_name == "same":
-            attacker, attacker_key = ctx.data, {"data": task.data, "path": task.path, "limit": task.limit_train}
-        else:
-            attacker, attacker_key = load_data(attacker_name, seed=c.seed), {"data": attacker_name, "path": None,
-                                                                                "limit": None}
+        c = self.config
+        attacker_name, attacker, attacker_key = self._attacker_data(ctx.task, ctx.data, defect)
         key = digest({"kind": "weight_poisoning", "teacher": ctx.teacher_key, "attacker": attacker_key, "seed": c.seed,
                       "defect": defect.key_doc()})
         folder = self._cache("teachers", key)
@@ -265,20 +260,25 @@ class CellMaker:
             save_tensors_and_json(folder, {"inputs": x.contiguous()}, tensors.name, meta, meta_path.name)
         return Split(x, eval_split.labels), meta
 
+    def _attacker_data(
+        self, task: TaskSpec, data: ClassificationData, defect: DefectSpec
+    ) -> tuple[str, ClassificationData, dict[str, Any]]:
+        """The attacker's data for ``defect`` on ``task``: its name (``same`` = the task's own), the
+        data and its key. The key names the data itself, so a data set that is one task's own
+        (full knowledge) and another task's domain shift gives one poisoned teacher."""
+        name = _attacker_data_name(defect, task)
+        if name == "same":
+            return name, data, {"data": task.data, "path": task.path, "limit": task.limit_train}
+        return name, load_data(name, seed=self.config.seed), {"data": name, "path": None, "limit": None}
+
     def _backdoored(
         self, teacher: TransferModel, teacher_key: str, task: TaskSpec, data: ClassificationData, defect: DefectSpec
     ) -> tuple[TransferModel, str, dict[str, Any]]:
         c = self.config
-        attacker_name = _attacker_data_name(defect, task)
+        attacker_name, attacker, attacker_key = self._attacker_data(task, data, defect)
         trigger = PatchTrigger(**defect.trigger.model_dump())
         bd = BackdoorConfig(trigger=trigger, rate=defect.rate, target=defect.target, steps=defect.steps, seed=c.seed,
                             latent_weight=defect.latent_weight)
-        # The key names the attacker's data itself, so a data set that is one task's own
-        # (full knowledge) and another task's domain shift gives one backdoored teacher.
-        if attacker_name == "same":
-            attacker, attacker_key = data, {"data": task.data, "path": task.path, "limit": task.limit_train}
-        else:
-            attacker, attacker_key = load_data(attacker_name, seed=c.seed), {"data": attacker_name, "path": None, "limit": None}
         ripple = None
         key_doc = {"kind": "backdoor", "teacher": teacher_key, "attacker": attacker_key, "seed": c.seed,
                    "backdoor": bd.fingerprint(teacher.config.arch)}
