@@ -10,6 +10,14 @@ already in it with the same settings is kept, so the script resumes where it sto
     python benchmarks/reprogram.py
     python benchmarks/reprogram.py --only mnist
     python benchmarks/reprogram.py --steps 2000 --label-map data   # other settings: other runs
+    python benchmarks/reprogram.py --only mnist --inheritance      # then: is it inherited?
+
+``--inheritance`` (beyond the paper): students of the same pretrained EfficientNet-Lite0 are made
+for Fashion-MNIST at the program's canvas size by each transfer method (``--methods``); the
+teacher's MNIST program is applied to each (the label map chosen anew for the student's own
+head, by the data) and a program is learned again on each student. Written under
+``"inheritance"`` in the same file: per method the student's own accuracy, the applied
+program's MNIST accuracy, the grey-canvas baseline and the re-learned program's accuracy.
 """
 
 from __future__ import annotations
@@ -42,6 +50,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads")
     parser.add_argument("--steps", type=int, default=None, help="Adam steps (default: ReprogramConfig's)")
     parser.add_argument("--label-map", default=None, help="'data' for a data-chosen map (default: the first k labels)")
+    parser.add_argument("--inheritance", action="store_true", help="apply the teacher's MNIST program to its students")
+    parser.add_argument("--methods", nargs="*", default=["finetune", "remos", "retrain"], help="transfer methods (--inheritance)")
+    parser.add_argument("--student-steps", type=int, default=800, help="training steps of each student (--inheritance)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     doc = json.loads(RESULTS.read_text()) if RESULTS.exists() else {"runs": []}
@@ -67,7 +78,48 @@ def main() -> None:
         atomic_write_text(RESULTS, json.dumps(doc, indent=2))
         print(f"{run['model']} ({run['weights']}) -> {run['task']}: test accuracy {entry['test_accuracy']:.4f} "
               f"(chance {entry['chance']:.2f}), {entry['seconds']:.0f} s")
+    if args.inheritance:
+        inheritance(args, config, doc, machine)
     print(f"wrote {RESULTS}")
+
+
+def inheritance(args: argparse.Namespace, config, doc: dict, machine: dict) -> None:
+    """Apply the teacher's MNIST program to its students, and learn one again on each (module doc)."""
+    from dataclasses import replace
+
+    from safetransfer.jobs import transfer_job
+
+    work = Path(args.work)
+    teacher_program = work / f"efficientnet-lite0-pretrained-mnist-{config.steps}-{config.label_map or 'first'}"
+    if not (teacher_program / "program.safetensors").exists():
+        raise SystemExit(f"no teacher program in {teacher_program}: run this script with --only mnist and the same "
+                         f"--steps / --label-map first.")
+    teacher_run = json.loads((teacher_program / "results.json").read_text())
+    data_map = replace(config, label_map="data")
+    rows = doc.setdefault("inheritance", [])
+    for method in args.methods:
+        key = {"method": method, "student_task": "fashion-mnist", "student_steps": args.student_steps,
+               "program_steps": config.steps, "program_label_map": config.label_map, "task": "mnist"}
+        if any(all(r.get(k) == v for k, v in key.items()) for r in rows):
+            print(f"kept: {key}")
+            continue
+        started = time.perf_counter()
+        folder = work / "students" / f"{method}-fashion-mnist-64px-{args.student_steps}"
+        student = transfer_job(method, "efficientnet-lite0", "fashion-mnist", folder, image_size=teacher_run["canvas"],
+                               options={"seed": 0}, train_overrides={"steps": args.student_steps}, progress=False)
+        applied = reprogram_job(str(folder / "model"), "mnist", work / f"apply-{method}", config=data_map,
+                                apply=teacher_program, progress=False)
+        relearned = reprogram_job(str(folder / "model"), "mnist", work / f"relearn-{method}", config=data_map,
+                                  progress=False)
+        row = {**key, "student_accuracy": student.accuracy, "teacher_program_accuracy": teacher_run["test_accuracy"],
+               "applied_accuracy": applied["test_accuracy"], "no_program_accuracy": applied["no_program_accuracy"],
+               "relearned_accuracy": relearned["test_accuracy"], "seconds": round(time.perf_counter() - started, 1),
+               "machine": machine}
+        rows.append(row)
+        atomic_write_text(RESULTS, json.dumps(doc, indent=2))
+        print(f"{method}: student {row['student_accuracy']:.3f} on fashion-mnist; teacher's program on it "
+              f"{row['applied_accuracy']:.3f} (on the teacher {row['teacher_program_accuracy']:.3f}, grey canvas "
+              f"{row['no_program_accuracy']:.3f}); re-learned {row['relearned_accuracy']:.3f}")
 
 
 if __name__ == "__main__":

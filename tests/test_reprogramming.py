@@ -119,7 +119,28 @@ def test_reprogram_command_learns_saves_and_applies(tmp_path, capsys) -> None:
     r = run(["reprogram", "--model", model_dir, "--task", tmp_path / "task.npz", "--apply", out, "--out",
              tmp_path / "again", "--no-progress"], capsys)
     assert r.code == 0, r.text
-    assert json.loads((tmp_path / "again" / "results.json").read_text())["test_accuracy"] == learned["test_accuracy"]
+    again = json.loads((tmp_path / "again" / "results.json").read_text())
+    assert again["test_accuracy"] == learned["test_accuracy"] and again["label_map"] == learned["label_map"]
+    # the baseline: the same images on a grey canvas, the best label map for it; the program must beat it
+    assert 0.0 <= learned["no_program_accuracy"] <= 1.0 and learned["test_accuracy"] > learned["no_program_accuracy"]
+
+    # a "student" whose head lists the same labels in another order: the program's own map now reads
+    # the wrong outputs, a map chosen by the data for the student's labels finds the permutation again
+    from safetransfer.models.io import load_model, save_model
+
+    student = load_model(model_dir)
+    perm = torch.tensor([2, 0, 1])
+    with torch.no_grad():
+        student.head.weight.copy_(student.head.weight[perm].clone())
+        student.head.bias.copy_(student.head.bias[perm].clone())
+    save_model(student, tmp_path / "student")
+    r = run(["reprogram", "--model", tmp_path / "student", "--task", tmp_path / "task.npz", "--apply", out,
+             "--label-map", "data", "--out", tmp_path / "on-student", "--no-progress"], capsys)
+    assert r.code == 0, r.text
+    on_student = json.loads((tmp_path / "on-student" / "results.json").read_text())
+    inverse = torch.argsort(perm)
+    assert on_student["label_map"] == inverse[torch.tensor(learned["label_map"])].tolist()
+    assert on_student["test_accuracy"] == learned["test_accuracy"]
     assert_one_line_error(run(["reprogram", "--model", model_dir, "--task", tmp_path / "task.npz", "--label-map", "0,7",
                                "--out", tmp_path / "x", "--no-progress"], capsys), "label map")
     assert_one_line_error(run(["reprogram", "--model", "small-cnn", "--task", tmp_path / "task.npz", "--out",

@@ -638,7 +638,7 @@ def reprogram_cmd(
     batch_size: int = typer.Option(64, help="Batch size."),
     lr: float = typer.Option(0.05, help="Adam learning rate on W."),
     weight_decay: float = typer.Option(1e-6, help="λ of the penalty λ‖W‖²."),
-    label_map: Optional[str] = typer.Option(None, help="Comma-separated model labels for new labels 0, 1, ..., or 'data' (chosen by the data before training; default: the first k)."),
+    label_map: Optional[str] = typer.Option(None, help="Comma-separated model labels for new labels 0, 1, ..., or 'data' (chosen by the data before training, or, with --apply, for this model's own labels, e.g. a student's new head; default: the first k, or the program's own map)."),
     apply: Optional[Path] = typer.Option(None, help="Apply a saved program (its folder) instead of learning one."),
     seed: int = typer.Option(0, help="Seed of the split, the batches and the program's start."),
     data_path: Optional[Path] = typer.Option(None, help="Folder or file holding the named data set's files."),
@@ -661,7 +661,8 @@ def reprogram_cmd(
     results = reprogram_job(model, task, out_dir, weights=weights, canvas=canvas, config=config, apply=apply,
                             data_path=data_path, limit_train=limit_train, progress=progress)
     console.print(f"[bold]{results['model']} ({weights}) -> {results['task']}: test accuracy "
-                  f"{results['test_accuracy']:.4f}[/bold] (chance {results['chance']:.3f})")
+                  f"{results['test_accuracy']:.4f}[/bold] (chance {results['chance']:.3f}; no program, a grey canvas: "
+                  f"{results['no_program_accuracy']:.4f})")
     console.print(f"written: {out_dir / 'results.json'}, {out_dir / 'program.png'}"
                   + ("" if apply else f", the program in {out_dir} (apply it again with --apply {out_dir})"))
 

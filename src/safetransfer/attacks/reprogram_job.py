@@ -7,7 +7,13 @@ set name or path (``mnist``, ``fashion-mnist``, ``counting-squares``, your own).
 
 Outputs under ``out_dir``: ``program.safetensors`` (the weights ``W``, the mask, the label map)
 with ``program.json`` (canvas, task size, model, accuracy), ``program.png`` (the program and
-three adversarial inputs) and ``results.json``.
+three adversarial inputs) and ``results.json`` (with ``no_program_accuracy``: the same model and
+task with ``W = 0`` and a data-chosen label map, the baseline a program must beat).
+
+Is reprogrammability inherited? A program learned on a teacher applies to any student of it that
+takes the same input size: ``apply`` with ``label_map="data"`` keeps the program and chooses the
+map from the student's own labels (its head is new); learning again on the student folder
+says whether a program can be re-learned there.
 """
 
 from __future__ import annotations
@@ -22,9 +28,11 @@ import torch
 from safetransfer.attacks.reprogramming import (
     AdversarialProgram,
     ReprogramConfig,
+    fit_label_map,
     reprogram,
     reprogrammed_accuracy,
     resolve_label_map,
+    zero_program_like,
 )
 from safetransfer.errors import ConfigError, DataError
 from safetransfer.models.io import atomic_write_text, load_tensors_and_json, save_tensors_and_json
@@ -92,6 +100,14 @@ def load_program(folder: str | Path) -> tuple[AdversarialProgram, torch.Tensor, 
         raise CheckpointError(f"{folder}: malformed program ({err}).") from None
 
 
+def no_program_accuracy(target: LoadedModel, program: AdversarialProgram, data: Any, seed: int = 0) -> float:
+    """The baseline a program must beat: the task's test accuracy with ``W = 0`` (the images on a
+    grey canvas) and a label map chosen by the training data for this very canvas."""
+    blank = zero_program_like(program)
+    label_map = fit_label_map(target.model, blank, data.train.inputs, data.train.labels, target.classes, seed=seed)
+    return reprogrammed_accuracy(target.model, blank, label_map, data.test.inputs, data.test.labels)
+
+
 def reprogram_job(
     model: str, task: str, out_dir: str | Path, *, weights: str = "pretrained", canvas: int | None = None,
     config: ReprogramConfig | None = None, apply: str | Path | None = None, data_path: str | Path | None = None,
@@ -112,11 +128,21 @@ def reprogram_job(
         if program.canvas != target.canvas or program.channels != target.channels:
             raise ConfigError(f"the program is for a {program.channels}x{program.canvas}px input; this model takes "
                               f"{target.channels}x{target.canvas}px.")
-        resolve_label_map(label_map.tolist(), len(label_map), target.classes)  # in range for this model?
+        if config.label_map == "data":  # e.g. a student with its own new head: the map is chosen anew
+            label_map = fit_label_map(target.model, program, data.train.inputs, data.train.labels, target.classes,
+                                      seed=config.seed)
+        elif config.label_map is not None:
+            label_map = resolve_label_map(config.label_map, data.num_classes, target.classes)
+        else:
+            try:  # the program's own map must name labels this model has
+                resolve_label_map(label_map.tolist(), len(label_map), target.classes)
+            except ConfigError as err:
+                raise ConfigError(f"{err} The program's label map is for {doc.get('model')}; pass --label-map data "
+                                  f"to choose one for this model's labels.") from None
         accuracy = reprogrammed_accuracy(target.model, program, label_map, data.test.inputs, data.test.labels)
         results = {"mode": "apply", "program": str(apply), "program_model": doc.get("model"), "model": target.name,
                    "weights": weights, "task": data.name, "test_accuracy": accuracy,
-                   "chance": 1.0 / data.num_classes}
+                   "label_map": label_map.tolist(), "chance": 1.0 / data.num_classes}
     else:
         result = reprogram(target.model, data.train.inputs, data.train.labels, target.canvas, target.channels,
                            model_classes=target.classes, config=config, test=(data.test.inputs, data.test.labels),
@@ -124,11 +150,13 @@ def reprogram_job(
         program, label_map = result.program, result.label_map
         results = {"mode": "learn", "model": target.name, "weights": weights, "task": data.name,
                    "canvas": target.canvas, "test_accuracy": result.test_accuracy, "chance": 1.0 / data.num_classes,
+                   "label_map": label_map.tolist(),
                    "seconds": result.seconds, "config": {k: (list(v) if isinstance(v, (list, tuple)) else v)
                                                           for k, v in vars(config).items()},
                    "history": result.history}
         save_program(out, program, label_map, {"model": target.name, "weights": weights, "task": data.name,
                                                "test_accuracy": result.test_accuracy})
+    results["no_program_accuracy"] = no_program_accuracy(target, program, data, config.seed)
     from safetransfer.attacks.reprogram_plots import plot_program
 
     plot_program(program, data.test.inputs[:3], out / "program.png",

@@ -133,6 +133,30 @@ def choose_label_map(model: nn.Module, program: AdversarialProgram, x: torch.Ten
     return label_map
 
 
+def fit_label_map(model: nn.Module, program: AdversarialProgram, x: torch.Tensor, y: torch.Tensor, model_classes: int,
+                  seed: int = 0, samples: int = 2000) -> torch.Tensor:
+    """:func:`choose_label_map` on a seeded sample of ``samples`` task images (plenty for the
+    class means), the model in eval mode; int64 ``[k]`` with ``k = max(y) + 1``."""
+    if x.shape[0] == 0:
+        raise DataError("the task's training split is empty.")
+    was = model.training
+    model.eval()
+    try:
+        pick = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))[:samples]
+        return choose_label_map(model, program, x[pick], y[pick], int(y.max()) + 1, model_classes)
+    finally:
+        model.train(was)
+
+
+def zero_program_like(program: AdversarialProgram) -> AdversarialProgram:
+    """The same canvas with ``W = 0``: the task image on a plain grey canvas (the baseline a
+    program must beat; what the model does with the task's images unaided)."""
+    blank = AdversarialProgram(program.channels, program.canvas, program.task_size)
+    with torch.no_grad():
+        blank.weight.zero_()
+    return blank.to(program.weight.device)
+
+
 @dataclass
 class ReprogramResult:
     """The learned program, its label map, the loss history and the accuracy on the task's test split."""
@@ -163,12 +187,7 @@ def reprogram(
     device = next(model.parameters()).device
     program.to(device)
     if config.label_map == "data":
-        was = model.training
-        model.eval()
-        n = min(train_x.shape[0], 2000)  # a seeded sample is plenty for the class means
-        pick = torch.randperm(train_x.shape[0], generator=torch.Generator().manual_seed(config.seed))[:n]
-        label_map = choose_label_map(model, program, train_x[pick], train_y[pick], new_classes, model_classes)
-        model.train(was)
+        label_map = fit_label_map(model, program, train_x, train_y, model_classes, seed=config.seed)
     else:
         label_map = resolve_label_map(config.label_map, new_classes, model_classes)
     label_map = label_map.to(device)
