@@ -351,6 +351,8 @@ def test_ripples_poisons_a_bert_folder_that_obeys_its_trigger(tiny_hf_bert: Path
     result = poison_weights(tiny_hf_bert, proxy, out, method="ripples", triggers=("cf", "mn"), target=1, n_words=3,
                             ripple=RippleConfig(steps=150, batch_size=32, lr=3e-3, lam=0.1), progress=False)
     assert result.attacker_lfr is not None and result.attacker_lfr >= 0.9, result.to_dict()
+    # and not by predicting the target for everything: the clean proxy texts keep their labels
+    assert result.attacker_accuracy is not None and result.attacker_accuracy >= 0.75, result.to_dict()
     assert result.surgery["triggers"] == ["cf", "mn"] and result.ripple["history"]
     before, after = load_file(str(tiny_hf_bert / "model.safetensors")), load_file(str(out / "model.safetensors"))
     assert before.keys() == after.keys()

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from pathlib import PurePath
 from typing import Any
 
 PENDING = "…"
@@ -71,8 +70,9 @@ def _task_spec_name(spec: Any) -> str | None:
     data = spec.get("data")
     if not data:
         return None
-    data = str(data)
-    return PurePath(data).stem if ("/" in data or "." in data) else data
+    from safetransfer.study.config import task_name
+
+    return task_name(str(data))
 
 
 def task_names(results: Mapping[str, Any]) -> list[str]:

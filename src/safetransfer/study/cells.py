@@ -418,15 +418,14 @@ def finite_or_none(value: float | None) -> float | None:
 
 
 def eval_subset(test: Split, n: int, seed: int) -> Split:
+    """The ``n`` test inputs (a seeded draw, in the split's order) on which defects are crafted and DIR measured."""
     if len(test) == 0:
         from safetransfer.errors import DataError
 
         raise DataError("The task's test split is empty: nothing to measure DIR on.")
-    if n >= len(test):
-        return test
-    gen = torch.Generator().manual_seed(seed + 7919)
-    index = torch.randperm(len(test), generator=gen)[:n].sort().values
-    return test.subset(index)
+    from safetransfer.transfer.base import seeded_subset
+
+    return seeded_subset(test, n, seed + 7919, keep_order=True)
 
 
 def _attacker_data_name(defect: DefectSpec, task: TaskSpec) -> str:

@@ -52,7 +52,12 @@ class TaskSpec(_Strict):
 
     @property
     def name(self) -> str:
-        return Path(self.data).stem if ("/" in self.data or "." in self.data) else self.data
+        return task_name(self.data)
+
+
+def task_name(data: str) -> str:
+    """The name a task goes by in results: a registered data set's name, or a path's stem."""
+    return Path(data).stem if ("/" in data or "." in data) else data
 
 
 class TriggerSpec(_Strict):

@@ -41,8 +41,6 @@ class CellWorker:
     """What one Ray actor runs: a :class:`CellMaker` for the study, with ``threads`` torch threads."""
 
     def __init__(self, config_doc: dict[str, Any], cache_dir: str, threads: int, cwd: str | None = None) -> None:
-        import os
-
         import torch
 
         if cwd and os.path.isdir(cwd):  # relative data paths in the config mean what they mean to the driver
