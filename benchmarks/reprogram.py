@@ -50,6 +50,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads")
     parser.add_argument("--steps", type=int, default=None, help="Adam steps (default: ReprogramConfig's)")
     parser.add_argument("--label-map", default=None, help="'data' for a data-chosen map (default: the first k labels)")
+    parser.add_argument("--schedule", default=None, help="cosine or constant (default: ReprogramConfig's)")
+    parser.add_argument("--labels-per-class", type=int, default=None, help="model labels per new label (default 1)")
     parser.add_argument("--inheritance", action="store_true", help="apply the teacher's MNIST program to its students")
     parser.add_argument("--methods", nargs="*", default=["finetune", "remos", "retrain"], help="transfer methods (--inheritance)")
     parser.add_argument("--student-steps", type=int, default=800, help="training steps of each student (--inheritance)")
@@ -60,19 +62,26 @@ def main() -> None:
                "torch": torch.__version__}
     from safetransfer.attacks.reprogramming import ReprogramConfig
 
-    config = ReprogramConfig(**{k: v for k, v in (("steps", args.steps), ("label_map", args.label_map)) if v})
+    config = ReprogramConfig(**{k: v for k, v in (("steps", args.steps), ("label_map", args.label_map),
+                                                  ("schedule", args.schedule),
+                                                  ("labels_per_class", args.labels_per_class)) if v})
     for run in RUNS:
-        run = {**run, "steps": config.steps, "label_map": config.label_map}
+        run = {**run, "steps": config.steps, "label_map": config.label_map, "schedule": config.schedule,
+               "labels_per_class": config.labels_per_class}
         if args.only and run["task"] not in args.only:
             continue
         if any(all(r.get(k) == v for k, v in run.items()) for r in doc["runs"]):
             print(f"kept: {run}")
             continue
         started = time.perf_counter()
-        out = Path(args.work) / f"{run['model']}-{run['weights']}-{run['task']}-{config.steps}-{config.label_map or 'first'}"
+        out = Path(args.work) / (f"{run['model']}-{run['weights']}-{run['task']}-{config.steps}-"
+                                 f"{config.label_map or 'first'}-{config.schedule}-m{config.labels_per_class}")
         result = reprogram_job(run["model"], run["task"], out, weights=run["weights"], config=config, progress=False)
         entry = {**run, "test_accuracy": result["test_accuracy"], "chance": result["chance"],
                  "seconds": round(time.perf_counter() - started, 1), "canvas": result.get("canvas"),
+                 "no_program_accuracy": result["no_program_accuracy"], "label_map_used": result["label_map"],
+                 "curve": [[h["step"], round(h["test_accuracy_sample"], 4)] for h in result["history"]
+                           if "test_accuracy_sample" in h],
                  "machine": machine}
         doc["runs"].append(entry)
         atomic_write_text(RESULTS, json.dumps(doc, indent=2))
@@ -90,7 +99,8 @@ def inheritance(args: argparse.Namespace, config, doc: dict, machine: dict) -> N
     from safetransfer.jobs import transfer_job
 
     work = Path(args.work)
-    teacher_program = work / f"efficientnet-lite0-pretrained-mnist-{config.steps}-{config.label_map or 'first'}"
+    teacher_program = work / (f"efficientnet-lite0-pretrained-mnist-{config.steps}-"
+                          f"{config.label_map or 'first'}-{config.schedule}-m{config.labels_per_class}")
     if not (teacher_program / "program.safetensors").exists():
         raise SystemExit(f"no teacher program in {teacher_program}: run this script with --only mnist and the same "
                          f"--steps / --label-map first.")
@@ -99,7 +109,9 @@ def inheritance(args: argparse.Namespace, config, doc: dict, machine: dict) -> N
     rows = doc.setdefault("inheritance", [])
     for method in args.methods:
         key = {"method": method, "student_task": "fashion-mnist", "student_steps": args.student_steps,
-               "program_steps": config.steps, "program_label_map": config.label_map, "task": "mnist"}
+               "program_steps": config.steps, "program_label_map": config.label_map,
+               "program_schedule": config.schedule, "program_labels_per_class": config.labels_per_class,
+               "task": "mnist"}
         if any(all(r.get(k) == v for k, v in key.items()) for r in rows):
             print(f"kept: {key}")
             continue

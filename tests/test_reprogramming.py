@@ -81,8 +81,12 @@ def test_reprogramming_learns_an_easy_task_and_keeps_the_model_frozen() -> None:
     before = {k: v.clone() for k, v in model.state_dict().items()}
     x, y = easy_task()
     result = reprogram(model, x[:160], y[:160], canvas=16, channels=3, model_classes=5,
-                       config=ReprogramConfig(steps=150, batch_size=32, lr=0.1, seed=0), test=(x[160:], y[160:]))
+                       config=ReprogramConfig(steps=150, batch_size=32, lr=0.1, seed=0, eval_every=50),
+                       test=(x[160:], y[160:]))
     assert result.test_accuracy is not None and result.test_accuracy >= 0.8, result.summary()  # chance: 0.5
+    curve = [(h["step"], h["test_accuracy_sample"]) for h in result.history if "test_accuracy_sample" in h]
+    assert [s for s, _ in curve] == [50, 100, 150]
+    assert curve[-1][1] == result.test_accuracy  # the sample is the whole (80-image) test split here
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert all(p.requires_grad for p in model.parameters())
     again = reprogram(model, x[:160], y[:160], canvas=16, channels=3, model_classes=5,
@@ -169,9 +173,22 @@ def test_label_map_chosen_by_the_data_is_the_best_assignment_by_hand() -> None:
     assert label_map.tolist() == [2, 1]
     with pytest.raises(ConfigError, match="fewer than"):
         choose_label_map(ByBrightness(), prog, x, y, new_classes=5, model_classes=4)
+    # two model labels per new label: bright images score on labels 1 (w = 8) and 3 (w = 4), dark on 2 and 0
+    groups = choose_label_map(ByBrightness(), prog, x, y, new_classes=2, model_classes=4, per_class=2)
+    assert [sorted(g) for g in groups.tolist()] == [[0, 2], [1, 3]]
+    # predictions sum the group's probabilities: with w = (0, 8, -8, 4) a bright image's labels 1 and 3 win
+    assert reprogrammed_predictions(ByBrightness(), prog, groups, x).eq(y).float().mean() == 1.0
+    assert resolve_label_map(None, 2, 4, per_class=2).tolist() == [[0, 1], [2, 3]]
+    with pytest.raises(ConfigError, match="x 2 model labels"):
+        resolve_label_map([0, 1, 2], 2, 4, per_class=2)
     net = tiny_frozen_model()
     result = reprogram(net, *easy_task(), canvas=16, channels=3, model_classes=5,
                        config=ReprogramConfig(steps=30, lr=0.1, label_map="data"), test=easy_task(seed=2))
     assert len(set(result.label_map.tolist())) == 2 and result.test_accuracy > 0.8
+    many = reprogram(net, *easy_task(), canvas=16, channels=3, model_classes=5,
+                     config=ReprogramConfig(steps=30, lr=0.1, label_map="data", labels_per_class=2),
+                     test=easy_task(seed=2))
+    assert many.label_map.shape == (2, 2) and len(set(many.label_map.flatten().tolist())) == 4
+    assert many.test_accuracy > 0.8
     with pytest.raises(ConfigError, match="label_map"):
         ReprogramConfig(label_map="best").validate()

@@ -130,12 +130,13 @@ def reprogram_job(
                               f"{target.channels}x{target.canvas}px.")
         if config.label_map == "data":  # e.g. a student with its own new head: the map is chosen anew
             label_map = fit_label_map(target.model, program, data.train.inputs, data.train.labels, target.classes,
-                                      seed=config.seed)
+                                      seed=config.seed, per_class=config.labels_per_class)
         elif config.label_map is not None:
-            label_map = resolve_label_map(config.label_map, data.num_classes, target.classes)
+            label_map = resolve_label_map(config.label_map, data.num_classes, target.classes, config.labels_per_class)
         else:
             try:  # the program's own map must name labels this model has
-                resolve_label_map(label_map.tolist(), len(label_map), target.classes)
+                per_class = label_map.shape[1] if label_map.dim() == 2 else 1
+                resolve_label_map(label_map.flatten().tolist(), len(label_map), target.classes, per_class)
             except ConfigError as err:
                 raise ConfigError(f"{err} The program's label map is for {doc.get('model')}; pass --label-map data "
                                   f"to choose one for this model's labels.") from None

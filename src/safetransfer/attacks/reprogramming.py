@@ -17,12 +17,14 @@ The adversarial input of a task image ``x`` (``[c, h, w]``, pixels in ``[0, 1]``
    negative program value and its gradient.)
 
 The model's labels map to the new task's by a fixed ``label_map``: new label ``i`` is read
-from model label ``label_map[i]`` (default: the first ``k`` labels; ``"data"``: chosen by the
+from model label ``label_map[i]`` (``labels_per_class`` m > 1: from the summed probability of
+``m`` model labels, a many-to-one map; default: the first ``k`` labels; ``"data"``: chosen by the
 data before training, :func:`choose_label_map`: the assignment of new labels to distinct
 model labels that maximises the mean probability the frozen model, with no program yet, gives
 each new class's images for its model label). The loss is
 ``−log p(label_map[y] | X̃) + λ‖W‖²`` with the softmax over *all* the model's labels, as in
-the paper; prediction is the new label whose mapped model label scores highest. Adam, seeded.
+the paper; prediction is the new label whose mapped model label scores highest. Adam, seeded,
+its rate annealed to zero on a cosine by default (the paper decays it exponentially per epoch).
 """
 
 from __future__ import annotations
@@ -86,9 +88,13 @@ class ReprogramConfig:
     steps: int = 1000
     batch_size: int = 64
     lr: float = 0.05
+    schedule: str = "cosine"  # "cosine": lr annealed to 0 over the steps; "constant"
     weight_decay: float = 1e-6
     label_map: Sequence[int] | str | None = None  # None: the first k labels; "data": choose_label_map
+    labels_per_class: int = 1  # m model labels per new label (their probabilities summed); 1 = the paper
     seed: int = 0
+    eval_every: int = 250  # the learning curve: test accuracy on eval_samples test images every N steps (0: off)
+    eval_samples: int = 1000
 
     def validate(self) -> "ReprogramConfig":
         problems = loop_problems(self.steps, self.batch_size, self.lr)
@@ -96,45 +102,64 @@ class ReprogramConfig:
             problems.append(f"weight_decay must not be negative (got {self.weight_decay})")
         if isinstance(self.label_map, str) and self.label_map != "data":
             problems.append(f"label_map must be a list of model labels, 'data' or None (got '{self.label_map}')")
+        if self.labels_per_class < 1:
+            problems.append(f"labels_per_class must be at least 1 (got {self.labels_per_class})")
+        if self.schedule not in ("cosine", "constant"):
+            problems.append(f"schedule must be 'cosine' or 'constant' (got '{self.schedule}')")
+        if self.eval_every < 0 or self.eval_samples < 1:
+            problems.append(f"eval_every must be >= 0 and eval_samples >= 1 (got {self.eval_every}, {self.eval_samples})")
         if problems:
             raise ConfigError("Bad reprogramming config: " + "; ".join(problems) + ".")
         return self
 
 
-def resolve_label_map(label_map: Sequence[int] | None, new_classes: int, model_classes: int) -> torch.Tensor:
-    """The label map as int64 ``[k]``: new label ``i`` -> model label ``map[i]`` (distinct, in range)."""
-    mapped = list(range(new_classes)) if label_map is None else [int(v) for v in label_map]
-    if len(mapped) != new_classes:
-        raise ConfigError(f"the label map has {len(mapped)} entries for {new_classes} new labels.")
+def resolve_label_map(label_map: Sequence[int] | None, new_classes: int, model_classes: int,
+                      per_class: int = 1) -> torch.Tensor:
+    """The label map as int64 ``[k]`` (``per_class`` 1: new label ``i`` -> model label ``map[i]``) or
+    ``[k, m]`` (new label ``i`` -> the ``m`` model labels ``map[i]``, given row by row); distinct, in range.
+    ``None``: the first ``k·m`` model labels."""
+    mapped = list(range(new_classes * per_class)) if label_map is None else [int(v) for v in label_map]
+    if len(mapped) != new_classes * per_class:
+        raise ConfigError(f"the label map has {len(mapped)} entries for {new_classes} new labels"
+                          + (f" x {per_class} model labels each." if per_class > 1 else "."))
     if len(set(mapped)) != len(mapped) or min(mapped) < 0 or max(mapped) >= model_classes:
         raise ConfigError(f"the label map must name distinct model labels in [0, {model_classes}) (got {mapped}).")
-    return torch.tensor(mapped, dtype=torch.long)
+    table = torch.tensor(mapped, dtype=torch.long)
+    return table if per_class == 1 else table.view(new_classes, per_class)
+
+
+def _groups(label_map: torch.Tensor) -> torch.Tensor:
+    """A label map as ``[k, m]`` (a 1-D map is ``m = 1``)."""
+    return label_map.view(-1, 1) if label_map.dim() == 1 else label_map
 
 
 @torch.no_grad()
 def choose_label_map(model: nn.Module, program: AdversarialProgram, x: torch.Tensor, y: torch.Tensor, new_classes: int,
-                     model_classes: int, batch_size: int = 256) -> torch.Tensor:
+                     model_classes: int, batch_size: int = 256, per_class: int = 1) -> torch.Tensor:
     """A label map chosen by the data: the distinct model labels that maximise the summed mean
     probability the model gives each new class's images (on the canvas, through ``program``)
-    for its label; an optimal assignment (Hungarian algorithm), int64 ``[k]``."""
+    for its label(s); an optimal assignment (Hungarian algorithm), int64 ``[k]`` (or ``[k, m]``
+    with ``per_class = m``: each new class a slot ``m`` times in the assignment)."""
     from scipy.optimize import linear_sum_assignment
 
-    if model_classes < new_classes:
-        raise ConfigError(f"the model has {model_classes} labels, fewer than the task's {new_classes}.")
+    if model_classes < new_classes * per_class:
+        raise ConfigError(f"the model has {model_classes} labels, fewer than the task's {new_classes}"
+                          + (f" x {per_class}." if per_class > 1 else "."))
     device = next(model.parameters()).device
     sums = torch.zeros(new_classes, model_classes, dtype=torch.float64)
     for i in range(0, x.shape[0], batch_size):
         probs = model(program(x[i : i + batch_size].to(device))).float().softmax(1).cpu().double()
         sums.index_add_(0, y[i : i + batch_size].long(), probs)
     counts = torch.bincount(y.long(), minlength=new_classes).clamp_min(1).double()
-    rows, cols = linear_sum_assignment((sums / counts[:, None]).numpy(), maximize=True)
-    label_map = torch.empty(new_classes, dtype=torch.long)
+    scores = (sums / counts[:, None]).repeat_interleave(per_class, dim=0)  # row r is new class r // m
+    rows, cols = linear_sum_assignment(scores.numpy(), maximize=True)
+    label_map = torch.empty(new_classes * per_class, dtype=torch.long)
     label_map[torch.as_tensor(rows)] = torch.as_tensor(cols, dtype=torch.long)
-    return label_map
+    return label_map if per_class == 1 else label_map.view(new_classes, per_class)
 
 
 def fit_label_map(model: nn.Module, program: AdversarialProgram, x: torch.Tensor, y: torch.Tensor, model_classes: int,
-                  seed: int = 0, samples: int = 2000) -> torch.Tensor:
+                  seed: int = 0, samples: int = 2000, per_class: int = 1) -> torch.Tensor:
     """:func:`choose_label_map` on a seeded sample of ``samples`` task images (plenty for the
     class means), the model in eval mode; int64 ``[k]`` with ``k = max(y) + 1``."""
     if x.shape[0] == 0:
@@ -143,7 +168,7 @@ def fit_label_map(model: nn.Module, program: AdversarialProgram, x: torch.Tensor
     model.eval()
     try:
         pick = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))[:samples]
-        return choose_label_map(model, program, x[pick], y[pick], int(y.max()) + 1, model_classes)
+        return choose_label_map(model, program, x[pick], y[pick], int(y.max()) + 1, model_classes, per_class=per_class)
     finally:
         model.train(was)
 
@@ -187,9 +212,10 @@ def reprogram(
     device = next(model.parameters()).device
     program.to(device)
     if config.label_map == "data":
-        label_map = fit_label_map(model, program, train_x, train_y, model_classes, seed=config.seed)
+        label_map = fit_label_map(model, program, train_x, train_y, model_classes, seed=config.seed,
+                                  per_class=config.labels_per_class)
     else:
-        label_map = resolve_label_map(config.label_map, new_classes, model_classes)
+        label_map = resolve_label_map(config.label_map, new_classes, model_classes, config.labels_per_class)
     label_map = label_map.to(device)
     was_training = model.training
     model.eval()
@@ -197,9 +223,17 @@ def reprogram(
     for p in model.parameters():
         p.requires_grad_(False)
     opt = torch.optim.Adam([program.weight], lr=config.lr)
+    if config.schedule == "cosine":  # the paper decays its rate too (0.96 every two epochs); cosine needs no epochs
+        schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 0.5 * (1.0 + math.cos(math.pi * t / config.steps)))
+    else:
+        schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 1.0)
     batches = endless_batches(train_x.shape[0], min(config.batch_size, train_x.shape[0]),
                               torch.Generator().manual_seed(config.seed))
     history: list[dict[str, float]] = []
+    curve_x = curve_y = None
+    if test is not None and config.eval_every:
+        pick = torch.randperm(test[0].shape[0], generator=torch.Generator().manual_seed(config.seed + 1))
+        curve_x, curve_y = test[0][pick[: config.eval_samples]], test[1][pick[: config.eval_samples]]
     started = time.perf_counter()
     steps = range(config.steps)
     if progress:
@@ -211,12 +245,20 @@ def reprogram(
             idx = next(batches)
             xb, yb = train_x[idx].to(device), train_y[idx].to(device)
             logp = torch.log_softmax(model(program(xb)).float(), dim=1)
-            loss = -logp.gather(1, label_map[yb].unsqueeze(1)).mean() + config.weight_decay * program.weight.pow(2).sum()
+            # −log of the summed probability of the new label's model labels (one label: −log p, the paper)
+            nll = -torch.logsumexp(logp.gather(1, _groups(label_map)[yb]), dim=1).mean()
+            loss = nll + config.weight_decay * program.weight.pow(2).sum()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            schedule.step()
             if step % log_every == 0 or step == config.steps - 1:
                 history.append({"step": step + 1, "loss": float(loss.detach())})
+            if curve_x is not None and ((step + 1) % config.eval_every == 0 or step == config.steps - 1):
+                history.append({"step": step + 1, "test_accuracy_sample": reprogrammed_accuracy(
+                    model, program, label_map, curve_x, curve_y)})
+                if progress:
+                    steps.set_postfix(acc=f"{history[-1]['test_accuracy_sample']:.3f}")
         accuracy = None
         if test is not None:
             accuracy = reprogrammed_accuracy(model, program, label_map, *test)
@@ -230,14 +272,14 @@ def reprogram(
 @torch.no_grad()
 def reprogrammed_predictions(model: nn.Module, program: AdversarialProgram, label_map: torch.Tensor, x: torch.Tensor,
                              batch_size: int = 256) -> torch.Tensor:
-    """New-task predictions ``[N]``: the new label whose mapped model label scores highest."""
+    """New-task predictions ``[N]``: the new label whose mapped model label(s) score highest (summed probability)."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     out = []
     for i in range(0, x.shape[0], batch_size):
         logits = model(program(x[i : i + batch_size].to(device))).float()
-        out.append(logits[:, label_map.to(device)].argmax(1).cpu())
+        out.append(torch.logsumexp(logits[:, _groups(label_map).to(device)], dim=2).argmax(1).cpu())
     model.train(was_training)
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
 
