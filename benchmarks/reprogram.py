@@ -52,6 +52,7 @@ def main() -> None:
     parser.add_argument("--label-map", default=None, help="'data' for a data-chosen map (default: the first k labels)")
     parser.add_argument("--schedule", default=None, help="cosine or constant (default: ReprogramConfig's)")
     parser.add_argument("--labels-per-class", type=int, default=None, help="model labels per new label (default 1)")
+    parser.add_argument("--task-scale", type=int, default=None, help="enlarge the task image on the canvas (default 1)")
     parser.add_argument("--inheritance", action="store_true", help="apply the teacher's MNIST program to its students")
     parser.add_argument("--methods", nargs="*", default=["finetune", "remos", "retrain"], help="transfer methods (--inheritance)")
     parser.add_argument("--student-steps", type=int, default=800, help="training steps of each student (--inheritance)")
@@ -64,10 +65,11 @@ def main() -> None:
 
     config = ReprogramConfig(**{k: v for k, v in (("steps", args.steps), ("label_map", args.label_map),
                                                   ("schedule", args.schedule),
-                                                  ("labels_per_class", args.labels_per_class)) if v})
+                                                  ("labels_per_class", args.labels_per_class),
+                                                  ("task_scale", args.task_scale)) if v})
     for run in RUNS:
         run = {**run, "steps": config.steps, "label_map": config.label_map, "schedule": config.schedule,
-               "labels_per_class": config.labels_per_class}
+               "labels_per_class": config.labels_per_class, "task_scale": config.task_scale}
         if args.only and run["task"] not in args.only:
             continue
         if any(all(r.get(k) == v for k, v in run.items()) for r in doc["runs"]):
@@ -75,7 +77,7 @@ def main() -> None:
             continue
         started = time.perf_counter()
         out = Path(args.work) / (f"{run['model']}-{run['weights']}-{run['task']}-{config.steps}-"
-                                 f"{config.label_map or 'first'}-{config.schedule}-m{config.labels_per_class}")
+                                 f"{config.label_map or 'first'}-{config.schedule}-m{config.labels_per_class}-s{config.task_scale}")
         result = reprogram_job(run["model"], run["task"], out, weights=run["weights"], config=config, progress=False)
         entry = {**run, "test_accuracy": result["test_accuracy"], "chance": result["chance"],
                  "seconds": round(time.perf_counter() - started, 1), "canvas": result.get("canvas"),
@@ -100,7 +102,7 @@ def inheritance(args: argparse.Namespace, config, doc: dict, machine: dict) -> N
 
     work = Path(args.work)
     teacher_program = work / (f"efficientnet-lite0-pretrained-mnist-{config.steps}-"
-                          f"{config.label_map or 'first'}-{config.schedule}-m{config.labels_per_class}")
+                          f"{config.label_map or 'first'}-{config.schedule}-m{config.labels_per_class}-s{config.task_scale}")
     if not (teacher_program / "program.safetensors").exists():
         raise SystemExit(f"no teacher program in {teacher_program}: run this script with --only mnist and the same "
                          f"--steps / --label-map first.")
@@ -111,6 +113,7 @@ def inheritance(args: argparse.Namespace, config, doc: dict, machine: dict) -> N
         key = {"method": method, "student_task": "fashion-mnist", "student_steps": args.student_steps,
                "program_steps": config.steps, "program_label_map": config.label_map,
                "program_schedule": config.schedule, "program_labels_per_class": config.labels_per_class,
+               "program_task_scale": config.task_scale,
                "task": "mnist"}
         if any(all(r.get(k) == v for k, v in key.items()) for r in rows):
             print(f"kept: {key}")

@@ -54,6 +54,16 @@ def test_program_leaves_the_task_image_exactly() -> None:
     assert adv.min() >= 0 and adv.max() <= 1
     with pytest.raises(ConfigError, match="does not fit"):
         AdversarialProgram(3, 4, (6, 6))
+    # enlarged twice: the 12x12 centre is the input with every pixel a 2x2 block, the program zero there
+    big = AdversarialProgram(3, 16, (6, 6), seed=0, scale=2)
+    with torch.no_grad():
+        big.weight.normal_(0, 3)
+    centre = big(x)[:, :, 2:14, 2:14]
+    assert torch.equal(centre[:, :, ::2, ::2], x.expand(-1, 3, -1, -1)) and torch.equal(centre[:, :, 1::2, 1::2],
+                                                                                       x.expand(-1, 3, -1, -1))
+    assert (big.program()[:, 2:14, 2:14] == 0).all() and (big.program()[:, :2].abs() > 0).all()
+    with pytest.raises(ConfigError, match="scale 3"):
+        AdversarialProgram(3, 16, (6, 6), scale=3)
     with pytest.raises(DataError, match="task images"):
         prog(torch.rand(2, 1, 5, 5))
 
@@ -192,3 +202,15 @@ def test_label_map_chosen_by_the_data_is_the_best_assignment_by_hand() -> None:
     assert many.test_accuracy > 0.8
     with pytest.raises(ConfigError, match="label_map"):
         ReprogramConfig(label_map="best").validate()
+
+
+def test_a_saved_program_keeps_its_scale_and_map(tmp_path) -> None:
+    from safetransfer.attacks.reprogram_job import load_program, save_program
+
+    prog = AdversarialProgram(3, 16, (6, 6), seed=3, scale=2)
+    groups = torch.tensor([[4, 1], [0, 2]])
+    save_program(tmp_path / "p", prog, groups, {"model": "tiny"})
+    again, label_map, doc = load_program(tmp_path / "p")
+    x = torch.rand(2, 1, 6, 6)
+    assert again.scale == 2 and torch.equal(again(x), prog(x)) and torch.equal(label_map, groups)
+    assert doc["task_size"] == [6, 6] and doc["model"] == "tiny"

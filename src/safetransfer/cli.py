@@ -639,6 +639,7 @@ def reprogram_cmd(
     lr: float = typer.Option(0.05, help="Adam learning rate on W."),
     weight_decay: float = typer.Option(1e-6, help="λ of the penalty λ‖W‖²."),
     schedule: str = typer.Option("cosine", help="Learning-rate schedule: cosine (annealed to 0) or constant."),
+    task_scale: int = typer.Option(1, help="Enlarge the task image by this whole factor on the canvas (nearest; 1: as the paper)."),
     labels_per_class: int = typer.Option(1, help="Model labels per new label, their probabilities summed (1: the paper's one-to-one map)."),
     label_map: Optional[str] = typer.Option(None, help="Comma-separated model labels for new labels 0, 1, ..., or 'data' (chosen by the data before training, or, with --apply, for this model's own labels, e.g. a student's new head; default: the first k, or the program's own map)."),
     apply: Optional[Path] = typer.Option(None, help="Apply a saved program (its folder) instead of learning one."),
@@ -658,7 +659,7 @@ def reprogram_cmd(
     except ValueError:
         raise ConfigError(f"--label-map takes comma-separated integers (got '{label_map}').") from None
     config = ReprogramConfig(steps=steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay, label_map=mapping,
-                             schedule=schedule, labels_per_class=labels_per_class, seed=seed)
+                             schedule=schedule, labels_per_class=labels_per_class, task_scale=task_scale, seed=seed)
     out_dir = out or Path("runs") / f"reprogram-{Path(model).name}-{Path(task).name}"
     results = reprogram_job(model, task, out_dir, weights=weights, canvas=canvas, config=config, apply=apply,
                             data_path=data_path, limit_train=limit_train, progress=progress)

@@ -80,7 +80,7 @@ def model_for_reprogramming(model: str, weights: str = "pretrained", canvas: int
 def save_program(folder: str | Path, program: AdversarialProgram, label_map: torch.Tensor, meta: dict[str, Any]) -> Path:
     """Write the program (safetensors + JSON) into ``folder``."""
     doc = {"format": PROGRAM_FORMAT, "canvas": program.canvas, "channels": program.channels,
-           "task_size": list(program.task_size), **meta}
+           "task_size": list(program.input_size), "scale": program.scale, **meta}
     tensors = {"weight": program.weight.detach().cpu().contiguous(), "label_map": label_map.cpu().contiguous()}
     save_tensors_and_json(folder, tensors, PROGRAM_TENSORS, doc, PROGRAM_JSON)
     return Path(folder)
@@ -90,7 +90,8 @@ def load_program(folder: str | Path) -> tuple[AdversarialProgram, torch.Tensor, 
     """A program saved by :func:`save_program`: the module, its label map and its metadata."""
     doc, tensors = load_tensors_and_json(folder, PROGRAM_TENSORS, PROGRAM_JSON, PROGRAM_FORMAT, "adversarial program")
     try:
-        program = AdversarialProgram(int(doc["channels"]), int(doc["canvas"]), tuple(doc["task_size"]))
+        program = AdversarialProgram(int(doc["channels"]), int(doc["canvas"]), tuple(doc["task_size"]),
+                                     scale=int(doc.get("scale", 1)))
         with torch.no_grad():
             program.weight.copy_(tensors["weight"])
         return program, tensors["label_map"].long(), doc

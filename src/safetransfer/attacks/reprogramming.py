@@ -45,12 +45,15 @@ from safetransfer.validation import loop_problems
 class AdversarialProgram(nn.Module):
     """The program ``W`` ``[C, S, S]`` and its centre mask; ``forward`` builds adversarial inputs."""
 
-    def __init__(self, channels: int, canvas: int, task_size: tuple[int, int], seed: int = 0) -> None:
+    def __init__(self, channels: int, canvas: int, task_size: tuple[int, int], seed: int = 0, scale: int = 1) -> None:
         super().__init__()
-        h, w = task_size
+        if scale < 1:
+            raise ConfigError(f"the task image's scale must be a whole number >= 1 (got {scale}).")
+        self.input_size = (int(task_size[0]), int(task_size[1]))  # the task's own images
+        h, w = self.input_size[0] * scale, self.input_size[1] * scale  # as they sit on the canvas
         if h > canvas or w > canvas:
-            raise ConfigError(f"a {h}x{w} task image does not fit a {canvas}x{canvas} canvas.")
-        self.channels, self.canvas, self.task_size = channels, canvas, (h, w)
+            raise ConfigError(f"a {h}x{w} task image (scale {scale}) does not fit a {canvas}x{canvas} canvas.")
+        self.channels, self.canvas, self.task_size, self.scale = channels, canvas, (h, w), scale
         self.top, self.left = (canvas - h) // 2, (canvas - w) // 2
         gen = torch.Generator().manual_seed(seed)
         # the paper starts from zero; a tiny seeded start breaks ties without moving the output
@@ -65,9 +68,11 @@ class AdversarialProgram(nn.Module):
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Task images ``[N, c, h, w]`` (pixels) in the ``[−1, 1]`` scale on a zero canvas ``[N, C, S, S]``."""
-        if x.dim() != 4 or tuple(x.shape[2:]) != self.task_size:
-            raise DataError(f"task images must be [N, c, {self.task_size[0]}, {self.task_size[1]}] "
+        if x.dim() != 4 or tuple(x.shape[2:]) != self.input_size:
+            raise DataError(f"task images must be [N, c, {self.input_size[0]}, {self.input_size[1]}] "
                             f"(got {tuple(x.shape)}).")
+        if self.scale > 1:  # each pixel becomes a scale x scale block (nearest): the image itself, larger
+            x = x.repeat_interleave(self.scale, dim=2).repeat_interleave(self.scale, dim=3)
         if x.shape[1] not in (1, self.channels):
             raise DataError(f"task images have {x.shape[1]} channels; the model takes {self.channels} (or 1).")
         canvas = x.new_zeros(x.shape[0], self.channels, self.canvas, self.canvas)
@@ -92,6 +97,7 @@ class ReprogramConfig:
     weight_decay: float = 1e-6
     label_map: Sequence[int] | str | None = None  # None: the first k labels; "data": choose_label_map
     labels_per_class: int = 1  # m model labels per new label (their probabilities summed); 1 = the paper
+    task_scale: int = 1  # the task image enlarged by this whole factor (nearest) on the canvas; 1 = the paper
     seed: int = 0
     eval_every: int = 250  # the learning curve: test accuracy on eval_samples test images every N steps (0: off)
     eval_samples: int = 1000
@@ -102,6 +108,8 @@ class ReprogramConfig:
             problems.append(f"weight_decay must not be negative (got {self.weight_decay})")
         if isinstance(self.label_map, str) and self.label_map != "data":
             problems.append(f"label_map must be a list of model labels, 'data' or None (got '{self.label_map}')")
+        if self.task_scale < 1:
+            problems.append(f"task_scale must be a whole number >= 1 (got {self.task_scale})")
         if self.labels_per_class < 1:
             problems.append(f"labels_per_class must be at least 1 (got {self.labels_per_class})")
         if self.schedule not in ("cosine", "constant"):
@@ -176,7 +184,7 @@ def fit_label_map(model: nn.Module, program: AdversarialProgram, x: torch.Tensor
 def zero_program_like(program: AdversarialProgram) -> AdversarialProgram:
     """The same canvas with ``W = 0``: the task image on a plain grey canvas (the baseline a
     program must beat; what the model does with the task's images unaided)."""
-    blank = AdversarialProgram(program.channels, program.canvas, program.task_size)
+    blank = AdversarialProgram(program.channels, program.canvas, program.input_size, scale=program.scale)
     with torch.no_grad():
         blank.weight.zero_()
     return blank.to(program.weight.device)
@@ -208,7 +216,7 @@ def reprogram(
     if train_x.shape[0] == 0:
         raise DataError("the task's training split is empty.")
     new_classes = int(train_y.max()) + 1
-    program = AdversarialProgram(channels, canvas, tuple(train_x.shape[2:]), seed=config.seed)
+    program = AdversarialProgram(channels, canvas, tuple(train_x.shape[2:]), seed=config.seed, scale=config.task_scale)
     device = next(model.parameters()).device
     program.to(device)
     if config.label_map == "data":
