@@ -10,9 +10,10 @@ already in it with the same settings is kept, so the script resumes where it sto
     python benchmarks/reprogram.py
     python benchmarks/reprogram.py --only mnist
     python benchmarks/reprogram.py --steps 2000 --label-map data   # other settings: other runs
-    python benchmarks/reprogram.py --only mnist --inheritance      # then: is it inherited?
+    python benchmarks/reprogram.py --inheritance --steps 2000 --label-map data   # then: is it inherited?
 
-``--inheritance`` (beyond the paper): students of the same pretrained EfficientNet-Lite0 are made
+``--inheritance`` (beyond the paper; instead of the runs above, and after the pretrained MNIST run
+with the same settings, whose program it takes): students of the same pretrained EfficientNet-Lite0 are made
 for Fashion-MNIST at the program's canvas size by each transfer method (``--methods``); the
 teacher's MNIST program is applied to each (the label map chosen anew for the student's own
 head, by the data) and a program is learned again on each student. Written under
@@ -53,7 +54,8 @@ def main() -> None:
     parser.add_argument("--schedule", default=None, help="cosine or constant (default: ReprogramConfig's)")
     parser.add_argument("--labels-per-class", type=int, default=None, help="model labels per new label (default 1)")
     parser.add_argument("--task-scale", type=int, default=None, help="enlarge the task image on the canvas (default 1)")
-    parser.add_argument("--inheritance", action="store_true", help="apply the teacher's MNIST program to its students")
+    parser.add_argument("--inheritance", action="store_true",
+                        help="instead of the runs: apply the teacher's MNIST program (same settings) to its students")
     parser.add_argument("--methods", nargs="*", default=["finetune", "remos", "retrain"], help="transfer methods (--inheritance)")
     parser.add_argument("--student-steps", type=int, default=800, help="training steps of each student (--inheritance)")
     args = parser.parse_args()
@@ -67,7 +69,7 @@ def main() -> None:
                                                   ("schedule", args.schedule),
                                                   ("labels_per_class", args.labels_per_class),
                                                   ("task_scale", args.task_scale)) if v})
-    for run in RUNS:
+    for run in [] if args.inheritance else RUNS:
         run = {**run, "steps": config.steps, "label_map": config.label_map, "schedule": config.schedule,
                "labels_per_class": config.labels_per_class, "task_scale": config.task_scale}
         if args.only and run["task"] not in args.only:
@@ -105,7 +107,7 @@ def inheritance(args: argparse.Namespace, config, doc: dict, machine: dict) -> N
                           f"{config.label_map or 'first'}-{config.schedule}-m{config.labels_per_class}-s{config.task_scale}")
     if not (teacher_program / "program.safetensors").exists():
         raise SystemExit(f"no teacher program in {teacher_program}: run this script with --only mnist and the same "
-                         f"--steps / --label-map first.")
+                         f"settings first.")
     teacher_run = json.loads((teacher_program / "results.json").read_text())
     data_map = replace(config, label_map="data")
     rows = doc.setdefault("inheritance", [])

@@ -101,11 +101,13 @@ def load_program(folder: str | Path) -> tuple[AdversarialProgram, torch.Tensor, 
         raise CheckpointError(f"{folder}: malformed program ({err}).") from None
 
 
-def no_program_accuracy(target: LoadedModel, program: AdversarialProgram, data: Any, seed: int = 0) -> float:
+def no_program_accuracy(target: LoadedModel, program: AdversarialProgram, data: Any, seed: int = 0,
+                        per_class: int = 1) -> float:
     """The baseline a program must beat: the task's test accuracy with ``W = 0`` (the images on a
     grey canvas) and a label map chosen by the training data for this very canvas."""
     blank = zero_program_like(program)
-    label_map = fit_label_map(target.model, blank, data.train.inputs, data.train.labels, target.classes, seed=seed)
+    label_map = fit_label_map(target.model, blank, data.train.inputs, data.train.labels, target.classes, seed=seed,
+                              per_class=per_class)
     return reprogrammed_accuracy(target.model, blank, label_map, data.test.inputs, data.test.labels)
 
 
@@ -158,7 +160,7 @@ def reprogram_job(
                    "history": result.history}
         save_program(out, program, label_map, {"model": target.name, "weights": weights, "task": data.name,
                                                "test_accuracy": result.test_accuracy})
-    results["no_program_accuracy"] = no_program_accuracy(target, program, data, config.seed)
+    results["no_program_accuracy"] = no_program_accuracy(target, program, data, config.seed, config.labels_per_class)
     from safetransfer.attacks.reprogram_plots import plot_program
 
     plot_program(program, data.test.inputs[:3], out / "program.png",
