@@ -109,7 +109,8 @@ def inheritance(args: argparse.Namespace, config, doc: dict, machine: dict) -> N
         raise SystemExit(f"no teacher program in {teacher_program}: run this script with --only mnist and the same "
                          f"settings first.")
     teacher_run = json.loads((teacher_program / "results.json").read_text())
-    data_map = replace(config, label_map="data")
+    # a student's head has as many labels as its own task (10 here): one model label per new label
+    data_map = replace(config, label_map="data", labels_per_class=1)
     rows = doc.setdefault("inheritance", [])
     for method in args.methods:
         key = {"method": method, "student_task": "fashion-mnist", "student_steps": args.student_steps,

@@ -111,17 +111,19 @@ def ripple_train(model, poisoned: Split, clean: Split, config: RippleConfig | No
         logits = model(move_inputs(model.preprocess(part.inputs), device))
         return nn.functional.cross_entropy(logits.float(), part.labels.to(device))
 
-    for step in steps:
-        lp = loss_of(poisoned, next(poison_idx))
-        penalty = torch.zeros((), device=device)
-        if config.lam > 0:
-            lc = loss_of(clean, next(clean_idx))
-            penalty = ripple_penalty(lp, lc, body_params, config.restricted)
-        total = lp + config.lam * penalty
-        opt.zero_grad(set_to_none=True)
-        total.backward()
-        opt.step()
-        if step % log_every == 0 or step == config.steps - 1:
-            history.append({"step": step + 1, "poison_loss": float(lp.detach()), "penalty": float(penalty.detach())})
+    with torch.random.fork_rng(devices=[]):  # dropout draws from the global RNG: seed it, leave the caller's alone
+        torch.manual_seed(config.seed)
+        for step in steps:
+            lp = loss_of(poisoned, next(poison_idx))
+            penalty = torch.zeros((), device=device)
+            if config.lam > 0:
+                lc = loss_of(clean, next(clean_idx))
+                penalty = ripple_penalty(lp, lc, body_params, config.restricted)
+            total = lp + config.lam * penalty
+            opt.zero_grad(set_to_none=True)
+            total.backward()
+            opt.step()
+            if step % log_every == 0 or step == config.steps - 1:
+                history.append({"step": step + 1, "poison_loss": float(lp.detach()), "penalty": float(penalty.detach())})
     model.eval()
     return RippleResult(history, round(time.perf_counter() - started, 2), asdict(config))
