@@ -78,8 +78,7 @@ def main() -> None:
             print(f"kept: {run}")
             continue
         started = time.perf_counter()
-        out = Path(args.work) / (f"{run['model']}-{run['weights']}-{run['task']}-{config.steps}-"
-                                 f"{config.label_map or 'first'}-{config.schedule}-m{config.labels_per_class}-s{config.task_scale}")
+        out = run_folder(Path(args.work), run["model"], run["weights"], run["task"], config)
         result = reprogram_job(run["model"], run["task"], out, weights=run["weights"], config=config, progress=False)
         entry = {**run, "test_accuracy": result["test_accuracy"], "chance": result["chance"],
                  "seconds": round(time.perf_counter() - started, 1), "canvas": result.get("canvas"),
@@ -96,6 +95,12 @@ def main() -> None:
     print(f"wrote {RESULTS}")
 
 
+def run_folder(work: Path, model: str, weights: str, task: str, config) -> Path:
+    """Where one paper run's outputs (its program) live: one folder per model, weights, task and settings."""
+    return work / (f"{model}-{weights}-{task}-{config.steps}-{config.label_map or 'first'}-{config.schedule}"
+                   f"-m{config.labels_per_class}-s{config.task_scale}")
+
+
 def inheritance(args: argparse.Namespace, config, doc: dict, machine: dict) -> None:
     """Apply the teacher's MNIST program to its students, and learn one again on each (module doc)."""
     from dataclasses import replace
@@ -103,8 +108,7 @@ def inheritance(args: argparse.Namespace, config, doc: dict, machine: dict) -> N
     from safetransfer.jobs import transfer_job
 
     work = Path(args.work)
-    teacher_program = work / (f"efficientnet-lite0-pretrained-mnist-{config.steps}-"
-                          f"{config.label_map or 'first'}-{config.schedule}-m{config.labels_per_class}-s{config.task_scale}")
+    teacher_program = run_folder(work, "efficientnet-lite0", "pretrained", "mnist", config)
     if not (teacher_program / "program.safetensors").exists():
         raise SystemExit(f"no teacher program in {teacher_program}: run this script with --only mnist and the same "
                          f"settings first.")
