@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from safetransfer.attacks.reprogram_job import reprogram_job
+from safetransfer.attacks.reprogram_job import DEFAULT_CANVAS, reprogram_job
 from safetransfer.models.io import atomic_write_text
 
 RESULTS = Path(__file__).parent / "results" / "reprogram.json"
@@ -54,6 +54,7 @@ def main() -> None:
     parser.add_argument("--schedule", default=None, help="cosine or constant (default: ReprogramConfig's)")
     parser.add_argument("--labels-per-class", type=int, default=None, help="model labels per new label (default 1)")
     parser.add_argument("--task-scale", type=int, default=None, help="enlarge the task image on the canvas (default 1)")
+    parser.add_argument("--canvas", type=int, default=None, help="canvas size in px (default: reprogram_job's)")
     parser.add_argument("--inheritance", action="store_true",
                         help="instead of the runs: apply the teacher's MNIST program (same settings) to its students")
     parser.add_argument("--methods", nargs="*", default=["finetune", "remos", "retrain"], help="transfer methods (--inheritance)")
@@ -69,8 +70,9 @@ def main() -> None:
                                                   ("schedule", args.schedule),
                                                   ("labels_per_class", args.labels_per_class),
                                                   ("task_scale", args.task_scale)) if v})
+    canvas = args.canvas or DEFAULT_CANVAS
     for run in [] if args.inheritance else RUNS:
-        run = {**run, "steps": config.steps, "label_map": config.label_map, "schedule": config.schedule,
+        run = {**run, "canvas": canvas, "steps": config.steps, "label_map": config.label_map, "schedule": config.schedule,
                "labels_per_class": config.labels_per_class, "task_scale": config.task_scale}
         if args.only and run["task"] not in args.only:
             continue
@@ -78,10 +80,11 @@ def main() -> None:
             print(f"kept: {run}")
             continue
         started = time.perf_counter()
-        out = run_folder(Path(args.work), run["model"], run["weights"], run["task"], config)
-        result = reprogram_job(run["model"], run["task"], out, weights=run["weights"], config=config, progress=False)
+        out = run_folder(Path(args.work), run["model"], run["weights"], run["task"], config, canvas)
+        result = reprogram_job(run["model"], run["task"], out, weights=run["weights"], canvas=canvas, config=config,
+                               progress=False)
         entry = {**run, "test_accuracy": result["test_accuracy"], "chance": result["chance"],
-                 "seconds": round(time.perf_counter() - started, 1), "canvas": result.get("canvas"),
+                 "seconds": round(time.perf_counter() - started, 1), "layout": "channels_last",
                  "no_program_accuracy": result["no_program_accuracy"], "label_map_used": result["label_map"],
                  "curve": [[h["step"], round(h["test_accuracy_sample"], 4)] for h in result["history"]
                            if "test_accuracy_sample" in h],
@@ -95,10 +98,10 @@ def main() -> None:
     print(f"wrote {RESULTS}")
 
 
-def run_folder(work: Path, model: str, weights: str, task: str, config) -> Path:
+def run_folder(work: Path, model: str, weights: str, task: str, config, canvas: int) -> Path:
     """Where one paper run's outputs (its program) live: one folder per model, weights, task and settings."""
     return work / (f"{model}-{weights}-{task}-{config.steps}-{config.label_map or 'first'}-{config.schedule}"
-                   f"-m{config.labels_per_class}-s{config.task_scale}")
+                   f"-m{config.labels_per_class}-s{config.task_scale}" + ("" if canvas == 64 else f"-c{canvas}"))
 
 
 def inheritance(args: argparse.Namespace, config, doc: dict, machine: dict) -> None:
@@ -108,7 +111,8 @@ def inheritance(args: argparse.Namespace, config, doc: dict, machine: dict) -> N
     from safetransfer.jobs import transfer_job
 
     work = Path(args.work)
-    teacher_program = run_folder(work, "efficientnet-lite0", "pretrained", "mnist", config)
+    canvas = args.canvas or DEFAULT_CANVAS
+    teacher_program = run_folder(work, "efficientnet-lite0", "pretrained", "mnist", config, canvas)
     if not (teacher_program / "program.safetensors").exists():
         raise SystemExit(f"no teacher program in {teacher_program}: run this script with --only mnist and the same "
                          f"settings first.")
@@ -120,7 +124,7 @@ def inheritance(args: argparse.Namespace, config, doc: dict, machine: dict) -> N
         key = {"method": method, "student_task": "fashion-mnist", "student_steps": args.student_steps,
                "program_steps": config.steps, "program_label_map": config.label_map,
                "program_schedule": config.schedule, "program_labels_per_class": config.labels_per_class,
-               "program_task_scale": config.task_scale,
+               "program_task_scale": config.task_scale, "program_canvas": canvas,
                "task": "mnist"}
         if any(all(r.get(k) == v for k, v in key.items()) for r in rows):
             print(f"kept: {key}")
