@@ -91,9 +91,9 @@ class TransferModel(nn.Module):
     def features(self, inputs: ModelInputs) -> torch.Tensor:
         """Penultimate features ``[B, feature_dim]`` of preprocessed inputs.
 
-        Images enter the body in the channels-last memory layout (the same values): convolutions
-        then run their forward and backward passes about 1.8-2.5x faster on a CPU (EfficientNet-Lite0,
-        batch 64, 32-80 px, measured with ``benchmarks/layout.py``)."""
+        Images enter the body in the channels-last memory layout (the same values): on a CPU a
+        training step then runs 1.7-2.0x and an attack's input-gradient step 1.2-1.5x faster
+        (EfficientNet-Lite0, batch 64, 32-80 px, 2 threads; ``benchmarks/layout.py``)."""
         if self.config.modality == "image":
             return self.body(self.normalize(inputs).contiguous(memory_format=torch.channels_last))
         return self.body(inputs)
