@@ -124,6 +124,7 @@ def reprogram_job(
     if data.modality != "image":
         raise DataError(f"reprogramming needs an image task; '{task}' is {data.modality}.")
     target = model_for_reprogramming(model, weights, canvas, config.seed)
+    per_class = config.per_class(data.num_classes, target.classes)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if apply is not None:
@@ -133,13 +134,13 @@ def reprogram_job(
                               f"{target.channels}x{target.canvas}px.")
         if config.label_map == "data":  # e.g. a student with its own new head: the map is chosen anew
             label_map = fit_label_map(target.model, program, data.train.inputs, data.train.labels, target.classes,
-                                      seed=config.seed, per_class=config.labels_per_class)
+                                      seed=config.seed, per_class=per_class)
         elif config.label_map is not None:
-            label_map = resolve_label_map(config.label_map, data.num_classes, target.classes, config.labels_per_class)
+            label_map = resolve_label_map(config.label_map, data.num_classes, target.classes, per_class)
         else:
             try:  # the program's own map must name labels this model has
-                per_class = label_map.shape[1] if label_map.dim() == 2 else 1
-                resolve_label_map(label_map.flatten().tolist(), len(label_map), target.classes, per_class)
+                width = label_map.shape[1] if label_map.dim() == 2 else 1
+                resolve_label_map(label_map.flatten().tolist(), len(label_map), target.classes, width)
             except ConfigError as err:
                 raise ConfigError(f"{err} The program's label map is for {doc.get('model')}; pass --label-map data "
                                   f"to choose one for this model's labels.") from None
@@ -160,7 +161,7 @@ def reprogram_job(
                    "history": result.history}
         save_program(out, program, label_map, {"model": target.name, "weights": weights, "task": data.name,
                                                "test_accuracy": result.test_accuracy})
-    results["no_program_accuracy"] = no_program_accuracy(target, program, data, config.seed, config.labels_per_class)
+    results["no_program_accuracy"] = no_program_accuracy(target, program, data, config.seed, per_class)
     from safetransfer.attacks.reprogram_plots import plot_program
 
     plot_program(program, data.test.inputs[:3], out / "program.png",
