@@ -202,6 +202,12 @@ def test_label_map_chosen_by_the_data_is_the_best_assignment_by_hand() -> None:
     assert many.test_accuracy > 0.8
     with pytest.raises(ConfigError, match="label_map"):
         ReprogramConfig(label_map="best").validate()
+    # the default number of model labels per new label: 3 where the model has room for 3k, else 1
+    assert ReprogramConfig().per_class(10, 1000) == 3 and ReprogramConfig().per_class(10, 29) == 1
+    assert ReprogramConfig(labels_per_class=2).per_class(10, 1000) == 2
+    six = nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 6))
+    default = reprogram(six, *easy_task(), canvas=16, channels=3, model_classes=6, config=ReprogramConfig(steps=1))
+    assert default.label_map.shape == (2, 3)  # 6 labels = room for 3 per new label
 
 
 def test_a_saved_program_keeps_its_scale_and_map(tmp_path) -> None:
