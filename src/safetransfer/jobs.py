@@ -16,11 +16,10 @@ from safetransfer.data import ClassificationData, load_data
 from safetransfer.errors import DataError
 from safetransfer.evaluate import EvalResult, evaluate
 from safetransfer.models import create_model, load_model, save_model
-from safetransfer.models.io import atomic_write_text
+from safetransfer.models.io import MODEL_DIR, atomic_write_text
 from safetransfer.models.zoo import get_arch
 from safetransfer.train import TrainConfig, TrainResult, train
 
-MODEL_DIR = "model"
 METRICS_FILE = "metrics.json"
 
 

@@ -31,6 +31,7 @@ FORMAT = "safetransfer-model/1"
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 TOKENIZER_DIR = "tokenizer"
+MODEL_DIR = "model"  # the sub-folder of a job's output folder (train, transfer) that holds its saved model
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl")
 
 

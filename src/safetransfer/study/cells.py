@@ -34,12 +34,12 @@ from safetransfer.data.registry import load_data
 from safetransfer.evaluate import predict_logits
 from safetransfer.jobs import load_teacher
 from safetransfer.metrics import adversarial_dir, label_flip_rate
-from safetransfer.models.io import atomic_write_text, load_model, save_model, save_tensors_and_json
+from safetransfer.models.io import MODEL_DIR, atomic_write_text, load_model, save_model, save_tensors_and_json
 from safetransfer.models.wrapper import TransferModel
 from safetransfer.errors import ConfigError
 from safetransfer.study.config import DefectSpec, MethodSpec, StudyConfig, TaskSpec, digest
 from safetransfer.train import TrainConfig
-from safetransfer.transfer.base import MODEL_DIR, RESULT_FILE, TransferConfig, transfer, weights_digest
+from safetransfer.transfer.base import RESULT_FILE, TransferConfig, transfer, weights_digest
 
 CLEAN = "clean"  # the name of the unmodified teacher among the teacher variants
 TEACHER_FREE_METHODS = ("retrain",)  # students that use the teacher's architecture only

@@ -43,6 +43,7 @@ import torch
 from safetransfer.data.base import ClassificationData, Split
 from safetransfer.errors import CheckpointError, ConfigError, DataError, unknown_name
 from safetransfer.evaluate import EvalResult, evaluate
+from safetransfer.models.io import MODEL_DIR
 from safetransfer.models.wrapper import TransferModel
 from safetransfer.train import TrainConfig, TrainHook, TrainResult, train
 
@@ -64,7 +65,6 @@ METHODS: dict[str, MakeStudent] = {}
 # Methods whose body starts from random weights: they get the from-scratch training protocol.
 SCRATCH_METHODS = frozenset({"retrain", "delta_r", "renofeation"})
 
-MODEL_DIR = "model"
 CHECKPOINT_DIR = "checkpoints"
 SLICE_DIR = "slice"
 COVERAGE_DIR = "coverage"
