@@ -157,6 +157,12 @@ def test_reprogram_command_learns_saves_and_applies(tmp_path, capsys) -> None:
     assert on_student["test_accuracy"] == learned["test_accuracy"]
     assert_one_line_error(run(["reprogram", "--model", model_dir, "--task", tmp_path / "task.npz", "--label-map", "0,7",
                                "--out", tmp_path / "x", "--no-progress"], capsys), "label map")
+    assert_one_line_error(run(["reprogram", "--model", model_dir, "--task", tmp_path / "task.npz", "--label-map", "best",
+                               "--out", tmp_path / "x", "--no-progress"], capsys), "--label-map")
+    r = run(["reprogram", "--model", model_dir, "--task", tmp_path / "task.npz", "--label-map", "first", "--steps", "1",
+             "--out", tmp_path / "first", "--no-progress"], capsys)
+    assert r.code == 0, r.text
+    assert json.loads((tmp_path / "first" / "results.json").read_text())["label_map"] == [0, 1]  # the paper's map
     assert_one_line_error(run(["reprogram", "--model", "small-cnn", "--task", tmp_path / "task.npz", "--out",
                                tmp_path / "x"], capsys), "saved model folder")
 

@@ -654,11 +654,15 @@ def reprogram_cmd(
     from safetransfer.attacks.reprogramming import ReprogramConfig
     from safetransfer.errors import ConfigError
 
-    try:
-        mapping = (label_map if label_map == "data" else None if label_map == "first"
-                   else [int(v) for v in label_map.split(",")] if label_map else None if apply else "data")
-    except ValueError:
-        raise ConfigError(f"--label-map takes comma-separated integers (got '{label_map}').") from None
+    if label_map is None:  # learning: a data-chosen map; applying: the program's own map
+        mapping: list[int] | str | None = None if apply else "data"
+    elif label_map in ("data", "first"):
+        mapping = None if label_map == "first" else "data"
+    else:
+        try:
+            mapping = [int(v) for v in label_map.split(",")]
+        except ValueError:
+            raise ConfigError(f"--label-map takes 'data', 'first' or comma-separated integers (got '{label_map}').") from None
     config = ReprogramConfig(steps=steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay, label_map=mapping,
                              schedule=schedule, labels_per_class=labels_per_class, task_scale=task_scale, seed=seed)
     out_dir = out or Path("runs") / f"reprogram-{Path(model).name}-{Path(task).name}"
