@@ -2,7 +2,8 @@
 
 Runs :func:`safetransfer.attacks.reprogram_job.reprogram_job` with the defaults (80-px canvas,
 2,000 Adam steps, a data-chosen map of 3 labels per class; other settings by option) for
-EfficientNet-Lite0 with its ImageNet weights and with random weights (the paper's control) on MNIST and counting squares, and writes
+EfficientNet-Lite0 with its ImageNet weights and with random weights (the paper's control) on
+MNIST and counting squares, and writes
 ``benchmarks/results/reprogram.json``: ``{"runs": [{"model", "weights", "task", "test_accuracy",
 "chance", "seconds"}, ...]}``. The file is rewritten (atomically) after every run and a run
 already in it with the same settings is kept, so the script resumes where it stopped.
