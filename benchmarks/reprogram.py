@@ -66,13 +66,13 @@ def main() -> None:
     doc = json.loads(RESULTS.read_text()) if RESULTS.exists() else {"runs": []}
     machine = {"cpus": os.cpu_count(), "threads": args.threads, "platform": platform.platform(),
                "torch": torch.__version__}
+    from safetransfer.attacks.reprogram_job import parse_label_map
     from safetransfer.attacks.reprogramming import ReprogramConfig
 
-    label_map = None if args.label_map == "first" else args.label_map
     config = ReprogramConfig(**{k: v for k, v in (("steps", args.steps), ("schedule", args.schedule),
                                                   ("labels_per_class", args.labels_per_class),
                                                   ("task_scale", args.task_scale)) if v},
-                             **({} if args.label_map is None else {"label_map": label_map}))
+                             **({} if args.label_map is None else {"label_map": parse_label_map(args.label_map)}))
     # the runs are keyed by the resolved number of labels per class (10-class tasks, 1,000 ImageNet labels)
     config = replace(config, labels_per_class=config.per_class(10, 1000))
     canvas = args.canvas or DEFAULT_CANVAS

@@ -650,19 +650,10 @@ def reprogram_cmd(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
 ) -> None:
     """Adversarial reprogramming (Elsayed et al. 2019): one additive program makes the frozen model do a new task."""
-    from safetransfer.attacks.reprogram_job import reprogram_job
+    from safetransfer.attacks.reprogram_job import parse_label_map, reprogram_job
     from safetransfer.attacks.reprogramming import ReprogramConfig
-    from safetransfer.errors import ConfigError
 
-    if label_map is None:  # learning: a data-chosen map; applying: the program's own map
-        mapping: list[int] | str | None = None if apply else "data"
-    elif label_map in ("data", "first"):
-        mapping = None if label_map == "first" else "data"
-    else:
-        try:
-            mapping = [int(v) for v in label_map.split(",")]
-        except ValueError:
-            raise ConfigError(f"--label-map takes 'data', 'first' or comma-separated integers (got '{label_map}').") from None
+    mapping = parse_label_map(label_map, applying=apply is not None)
     config = ReprogramConfig(steps=steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay, label_map=mapping,
                              schedule=schedule, labels_per_class=labels_per_class, task_scale=task_scale, seed=seed)
     out_dir = out or Path("runs") / f"reprogram-{Path(model).name}-{Path(task).name}"

@@ -53,6 +53,23 @@ class LoadedModel:
     classes: int
 
 
+def parse_label_map(text: str | None, applying: bool = False) -> list[int] | str | None:
+    """The label map as written on a command line, in ``ReprogramConfig.label_map``'s terms.
+
+    ``None`` (not given): ``"data"`` when learning a program; when applying one, ``None`` keeps the
+    program's own map. ``"data"``: chosen by the data; ``"first"``: the paper's first k labels
+    (``None`` in the config); otherwise comma-separated model labels for new labels 0, 1, ...
+    """
+    if text is None:
+        return None if applying else "data"
+    if text in ("data", "first"):
+        return None if text == "first" else "data"
+    try:
+        return [int(v) for v in text.split(",")]
+    except ValueError:
+        raise ConfigError(f"--label-map takes 'data', 'first' or comma-separated integers (got '{text}').") from None
+
+
 def model_for_reprogramming(model: str, weights: str = "pretrained", canvas: int | None = None, seed: int = 0) -> LoadedModel:
     """The frozen classifier to reprogram (see the module doc)."""
     from safetransfer.models.io import load_model
