@@ -3,7 +3,8 @@
 Runs :func:`safetransfer.attacks.reprogram_job.reprogram_job` with the defaults (80-px canvas,
 2,000 Adam steps, a data-chosen map of 3 labels per class; other settings by option) for
 EfficientNet-Lite0 with its ImageNet weights and with random weights (the paper's control) on
-MNIST and counting squares, and writes
+MNIST and counting squares, and the same for a second architecture (the small CNN trained here on
+MNIST, reprogrammed for Fashion-MNIST and counting squares on a 48-px canvas), and writes
 ``benchmarks/results/reprogram.json``: ``{"runs": [{"model", "weights", "task", "test_accuracy",
 "chance", "seconds"}, ...]}``. The file is rewritten (atomically) after every run and a run
 already in it with the same settings is kept, so the script resumes where it stopped.
@@ -38,17 +39,35 @@ from safetransfer.attacks.reprogram_job import DEFAULT_CANVAS, reprogram_job
 from safetransfer.models.io import atomic_write_text
 
 RESULTS = Path(__file__).parent / "results" / "reprogram.json"
+# The second architecture: the small CNN, which has no public weights, trained here on MNIST
+# (as issue 10's teacher) and reprogrammed for the tasks it was not trained for. Its body pools
+# globally, so its canvas is larger than its 32-px training size: 48 px leaves a 10-px frame
+# around a 28-px task image (at 32 px the program would have a 2-px frame).
+SMALL_CNN = "runs/teachers/small-cnn-mnist/model"
+SMALL_CNN_CANVAS = 48
 RUNS = [
     {"model": "efficientnet-lite0", "weights": "pretrained", "task": "mnist"},
     {"model": "efficientnet-lite0", "weights": "random", "task": "mnist"},
     {"model": "efficientnet-lite0", "weights": "pretrained", "task": "counting-squares"},
     {"model": "efficientnet-lite0", "weights": "random", "task": "counting-squares"},
+    {"model": SMALL_CNN, "weights": "pretrained", "task": "fashion-mnist", "canvas": SMALL_CNN_CANVAS},
+    {"model": SMALL_CNN, "weights": "random", "task": "fashion-mnist", "canvas": SMALL_CNN_CANVAS},
+    {"model": SMALL_CNN, "weights": "pretrained", "task": "counting-squares", "canvas": SMALL_CNN_CANVAS},
+    {"model": SMALL_CNN, "weights": "random", "task": "counting-squares", "canvas": SMALL_CNN_CANVAS},
 ]
+
+
+def small_cnn_teacher() -> None:
+    """Train the small CNN on MNIST (1,500 steps, its zoo recipe) unless it is there already."""
+    if not Path(SMALL_CNN, "model.safetensors").exists():
+        from safetransfer.jobs import train_job
+
+        train_job("small-cnn", "mnist", Path(SMALL_CNN).parent, overrides={"steps": 1500}, progress=False)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", nargs="*", help="tasks to run (mnist, counting-squares)")
+    parser.add_argument("--only", nargs="*", help="tasks to run (mnist, fashion-mnist, counting-squares)")
     parser.add_argument("--work", default="runs/bench-reprogram", help="folder for the runs' outputs")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads")
     parser.add_argument("--steps", type=int, default=None, help="Adam steps (default: ReprogramConfig's)")
@@ -73,21 +92,26 @@ def main() -> None:
                                                   ("labels_per_class", args.labels_per_class),
                                                   ("task_scale", args.task_scale)) if v},
                              **({} if args.label_map is None else {"label_map": parse_label_map(args.label_map)}))
-    # the runs are keyed by the resolved number of labels per class (10-class tasks, 1,000 ImageNet labels)
-    config = replace(config, labels_per_class=config.per_class(10, 1000))
     canvas = args.canvas or DEFAULT_CANVAS
     for run in [] if args.inheritance else RUNS:
-        run = {**run, "canvas": canvas, "steps": config.steps, "label_map": config.label_map, "schedule": config.schedule,
-               "labels_per_class": config.labels_per_class, "task_scale": config.task_scale}
+        # runs are keyed by the resolved number of labels per class (10-class tasks; 1,000 ImageNet
+        # labels for EfficientNet-Lite0, the 10 MNIST labels for the small CNN)
+        model_classes = 1000 if run["model"] == "efficientnet-lite0" else 10
+        run_config = replace(config, labels_per_class=config.per_class(10, model_classes))
+        run = {**run, "canvas": run.get("canvas", canvas), "steps": run_config.steps, "label_map": run_config.label_map,
+               "schedule": run_config.schedule, "labels_per_class": run_config.labels_per_class,
+               "task_scale": run_config.task_scale}
         if args.only and run["task"] not in args.only:
             continue
         if any(all(r.get(k) == v for k, v in run.items()) for r in doc["runs"]):
             print(f"kept: {run}")
             continue
+        if run["model"] == SMALL_CNN:
+            small_cnn_teacher()
         started = time.perf_counter()
-        out = run_folder(Path(args.work), run["model"], run["weights"], run["task"], config, canvas)
-        result = reprogram_job(run["model"], run["task"], out, weights=run["weights"], canvas=canvas, config=config,
-                               progress=False)
+        out = run_folder(Path(args.work), run["model"], run["weights"], run["task"], run_config, run["canvas"])
+        result = reprogram_job(run["model"], run["task"], out, weights=run["weights"], canvas=run["canvas"],
+                               config=run_config, progress=False)
         entry = {**run, "test_accuracy": result["test_accuracy"], "chance": result["chance"],
                  "seconds": round(time.perf_counter() - started, 1), "layout": "channels_last",
                  "no_program_accuracy": result["no_program_accuracy"], "label_map_used": result["label_map"],
@@ -99,13 +123,14 @@ def main() -> None:
         print(f"{run['model']} ({run['weights']}) -> {run['task']}: test accuracy {entry['test_accuracy']:.4f} "
               f"(chance {entry['chance']:.2f}), {entry['seconds']:.0f} s")
     if args.inheritance:
-        inheritance(args, config, doc, machine)
+        inheritance(args, replace(config, labels_per_class=config.per_class(10, 1000)), doc, machine)
     print(f"wrote {RESULTS}")
 
 
 def run_folder(work: Path, model: str, weights: str, task: str, config, canvas: int) -> Path:
     """Where one paper run's outputs (its program) live: one folder per model, weights, task and settings."""
-    return work / (f"{model}-{weights}-{task}-{config.steps}-{config.label_map or 'first'}-{config.schedule}"
+    name = Path(model).parent.name if "/" in model else model  # a saved model's folder: its run's name
+    return work / (f"{name}-{weights}-{task}-{config.steps}-{config.label_map or 'first'}-{config.schedule}"
                    f"-m{config.labels_per_class}-s{config.task_scale}" + ("" if canvas == 64 else f"-c{canvas}"))
 
 
@@ -133,12 +158,12 @@ def inheritance(args: argparse.Namespace, config, doc: dict, machine: dict) -> N
             print(f"kept: {key}")
             continue
         started = time.perf_counter()
-        folder = work / "students" / f"{method}-fashion-mnist-64px-{args.student_steps}"
+        folder = work / "students" / f"{method}-fashion-mnist-{canvas}px-{args.student_steps}"
         student = transfer_job(method, "efficientnet-lite0", "fashion-mnist", folder, image_size=teacher_run["canvas"],
                                options={"seed": 0}, train_overrides={"steps": args.student_steps}, progress=False)
-        applied = reprogram_job(str(folder / "model"), "mnist", work / f"apply-{method}", config=data_map,
+        applied = reprogram_job(str(folder / "model"), "mnist", work / f"apply-{method}-{canvas}px", config=data_map,
                                 apply=teacher_program, progress=False)
-        relearned = reprogram_job(str(folder / "model"), "mnist", work / f"relearn-{method}", config=data_map,
+        relearned = reprogram_job(str(folder / "model"), "mnist", work / f"relearn-{method}-{canvas}px", config=data_map,
                                   progress=False)
         row = {**key, "student_accuracy": student.accuracy, "teacher_program_accuracy": teacher_run["test_accuracy"],
                "applied_accuracy": applied["test_accuracy"], "no_program_accuracy": applied["no_program_accuracy"],

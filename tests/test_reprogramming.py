@@ -165,6 +165,25 @@ def test_reprogram_command_learns_saves_and_applies(tmp_path, capsys) -> None:
     assert json.loads((tmp_path / "first" / "results.json").read_text())["label_map"] == [0, 1]  # the paper's map
     assert_one_line_error(run(["reprogram", "--model", "small-cnn", "--task", tmp_path / "task.npz", "--out",
                                tmp_path / "x"], capsys), "saved model folder")
+    # the tiny CNN pools globally: a larger canvas (a wider frame for the program) is accepted, and
+    # applying that program later takes the program's canvas without being told
+    r = run(["reprogram", "--model", model_dir, "--task", tmp_path / "task.npz", "--canvas", "24", "--steps", "2",
+             "--out", tmp_path / "wide", "--no-progress"], capsys)
+    assert r.code == 0, r.text
+    assert json.loads((tmp_path / "wide" / "results.json").read_text())["canvas"] == 24
+    r = run(["reprogram", "--model", model_dir, "--task", tmp_path / "task.npz", "--apply", tmp_path / "wide",
+             "--out", tmp_path / "wide-again", "--no-progress"], capsys)
+    assert r.code == 0, r.text
+
+
+def test_only_models_that_take_the_size_accept_another_canvas() -> None:
+    from safetransfer.attacks.reprogram_job import accepts_input_size
+
+    pooled = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+    flat = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(4 * 14 * 14, 2)).train()
+    assert accepts_input_size(pooled, 3, 16) and accepts_input_size(pooled, 3, 40)
+    assert accepts_input_size(flat, 3, 16) and not accepts_input_size(flat, 3, 24)
+    assert flat.training  # the check leaves the model's mode as it was
 
 
 def test_label_map_chosen_by_the_data_is_the_best_assignment_by_hand() -> None:

@@ -92,8 +92,24 @@ def model_for_reprogramming(model: str, weights: str = "pretrained", canvas: int
         loaded = build_from_config(loaded.config, pretrained=False, seed=seed)
     size = int(loaded.config.image_size)
     if canvas is not None and canvas != size:
-        raise ConfigError(f"{path} takes {size}-px inputs; the canvas must be {size} (got {canvas}).")
+        # a fully convolutional body with global pooling (the small CNN, EfficientNet) takes any size
+        if not accepts_input_size(loaded, int(loaded.config.in_channels), canvas):
+            raise ConfigError(f"{path} takes only {size}-px inputs; the canvas must be {size} (got {canvas}).")
+        size = canvas
     return LoadedModel(loaded, str(path), size, int(loaded.config.in_channels), loaded.num_classes)
+
+
+def accepts_input_size(model: torch.nn.Module, channels: int, size: int) -> bool:
+    """Whether ``model`` runs on ``size``-px square inputs (one zero image, no gradient)."""
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, channels, size, size))
+    except RuntimeError:
+        return False
+    finally:
+        model.train(was_training)
+    return True
 
 
 def save_program(folder: str | Path, program: AdversarialProgram, label_map: torch.Tensor, meta: dict[str, Any]) -> Path:
@@ -142,12 +158,14 @@ def reprogram_job(
     data = load_data(task, data_path, seed=config.seed, limit={"train": limit_train} if limit_train else None)
     if data.modality != "image":
         raise DataError(f"reprogramming needs an image task; '{task}' is {data.modality}.")
+    if apply is not None:  # the program's own canvas, unless told otherwise
+        program, label_map, doc = load_program(apply)
+        canvas = canvas or program.canvas
     target = model_for_reprogramming(model, weights, canvas, config.seed)
     per_class = config.per_class(data.num_classes, target.classes)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if apply is not None:
-        program, label_map, doc = load_program(apply)
         if program.canvas != target.canvas or program.channels != target.channels:
             raise ConfigError(f"the program is for a {program.channels}x{program.canvas}px input; this model takes "
                               f"{target.channels}x{target.canvas}px.")
