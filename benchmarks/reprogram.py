@@ -11,6 +11,7 @@ already in it with the same settings is kept, so the script resumes where it sto
 
     python benchmarks/reprogram.py
     python benchmarks/reprogram.py --only mnist
+    python benchmarks/reprogram.py --models small-cnn --weights pretrained
     python benchmarks/reprogram.py --steps 2000 --label-map first   # other settings: other runs
     python benchmarks/reprogram.py --inheritance   # then: is it inherited? (the defaults' MNIST program)
 
@@ -68,6 +69,8 @@ def small_cnn_teacher() -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="*", help="tasks to run (mnist, fashion-mnist, counting-squares)")
+    parser.add_argument("--models", nargs="*", help="models to run (efficientnet-lite0, small-cnn)")
+    parser.add_argument("--weights", nargs="*", help="weights to run (pretrained, random)")
     parser.add_argument("--work", default="runs/bench-reprogram", help="folder for the runs' outputs")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads")
     parser.add_argument("--steps", type=int, default=None, help="Adam steps (default: ReprogramConfig's)")
@@ -102,6 +105,10 @@ def main() -> None:
                "schedule": run_config.schedule, "labels_per_class": run_config.labels_per_class,
                "task_scale": run_config.task_scale}
         if args.only and run["task"] not in args.only:
+            continue
+        if args.models and ("small-cnn" if run["model"] == SMALL_CNN else run["model"]) not in args.models:
+            continue
+        if args.weights and run["weights"] not in args.weights:
             continue
         if any(all(r.get(k) == v for k, v in run.items()) for r in doc["runs"]):
             print(f"kept: {run}")

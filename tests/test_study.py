@@ -406,7 +406,8 @@ def test_text_study_weight_poisoning_and_word_swap_on_a_tiny_bert(tmp_path: Path
         "methods": ["finetune", "retrain", {"name": "remos", "options": {"profile_samples": 60, "ratio": 0.2}}],
         "defects": [
             {"name": "ripples", "kind": "weight_poisoning", "poison_method": "ripples", "words": ["cf", "mn"],
-             "rate": 0.5, "target": 1, "n_words": 3, "steps": 150, "lr": 3e-3, "optimizer": "adamw", "scan_texts": 8},
+             "rate": 0.5, "target": 1, "n_words": 3, "steps": 150, "lr": 3e-3, "optimizer": "adamw", "scan_texts": 8,
+             "source_steps": 80},
             {"name": "word_swap", "kind": "word_swap", "neighbours": 4, "max_change": 0.5, "steps": 80},
         ],
     }
@@ -415,6 +416,11 @@ def test_text_study_weight_poisoning_and_word_swap_on_a_tiny_bert(tmp_path: Path
     task = results["tasks"]["tiny_texts"]
     poisoned = task["defects"]["ripples"]
     assert poisoned["teacher_success"] >= 0.9 and poisoned["triggers"] == ["cf", "mn"]  # the attacker's own LFR
+    # the surgery averaged a proxy-fine-tuned model's embeddings: the word-swap surrogate of the same
+    # data and steps, one cell for both (students: finetune and remos of two teachers, one retrain)
+    assert poisoned["surgery_embeddings"].startswith("fine-tuned on") and poisoned["surgery_embeddings"].endswith(
+        ", 80 steps")
+    assert len(list((tmp_path / "cache" / "students").iterdir())) == 2 + 2 + 1 + 1
     swap = task["defects"]["word_swap"]
     from safetransfer.data.registry import load_data
 

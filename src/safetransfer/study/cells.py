@@ -39,12 +39,12 @@ from safetransfer.models.wrapper import TransferModel
 from safetransfer.errors import ConfigError
 from safetransfer.study.config import DefectSpec, MethodSpec, StudyConfig, TaskSpec, digest
 from safetransfer.train import TrainConfig
-from safetransfer.transfer.base import RESULT_FILE, TransferConfig, transfer, weights_digest
+from safetransfer.transfer.base import RESULT_FILE, TransferConfig, TransferResult, derived_seed, transfer, weights_digest
 
 CLEAN = "clean"  # the name of the unmodified teacher among the teacher variants
 TEACHER_FREE_METHODS = ("retrain",)  # students that use the teacher's architecture only
 CellKind = Literal["crafted", "teacher", "student", "scan"]
-SALT_SURROGATE = 23  # the word-swap attacker's surrogate student (see safetransfer.transfer.base.derived_seed)
+SALT_SURROGATE = 23  # the attacker's surrogate (word swap, Embedding Surgery's source); see derived_seed
 
 
 def default_cache_dir() -> Path:
@@ -168,7 +168,6 @@ class CellMaker:
         """Word-swap texts for the evaluation subset, crafted against the attacker's surrogate: the
         public teacher fine-tuned on the task (``finetune``, a seed of its own, ``defect.steps``)."""
         from safetransfer.attacks.word_swap import WordSwapAttack
-        from safetransfer.transfer.base import derived_seed
 
         c, split = self.config, ctx.eval_split
         key = digest({"kind": "crafted", "teacher": ctx.teacher_key, "task": ctx.task_key, "n": len(split),
@@ -177,10 +176,7 @@ class CellMaker:
         texts_path, meta_path = folder / "texts.json", folder / "meta.json"
         if not (texts_path.exists() and meta_path.exists()):
             started = time.perf_counter()
-            seed = derived_seed(c.seed, SALT_SURROGATE)
-            tconfig = transfer_config_of(c, MethodSpec(name="surrogate", method="finetune"), ctx.teacher.config.arch,
-                                         seed=seed, steps=defect.steps)
-            surrogate = transfer(ctx.teacher, ctx.data, tconfig, out_dir=folder / "surrogate", progress=self.progress)
+            surrogate = self._surrogate(ctx, ctx.data, self._own_data_key(ctx.task), defect.steps)
             attack = WordSwapAttack(surrogate.student, method=defect.swap_method, k=defect.neighbours,
                                     max_change=defect.max_change)
             results = attack.attack_all(list(split.inputs), split.labels, progress=self.progress)
@@ -202,6 +198,25 @@ class CellMaker:
         texts = json.loads(texts_path.read_text())
         return Split(texts, split.labels), json.loads(meta_path.read_text())
 
+    def _surrogate(self, ctx: TaskContext, data: ClassificationData, data_key: dict[str, Any], steps: int | None
+                   ) -> TransferResult:
+        """The attacker's surrogate: the public teacher fine-tuned on ``data`` (``finetune``, a seed of
+        its own, ``steps`` steps), cached by content. The word-swap attacker crafts against it;
+        Embedding Surgery averages its embeddings (``source_steps``). One cell serves both."""
+        c = self.config
+        key = digest({"kind": "surrogate", "teacher": ctx.teacher_key, "data": data_key, "steps": steps,
+                      "train": c.train, "seed": c.seed})
+        seed = derived_seed(c.seed, SALT_SURROGATE)
+        tconfig = transfer_config_of(c, MethodSpec(name="surrogate", method="finetune"), ctx.teacher.config.arch,
+                                     seed=seed, steps=steps)
+        # a finished run in the folder is found by its checkpoint and only evaluated again
+        return transfer(ctx.teacher, data, tconfig, out_dir=self._cache("students", key), progress=self.progress)
+
+    @staticmethod
+    def _own_data_key(task: TaskSpec) -> dict[str, Any]:
+        """The key of a task's own training data as an attacker's data (see :meth:`_attacker_data`)."""
+        return {"data": task.data, "path": task.path, "limit": task.limit_train}
+
     def _weight_poisoned(self, ctx: TaskContext, defect: DefectSpec) -> tuple[TransferModel, str, dict[str, Any]]:
         """The teacher's BERT weights poisoned by the attacker (Embedding Surgery, RIPPLe or both),
         published as a pretrained folder in the cache, loaded with a new head for the task."""
@@ -219,14 +234,20 @@ class CellMaker:
             lr, optimizer = defect.attacker_training
             ripple = RippleConfig(steps=defect.steps or 500, lr=lr, optimizer=optimizer, lam=defect.lam,
                                   restricted=defect.restricted, seed=c.seed)
+            source = None  # Embedding Surgery's embeddings: the pretrained ones, or a proxy-fine-tuned model's
+            if defect.source_steps and defect.poison_method in ("es", "ripples"):
+                source = self._surrogate(ctx, attacker, attacker_key, defect.source_steps).out_dir / MODEL_DIR
             result = poison_weights(_pretrained_bert_folder(c.teacher.model), attacker, published,
                                     method=defect.poison_method, triggers=tuple(defect.words), target=defect.target,
-                                    rate=defect.rate, ripple=ripple, n_words=defect.n_words, seed=c.seed,
-                                    progress=self.progress)
+                                    rate=defect.rate, ripple=ripple, n_words=defect.n_words, source=source,
+                                    seed=c.seed, progress=self.progress)
             summary = {
                 "kind": defect.kind, "method": defect.poison_method,
                 "setting": "full-knowledge" if attacker_name == "same" else "domain-shift",
                 "attacker_data": attacker.name, "triggers": list(defect.words), "target": defect.target,
+                "surgery_embeddings": (None if defect.poison_method == "ripple" else
+                                       f"fine-tuned on {attacker.name}, {defect.source_steps} steps" if source else
+                                       "pretrained"),
                 "teacher_acc": finite_or_none(result.attacker_accuracy),
                 "teacher_success": finite_or_none(result.attacker_lfr),
                 "teacher_success_means": "LFR of the attacker's own poisoned model on triggered proxy test texts",
@@ -268,7 +289,7 @@ class CellMaker:
         (full knowledge) and another task's domain shift gives one poisoned teacher."""
         name = _attacker_data_name(defect, task)
         if name == "same":
-            return name, data, {"data": task.data, "path": task.path, "limit": task.limit_train}
+            return name, data, self._own_data_key(task)
         return name, load_data(name, seed=self.config.seed), {"data": name, "path": None, "limit": None}
 
     def _backdoored(

@@ -76,7 +76,7 @@ FIELDS_BY_KIND: dict[str, tuple[str, ...]] = {
     "penultimate": _ADVERSARIAL_FIELDS,
     "coverage_guided": (*_ADVERSARIAL_FIELDS, "strategy", "metric", "neurons_per_sample"),
     "weight_poisoning": ("attacker_data", "rate", "target", "words", "poison_method", "n_words", "steps", "lam",
-                         "restricted", "lr", "optimizer"),
+                         "restricted", "lr", "optimizer", "source_steps"),
     "word_swap": ("swap_method", "neighbours", "max_change", "steps"),
 }
 # the RIPPLe attacker's (lr, optimizer) by kind: the gentle protocol of the vision students; the
@@ -106,7 +106,10 @@ class DefectSpec(_Strict):
       ``ripple`` or ``ripples`` (both), trigger ``words``, ``rate`` of the proxy texts poisoned,
       ``target``, ``attacker_data`` (``same`` or another text data set, domain shift) and the
       RIPPLe training (``steps``, ``lam``, ``restricted``, ``lr``, ``optimizer``; default AdamW at
-      2e-5). DIR is the
+      2e-5). ``source_steps`` > 0: the surgery averages the embeddings of the public teacher
+      fine-tuned on the attacker's data for that many steps (the paper's recipe; the cell is
+      shared with a word-swap surrogate of the same data and steps); 0: the pretrained
+      embeddings. DIR is the
       label flip rate (LFR) of the student on triggered test texts. ``scan_texts`` > 0 adds
       Kurita et al.'s defence: every vocabulary word inserted into that many clean non-target
       test texts of the victim's ``finetune`` student, ranked by its label flip rate (where do
@@ -143,6 +146,7 @@ class DefectSpec(_Strict):
     poison_method: Literal["es", "ripple", "ripples"] = "ripples"
     n_words: int = Field(default=10, ge=1)
     scan_texts: int = Field(default=0, ge=0)  # weight_poisoning: Kurita's trigger scan of the finetune student
+    source_steps: int = Field(default=0, ge=0)  # weight_poisoning: Embedding Surgery's fine-tuned source (0: pretrained)
     swap_method: Literal["importance", "greedy"] = "importance"
     neighbours: int = Field(default=8, ge=1)
     max_change: float = Field(default=0.2, gt=0.0, le=1.0)
@@ -173,7 +177,10 @@ class DefectSpec(_Strict):
         config fingerprint: a field that another kind uses, or one added later, changes no key here."""
         doc = self.model_dump(mode="json")
         doc["lr"], doc["optimizer"] = self.attacker_training
-        return {"kind": self.kind, **{f: doc[f] for f in FIELDS_BY_KIND[self.kind]}}
+        # fields added later enter the key only when set, so the cells made before keep their keys
+        optional = {"source_steps": 0}
+        return {"kind": self.kind, **{f: doc[f] for f in FIELDS_BY_KIND[self.kind]
+                                      if not (f in optional and doc[f] == optional[f])}}
 
 
 class MethodSpec(_Strict):
