@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 import yaml
 
 import safetransfer.study.cells as cells_mod
@@ -295,6 +296,7 @@ def test_results_store_has_one_row_per_cell_and_survives_reruns(tmp_path: Path, 
     assert kinds == [("student", m, "backdoor") for m in ("finetune", "remos", "retrain")] + [("teacher", "backdoor", None)]
     student = next(r for r in rows if r["name"] == "remos")
     assert 0.0 <= student["metrics"]["acc"] <= 1.0 and student["versions"]["safetransfer"]
+    assert student["versions"]["torch_threads"] == torch.get_num_threads()
     # a second runner on the same store (the cache makes it quick): still one row per cell
     run_study(config, tmp_path / "out2", tmp_path / "cache", progress=False, log=lambda line: None, store=store_path)
     assert store.count() == 4

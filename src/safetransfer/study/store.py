@@ -39,12 +39,15 @@ CREATE TABLE IF NOT EXISTS cells (
 """
 
 
-def versions() -> dict[str, str]:
+def versions() -> dict[str, str | int]:
+    """What the numbers were computed with. Training on a CPU sums in an order that depends on
+    torch's thread count, so a figure is reproduced to the last digit with the same count."""
     import torch
 
     from safetransfer import __version__
 
-    return {"safetransfer": __version__, "torch": torch.__version__, "python": platform.python_version()}
+    return {"safetransfer": __version__, "torch": torch.__version__, "python": platform.python_version(),
+            "torch_threads": torch.get_num_threads()}
 
 
 def _finite(value: Any) -> Any:
