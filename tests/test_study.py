@@ -154,6 +154,22 @@ def test_study_runs_caches_and_resumes(tmp_path: Path, data_files, monkeypatch: 
     assert transfer_calls.calls == 0
     assert again["tasks"] == json.loads(json.dumps(results["tasks"]))
 
+    # The planted teacher made again with other weights under the same recipe (other code, e.g.
+    # another memory layout): its students in the cache are stale and made again; retrain's
+    # student, which starts from the clean teacher's architecture only, stays.
+    from safetransfer.models.io import MODEL_DIR, load_model, save_model
+
+    (teacher_dir,) = [p for p in (cache / "teachers").iterdir() if (p / MODEL_DIR).exists()]
+    teacher = load_model(teacher_dir / MODEL_DIR)
+    with torch.no_grad():
+        next(teacher.body.parameters()).mul_(1.01)
+    save_model(teacher, teacher_dir / MODEL_DIR)
+    transfer_calls = Counter(cells_mod.transfer)
+    monkeypatch.setattr(cells_mod, "transfer", transfer_calls)
+    remade = run_study(config, tmp_path / "out3", cache, progress=False, log=lambda line: None)
+    assert transfer_calls.calls == 2  # finetune and remos of the changed teacher; retrain uses the clean one
+    assert remade["tasks"]["tiny_images"]["students"]["retrain"] == again["tasks"]["tiny_images"]["students"]["retrain"]
+
 
 def test_assemble_results_relative_figures_by_hand() -> None:
     config = parse_config(tiny_study(Path("x.npz"), defects=[

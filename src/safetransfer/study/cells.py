@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -39,7 +40,15 @@ from safetransfer.models.wrapper import TransferModel
 from safetransfer.errors import ConfigError
 from safetransfer.study.config import DefectSpec, MethodSpec, StudyConfig, TaskSpec, digest
 from safetransfer.train import TrainConfig
-from safetransfer.transfer.base import RESULT_FILE, TransferConfig, TransferResult, derived_seed, transfer, weights_digest
+from safetransfer.transfer.base import (
+    FINGERPRINT_FILE,
+    RESULT_FILE,
+    TransferConfig,
+    TransferResult,
+    derived_seed,
+    transfer,
+    weights_digest,
+)
 
 CLEAN = "clean"  # the name of the unmodified teacher among the teacher variants
 TEACHER_FREE_METHODS = ("retrain",)  # students that use the teacher's architecture only
@@ -348,6 +357,11 @@ class CellMaker:
         tconfig = transfer_config_of(self.config, method, teacher.config.arch)
         key = digest({"kind": "student", "teacher": teacher_key, "task": ctx.task_key, "transfer": tconfig.fingerprint()})
         folder = self._cache("students", key)
+        if not _made_from(folder, teacher):
+            # the cell's recipe is the same, its teacher's weights are not (a teacher made again with
+            # other code): the student, its evaluations and views are made afresh
+            shutil.rmtree(folder)
+            folder.mkdir(parents=True)
         result_path = folder / RESULT_FILE
         if result_path.exists() and (folder / MODEL_DIR).exists():
             return load_model(folder / MODEL_DIR), json.loads(result_path.read_text()), key, folder
@@ -475,6 +489,23 @@ def transfer_config_of(
     overrides = {"steps": config.steps, **config.train, "seed": seed, **({"steps": steps} if steps else {})}
     tconfig.train = TrainConfig.from_overrides(asdict(tconfig.train), overrides)
     return tconfig
+
+
+def _made_from(folder: Path, teacher: TransferModel) -> bool:
+    """Whether the student run in ``folder`` (if any) was made from exactly ``teacher``'s weights.
+
+    A planted teacher's cache key is its recipe; the weights it yields can change with the code
+    (e.g. another memory layout) and a student cell found under the same key would then be a
+    student of other weights. The run's fingerprint records the teacher's digest; a folder
+    without one (nothing made yet) passes."""
+    path = folder / FINGERPRINT_FILE
+    if not path.exists():
+        return True
+    try:
+        recorded = json.loads(path.read_text()).get("teacher_sha256")
+    except (OSError, ValueError, AttributeError):
+        return False
+    return recorded == weights_digest(teacher)
 
 
 def _check_modality(defect: DefectSpec, ctx: TaskContext) -> None:
