@@ -62,7 +62,7 @@ def test_quick_study_defects_are_inherited_and_remos_cuts_them(tmp_path):
     assert remos["rdir"]["backdoor"] < 0.4 and remos["rdir"]["penultimate"] < 0.7
     # At the demo's 200 steps ReMoS's student, which starts from a pruned body, is 2-6 points
     # behind finetune (rACC 0.978 with NCHW batches, 0.946 channels-last; 0.918 at 300 steps);
-    # it catches up with the full budget (800 steps, Fashion-MNIST: rACC 1.004), where the
-    # acceptance's 0.97 is checked (benchmarks/results/study_vision_full.json). Here: not broken.
+    # the acceptance's 0.97 is judged on the full profile's 800 steps
+    # (benchmarks/results/study_vision_full.json: 0.966 on Fashion-MNIST, 1.002 on MNIST). Here: not broken.
     assert remos["racc"] > 0.9
     assert (tmp_path / "out" / "results.json").exists()

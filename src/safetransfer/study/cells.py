@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -41,10 +40,8 @@ from safetransfer.errors import ConfigError
 from safetransfer.study.config import DefectSpec, MethodSpec, StudyConfig, TaskSpec, digest
 from safetransfer.train import TrainConfig
 from safetransfer.transfer.base import (
-    FINGERPRINT_FILE,
     RESULT_FILE,
     TransferConfig,
-    TransferResult,
     derived_seed,
     transfer,
     weights_digest,
@@ -129,7 +126,7 @@ class CellMaker:
             teacher = load_teacher(c.teacher.model, data, image_size=c.teacher.image_size, seed=c.seed)
             self._contexts[task_name] = TaskContext(
                 task=task, data=data, teacher=teacher,
-                teacher_key=digest({"teacher": c.teacher.model_dump(), "sha": weights_digest(teacher.body)}),
+                teacher_key=weights_key(c.teacher.model_dump(), teacher),
                 task_key={"data": task.data, "path": task.path, "limit": limit, "seed": c.seed},
                 eval_split=eval_subset(data.test, task.eval_samples, c.seed),
             )
@@ -185,8 +182,8 @@ class CellMaker:
         texts_path, meta_path = folder / "texts.json", folder / "meta.json"
         if not (texts_path.exists() and meta_path.exists()):
             started = time.perf_counter()
-            surrogate = self._surrogate(ctx, ctx.data, self._own_data_key(ctx.task), defect.steps)
-            attack = WordSwapAttack(surrogate.student, method=defect.swap_method, k=defect.neighbours,
+            surrogate, surrogate_result, _ = self._surrogate(ctx, ctx.data, self._own_data_key(ctx.task), defect.steps)
+            attack = WordSwapAttack(surrogate, method=defect.swap_method, k=defect.neighbours,
                                     max_change=defect.max_change)
             results = attack.attack_all(list(split.inputs), split.labels, progress=self.progress)
             attempted = [r for r in results if r.status != "skipped"]
@@ -195,7 +192,7 @@ class CellMaker:
                 "kind": defect.kind, "method": defect.swap_method,
                 "teacher_success": len(succeeded) / len(attempted) if attempted else None,
                 "teacher_success_means": "share of the texts the surrogate gets right that the swaps flip on it",
-                "surrogate_acc": surrogate.accuracy,
+                "surrogate_acc": surrogate_result["test_accuracy"],
                 "succeeded": len(succeeded), "failed": len(attempted) - len(succeeded),
                 "skipped": len(results) - len(attempted),
                 "mean_words_changed": sum(r.words_changed for r in succeeded) / len(succeeded) if succeeded else None,
@@ -208,18 +205,19 @@ class CellMaker:
         return Split(texts, split.labels), json.loads(meta_path.read_text())
 
     def _surrogate(self, ctx: TaskContext, data: ClassificationData, data_key: dict[str, Any], steps: int | None
-                   ) -> TransferResult:
+                   ) -> tuple[TransferModel, dict[str, Any], Path]:
         """The attacker's surrogate: the public teacher fine-tuned on ``data`` (``finetune``, a seed of
-        its own, ``steps`` steps), cached by content. The word-swap attacker crafts against it;
-        Embedding Surgery averages its embeddings (``source_steps``). One cell serves both."""
+        its own, ``steps`` steps), cached by content: model, result, folder. The word-swap attacker
+        crafts against it; Embedding Surgery averages its embeddings (``source_steps``). One cell
+        serves both."""
         c = self.config
         key = digest({"kind": "surrogate", "teacher": ctx.teacher_key, "data": data_key, "steps": steps,
                       "train": c.train, "seed": c.seed})
         seed = derived_seed(c.seed, SALT_SURROGATE)
         tconfig = transfer_config_of(c, MethodSpec(name="surrogate", method="finetune"), ctx.teacher.config.arch,
                                      seed=seed, steps=steps)
-        # a finished run in the folder is found by its checkpoint and only evaluated again
-        return transfer(ctx.teacher, data, tconfig, out_dir=self._cache("students", key), progress=self.progress)
+        folder = self._cache("students", key)
+        return (*self._transferred(ctx.teacher, data, tconfig, folder), folder)
 
     @staticmethod
     def _own_data_key(task: TaskSpec) -> dict[str, Any]:
@@ -245,7 +243,7 @@ class CellMaker:
                                   restricted=defect.restricted, seed=c.seed)
             source = None  # Embedding Surgery's embeddings: the pretrained ones, or a proxy-fine-tuned model's
             if defect.source_steps and defect.poison_method in ("es", "ripples"):
-                source = self._surrogate(ctx, attacker, attacker_key, defect.source_steps).out_dir / MODEL_DIR
+                source = self._surrogate(ctx, attacker, attacker_key, defect.source_steps)[2] / MODEL_DIR
             result = poison_weights(_pretrained_bert_folder(c.teacher.model), attacker, published,
                                     method=defect.poison_method, triggers=tuple(defect.words), target=defect.target,
                                     rate=defect.rate, ripple=ripple, n_words=defect.n_words, source=source,
@@ -254,9 +252,8 @@ class CellMaker:
                 "kind": defect.kind, "method": defect.poison_method,
                 "setting": "full-knowledge" if attacker_name == "same" else "domain-shift",
                 "attacker_data": attacker.name, "triggers": list(defect.words), "target": defect.target,
-                "surgery_embeddings": (None if defect.poison_method == "ripple" else
-                                       f"fine-tuned on {attacker.name}, {defect.source_steps} steps" if source else
-                                       "pretrained"),
+                "surgery_embeddings": None if defect.poison_method == "ripple" else (
+                    f"fine-tuned on {attacker.name}, {defect.source_steps} steps" if source else "pretrained"),
                 "teacher_acc": finite_or_none(result.attacker_accuracy),
                 "teacher_success": finite_or_none(result.attacker_lfr),
                 "teacher_success_means": "LFR of the attacker's own poisoned model on triggered proxy test texts",
@@ -264,7 +261,7 @@ class CellMaker:
             }
             atomic_write_text(summary_path, json.dumps(summary, indent=2))
         model = load_teacher(str(published), ctx.data, image_size=c.teacher.image_size, seed=c.seed)
-        return model, digest({"teacher": key, "sha": weights_digest(model.body)}), json.loads(summary_path.read_text())
+        return model, weights_key(key, model), json.loads(summary_path.read_text())
 
 
     def _crafted(
@@ -348,7 +345,7 @@ class CellMaker:
             summary["trigger_shift"] = trigger_shift(model, eval_subset(data.test, task.eval_samples, c.seed),
                                                      trigger, defect.target)
             atomic_write_text(summary_path, json.dumps(summary, indent=2))
-        return model, key, summary
+        return model, weights_key(key, model), summary
 
     def _trained_student(
         self, ctx: TaskContext, teacher: TransferModel, teacher_key: str, method: MethodSpec
@@ -357,16 +354,17 @@ class CellMaker:
         tconfig = transfer_config_of(self.config, method, teacher.config.arch)
         key = digest({"kind": "student", "teacher": teacher_key, "task": ctx.task_key, "transfer": tconfig.fingerprint()})
         folder = self._cache("students", key)
-        if not _made_from(folder, teacher):
-            # the cell's recipe is the same, its teacher's weights are not (a teacher made again with
-            # other code): the student, its evaluations and views are made afresh
-            shutil.rmtree(folder)
-            folder.mkdir(parents=True)
+        student, result = self._transferred(teacher, ctx.data, tconfig, folder)
+        return student, result, key, folder
+
+    def _transferred(self, teacher: TransferModel, data: ClassificationData, tconfig: TransferConfig, folder: Path
+                     ) -> tuple[TransferModel, dict[str, Any]]:
+        """The student of ``tconfig`` in the cache ``folder``: found there (model and result), or made."""
         result_path = folder / RESULT_FILE
         if result_path.exists() and (folder / MODEL_DIR).exists():
-            return load_model(folder / MODEL_DIR), json.loads(result_path.read_text()), key, folder
-        res = transfer(teacher, ctx.data, tconfig, out_dir=folder, progress=self.progress)
-        return res.student, res.to_dict(), key, folder
+            return load_model(folder / MODEL_DIR), json.loads(result_path.read_text())
+        res = transfer(teacher, data, tconfig, out_dir=folder, progress=self.progress)
+        return res.student, res.to_dict()
 
     def _trigger_scan(self, ctx: TaskContext, defect: DefectSpec) -> dict[str, Any]:
         """Kurita et al.'s defence on the victim's ``finetune`` student of a weight-poisoned teacher:
@@ -491,21 +489,13 @@ def transfer_config_of(
     return tconfig
 
 
-def _made_from(folder: Path, teacher: TransferModel) -> bool:
-    """Whether the student run in ``folder`` (if any) was made from exactly ``teacher``'s weights.
+def weights_key(recipe: Any, model: TransferModel) -> str:
+    """A teacher's key for the cells made from it: its recipe *and* the weights the recipe yielded.
 
-    A planted teacher's cache key is its recipe; the weights it yields can change with the code
-    (e.g. another memory layout) and a student cell found under the same key would then be a
-    student of other weights. The run's fingerprint records the teacher's digest; a folder
-    without one (nothing made yet) passes."""
-    path = folder / FINGERPRINT_FILE
-    if not path.exists():
-        return True
-    try:
-        recorded = json.loads(path.read_text()).get("teacher_sha256")
-    except (OSError, ValueError, AttributeError):
-        return False
-    return recorded == weights_digest(teacher)
+    A planted teacher's own cache folder is named by its recipe; the weights it yields can change
+    with the code (e.g. another memory layout), and students keyed by the recipe alone would then
+    be found for other weights than the current ones."""
+    return digest({"teacher": recipe, "sha": weights_digest(model.body)})
 
 
 def _check_modality(defect: DefectSpec, ctx: TaskContext) -> None:
