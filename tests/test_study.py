@@ -466,3 +466,16 @@ def test_text_study_weight_poisoning_and_word_swap_on_a_tiny_bert(tmp_path: Path
     bad = parse_config(tiny_study(data_files.images_npz, defects=[{"name": "ws", "kind": "word_swap"}]))
     with pytest.raises(ConfigError, match="word_swap.*needs text data"):
         run_study(bad, tmp_path / "bad", tmp_path / "cache", progress=False, log=lambda line: None)
+
+
+def test_a_methods_seed_option_seeds_its_students_only() -> None:
+    doc = tiny_study(Path("x.npz"), defects=[{"name": "p", "kind": "penultimate"}])
+    config = parse_config({**doc, "seed": 3, "methods": ["finetune", {"name": "finetune_seed7", "method": "finetune",
+                                                                      "options": {"seed": 7}}]})
+    plain, seeded = (cells_mod.transfer_config_of(config, m, "small-cnn") for m in config.methods)
+    assert (plain.seed, plain.train.seed) == (3, 3)
+    assert (seeded.seed, seeded.train.seed) == (7, 7)
+    assert plain.fingerprint() != seeded.fingerprint()
+    # the attacker's surrogate is seeded by the caller, not by the method's option
+    surrogate = cells_mod.transfer_config_of(config, config.methods[1], "small-cnn", seed=11)
+    assert (surrogate.seed, surrogate.train.seed) == (11, 11)

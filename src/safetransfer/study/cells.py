@@ -477,9 +477,11 @@ def transfer_config_of(
     config: StudyConfig, method: MethodSpec, arch: str | None, seed: int | None = None, steps: int | None = None
 ) -> TransferConfig:
     """The method's transfer config: its options, the study's seed, steps and training overrides
-    (``seed`` / ``steps``: other ones, e.g. for the word-swap attacker's surrogate)."""
-    seed = config.seed if seed is None else seed
-    tconfig = TransferConfig.from_dict({"method": method.base_method, "seed": seed, **method.options})
+    (``seed`` / ``steps``: other ones, e.g. for the word-swap attacker's surrogate). A ``seed``
+    among the method's options seeds that method's students (head, slice subsets and training)
+    while the teachers and crafted inputs keep the study's."""
+    seed = int(method.options.get("seed", config.seed)) if seed is None else seed
+    tconfig = TransferConfig.from_dict({"method": method.base_method, **method.options, "seed": seed})
     if arch is None:
         return tconfig
     tconfig = tconfig.resolved(arch)

@@ -185,7 +185,11 @@ class DefectSpec(_Strict):
 
 class MethodSpec(_Strict):
     """A student-making method: ``method`` (one of the seven) and its options
-    (:class:`~safetransfer.transfer.base.TransferConfig` fields), under a display ``name``."""
+    (:class:`~safetransfer.transfer.base.TransferConfig` fields), under a display ``name``.
+    ``options: {seed: N}`` seeds this method's students (head, subsets, training) with ``N``
+    instead of the study's seed; the teachers and crafted inputs stay the study's (e.g.
+    ``{name: remos_seed1, method: remos, options: {seed: 1}}`` beside ``remos`` measures how much
+    one student seed moves the figures; ``benchmarks/seed_spread.py`` does that)."""
 
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     method: str | None = None
