@@ -25,6 +25,7 @@ from safetransfer.train import TrainConfig, train
 from safetransfer.transfer import METHODS, SCRATCH_METHODS, TransferConfig, default_train_config, make_student, stage_names, transfer
 from safetransfer.transfer.base import RESULT_FILE, SliceHook
 from safetransfer.transfer.delta import FeatureDistillation
+from safetransfer.transfer.remos import word_embedding
 from safetransfer.transfer.renofeation import SWA
 from safetransfer.transfer.stages import StageHooks
 
@@ -201,6 +202,34 @@ def test_remos_text_slices_the_encoder_linears(bert_teacher: TransferModel, tiny
     names = list(hooks[0].slice.masks)
     assert names and all(n.startswith("body.bert.encoder.layer.") for n in names)
     assert hooks[0].profile.n_samples == len(tiny_texts.train)  # 2000 > 168: all of them
+
+
+def test_remos_reset_unused_tokens_zeroes_exactly_the_rows_the_student_never_uses(
+    bert_teacher: TransferModel, tiny_texts: ClassificationData, cnn_teacher: TransferModel, tiny_images: ClassificationData,
+) -> None:
+    plain_config = TransferConfig(method="remos", ratio=0.1, train=bert_train())
+    config = TransferConfig(method="remos", ratio=0.1, train=bert_train(), reset_unused_tokens=True)
+    plain, _ = make_student(bert_teacher, tiny_texts, plain_config)
+    student, _ = make_student(bert_teacher, tiny_texts, config)
+    tok = bert_teacher.tokenizer
+    used = set(tok.all_special_ids)  # the reference, one text at a time
+    for text in tiny_texts.train.inputs:
+        used |= set(tok(text, truncation=True, max_length=bert_teacher.config.max_length)["input_ids"])
+    rows = word_embedding(student).weight.detach()
+    teacher_rows = word_embedding(bert_teacher).weight.detach()
+    unused = sorted(set(range(rows.shape[0])) - used)
+    assert unused and (teacher_rows[unused] != 0).any()  # there is something to reset
+    assert (rows[unused] == 0).all()
+    assert torch.equal(rows[sorted(used)], teacher_rows[sorted(used)])
+    assert torch.equal(word_embedding(plain).weight, word_embedding(bert_teacher).weight)  # the paper's slice: no row
+    for (name, a), (_, b) in zip(plain.body.named_parameters(), student.body.named_parameters()):
+        if "word_embeddings" not in name:
+            assert torch.equal(a, b), name  # the same slice of the encoder otherwise
+    assert "reset_unused_tokens" not in plain_config.fingerprint() and config.fingerprint()["reset_unused_tokens"]
+    with pytest.raises(ConfigError, match="ReMoS option"):
+        TransferConfig(method="finetune", reset_unused_tokens=True).validate()
+    with pytest.raises(ConfigError, match="text model"):
+        make_student(cnn_teacher, tiny_images, TransferConfig(method="remos", reset_unused_tokens=True, train=cnn_train()))
 
 
 # --------------------------------------------------------------------------- DELTA

@@ -136,6 +136,12 @@ class TransferConfig:
       (neuron coverage with threshold 0.5 as in the paper; ``k`` for top-k coverage);
       ``slice_layers``: qualified layer names to slice (``None`` = every sliceable body layer).
     - ``excluded``: what ReMoS does to the excluded weights, ``"zero"`` or ``"reinit"`` (seeded).
+    - ``reset_unused_tokens`` (ReMoS on a text model; a variant beyond the paper): also zero the
+      word-embedding rows of every token the student's training texts never use. Fine-tuning
+      never updates those rows, so whatever an attacker wrote there survives any method that
+      keeps the teacher's embeddings (Embedding Surgery's trigger rows: the average of ten
+      target-class word vectors, about half a typical row's norm, so a magnitude-ranked slice
+      keeps them too); ``False``: the paper's slice of the encoder's Linear layers only.
     - ``frozen``: keep excluded weights at zero through training (ReMoS; magprune always does);
       ``False`` (the paper's) lets them be retrained freely like the rest.
     - ``profile_samples``: student training samples ReMoS profiles coverage on (a seeded random
@@ -166,6 +172,7 @@ class TransferConfig:
     slice_layers: list[str] | None = None
     excluded: Literal["zero", "reinit"] = "zero"
     frozen: bool = False
+    reset_unused_tokens: bool = False
     profile_samples: int = 2000
     distill_weight: float = 0.1
     head_l2: float = 0.01
@@ -190,6 +197,8 @@ class TransferConfig:
             problems.append(f"slice_k must be at least 1 (got {self.slice_k})")
         if self.excluded not in ("zero", "reinit"):
             problems.append(f"excluded must be 'zero' or 'reinit' (got '{self.excluded}')")
+        if self.reset_unused_tokens and self.method != "remos":
+            problems.append(f"reset_unused_tokens is a ReMoS option (method is '{self.method}')")
         if self.frozen and self.excluded == "reinit":
             problems.append("frozen=True keeps the excluded weights at zero: it needs excluded='zero'")
         if self.profile_samples < 0 or self.bn_samples < 0:
@@ -230,6 +239,8 @@ class TransferConfig:
     def fingerprint(self) -> dict[str, Any]:
         """Every field that changes the numbers a run produces (device, logging, checkpoint cadence left out)."""
         doc = asdict(self)
+        if not self.reset_unused_tokens:  # the keys of students made before the option existed
+            del doc["reset_unused_tokens"]
         if self.train is not None:
             doc["train"] = self.train.result_fingerprint()
         return doc

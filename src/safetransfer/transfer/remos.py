@@ -14,6 +14,9 @@ Relevant Model Slicing").
    ``"reinit"`` from the layer's default init, seeded), then fine-tune everything. With
    ``frozen`` the excluded weights are re-zeroed after every step (a variant; the paper
    retrains them freely).
+4. ``reset_unused_tokens`` (text models; a variant beyond the paper, off by default): the
+   token-embedding rows of every token the student's training texts never use are zeroed too
+   (:func:`reset_unused_token_rows`; see ``TransferConfig``).
 
 The :class:`~safetransfer.slicing.Slice` and its summary end up on the
 :class:`~safetransfer.transfer.base.TransferResult` (and in ``out_dir/slice``).
@@ -23,7 +26,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import torch
+from torch import nn
+
 from safetransfer.data.base import ClassificationData
+from safetransfer.errors import ConfigError
 from safetransfer.models.wrapper import TransferModel
 from safetransfer.train import TrainHook
 
@@ -61,4 +68,50 @@ def make_student(
         k=config.slice_k, layers=config.slice_layers,
     )
     slice_.apply(student, mode=config.excluded, seed=derived_seed(config.seed, SALT_SLICE))
+    if config.reset_unused_tokens:
+        reset_unused_token_rows(student, data.train.inputs)
     return student, [SliceHook(slice_, frozen=config.frozen, profile=profile)]
+
+
+def word_embedding(model: TransferModel) -> nn.Embedding:
+    """The text model's token-embedding layer: the ``nn.Embedding`` with one row per tokenizer id."""
+    tokenizer = getattr(model, "tokenizer", None)
+    if tokenizer is None:
+        raise ConfigError("reset_unused_tokens needs a text model (this one has no tokenizer).")
+    for module in model.body.modules():  # a Hugging Face model names its own
+        get = getattr(module, "get_input_embeddings", None)
+        if callable(get) and isinstance(get(), nn.Embedding):
+            return get()
+    vocab = len(tokenizer)
+    found = [m for m in model.body.modules() if isinstance(m, nn.Embedding) and m.num_embeddings == vocab]
+    if len(found) != 1:
+        raise ConfigError(f"expected one token-embedding layer of {vocab} rows (the tokenizer's vocabulary) in the "
+                          f"body, found {len(found)}.")
+    return found[0]
+
+
+def used_token_mask(model: TransferModel, texts, batch_size: int = 4096) -> torch.Tensor:
+    """``[vocabulary]`` bool: the token ids ``texts`` use once tokenized as the model does
+    (its truncation), special tokens included. Vectorised per batch of texts."""
+    tokenizer = model.tokenizer
+    used = torch.zeros(word_embedding(model).num_embeddings, dtype=torch.bool)
+    used[torch.tensor(sorted(set(tokenizer.all_special_ids)), dtype=torch.long)] = True
+    texts = list(texts)
+    for start in range(0, len(texts), batch_size):
+        enc = tokenizer(texts[start : start + batch_size], padding=True, truncation=True,
+                        max_length=model.config.max_length or None, return_tensors="pt")
+        used[enc["input_ids"][enc["attention_mask"].bool()]] = True
+    return used
+
+
+def reset_unused_token_rows(model: TransferModel, texts) -> int:
+    """Zero the token-embedding rows of ``model`` that ``texts`` never use; returns how many.
+
+    A variant of ReMoS's relevance idea for the vocabulary (see ``TransferConfig.reset_unused_tokens``):
+    a row the student's data never looks up is irrelevant to the student's task, and it is
+    exactly where Embedding Surgery (Kurita et al. 2020) plants its triggers."""
+    emb = word_embedding(model)
+    unused = ~used_token_mask(model, texts)
+    with torch.no_grad():
+        emb.weight[unused] = 0.0
+    return int(unused.sum())
