@@ -75,6 +75,16 @@ def test_transfer_errors_are_one_line(tiny_teacher, data_files, tmp_path, capsys
              "--ratio", "1.5", "--out", tmp_path / "e"], capsys),
         "ratio",
     )
+    assert_one_line_error(
+        run(["transfer", "--method", "remos", "--teacher", tiny_teacher, "--data", data_files.images_npz,
+             "--reset-unused-tokens", "--steps", "2", "--out", tmp_path / "f"], capsys),
+        "needs a text model",
+    )
+    assert_one_line_error(
+        run(["transfer", "--method", "finetune", "--teacher", tiny_teacher, "--data", data_files.images_npz,
+             "--reset-unused-tokens", "--out", tmp_path / "g"], capsys),
+        "ReMoS option",
+    )
 
 
 @pytest.mark.assets
@@ -105,3 +115,14 @@ def test_remos_on_the_real_text_teacher(tmp_path, capsys):
     result = json.loads((tmp_path / "r" / "result.json").read_text())
     names = [layer["name"] for layer in result["slice"]["layers"]]
     assert names and all(".encoder.layer." in n for n in names)  # the encoder's Linear layers, never the head
+    # the vocabulary variant: the rows of tokens the 200 training texts never use are zeroed
+    r = run(["transfer", "--method", "remos", "--teacher", "minilm-l6", "--data", "rotten-tomatoes",
+             "--reset-unused-tokens", "--steps", "1", "--batch-size", "8", "--limit-train", "200", "--limit-test", "50",
+             "--out", tmp_path / "v", "--no-progress"], capsys)
+    assert r.code == 0, r.text
+    from safetransfer.models import load_model
+    from safetransfer.transfer.remos import word_embedding
+
+    rows = word_embedding(load_model(tmp_path / "v" / "model")).weight
+    zero_rows = int((rows == 0).all(dim=1).sum())
+    assert 20000 < zero_rows < rows.shape[0]  # 200 short reviews use a few thousand of MiniLM's 30,522 tokens

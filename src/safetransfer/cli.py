@@ -225,6 +225,9 @@ def transfer_cmd(
     excluded: Optional[str] = typer.Option(None, help="remos: 'zero' (as published) or 'reinit' the excluded weights."),
     frozen: Optional[bool] = typer.Option(None, "--frozen/--retrain-excluded", help="remos: keep excluded weights at zero."),
     slice_metric: Optional[str] = typer.Option(None, help="remos coverage metric (nc, tknc, snac_relative, snac_deepgauge)."),
+    reset_unused_tokens: Optional[bool] = typer.Option(
+        None, "--reset-unused-tokens", help="remos on a text model: also zero the token-embedding rows the student's "
+        "training texts never use (where Embedding Surgery plants triggers; beyond the paper)."),
     protocol: Optional[str] = typer.Option(None, help="'shared' (one training protocol for all methods, the default) or 'scratch' (a from-scratch recipe for retrain, delta_r, renofeation)."),
     steps: Optional[int] = typer.Option(None, help="Optimiser steps (default: the method's protocol)."),
     batch_size: Optional[int] = typer.Option(None, help="Batch size."),
@@ -243,7 +246,7 @@ def transfer_cmd(
 
     out_dir = out or Path("runs") / f"transfer-{method}-{Path(teacher).name}-{Path(data).name}"
     options = {"ratio": ratio, "excluded": excluded, "frozen": frozen, "slice_metric": slice_metric, "seed": seed,
-               "protocol": protocol}
+               "protocol": protocol, "reset_unused_tokens": reset_unused_tokens}
     result = transfer_job(
         method, teacher, data, out_dir, data_path=data_path, image_size=image_size,
         limit=_limits(limit_train, limit_test), options=options,
