@@ -138,9 +138,7 @@ def main() -> None:
     machine = {"cpus": os.cpu_count(), "threads": args.threads, "platform": platform.platform(), "torch": torch.__version__}
     rows: list[dict[str, Any]] = []
 
-    def save(_line: str = "") -> None:
-        if _line:
-            print(_line, flush=True)
+    def save() -> None:
         summary = summarise(rows)
         doc = {"config": base.model_dump(mode="json"), "profile": args.profile, "vary": args.vary, "tasks": args.tasks,
                "methods": methods, "defects": args.defects, "seeds": args.seeds, "records": rows, "spread": summary,
