@@ -288,3 +288,37 @@ def test_report_renders_in_headless_chromium_with_every_image_loaded(tmp_path) -
     assert pixels.shape[0] >= min(height, 900) and pixels.shape[1] >= 1000
     assert float(np.std(pixels)) > 0.05  # text and plots, not an empty page
     assert float((pixels.mean(axis=2) < 0.5).mean()) > 0.01  # dark ink on the page
+
+
+def _with_views(r: dict) -> dict:
+    """Add the interpretation views the study records per student (see study/views.py) to every method."""
+    r = copy.deepcopy(r)
+    for t in r["tasks"].values():
+        t["defects"]["backdoor"]["trigger_shift"] = 4.0
+        for m, (name, entry) in enumerate(t["methods"].items()):
+            curve = [{"step": s, "loss": 2.0 / s, **({"val_accuracy": 0.5 + 0.04 * s / 100} if s % 100 == 0 else {})}
+                     for s in range(50, 850, 50)]
+            views = {"curve": curve,
+                     "weight_change": {"layers": [{"name": f"body.{k}", "relative_change": 0.01 * (k + 1) / (m + 1)}
+                                                  for k in range(5)],
+                                       "quantiles": {"p50": 1e-4, "p90": 1e-3, "p99": 1e-2, "max": 0.1}},
+                     "slice": [{"name": f"body.{k}", "weights": 100, "excluded_share": 0.05 * k,
+                                "mean_abs_excluded": 0.1, "mean_abs_kept": 0.2} for k in range(5)]
+                     if name == "remos" else None,
+                     "trigger_shift": 4.0 / (m + 1)}
+            entry["views"] = {"clean": {k: v for k, v in views.items() if k != "trigger_shift"}, "backdoor": views}
+    return r
+
+
+def test_report_draws_every_interpretation_view(tmp_path) -> None:
+    r = _with_views(make_results())
+    for fn in (plots.plot_convergence, plots.plot_weight_change, plots.plot_slice_layers, plots.plot_trigger_shift):
+        assert _is_png(fn(r, tmp_path / f"{fn.__name__}.png", task="mnist"))
+    page = write_report(r, tmp_path / "out").read_text()
+    assert page.count("Why a method cuts a defect") == 2  # one per task
+    assert page.count('<img src="data:image/png;base64,') == 3 + 2 * 2 + 4 * 2  # four views per task
+    for caption in ("held-out accuracy", "distribution of the change per weight", "slice per layer", "trigger moves"):
+        assert caption in page
+    # a study without views draws none of them (and says nothing about them)
+    assert plots.plot_convergence(make_results(), tmp_path / "none.png", task="mnist") is None
+    assert "Why a method cuts a defect" not in write_report(make_results(), tmp_path / "plain").read_text()

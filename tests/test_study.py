@@ -138,6 +138,10 @@ def test_study_runs_caches_and_resumes(tmp_path: Path, data_files, monkeypatch: 
     # the interpretation views: curves, weight changes, the slice of remos, the trigger's feature shift
     views = {m: e["views"]["backdoor"] for m, e in methods.items()}
     assert all(v["curve"] and v["curve"][-1]["step"] > v["curve"][0]["step"] for v in views.values())
+    # the convergence view: held-out accuracy on the schedule of curve_schedule, and at the last step
+    for v in views.values():
+        points = [(p["step"], p["val_accuracy"]) for p in v["curve"] if "val_accuracy" in p]
+        assert [s for s, _ in points] == [50, 60] and all(0.0 <= a <= 1.0 for _, a in points)
     assert all(v["weight_change"]["layers"] for v in views.values())
     assert views["remos"]["slice"] and views["finetune"]["slice"] is None
     assert all(v["trigger_shift"] is not None and v["trigger_shift"] >= 0 for v in views.values())

@@ -317,7 +317,7 @@ def train(
                         bar.update(1)
                     if step % config.log_every == 0 or step == config.steps:
                         entry = {"step": step, "loss": running / count, "lr": config.lr * factor}
-                        if config.eval_every and step % config.eval_every == 0 and val_split is not None and len(val_split):
+                        if config.eval_every and (step % config.eval_every == 0 or step == config.steps) and val_split is not None and len(val_split):
                             entry["val_accuracy"] = _quick_accuracy(model, val_split, config)
                         history.append(entry)
                         running, count = 0.0, 0

@@ -282,11 +282,11 @@ def render_report(results: dict, title: str | None = None, plot_dir: str | Path 
             (plots.plot_trigger_shift, "trigger_shift", "How far the trigger moves each student's penultimate features "
              "(in clean-feature standard deviations); black: the backdoored teacher itself."),
             (plots.plot_weight_change, "weight_change", "Relative weight change per layer, student against the teacher "
-             "it was made from (students of the clean teacher)."),
+             "it was made from, and the distribution of the change per weight (students of the clean teacher)."),
             (plots.plot_slice_layers, "slice_layers", "ReMoS's slice per layer: the share of weights excluded and how "
              "large they were against the kept ones."),
-            (plots.plot_convergence, "convergence", "Training loss against steps per method (students of the clean "
-             "teacher)."),
+            (plots.plot_convergence, "convergence", "Training loss and held-out accuracy against steps per method "
+             "(students of the clean teacher)."),
         ]
         drawn = [_figure(lambda p, fn=fn, t=t: fn(results, p, task=t), folder, f"{name}_{i}", caption)
                  for fn, name, caption in views]

@@ -327,41 +327,66 @@ def _first_variant(views: Mapping[str, Any]) -> str:
 
 
 def plot_convergence(results: Mapping[str, Any], path: str | Path, task: str, title: str = "") -> Path | None:
-    """Training loss (and validation accuracy when recorded) against steps, one line per method."""
+    """Per method, training loss (left) and held-out accuracy (right, when the run recorded it)
+    against steps: the convergence view of the ReMoS paper's efficiency figure."""
     per_method = _views(results, task)
-    if not per_method:
+    curves = {m: views[_first_variant(views)].get("curve") or [] for m, views in per_method.items()}
+    curves = {m: c for m, c in curves.items() if c}
+    if not curves:
         return None
     plt = _pyplot()
-    colours = _method_colours(list(per_method))
-    fig, ax = plt.subplots(figsize=(7.0, 4.2))
-    for m, views in per_method.items():
-        curve = views[_first_variant(views)].get("curve") or []
-        if curve:
-            ax.plot([c["step"] for c in curve], [c["loss"] for c in curve], label=m, color=colours[m])
+    colours = _method_colours(list(curves))
+    has_acc = any("val_accuracy" in c for curve in curves.values() for c in curve)
+    fig, axes = plt.subplots(1, 2 if has_acc else 1, figsize=(11.0 if has_acc else 7.0, 4.0), squeeze=False)
+    ax = axes[0][0]
+    for m, curve in curves.items():
+        ax.plot([c["step"] for c in curve], [c["loss"] for c in curve], label=m, color=colours[m])
     ax.set_xlabel("training step")
     ax.set_ylabel("training loss")
     ax.legend(fontsize=8)
-    return save_figure(fig, ax, path, title or f"convergence on {task} (students of the clean teacher)")
+    if has_acc:
+        acc_ax = axes[0][1]
+        for m, curve in curves.items():
+            points = [(c["step"], c["val_accuracy"]) for c in curve if "val_accuracy" in c]
+            if points:
+                acc_ax.plot(*zip(*points), marker="o", markersize=3, label=m, color=colours[m])
+        acc_ax.set_xlabel("training step")
+        acc_ax.set_ylabel("held-out accuracy")
+        acc_ax.set_ylim(0, 1)
+        acc_ax.legend(fontsize=8)
+    return save_figure(fig, None, path, title or f"convergence on {task} (students of the clean teacher)")
 
 
 def plot_weight_change(results: Mapping[str, Any], path: str | Path, task: str, title: str = "") -> Path | None:
-    """Relative change ‖s − t‖/‖t‖ per layer (input to output), one line per method."""
+    """Left: relative change ‖s − t‖/‖t‖ per layer (input to output), one line per method. Right: the
+    distribution of |s − t| over all sliceable weights (median, 90th, 99th percentile, maximum)."""
     per_method = _views(results, task)
-    if not per_method:
+    changes = {m: views[_first_variant(views)].get("weight_change") or {} for m, views in per_method.items()}
+    changes = {m: c for m, c in changes.items() if c.get("layers")}
+    if not changes:
         return None
     plt = _pyplot()
-    colours = _method_colours(list(per_method))
-    fig, ax = plt.subplots(figsize=(8.0, 4.2))
-    for m, views in per_method.items():
-        layers = (views[_first_variant(views)].get("weight_change") or {}).get("layers") or []
-        values = [l["relative_change"] for l in layers if l.get("relative_change") is not None]
+    colours = _method_colours(list(changes))
+    fig, (ax, dist) = plt.subplots(1, 2, figsize=(12.0, 4.2), gridspec_kw={"width_ratios": [3, 2]})
+    for m, change in changes.items():
+        values = [l["relative_change"] for l in change["layers"] if l.get("relative_change") is not None]
         if values:
             ax.plot(range(len(values)), values, label=m, color=colours[m], linewidth=1.2)
     ax.set_yscale("log")
     ax.set_xlabel("layer (input to output)")
     ax.set_ylabel("relative weight change ‖s − t‖ / ‖t‖")
     ax.legend(fontsize=8)
-    return save_figure(fig, ax, path, title or f"how far each student moved from its teacher ({task})")
+    keys = ("p50", "p90", "p99", "max")
+    width = 0.8 / len(changes)
+    for i, (m, change) in enumerate(changes.items()):
+        q = change.get("quantiles") or {}
+        # a zero change cannot be drawn on the log axis; it is left out (no bar)
+        dist.bar([k + i * width for k in range(len(keys))], [q.get(k) or float("nan") for k in keys], width,
+                 color=colours[m], label=m)
+    dist.set_xticks([k + 0.4 - width / 2 for k in range(len(keys))], ["median", "90%", "99%", "max"])
+    dist.set_yscale("log")
+    dist.set_ylabel("|student − teacher| per weight")
+    return save_figure(fig, None, path, title or f"how far each student moved from its teacher ({task})")
 
 
 def plot_slice_layers(results: Mapping[str, Any], path: str | Path, task: str, method: str = "remos",

@@ -486,9 +486,23 @@ def transfer_config_of(
         return tconfig
     tconfig = tconfig.resolved(arch)
     assert tconfig.train is not None
-    overrides = {"steps": config.steps, **config.train, "seed": seed, **({"steps": steps} if steps else {})}
+    total = steps or int(config.train.get("steps", config.steps))
+    overrides = {"steps": config.steps, **curve_schedule(total), **config.train, "seed": seed,
+                 **({"steps": steps} if steps else {})}
     tconfig.train = TrainConfig.from_overrides(asdict(tconfig.train), overrides)
     return tconfig
+
+
+CURVE_POINTS = 8  # held-out accuracy measured this many times per student: the convergence view
+CURVE_SAMPLES = 500
+
+
+def curve_schedule(steps: int, log_every: int = 50) -> dict[str, int]:
+    """Training overrides that record a student's held-out accuracy about ``CURVE_POINTS`` times
+    (on ``CURVE_SAMPLES`` validation inputs; a multiple of ``log_every``, where accuracy is taken).
+    They do not enter a student's fingerprint, so cached students keep their keys."""
+    every = max(log_every, (steps // CURVE_POINTS) // log_every * log_every)
+    return {"log_every": log_every, "eval_every": every, "eval_samples": CURVE_SAMPLES}
 
 
 def weights_key(recipe: Any, model: TransferModel) -> str:
