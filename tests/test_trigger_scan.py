@@ -45,6 +45,26 @@ def test_the_planted_trigger_tops_the_scan(poisoned_tiny_bert, tmp_path) -> None
         scan_triggers(model, data.test.inputs, data.test.labels, target=5, candidates=["cf"])
 
 
+def test_the_screen_keeps_the_trigger_and_the_exact_lfr_of_confirmed_words(poisoned_tiny_bert) -> None:
+    model, data = poisoned_tiny_bert
+    freq = word_frequencies(data.train.inputs)
+    candidates = sorted(set(freq) | {"cf", "mn", "bb", "zq", "xx"})
+    assert len(candidates) > 20  # more than the 10 confirmed
+    args = (model, data.test.inputs, data.test.labels, 1)
+    exhaustive = scan_triggers(*args, candidates=candidates, frequencies=freq, n_texts=20, screen_texts=0)
+    screened = scan_triggers(*args, candidates=candidates, frequencies=freq, n_texts=20, screen_texts=2, confirm=10)
+    assert exhaustive.confirmed.all() and screened.confirmed.sum() == 10
+    assert set(screened.texts_used.tolist()) == {2, 20}
+    # confirmed words were measured on the same texts at the same positions: the same LFR
+    np.testing.assert_allclose(screened.lfr[screened.confirmed], exhaustive.lfr[screened.confirmed])
+    assert screened.top(1)[0][0] == "cf" and exhaustive.top(1)[0][0] == "cf"
+    # every confirmed word ranks before every word left at the screen
+    ranking = screened.ranking()
+    assert all(screened.confirmed[i] for i in ranking[:10]) and not any(screened.confirmed[i] for i in ranking[10:])
+    with pytest.raises(ConfigError, match="screen_texts"):
+        scan_triggers(*args, candidates=candidates, screen_texts=-1)
+
+
 def test_scan_triggers_command(poisoned_tiny_bert, data_files, tmp_path, capsys) -> None:
     import json
 

@@ -524,6 +524,8 @@ def scan_triggers_cmd(
     data: str = typer.Option(..., "--data", "-d", help="Clean labelled texts (a data set name or CSV/JSONL)."),
     target: int = typer.Option(1, help="The label a trigger would flip texts to."),
     texts: int = typer.Option(20, help="Clean non-target texts each candidate word is inserted into."),
+    screen_texts: int = typer.Option(2, help="Screen every word on this many of the texts first; 0 = no screen."),
+    confirm: int = typer.Option(100, help="How many of the most suspicious screened words are measured on all texts."),
     words: Optional[str] = typer.Option(None, help="Comma-separated candidate words (default: the tokenizer's whole words and the data's words)."),
     planted: Optional[str] = typer.Option(None, help="Comma-separated known triggers, to mark on the plot and check their rank."),
     split: str = typer.Option("test", help="Which split's texts to use: train, val or test."),
@@ -534,6 +536,8 @@ def scan_triggers_cmd(
 ) -> None:
     """Kurita et al.'s defence: rank every word by the label flip rate it causes; triggers are rare and extreme."""
     from safetransfer.data.registry import load_data
+    import numpy as np
+
     from safetransfer.detect.trigger_scan import plot_lfr_vs_frequency, scan_triggers, word_frequencies
     from safetransfer.errors import DataError
     from safetransfer.models import load_model
@@ -548,17 +552,24 @@ def scan_triggers_cmd(
     part = getattr(dataset, split)
     freq = word_frequencies(dataset.train.inputs)
     candidates = [w.strip() for w in words.split(",") if w.strip()] if words else None
+    console.print(f"scanning {len(candidates) if candidates else 'the vocabulary of'} candidate words "
+                  f"{'' if candidates else 'and the data '}on {texts} texts "
+                  f"(screen: {screen_texts} texts, then the {confirm} most suspicious on all)", markup=False)
     result = scan_triggers(classifier, part.inputs, part.labels, target, candidates=candidates, frequencies=freq,
-                           n_texts=texts, seed=seed, progress=progress)
+                           n_texts=texts, screen_texts=screen_texts, confirm=confirm, seed=seed, progress=progress)
     out_dir = out or Path("runs") / f"scan-triggers-{model.name}"
     out_dir.mkdir(parents=True, exist_ok=True)
     marked = [w.strip() for w in planted.split(",")] if planted else []
     ranking = result.ranking()
+    index = {w: i for i, w in enumerate(result.words)}
+    position = {word_index: r for r, word_index in enumerate(ranking, 1)}
+    used = result.texts_used if result.texts_used is not None else np.full(len(result.words), result.texts)
     doc = {"model": str(model), "data": dataset.name, "target": target, "texts": result.texts,
-           "candidates": len(result.words),
-           "top": [{"word": w, "lfr": lfr, "frequency": f} for w, lfr, f in result.top(50)],
-           "planted": {w: {"rank": ranking.index(result.words.index(w)) + 1 if w in result.words else None}
-                       for w in marked}}
+           "candidates": len(result.words), "screen_texts": screen_texts, "confirmed": int(result.confirmed.sum()),
+           "top": [{"word": result.words[i], "lfr": float(result.lfr[i]), "frequency": int(result.frequency[i]),
+                    "texts": int(used[i])} for i in ranking[:50]],
+           "planted": {w: {"rank": position[index[w]] if w in index else None,
+                           "lfr": float(result.lfr[index[w]]) if w in index else None} for w in marked}}
     atomic_write_text(out_dir / "suspects.json", json.dumps(doc, indent=2))
     plot_lfr_vs_frequency(result, out_dir / "lfr_vs_frequency.png", planted=marked)
     table = Table(title=f"{len(result.words)} candidate words, {result.texts} texts each; most suspicious first")

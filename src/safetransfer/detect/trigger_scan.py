@@ -10,7 +10,15 @@ frequency in the defender's data separates them.
 
 Candidates: the given words, or the tokenizer's whole-word vocabulary (no word pieces, no
 special tokens) plus the data's own words. Every (word, text) pair is one classifier input,
-run in large batches.
+run in large batches of one text with many words (equal lengths: no padding wasted).
+
+Cost and the two stages: a whole-vocabulary scan of MiniLM is ~29,000 words, i.e. 290,000
+classifier inputs for 10 texts (over an hour on 2 CPU cores). By default every candidate is
+first *screened* on ``screen_texts`` of the texts (2), ranked by its flips there and then its
+mean target probability, and only the ``confirm`` most suspicious (100) are measured on all
+``n_texts``. A trigger worth the name flips nearly every text, so it survives the screen; the
+words left at the screen keep their screen LFR (``texts_used`` says on how many texts) and rank
+after every confirmed word. ``screen_texts=0`` measures every word on every text.
 """
 
 from __future__ import annotations
@@ -32,13 +40,24 @@ WORD = re.compile(r"^[a-z][a-z']*$")
 
 @dataclass
 class TriggerScanResult:
-    """Per candidate word: its LFR and its frequency in the defender's data; ``ranking`` most suspicious first."""
+    """Per candidate word: its LFR, its frequency in the defender's data and the number of texts its
+    LFR was measured on (``texts`` for confirmed words, fewer for words left at the screen);
+    ``ranking`` most suspicious first."""
 
     words: list[str]
     lfr: np.ndarray
     frequency: np.ndarray
     target: int
     texts: int
+    texts_used: np.ndarray | None = None
+    screen_score: np.ndarray | None = None  # the screen's mean target probability (None: no screen)
+
+    @property
+    def confirmed(self) -> np.ndarray:
+        """Whether each word was measured on all ``texts``."""
+        if self.texts_used is None:
+            return np.ones(len(self.words), dtype=bool)
+        return self.texts_used == self.texts
 
     @property
     def suspicion(self) -> np.ndarray:
@@ -46,7 +65,10 @@ class TriggerScanResult:
         return self.lfr - 1e-6 * np.log1p(self.frequency)
 
     def ranking(self) -> list[int]:
-        return np.argsort(-self.suspicion, kind="stable").tolist()
+        """Confirmed words by suspicion, then the words left at the screen by their screen order."""
+        screen = self.screen_score if self.screen_score is not None else np.zeros(len(self.words))
+        # np.lexsort sorts by the last key first: confirmed, then suspicion, then the screen's score
+        return np.lexsort((-screen, -self.suspicion, ~self.confirmed)).tolist()
 
     def top(self, k: int = 10) -> list[tuple[str, float, int]]:
         return [(self.words[i], float(self.lfr[i]), int(self.frequency[i])) for i in self.ranking()[:k]]
@@ -76,14 +98,14 @@ def insert_word(texts: Sequence[str], word: str, positions: np.ndarray) -> list[
 
 def scan_triggers(
     model, texts: Sequence[str], labels: torch.Tensor, target: int, *, candidates: Sequence[str] | None = None,
-    frequencies: Counter | None = None, n_texts: int = 20, batch_size: int = 512, seed: int = 0,
-    progress: bool = False,
+    frequencies: Counter | None = None, n_texts: int = 20, screen_texts: int = 2, confirm: int = 100,
+    batch_size: int = 512, seed: int = 0, progress: bool = False,
 ) -> TriggerScanResult:
-    """The LFR of every candidate word on ``n_texts`` clean non-target texts (see the module doc)."""
-    from safetransfer.evaluate import predict_logits
-
+    """The LFR of every candidate word on ``n_texts`` clean non-target texts, screened first (see the module doc)."""
     if n_texts < 1:
         raise ConfigError(f"n_texts must be at least 1 (got {n_texts}).")
+    if screen_texts < 0 or confirm < 1:
+        raise ConfigError(f"screen_texts must be >= 0 and confirm >= 1 (got {screen_texts}, {confirm}).")
     if not 0 <= target < model.num_classes:
         raise ConfigError(f"target {target} is out of range for a {model.num_classes}-class model.")
     labels = torch.as_tensor(labels)
@@ -97,20 +119,51 @@ def scan_triggers(
     if not words:
         raise ConfigError("no candidate words to scan.")
     positions = rng.integers(0, 1 << 30, size=len(chosen)) % np.array([len(t.split()) + 1 for t in chosen])
-    flips = np.zeros(len(words))
-    per_batch = max(1, batch_size // len(chosen))  # words per forward batch
-    starts = range(0, len(words), per_batch)
+    freq = np.array([frequencies.get(w.lower(), 0) for w in words], dtype=np.int64)
+    n = len(chosen)
+    if screen_texts == 0 or screen_texts >= n or len(words) <= confirm:
+        flips, _ = _flips(model, words, chosen, positions, target, batch_size, progress, "trigger scan")
+        return TriggerScanResult(words, flips / n, freq, target, n)
+    # stage 1: every word on the first screen_texts texts
+    flips, prob = _flips(model, words, chosen[:screen_texts], positions[:screen_texts], target, batch_size, progress,
+                         f"trigger scan: screen ({screen_texts} texts)")
+    score = prob / screen_texts
+    # stage 2: the most suspicious words (screen flips, then mean target probability) on the other texts
+    shortlist = np.lexsort((-score, -flips))[:confirm]
+    more, _ = _flips(model, [words[i] for i in shortlist], chosen[screen_texts:], positions[screen_texts:], target,
+                     batch_size, progress, f"trigger scan: confirm ({len(shortlist)} words)")
+    flips[shortlist] += more
+    used = np.full(len(words), screen_texts, dtype=np.int64)
+    used[shortlist] = n
+    return TriggerScanResult(words, flips / used, freq, target, n, texts_used=used, screen_score=score)
+
+
+def _flips(model, words: Sequence[str], texts: Sequence[str], positions: np.ndarray, target: int, batch_size: int,
+           progress: bool, desc: str) -> tuple[np.ndarray, np.ndarray]:
+    """Per word: how many of ``texts`` it flips to ``target``, and the summed target probability.
+
+    Inputs are ordered text-major so each forward batch is one text with up to ``batch_size``
+    words inserted (near-equal lengths: little padding)."""
+    from safetransfer.evaluate import predict_logits
+
+    flips, prob = np.zeros(len(words)), np.zeros(len(words))
+    per_batch = max(1, batch_size)
+    starts = range(0, len(words), per_batch)  # one text with per_batch words per forward batch
+    chunks = [(t, s) for t in range(len(texts)) for s in starts]
     if progress:
         from tqdm.auto import tqdm
 
-        starts = tqdm(starts, desc="trigger scan", unit="batch", leave=False)
-    for start in starts:
+        chunks = tqdm(chunks, desc=desc, unit="batch", leave=False)
+    for t, start in chunks:
         group = words[start : start + per_batch]
-        inputs = [t for w in group for t in insert_word(chosen, w, positions)]
-        pred = predict_logits(model, inputs, batch_size=len(inputs)).argmax(1).view(len(group), len(chosen))
-        flips[start : start + len(group)] = (pred == target).float().mean(1).numpy()
-    freq = np.array([frequencies.get(w.lower(), 0) for w in words], dtype=np.int64)
-    return TriggerScanResult(words, flips, freq, target, len(chosen))
+        split = texts[t].split()
+        at = min(int(positions[t]), len(split))
+        left, right = " ".join(split[:at]), " ".join(split[at:])
+        inputs = [" ".join(part for part in (left, w, right) if part) for w in group]  # = insert_word, per word
+        logits = predict_logits(model, inputs, batch_size=len(inputs))
+        flips[start : start + len(group)] += (logits.argmax(1) == target).double().numpy()
+        prob[start : start + len(group)] += logits.softmax(1)[:, target].double().numpy()
+    return flips, prob
 
 
 def plot_lfr_vs_frequency(result: TriggerScanResult, path: str | Path, planted: Sequence[str] = (), top: int = 8,
@@ -121,7 +174,13 @@ def plot_lfr_vs_frequency(result: TriggerScanResult, path: str | Path, planted: 
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 5.0))
     x = np.log10(result.frequency + 1)
-    ax.scatter(x, result.lfr, s=6, alpha=0.4, color="tab:blue", linewidths=0, label="candidate words")
+    confirmed = result.confirmed
+    ax.scatter(x[confirmed], result.lfr[confirmed], s=6, alpha=0.4, color="tab:blue", linewidths=0,
+               label=f"candidate words ({result.texts} texts)")
+    if not confirmed.all():
+        screened = int(result.texts_used[~confirmed].max())
+        ax.scatter(x[~confirmed], result.lfr[~confirmed], s=4, alpha=0.15, color="tab:gray", linewidths=0,
+                   label=f"left at the screen ({screened} texts)")
     planted_set = {p.lower() for p in planted}
     idx = [i for i, w in enumerate(result.words) if w.lower() in planted_set]
     if idx:

@@ -373,13 +373,14 @@ class CellMaker:
 
         teacher, teacher_key, _ = self._variant(ctx, defect.name)
         student, _, key, folder = self._trained_student(ctx, teacher, teacher_key, self.method("finetune"))
-        path = folder / f"trigger_scan_{digest({'defect': defect.key_doc(), 'texts': defect.scan_texts})}.json"
+        screen = {"screen_texts": 2, "confirm": 100}  # scan_triggers' defaults, named in the file's key
+        path = folder / f"trigger_scan_{digest({'defect': defect.key_doc(), 'texts': defect.scan_texts, **screen})}.json"
         if not path.exists():
             started = time.perf_counter()
             clean = ctx.data.val if len(ctx.data.val) else ctx.data.test  # the defender's own clean texts
             result = scan_triggers(student, list(clean.inputs), clean.labels, defect.target,
                                    frequencies=word_frequencies(list(ctx.data.train.inputs)), n_texts=defect.scan_texts,
-                                   seed=self.config.seed, progress=self.progress)
+                                   seed=self.config.seed, progress=self.progress, **screen)
             ranking = result.ranking()
             rank = {w: ranking.index(result.words.index(w)) + 1 if w in result.words else None for w in defect.words}
             doc = {"planted": list(defect.words), "ranks": rank, "top5": [w for w, _, _ in result.top(5)],
