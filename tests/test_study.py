@@ -69,6 +69,7 @@ def test_embedded_default_and_profiles() -> None:
     ({"methods": ["retrain"]}, "must include 'finetune'"),
     ({"methods": ["finetune", {"name": "remos", "options": {"ratio": 2}}]}, "ratio"),
     ({"methods": ["finetune", {"name": "remos", "options": {"colour": 1}}]}, "colour"),
+    ({"methods": ["finetune", {"name": "remos", "options": {"seed": "one"}}]}, "remos.*seed must be an integer"),
     ({"tasks": []}, "tasks"),
     ({"steps": 0}, "steps"),
     ({"flavour": "x"}, "flavour"),

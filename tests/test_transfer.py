@@ -210,7 +210,7 @@ def test_remos_reset_unused_tokens_zeroes_exactly_the_rows_the_student_never_use
     plain_config = TransferConfig(method="remos", ratio=0.1, train=bert_train())
     config = TransferConfig(method="remos", ratio=0.1, train=bert_train(), reset_unused_tokens=True)
     plain, _ = make_student(bert_teacher, tiny_texts, plain_config)
-    student, _ = make_student(bert_teacher, tiny_texts, config)
+    student, hooks = make_student(bert_teacher, tiny_texts, config)
     tok = bert_teacher.tokenizer
     used = set(tok.all_special_ids)  # the reference, one text at a time
     for text in tiny_texts.train.inputs:
@@ -220,6 +220,7 @@ def test_remos_reset_unused_tokens_zeroes_exactly_the_rows_the_student_never_use
     unused = sorted(set(range(rows.shape[0])) - used)
     assert unused and (teacher_rows[unused] != 0).any()  # there is something to reset
     assert (rows[unused] == 0).all()
+    assert hooks[0].slice.summary()["params"]["reset_unused_token_rows"] == len(unused)  # recorded in the result
     assert torch.equal(rows[sorted(used)], teacher_rows[sorted(used)])
     assert torch.equal(word_embedding(plain).weight, word_embedding(bert_teacher).weight)  # the paper's slice: no row
     for (name, a), (_, b) in zip(plain.body.named_parameters(), student.body.named_parameters()):

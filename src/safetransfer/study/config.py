@@ -233,6 +233,9 @@ class StudyConfig(_Strict):
                 from safetransfer.errors import unknown_name
 
                 raise ValueError(str(unknown_name("transfer method", m.base_method, list(METHODS))))
+            seed = m.options.get("seed", 0)
+            if isinstance(seed, bool) or not isinstance(seed, int):
+                raise ValueError(f"method '{m.name}': options.seed must be an integer (got {seed!r})")
             TransferConfig.from_dict({"method": m.base_method, **m.options})  # raises on bad options
         if "finetune" not in [m.name for m in self.methods]:
             raise ValueError("the methods must include 'finetune': rACC and rDIR are relative to it")

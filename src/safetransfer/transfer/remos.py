@@ -68,8 +68,8 @@ def make_student(
         k=config.slice_k, layers=config.slice_layers,
     )
     slice_.apply(student, mode=config.excluded, seed=derived_seed(config.seed, SALT_SLICE))
-    if config.reset_unused_tokens:
-        reset_unused_token_rows(student, data.train.inputs)
+    if config.reset_unused_tokens:  # recorded with the slice (its summary lands in the student's result)
+        slice_.params = {**slice_.params, "reset_unused_token_rows": reset_unused_token_rows(student, data.train.inputs)}
     return student, [SliceHook(slice_, frozen=config.frozen, profile=profile)]
 
 
