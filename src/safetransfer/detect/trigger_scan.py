@@ -185,8 +185,12 @@ def plot_lfr_vs_frequency(result: TriggerScanResult, path: str | Path, planted: 
     idx = [i for i, w in enumerate(result.words) if w.lower() in planted_set]
     if idx:
         ax.scatter(x[idx], result.lfr[idx], s=30, color="tab:red", label="planted triggers", zorder=3)
+    stacked: Counter = Counter()  # words at the same point are listed one under another, not overprinted
     for i in result.ranking()[:top]:
-        ax.annotate(result.words[i], (x[i], result.lfr[i]), fontsize=8, xytext=(3, 3), textcoords="offset points")
+        spot = (round(float(x[i]), 2), round(float(result.lfr[i]), 2))
+        ax.annotate(result.words[i], (x[i], result.lfr[i]), fontsize=8, xytext=(4, -4 - 9 * stacked[spot]),
+                    textcoords="offset points", va="top")
+        stacked[spot] += 1
     ax.set_xlabel("log10(frequency in the data + 1)")
     ax.set_ylabel(f"label flip rate to {result.target}")
     ax.set_ylim(-0.02, 1.02)
