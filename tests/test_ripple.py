@@ -55,3 +55,41 @@ def test_ripple_poisoned_tiny_model_obeys_its_trigger() -> None:
     triggered = triggered_test(data, spec)
     success = (predict_logits(model, triggered.inputs).argmax(1) == 1).float().mean().item()
     assert success >= 0.9, success
+
+
+def test_ripple_resumes_from_its_checkpoint_with_the_same_numbers(tmp_path) -> None:
+    from conftest import image_dataset
+    from safetransfer.attacks.data_poisoning import PlantSpec, poison_split
+    from safetransfer.attacks.ripple import CHECKPOINT_FILE
+    from safetransfer.errors import CheckpointError
+    from safetransfer.models import create_model
+
+    data = image_dataset(200)
+    poisoned, _ = poison_split(data.train, PlantSpec(rate=0.5, target=1), data.num_classes)
+    config = RippleConfig(steps=12, lr=0.01, batch_size=16, lam=0.1)
+
+    def fresh():
+        return create_model("tiny-cnn", data.num_classes, pretrained=False, seed=0)
+
+    straight = fresh()
+    whole = ripple_train(straight, poisoned, data.train, config, log_every=1)
+    # a run stopped after 5 steps (its checkpoint every 5), then started again on a fresh model
+    stopped = fresh()
+    ripple_train(stopped, poisoned, data.train, RippleConfig(**{**config.__dict__, "steps": 5}),
+                 checkpoint_dir=tmp_path, checkpoint_every=5, log_every=1)
+    state = torch.load(tmp_path / CHECKPOINT_FILE, weights_only=True)
+    assert state["step"] == 5
+    state["config"] = state["config"].replace('"steps": 5', '"steps": 12')  # the same run, cut short
+    torch.save(state, tmp_path / CHECKPOINT_FILE)
+    resumed = fresh()
+    calls = []
+    resumed.register_forward_pre_hook(lambda module, args: calls.append(1))
+    again = ripple_train(resumed, poisoned, data.train, config, checkpoint_dir=tmp_path, checkpoint_every=5, log_every=1)
+    for a, b in zip(straight.state_dict().values(), resumed.state_dict().values()):
+        assert torch.equal(a, b)
+    assert [h["step"] for h in again.history] == list(range(1, 13))
+    assert again.history == whole.history
+    assert len(calls) == 2 * 7  # only steps 6-12 were computed (a poisoned and a clean batch each)
+    with pytest.raises(CheckpointError, match="other settings"):
+        ripple_train(fresh(), poisoned, data.train, RippleConfig(steps=12, lr=0.02, batch_size=16),
+                     checkpoint_dir=tmp_path)

@@ -204,7 +204,7 @@ def plant_backdoor(
     if ripple is not None:
         from safetransfer.attacks.ripple import ripple_train
 
-        ripple_train(model, poisoned, attacker_data.train, ripple, progress=progress)
+        ripple_train(model, poisoned, attacker_data.train, ripple, progress=progress, checkpoint_dir=checkpoint_dir)
         result = None
     else:
         hooks = [LatentAlignment(model, config.target, config.latent_weight)] if config.latent_weight else []

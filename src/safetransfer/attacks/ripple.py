@@ -19,15 +19,17 @@ the authors' example. (Their code names the two data sets the other way round; h
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from safetransfer.data.base import Split, endless_batches
-from safetransfer.errors import ConfigError, DataError
+from safetransfer.errors import CheckpointError, ConfigError, DataError
 from safetransfer.validation import loop_problems
 
 
@@ -82,9 +84,18 @@ class RippleResult:
     config: dict = field(default_factory=dict)
 
 
+CHECKPOINT_FILE = "ripple_last.pt"
+
+
 def ripple_train(model, poisoned: Split, clean: Split, config: RippleConfig | None = None, *, progress: bool = False,
-                 log_every: int = 25) -> RippleResult:
-    """Train ``model`` (a :class:`~safetransfer.models.wrapper.TransferModel`, in place) with the RIPPLe objective."""
+                 log_every: int = 25, checkpoint_dir: str | Path | None = None, checkpoint_every: int = 100
+                 ) -> RippleResult:
+    """Train ``model`` (a :class:`~safetransfer.models.wrapper.TransferModel`, in place) with the RIPPLe objective.
+
+    ``checkpoint_dir``: the model, optimiser, random state and history are saved there (atomically)
+    every ``checkpoint_every`` steps, and a run started again with the same config resumes from
+    them with the same numbers as an uninterrupted one (the batch order is replayed)."""
+    from safetransfer.models.io import atomic_torch_save, load_state_into, safe_torch_load
     from safetransfer.models.wrapper import move_inputs
 
     config = (config or RippleConfig()).validate()
@@ -98,13 +109,9 @@ def ripple_train(model, poisoned: Split, clean: Split, config: RippleConfig | No
     poison_idx = endless_batches(len(poisoned), min(config.batch_size, len(poisoned)), gen)
     clean_idx = endless_batches(len(clean), min(config.batch_size, len(clean)), gen)
     history: list[dict[str, float]] = []
-    started = time.perf_counter()
-    steps = range(config.steps)
-    if progress:
-        from tqdm.auto import tqdm
-
-        steps = tqdm(steps, desc="RIPPLe", unit="step", leave=False)
-    model.train()
+    ckpt = Path(checkpoint_dir) / CHECKPOINT_FILE if checkpoint_dir is not None else None
+    fingerprint = json.dumps(asdict(config), sort_keys=True)
+    started, seconds_before, start = time.perf_counter(), 0.0, 0
 
     def loss_of(split: Split, idx: torch.Tensor) -> torch.Tensor:
         part = split.subset(idx)
@@ -113,6 +120,25 @@ def ripple_train(model, poisoned: Split, clean: Split, config: RippleConfig | No
 
     with torch.random.fork_rng(devices=[]):  # dropout draws from the global RNG: seed it, leave the caller's alone
         torch.manual_seed(config.seed)
+        if ckpt is not None and ckpt.exists():
+            state = safe_torch_load(ckpt)
+            if state.get("config") != fingerprint:
+                raise CheckpointError(f"The RIPPLe checkpoint {ckpt} was made with other settings; remove it or use "
+                                      f"another folder.")
+            load_state_into(model, state["model"], source=str(ckpt))
+            opt.load_state_dict(state["optimizer"])
+            torch.set_rng_state(state["rng"])
+            start, seconds_before, history = int(state["step"]), float(state["seconds"]), list(state["history"])
+            for _ in range(start):  # replay the batch order (index draws only) to where the run stopped
+                next(poison_idx)
+                if config.lam > 0:
+                    next(clean_idx)
+        steps = range(start, config.steps)
+        if progress:
+            from tqdm.auto import tqdm
+
+            steps = tqdm(steps, desc="RIPPLe", unit="step", leave=False, total=config.steps, initial=start)
+        model.train()
         for step in steps:
             lp = loss_of(poisoned, next(poison_idx))
             penalty = torch.zeros((), device=device)
@@ -125,5 +151,9 @@ def ripple_train(model, poisoned: Split, clean: Split, config: RippleConfig | No
             opt.step()
             if step % log_every == 0 or step == config.steps - 1:
                 history.append({"step": step + 1, "poison_loss": float(lp.detach()), "penalty": float(penalty.detach())})
+            if ckpt is not None and ((step + 1) % checkpoint_every == 0 or step + 1 == config.steps):
+                atomic_torch_save({"step": step + 1, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                                   "rng": torch.get_rng_state(), "history": history, "config": fingerprint,
+                                   "seconds": seconds_before + time.perf_counter() - started}, ckpt)
     model.eval()
-    return RippleResult(history, round(time.perf_counter() - started, 2), asdict(config))
+    return RippleResult(history, round(seconds_before + time.perf_counter() - started, 2), asdict(config))
