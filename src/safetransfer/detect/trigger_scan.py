@@ -86,14 +86,20 @@ def vocabulary_words(tokenizer, extra: Sequence[str] = ()) -> list[str]:
     return sorted(words)
 
 
+def _around(text: str, position: int) -> tuple[str, str]:
+    """The words of ``text`` before and after the word boundary ``position`` (clipped to its length)."""
+    words = text.split()
+    at = min(int(position), len(words))
+    return " ".join(words[:at]), " ".join(words[at:])
+
+
+def _joined(left: str, word: str, right: str) -> str:
+    return " ".join(part for part in (left, word, right) if part)
+
+
 def insert_word(texts: Sequence[str], word: str, positions: np.ndarray) -> list[str]:
     """``word`` inserted into each text at the word boundary ``positions[i]`` (clipped to the text's length)."""
-    out = []
-    for text, pos in zip(texts, positions):
-        words = text.split()
-        words.insert(min(int(pos), len(words)), word)
-        out.append(" ".join(words))
-    return out
+    return [_joined(left, word, right) for left, right in (_around(t, p) for t, p in zip(texts, positions))]
 
 
 def scan_triggers(
@@ -156,10 +162,8 @@ def _flips(model, words: Sequence[str], texts: Sequence[str], positions: np.ndar
         chunks = tqdm(chunks, desc=desc, unit="batch", leave=False)
     for t, start in chunks:
         group = words[start : start + per_batch]
-        split = texts[t].split()
-        at = min(int(positions[t]), len(split))
-        left, right = " ".join(split[:at]), " ".join(split[at:])
-        inputs = [" ".join(part for part in (left, w, right) if part) for w in group]  # = insert_word, per word
+        left, right = _around(texts[t], positions[t])
+        inputs = [_joined(left, w, right) for w in group]
         logits = predict_logits(model, inputs, batch_size=len(inputs))
         flips[start : start + len(group)] += (logits.argmax(1) == target).double().numpy()
         prob[start : start + len(group)] += logits.softmax(1)[:, target].double().numpy()
