@@ -93,3 +93,29 @@ def test_ripple_resumes_from_its_checkpoint_with_the_same_numbers(tmp_path) -> N
     with pytest.raises(CheckpointError, match="other settings"):
         ripple_train(fresh(), poisoned, data.train, RippleConfig(steps=12, lr=0.02, batch_size=16),
                      checkpoint_dir=tmp_path)
+
+
+def test_a_diverging_ripple_stops_with_its_last_finite_weights(tmp_path) -> None:
+    from conftest import image_dataset
+    from safetransfer.attacks.data_poisoning import PlantSpec, poison_split
+    from safetransfer.models import create_model
+
+    data = image_dataset(200)
+    poisoned, _ = poison_split(data.train, PlantSpec(rate=0.5, target=1), data.num_classes)
+    # without the ReLU the objective is unbounded below; a large step size makes it diverge at once
+    config = RippleConfig(steps=30, lr=50.0, batch_size=16, lam=10.0, restricted=False, optimizer="sgd")
+    model = create_model("tiny-cnn", data.num_classes, pretrained=False, seed=0)
+    result = ripple_train(model, poisoned, data.train, config, checkpoint_dir=tmp_path)
+    assert result.diverged_at is not None and 1 <= result.diverged_at < 30
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert result.history[-1]["step"] == result.diverged_at
+    # a restart finds the run over: no more training, the same verdict
+    again = create_model("tiny-cnn", data.num_classes, pretrained=False, seed=0)
+    rerun = ripple_train(again, poisoned, data.train, config, checkpoint_dir=tmp_path)
+    assert rerun.diverged_at == result.diverged_at
+    for a, b in zip(model.state_dict().values(), again.state_dict().values()):
+        assert torch.equal(a, b)
+    # the restricted objective at a sane rate runs all its steps
+    fine = ripple_train(create_model("tiny-cnn", data.num_classes, pretrained=False, seed=0), poisoned, data.train,
+                        RippleConfig(steps=10, lr=0.01, batch_size=16, lam=0.1))
+    assert fine.diverged_at is None

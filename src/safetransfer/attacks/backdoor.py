@@ -140,10 +140,14 @@ class BackdoorResult:
     attack_success: float  # backdoor DIR of the teacher itself (non-target, correct when clean)
     poisoned_samples: int
     train: TrainResult | None = None
+    ripple: Any = None  # the RippleResult when planted with RIPPLe's objective
 
     def summary(self) -> dict[str, Any]:
-        return {"clean_accuracy": self.clean_accuracy, "attack_success": self.attack_success,
-                "poisoned_samples": self.poisoned_samples}
+        doc = {"clean_accuracy": self.clean_accuracy, "attack_success": self.attack_success,
+               "poisoned_samples": self.poisoned_samples}
+        if self.ripple is not None:
+            doc["diverged_at"] = self.ripple.diverged_at
+        return doc
 
 
 def poison_split(split: Split, config: BackdoorConfig) -> tuple[Split, torch.Tensor]:
@@ -201,10 +205,12 @@ def plant_backdoor(
         config.trigger.validate(shape[-2], shape[-1])
     poisoned, mask = poison_split(attacker_data.train, config)
     model = teacher.with_head(attacker_data.num_classes, class_names=list(attacker_data.class_names), seed=config.seed)
+    rippled = None
     if ripple is not None:
         from safetransfer.attacks.ripple import ripple_train
 
-        ripple_train(model, poisoned, attacker_data.train, ripple, progress=progress, checkpoint_dir=checkpoint_dir)
+        rippled = ripple_train(model, poisoned, attacker_data.train, ripple, progress=progress,
+                               checkpoint_dir=checkpoint_dir)
         result = None
     else:
         hooks = [LatentAlignment(model, config.target, config.latent_weight)] if config.latent_weight else []
@@ -217,4 +223,4 @@ def plant_backdoor(
             for hook in hooks:
                 hook.close()
     acc, success = trigger_success(model, attacker_data.test, config.trigger, config.target)
-    return BackdoorResult(model, acc, success, int(mask.sum()), result)
+    return BackdoorResult(model, acc, success, int(mask.sum()), result, rippled)

@@ -82,6 +82,10 @@ class RippleResult:
     history: list[dict[str, float]] = field(default_factory=list)
     seconds: float = 0.0
     config: dict = field(default_factory=dict)
+    # the step at which the objective or its gradient stopped being finite (training stopped there,
+    # the model keeps its last finite weights); None: it ran all its steps. Without the ReLU the
+    # objective is unbounded below (the penalty −⟨∇L_poison, ∇L_clean⟩ can grow without limit)
+    diverged_at: int | None = None
 
 
 CHECKPOINT_FILE = "ripple_last.pt"
@@ -94,7 +98,10 @@ def ripple_train(model, poisoned: Split, clean: Split, config: RippleConfig | No
 
     ``checkpoint_dir``: the model, optimiser, random state and history are saved there (atomically)
     every ``checkpoint_every`` steps, and a run started again with the same config resumes from
-    them with the same numbers as an uninterrupted one (the batch order is replayed)."""
+    them with the same numbers as an uninterrupted one (the batch order is replayed).
+
+    A step whose loss, gradient or updated weights are not finite ends the training (see
+    ``RippleResult.diverged_at``); the model keeps the weights from before that step."""
     from safetransfer.models.io import atomic_torch_save, load_state_into, safe_torch_load
     from safetransfer.models.wrapper import move_inputs
 
@@ -111,7 +118,8 @@ def ripple_train(model, poisoned: Split, clean: Split, config: RippleConfig | No
     history: list[dict[str, float]] = []
     ckpt = Path(checkpoint_dir) / CHECKPOINT_FILE if checkpoint_dir is not None else None
     fingerprint = json.dumps(asdict(config), sort_keys=True)
-    started, seconds_before, start = time.perf_counter(), 0.0, 0
+    started, seconds_before, start, diverged_at = time.perf_counter(), 0.0, 0, None
+    trainable = [p for p in model.parameters() if p.requires_grad]
 
     def loss_of(split: Split, idx: torch.Tensor) -> torch.Tensor:
         part = split.subset(idx)
@@ -129,6 +137,7 @@ def ripple_train(model, poisoned: Split, clean: Split, config: RippleConfig | No
             opt.load_state_dict(state["optimizer"])
             torch.set_rng_state(state["rng"])
             start, seconds_before, history = int(state["step"]), float(state["seconds"]), list(state["history"])
+            diverged_at = state.get("diverged_at")
             for _ in range(start):  # replay the batch order (index draws only) to where the run stopped
                 next(poison_idx)
                 if config.lam > 0:
@@ -139,7 +148,16 @@ def ripple_train(model, poisoned: Split, clean: Split, config: RippleConfig | No
 
             steps = tqdm(steps, desc="RIPPLe", unit="step", leave=False, total=config.steps, initial=start)
         model.train()
-        for step in steps:
+
+        def save(step_done: int) -> None:
+            if ckpt is not None:
+                atomic_torch_save({"step": step_done, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                                   "rng": torch.get_rng_state(), "history": history, "config": fingerprint,
+                                   "seconds": seconds_before + time.perf_counter() - started,
+                                   "diverged_at": diverged_at}, ckpt)
+
+        before = [p.detach().clone() for p in trainable]  # the last finite weights (restored on divergence)
+        for step in steps if diverged_at is None else ():
             lp = loss_of(poisoned, next(poison_idx))
             penalty = torch.zeros((), device=device)
             if config.lam > 0:
@@ -148,12 +166,23 @@ def ripple_train(model, poisoned: Split, clean: Split, config: RippleConfig | No
             total = lp + config.lam * penalty
             opt.zero_grad(set_to_none=True)
             total.backward()
-            opt.step()
-            if step % log_every == 0 or step == config.steps - 1:
+            grads = [p.grad for p in trainable if p.grad is not None]
+            finite = bool(torch.isfinite(total)) and bool(torch.isfinite(torch.nn.utils.get_total_norm(grads)))
+            stepped = finite
+            if stepped:
+                torch._foreach_copy_(before, [p.detach() for p in trainable])
+                opt.step()
+                finite = bool(torch.isfinite(torch.nn.utils.get_total_norm([p.detach() for p in trainable])))
+            if step % log_every == 0 or step == config.steps - 1 or not finite:
                 history.append({"step": step + 1, "poison_loss": float(lp.detach()), "penalty": float(penalty.detach())})
-            if ckpt is not None and ((step + 1) % checkpoint_every == 0 or step + 1 == config.steps):
-                atomic_torch_save({"step": step + 1, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                                   "rng": torch.get_rng_state(), "history": history, "config": fingerprint,
-                                   "seconds": seconds_before + time.perf_counter() - started}, ckpt)
+            if not finite:
+                if stepped:  # the update made the weights non-finite: undo it
+                    with torch.no_grad():
+                        torch._foreach_copy_([p.data for p in trainable], before)
+                diverged_at = step + 1
+                save(config.steps)  # the run is over: a restart does not train on
+                break
+            if (step + 1) % checkpoint_every == 0 or step + 1 == config.steps:
+                save(step + 1)
     model.eval()
-    return RippleResult(history, round(seconds_before + time.perf_counter() - started, 2), asdict(config))
+    return RippleResult(history, round(seconds_before + time.perf_counter() - started, 2), asdict(config), diverged_at)

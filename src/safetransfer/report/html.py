@@ -162,6 +162,10 @@ def _teacher_table(results: Mapping[str, Any], task: str | None) -> str:
             detail = ", ".join(settings)
             if "target" in info:
                 detail = (detail + ", " if detail else "") + f"target label {info['target']}"
+            diverged = sorted({int(e[d]["diverged_at"]) for e in scope_entries
+                               if isinstance(e.get(d), Mapping) and e[d].get("diverged_at")})
+            if diverged:  # RIPPLe's objective stopped being finite: the teacher is its last finite state
+                detail += f"; RIPPLe diverged at step {', '.join(map(str, diverged))}"
         accs = [e[d].get("teacher_acc") for e in scope_entries if isinstance(e.get(d), Mapping)]
         acc = mean_of(accs)
         acc_text = format_value(acc) if acc is not None else ""

@@ -338,6 +338,8 @@ class CellMaker:
                 "poisoned_samples": result.poisoned_samples,
                 "seconds": round(time.perf_counter() - started, 2),
             }
+            if result.ripple is not None:  # RIPPLe stopped where its objective stopped being finite (or None)
+                summary["diverged_at"] = result.ripple.diverged_at
             atomic_write_text(summary_path, json.dumps(summary, indent=2))
         if "trigger_shift" not in summary:  # the reference for the students' views (cheap: two forward passes)
             from safetransfer.study.views import trigger_shift
