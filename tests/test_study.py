@@ -147,6 +147,13 @@ def test_study_runs_caches_and_resumes(tmp_path: Path, data_files, monkeypatch: 
     assert views["remos"]["slice"] and views["finetune"]["slice"] is None
     assert all(v["trigger_shift"] is not None and v["trigger_shift"] >= 0 for v in views.values())
     assert task["defects"]["backdoor"]["trigger_shift"] > 0
+    # the teacher's per-task figures are kept per task in its cached summary (a teacher can serve several)
+    assert task["defects"]["backdoor"]["setting"] == "full-knowledge"
+    summaries = [json.loads(p.read_text()) for p in (cache / "teachers").glob("*/summary.json")]
+    assert [list(s_["trigger_shifts"]) for s_ in summaries] == [["tiny_images:" + str(config.tasks[0].eval_samples)
+                                                                 + ":" + str(config.seed)]]
+    assert summaries[0]["trigger_shifts"]["tiny_images:" + str(config.tasks[0].eval_samples) + ":" + str(config.seed)] \
+        == task["defects"]["backdoor"]["trigger_shift"]
     from safetransfer.report.html import write_report
 
     page = write_report(results, tmp_path / "page").read_text()

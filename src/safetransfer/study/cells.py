@@ -341,13 +341,23 @@ class CellMaker:
             if result.ripple is not None:  # RIPPLe stopped where its objective stopped being finite (or None)
                 summary["diverged_at"] = result.ripple.diverged_at
             atomic_write_text(summary_path, json.dumps(summary, indent=2))
-        if "trigger_shift" not in summary:  # the reference for the students' views (cheap: two forward passes)
+        # One backdoored teacher can serve several tasks (an MNIST-trained one is the domain-shift
+        # teacher of a Fashion-MNIST student and the full-knowledge one of an MNIST student): the
+        # setting and the trigger's feature shift (the students' reference; cheap: two forward
+        # passes on this task's evaluation inputs) are the task's, not the first user's.
+        shifts = dict(summary.get("trigger_shifts") or {})
+        shift_key = f"{task.name}:{task.eval_samples}:{c.seed}"
+        if shift_key not in shifts:
             from safetransfer.study.views import trigger_shift
 
-            summary["trigger_shift"] = trigger_shift(model, eval_subset(data.test, task.eval_samples, c.seed),
-                                                     trigger, defect.target)
+            shifts[shift_key] = trigger_shift(model, eval_subset(data.test, task.eval_samples, c.seed), trigger,
+                                              defect.target)
+            summary = {**summary, "trigger_shifts": shifts}
             atomic_write_text(summary_path, json.dumps(summary, indent=2))
-        return model, weights_key(key, model), summary
+        record = {k: v for k, v in summary.items() if k != "trigger_shifts"}
+        record["setting"] = "full-knowledge" if attacker_name == "same" else "domain-shift"
+        record["trigger_shift"] = shifts[shift_key]
+        return model, weights_key(key, model), record
 
     def _trained_student(
         self, ctx: TaskContext, teacher: TransferModel, teacher_key: str, method: MethodSpec
