@@ -536,9 +536,7 @@ def scan_triggers_cmd(
 ) -> None:
     """Kurita et al.'s defence: rank every word by the label flip rate it causes; triggers are rare and extreme."""
     from safetransfer.data.registry import load_data
-    import numpy as np
-
-    from safetransfer.detect.trigger_scan import plot_lfr_vs_frequency, scan_triggers, word_frequencies
+    from safetransfer.detect.trigger_scan import lfr_of, plot_lfr_vs_frequency, scan_triggers, word_frequencies
     from safetransfer.errors import DataError
     from safetransfer.models import load_model
     from safetransfer.models.io import atomic_write_text
@@ -561,15 +559,12 @@ def scan_triggers_cmd(
     out_dir.mkdir(parents=True, exist_ok=True)
     marked = [w.strip() for w in planted.split(",")] if planted else []
     ranking = result.ranking()
-    index = {w: i for i, w in enumerate(result.words)}
-    position = {word_index: r for r, word_index in enumerate(ranking, 1)}
-    used = result.texts_used if result.texts_used is not None else np.full(len(result.words), result.texts)
     doc = {"model": str(model), "data": dataset.name, "target": target, "texts": result.texts,
            "candidates": len(result.words), "screen_texts": screen_texts, "confirmed": int(result.confirmed.sum()),
            "top": [{"word": result.words[i], "lfr": float(result.lfr[i]), "frequency": int(result.frequency[i]),
-                    "texts": int(used[i])} for i in ranking[:50]],
-           "planted": {w: {"rank": position[index[w]] if w in index else None,
-                           "lfr": float(result.lfr[index[w]]) if w in index else None} for w in marked}}
+                    "texts": int(result.texts_used[i])} for i in ranking[:50]],
+           "planted": {w: {"rank": result.rank_of(w), "lfr": lfr_of(result, w) if w in result.words else None}
+                       for w in marked}}
     atomic_write_text(out_dir / "suspects.json", json.dumps(doc, indent=2))
     plot_lfr_vs_frequency(result, out_dir / "lfr_vs_frequency.png", planted=marked)
     table = Table(title=f"{len(result.words)} candidate words, {result.texts} texts each; most suspicious first")

@@ -49,15 +49,19 @@ class TriggerScanResult:
     frequency: np.ndarray
     target: int
     texts: int
-    texts_used: np.ndarray | None = None
+    texts_used: np.ndarray
     screen_score: np.ndarray | None = None  # the screen's mean target probability (None: no screen)
 
     @property
     def confirmed(self) -> np.ndarray:
         """Whether each word was measured on all ``texts``."""
-        if self.texts_used is None:
-            return np.ones(len(self.words), dtype=bool)
         return self.texts_used == self.texts
+
+    def rank_of(self, word: str) -> int | None:
+        """The 1-based rank of ``word`` among the suspects (None when it was not a candidate)."""
+        if word not in self.words:
+            return None
+        return self.ranking().index(self.words.index(word)) + 1
 
     @property
     def suspicion(self) -> np.ndarray:
@@ -129,7 +133,7 @@ def scan_triggers(
     n = len(chosen)
     if screen_texts == 0 or screen_texts >= n or len(words) <= confirm:
         flips, _ = _flips(model, words, chosen, positions, target, batch_size, progress, "trigger scan")
-        return TriggerScanResult(words, flips / n, freq, target, n)
+        return TriggerScanResult(words, flips / n, freq, target, n, np.full(len(words), n, dtype=np.int64))
     # stage 1: every word on the first screen_texts texts
     flips, prob = _flips(model, words, chosen[:screen_texts], positions[:screen_texts], target, batch_size, progress,
                          f"trigger scan: screen ({screen_texts} texts)")
@@ -141,7 +145,7 @@ def scan_triggers(
     flips[shortlist] += more
     used = np.full(len(words), screen_texts, dtype=np.int64)
     used[shortlist] = n
-    return TriggerScanResult(words, flips / used, freq, target, n, texts_used=used, screen_score=score)
+    return TriggerScanResult(words, flips / used, freq, target, n, used, screen_score=score)
 
 
 def _flips(model, words: Sequence[str], texts: Sequence[str], positions: np.ndarray, target: int, batch_size: int,
@@ -153,9 +157,8 @@ def _flips(model, words: Sequence[str], texts: Sequence[str], positions: np.ndar
     from safetransfer.evaluate import predict_logits
 
     flips, prob = np.zeros(len(words)), np.zeros(len(words))
-    per_batch = max(1, batch_size)
-    starts = range(0, len(words), per_batch)  # one text with per_batch words per forward batch
-    chunks = [(t, s) for t in range(len(texts)) for s in starts]
+    per_batch = max(1, batch_size)  # words per forward batch, all inserted into one text
+    chunks = [(t, s) for t in range(len(texts)) for s in range(0, len(words), per_batch)]
     if progress:
         from tqdm.auto import tqdm
 

@@ -393,8 +393,7 @@ class CellMaker:
             result = scan_triggers(student, list(clean.inputs), clean.labels, defect.target,
                                    frequencies=word_frequencies(list(ctx.data.train.inputs)), n_texts=defect.scan_texts,
                                    seed=self.config.seed, progress=self.progress, **screen)
-            ranking = result.ranking()
-            rank = {w: ranking.index(result.words.index(w)) + 1 if w in result.words else None for w in defect.words}
+            rank = {w: result.rank_of(w) for w in defect.words}
             doc = {"planted": list(defect.words), "ranks": rank, "top5": [w for w, _, _ in result.top(5)],
                    "top": [{"word": w, "lfr": lfr, "frequency": f} for w, lfr, f in result.top(20)],
                    "candidates": len(result.words), "texts": result.texts, "student": key,
