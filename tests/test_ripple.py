@@ -90,7 +90,7 @@ def test_ripple_resumes_from_its_checkpoint_with_the_same_numbers(tmp_path) -> N
     assert [h["step"] for h in again.history] == list(range(1, 13))
     assert again.history == whole.history
     assert len(calls) == 2 * 7  # only steps 6-12 were computed (a poisoned and a clean batch each)
-    with pytest.raises(CheckpointError, match="other settings"):
+    with pytest.raises(CheckpointError, match="other RIPPLe settings"):
         ripple_train(fresh(), poisoned, data.train, RippleConfig(steps=12, lr=0.02, batch_size=16),
                      checkpoint_dir=tmp_path)
 

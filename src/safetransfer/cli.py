@@ -524,8 +524,8 @@ def scan_triggers_cmd(
     data: str = typer.Option(..., "--data", "-d", help="Clean labelled texts (a data set name or CSV/JSONL)."),
     target: int = typer.Option(1, help="The label a trigger would flip texts to."),
     texts: int = typer.Option(20, help="Clean non-target texts each candidate word is inserted into."),
-    screen_texts: int = typer.Option(2, help="Screen every word on this many of the texts first; 0 = no screen."),
-    confirm: int = typer.Option(100, help="How many of the most suspicious screened words are measured on all texts."),
+    screen_texts: Optional[int] = typer.Option(None, help="Screen every word on this many of the texts first; 0 = no screen (default 2)."),
+    confirm: Optional[int] = typer.Option(None, help="How many of the most suspicious screened words are measured on all texts (default 100)."),
     words: Optional[str] = typer.Option(None, help="Comma-separated candidate words (default: the tokenizer's whole words and the data's words)."),
     planted: Optional[str] = typer.Option(None, help="Comma-separated known triggers, to mark on the plot and check their rank."),
     split: str = typer.Option("test", help="Which split's texts to use: train, val or test."),
@@ -536,10 +536,15 @@ def scan_triggers_cmd(
 ) -> None:
     """Kurita et al.'s defence: rank every word by the label flip rate it causes; triggers are rare and extreme."""
     from safetransfer.data.registry import load_data
-    from safetransfer.detect.trigger_scan import lfr_of, plot_lfr_vs_frequency, scan_triggers, word_frequencies
+    from safetransfer.detect.trigger_scan import (
+        CONFIRM, SCREEN_TEXTS, lfr_of, plot_lfr_vs_frequency, scan_triggers, word_frequencies,
+    )
     from safetransfer.errors import DataError
     from safetransfer.models import load_model
     from safetransfer.models.io import atomic_write_text
+
+    screen_texts = SCREEN_TEXTS if screen_texts is None else screen_texts
+    confirm = CONFIRM if confirm is None else confirm
 
     classifier = load_model(model)
     if classifier.config.modality != "text":

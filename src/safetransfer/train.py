@@ -11,7 +11,6 @@ with the same weights as one that never stopped.
 
 from __future__ import annotations
 
-import json
 import math
 import signal
 import threading
@@ -25,7 +24,7 @@ import torch.nn.functional as F
 
 from safetransfer.data.base import Split
 from safetransfer.errors import CheckpointError, ConfigError, DataError
-from safetransfer.models.io import atomic_torch_save, safe_torch_load
+from safetransfer.checkpoint import load_training_state, save_training_state
 from safetransfer.models.wrapper import TransferModel, move_inputs
 from safetransfer.validation import loop_problems
 
@@ -256,21 +255,11 @@ def train(
             start_step, seconds_before, history = _restore(ckpt_path, model, optimizer, config, hooks)
 
         def save(step: int, rng_state: torch.Tensor) -> None:
-            if ckpt_path is None:
-                return
-            atomic_torch_save(
-                {
-                    "step": step,
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "rng": rng_state,
-                    "seconds": seconds_before + time.perf_counter() - t0,
-                    "history": history,
-                    "config": json.dumps(config.result_fingerprint(), sort_keys=True),
-                    "hooks": [hook.state_dict() for hook in hooks],
-                },
-                ckpt_path,
-            )
+            if ckpt_path is not None:
+                save_training_state(ckpt_path, step=step, model=model, optimizer=optimizer, rng=rng_state,
+                                    seconds=seconds_before + time.perf_counter() - t0, history=history,
+                                    fingerprint=config.result_fingerprint(),
+                                    hooks=[hook.state_dict() for hook in hooks])
 
         t0 = time.perf_counter()
         model.train()
@@ -355,29 +344,14 @@ def _quick_accuracy(model: TransferModel, split: Split, config: TrainConfig) -> 
 def _restore(
     path: Path, model: TransferModel, optimizer: torch.optim.Optimizer, config: TrainConfig, hooks: Sequence[TrainHook]
 ) -> tuple[int, float, list]:
-    state = safe_torch_load(path)
-    try:
-        saved_config = json.loads(state["config"])
-        if saved_config != config.result_fingerprint():
-            diff = sorted(k for k in set(saved_config) | set(config.result_fingerprint())
-                          if saved_config.get(k) != config.result_fingerprint().get(k))
-            raise CheckpointError(
-                f"The checkpoint {path} was made with other training settings ({', '.join(diff)} differ): "
-                f"start a fresh run in another output folder, or pass --no-resume to overwrite it."
-            )
-        from safetransfer.models.io import load_state_into
-
-        load_state_into(model, state["model"], source=str(path))
-        optimizer.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["rng"])
-        hook_states = state.get("hooks", [])
-        if len(hook_states) != len(hooks):
-            raise CheckpointError(
-                f"The checkpoint {path} was made with {len(hook_states)} training hook(s), this run has {len(hooks)}: "
-                f"it belongs to another transfer method; use another output folder."
-            )
-        for hook, hook_state in zip(hooks, hook_states):
-            hook.load_state_dict(hook_state)
-        return int(state["step"]), float(state["seconds"]), list(state["history"])
-    except KeyError as err:
-        raise CheckpointError(f"The checkpoint {path} lacks '{err.args[0]}': it is not a safetransfer training checkpoint.") from None
+    state = load_training_state(path, model, optimizer, config.result_fingerprint(),
+                                advice="start a fresh run in another output folder, or pass --no-resume to overwrite it")
+    hook_states = state.extra.get("hooks", [])
+    if len(hook_states) != len(hooks):
+        raise CheckpointError(
+            f"The checkpoint {path} was made with {len(hook_states)} training hook(s), this run has {len(hooks)}: "
+            f"it belongs to another transfer method; use another output folder."
+        )
+    for hook, hook_state in zip(hooks, hook_states):
+        hook.load_state_dict(hook_state)
+    return state.step, state.seconds, state.history

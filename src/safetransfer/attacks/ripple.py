@@ -19,7 +19,6 @@ the authors' example. (Their code names the two data sets the other way round; h
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -29,7 +28,7 @@ import torch
 from torch import nn
 
 from safetransfer.data.base import Split, endless_batches
-from safetransfer.errors import CheckpointError, ConfigError, DataError
+from safetransfer.errors import ConfigError, DataError
 from safetransfer.validation import loop_problems
 
 
@@ -102,7 +101,7 @@ def ripple_train(model, poisoned: Split, clean: Split, config: RippleConfig | No
 
     A step whose loss, gradient or updated weights are not finite ends the training (see
     ``RippleResult.diverged_at``); the model keeps the weights from before that step."""
-    from safetransfer.models.io import atomic_torch_save, load_state_into, safe_torch_load
+    from safetransfer.checkpoint import load_training_state, save_training_state
     from safetransfer.models.wrapper import move_inputs
 
     config = (config or RippleConfig()).validate()
@@ -111,15 +110,15 @@ def ripple_train(model, poisoned: Split, clean: Split, config: RippleConfig | No
     gen = torch.Generator().manual_seed(config.seed)
     body_params = [p for p in model.body.parameters() if p.requires_grad]
     opt_cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.SGD
-    opt = opt_cls([p for p in model.parameters() if p.requires_grad], lr=config.lr)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    opt = opt_cls(trainable, lr=config.lr)
     device = model.device
     poison_idx = endless_batches(len(poisoned), min(config.batch_size, len(poisoned)), gen)
     clean_idx = endless_batches(len(clean), min(config.batch_size, len(clean)), gen)
     history: list[dict[str, float]] = []
     ckpt = Path(checkpoint_dir) / CHECKPOINT_FILE if checkpoint_dir is not None else None
-    fingerprint = json.dumps(asdict(config), sort_keys=True)
+    fingerprint = asdict(config)
     started, seconds_before, start, diverged_at = time.perf_counter(), 0.0, 0, None
-    trainable = [p for p in model.parameters() if p.requires_grad]
 
     def loss_of(split: Split, idx: torch.Tensor) -> torch.Tensor:
         part = split.subset(idx)
@@ -129,15 +128,10 @@ def ripple_train(model, poisoned: Split, clean: Split, config: RippleConfig | No
     with torch.random.fork_rng(devices=[]):  # dropout draws from the global RNG: seed it, leave the caller's alone
         torch.manual_seed(config.seed)
         if ckpt is not None and ckpt.exists():
-            state = safe_torch_load(ckpt)
-            if state.get("config") != fingerprint:
-                raise CheckpointError(f"The RIPPLe checkpoint {ckpt} was made with other settings; remove it or use "
-                                      f"another folder.")
-            load_state_into(model, state["model"], source=str(ckpt))
-            opt.load_state_dict(state["optimizer"])
-            torch.set_rng_state(state["rng"])
-            start, seconds_before, history = int(state["step"]), float(state["seconds"]), list(state["history"])
-            diverged_at = state.get("diverged_at")
+            resumed = load_training_state(ckpt, model, opt, fingerprint, what="RIPPLe",
+                                          advice="remove it or use another folder")
+            start, seconds_before, history = resumed.step, resumed.seconds, resumed.history
+            diverged_at = resumed.extra.get("diverged_at")
             for _ in range(start):  # replay the batch order (index draws only) to where the run stopped
                 next(poison_idx)
                 if config.lam > 0:
@@ -151,10 +145,9 @@ def ripple_train(model, poisoned: Split, clean: Split, config: RippleConfig | No
 
         def save(step_done: int) -> None:
             if ckpt is not None:
-                atomic_torch_save({"step": step_done, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                                   "rng": torch.get_rng_state(), "history": history, "config": fingerprint,
-                                   "seconds": seconds_before + time.perf_counter() - started,
-                                   "diverged_at": diverged_at}, ckpt)
+                save_training_state(ckpt, step=step_done, model=model, optimizer=opt, rng=torch.get_rng_state(),
+                                    seconds=seconds_before + time.perf_counter() - started, history=history,
+                                    fingerprint=fingerprint, diverged_at=diverged_at)
 
         before = [p.detach().clone() for p in trainable]  # the last finite weights (restored on divergence)
         for step in steps if diverged_at is None else ():

@@ -35,6 +35,11 @@ import torch
 
 from safetransfer.errors import ConfigError, DataError
 
+SCREEN_TEXTS = 2
+"""Default: every candidate word is first measured on this many texts (the screen)."""
+CONFIRM = 100
+"""Default: the most suspicious screened words measured on all texts."""
+
 WORD = re.compile(r"^[a-z][a-z']*$")
 
 
@@ -108,7 +113,7 @@ def insert_word(texts: Sequence[str], word: str, positions: np.ndarray) -> list[
 
 def scan_triggers(
     model, texts: Sequence[str], labels: torch.Tensor, target: int, *, candidates: Sequence[str] | None = None,
-    frequencies: Counter | None = None, n_texts: int = 20, screen_texts: int = 2, confirm: int = 100,
+    frequencies: Counter | None = None, n_texts: int = 20, screen_texts: int = SCREEN_TEXTS, confirm: int = CONFIRM,
     batch_size: int = 512, seed: int = 0, progress: bool = False,
 ) -> TriggerScanResult:
     """The LFR of every candidate word on ``n_texts`` clean non-target texts, screened first (see the module doc)."""

@@ -381,11 +381,11 @@ class CellMaker:
     def _trigger_scan(self, ctx: TaskContext, defect: DefectSpec) -> dict[str, Any]:
         """Kurita et al.'s defence on the victim's ``finetune`` student of a weight-poisoned teacher:
         where do the planted words rank among every vocabulary word by label flip rate?"""
-        from safetransfer.detect.trigger_scan import scan_triggers, word_frequencies
+        from safetransfer.detect.trigger_scan import CONFIRM, SCREEN_TEXTS, scan_triggers, word_frequencies
 
         teacher, teacher_key, _ = self._variant(ctx, defect.name)
         student, _, key, folder = self._trained_student(ctx, teacher, teacher_key, self.method("finetune"))
-        screen = {"screen_texts": 2, "confirm": 100}  # scan_triggers' defaults, named in the file's key
+        screen = {"screen_texts": SCREEN_TEXTS, "confirm": CONFIRM}  # named in the file's key
         path = folder / f"trigger_scan_{digest({'defect': defect.key_doc(), 'texts': defect.scan_texts, **screen})}.json"
         if not path.exists():
             started = time.perf_counter()
