@@ -186,9 +186,16 @@ def test_scan_data_command_writes_its_files_and_ranks_the_poison(data_files, tmp
     with (out / "scores.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == doc["samples"] and sum(int(r["poisoned"]) for r in rows) == doc["poisoned"]
-    for name in ("outliers.png", "scatter.png", "labels.png", "scan.html"):
+    for name in ("outliers.png", "scatter.png", "labels.png", "training_curves.png", "scan.html"):
         assert (out / name).stat().st_size > 1000
-    assert "Detectors" in (out / "scan.html").read_text()
+    # the sanity view: the same model trained on the data without the poison, side by side
+    runs = doc["training"]
+    assert set(runs) == {"poisoned data (scanned)", "clean data"} and all(e["steps"] == 300 for e in runs.values())
+    assert all([p[0] for p in e["val_curve"]] == [50, 100, 150, 200, 250, 300] for e in runs.values()), runs
+    assert runs["poisoned data (scanned)"]["attack_success"] == doc["model_attack_success"]
+    assert runs["clean data"]["attack_success"] <= 0.2  # trained without the poison, it ignores the watermark
+    assert abs(runs["clean data"]["test_accuracy"] - runs["poisoned data (scanned)"]["test_accuracy"]) <= 0.1
+    assert "Detectors" in (out / "scan.html").read_text() and "clean data" in (out / "scan.html").read_text()
     # without a planted poison: counts only, no truth columns
     r = run(["scan-data", "--data", data_files.images_npz, "--method", "spectral", "--out", tmp_path / "plain",
              "--no-progress"], capsys)

@@ -487,6 +487,7 @@ def scan_data_cmd(
     target: int = typer.Option(3, help="With --plant: the poisoned samples' label."),
     steps: Optional[int] = typer.Option(None, help="Training steps when --model is a zoo name."),
     scatter: str = typer.Option("pca", help="The 2-D map: pca or tsne (slower)."),
+    clean_curve: bool = typer.Option(True, "--clean-curve/--no-clean-curve", help="With --plant and a zoo --model: also train it on the data without the poison, for side-by-side training curves."),
     seed: int = typer.Option(0, help="Seed of the split, the planted poison, the training and the detectors."),
     data_path: Optional[Path] = typer.Option(None, help="Folder or file holding the named data set's files."),
     limit_train: Optional[int] = typer.Option(None, help="Scan a seeded random subset of this many training samples."),
@@ -498,7 +499,8 @@ def scan_data_cmd(
 
     cfg = ScanDataConfig(data=data, data_path=str(data_path) if data_path else None, limit_train=limit_train,
                          model=model, steps=steps, embedding=embedding, methods=tuple(method or METHODS),
-                         plant=_plant_spec(plant, rate, target, None, seed) if plant else None, scatter=scatter, seed=seed)
+                         plant=_plant_spec(plant, rate, target, None, seed) if plant else None, scatter=scatter,
+                         clean_curve=clean_curve, seed=seed)
     out_dir = out or Path("runs") / f"scan-data-{Path(data).name}"
     result = scan_data(cfg, out_dir, progress=progress, log=lambda line: console.print(line, highlight=False))
     res = result.results

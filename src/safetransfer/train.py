@@ -88,6 +88,18 @@ class TrainConfig:
         return {k: v for k, v in asdict(self).items() if k not in _NON_RESULT_FIELDS}
 
 
+CURVE_POINTS = 8  # held-out accuracy measured this many times per run: the convergence view
+CURVE_SAMPLES = 500
+
+
+def curve_schedule(steps: int, log_every: int = 50) -> dict[str, int]:
+    """Training overrides that record a run's held-out accuracy about ``CURVE_POINTS`` times
+    (on ``CURVE_SAMPLES`` validation inputs; a multiple of ``log_every``, where accuracy is taken).
+    They do not enter a run's fingerprint (:attr:`TrainConfig.result_fingerprint`)."""
+    every = max(log_every, (steps // CURVE_POINTS) // log_every * log_every)
+    return {"log_every": log_every, "eval_every": every, "eval_samples": CURVE_SAMPLES}
+
+
 def lr_factor(step: int, config: TrainConfig) -> float:
     """The multiplier of the base learning rate at ``step`` (0-based), a pure function of the step."""
     total = config.steps

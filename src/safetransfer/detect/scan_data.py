@@ -10,6 +10,9 @@ scatter coloured by label with the flagged samples marked, and ``scan.html``.
 ``model``: a saved model folder (its features are used as they are), or a zoo model name,
 which is first trained on the data being scanned (the defender's own training run, as the
 spectral and clustering papers assume); that run is saved under ``OUT/model`` and resumes.
+Its training curves are drawn (``training_curves.png``), and with a planted poison the same
+model is also trained on the data without it (``OUT/clean_model``; ``clean_curve=False`` skips
+it), so the two runs' curves, test accuracies and trigger responses stand side by side.
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ class ScanDataConfig:
     k_spectral: float = 3.0
     k_centroid: float = 3.5
     scatter: str = "pca"               # pca | tsne
+    clean_curve: bool = True           # with a planted poison and a model trained here: train it on the clean data too
     seed: int = 0
 
     def validate(self) -> "ScanDataConfig":
@@ -117,23 +121,31 @@ def scan_data(cfg: ScanDataConfig, out_dir: str | Path, progress: bool = True,
     data = load_data(cfg.data, cfg.data_path, seed=cfg.seed,
                      limit={"train": cfg.limit_train} if cfg.limit_train else None)
     truth: np.ndarray | None = None
+    embedding = cfg.resolved_embedding
+    clean_data = data
     if cfg.plant is not None:
         data, mask = poison_dataset(data, cfg.plant)
         truth = mask.numpy()
         log(f"planted {int(mask.sum())} poisoned samples ({cfg.plant.trigger}, target {cfg.plant.target}) "
             f"in {len(data.train)} training samples")
-    embedding = cfg.resolved_embedding
-    model = _model_for(cfg, data, out, progress, log) if embedding == "model" else None
+    model, job = _model_for(cfg, data, out / "model", progress, log) if embedding == "model" else (None, None)
     attack_success = None
+    training: dict[str, dict[str, Any]] = {}  # the sanity view: a model trained on the data, and on clean data
+    if job is not None:
+        training["scanned data" if cfg.plant is None else "poisoned data (scanned)"] = _training_entry(job)
     if model is not None and cfg.plant is not None:  # did the model learn the planted poison at all?
         from safetransfer.attacks.data_poisoning import triggered_test
-        from safetransfer.evaluate import predict_logits
-        from safetransfer.metrics import label_flip_rate
 
         triggered = triggered_test(data, cfg.plant)
-        attack_success = label_flip_rate(predict_logits(model, triggered.inputs).argmax(1), triggered.labels,
-                                         cfg.plant.target)
+        attack_success = _attack_success(model, triggered, cfg.plant.target)
         log(f"the model sends {100 * attack_success:.1f}% of the triggered non-target test samples to the target")
+        if job is not None and cfg.clean_curve:
+            log("training the same model on the data without the planted poison (the side-by-side curves)")
+            clean_model, clean_job = _model_for(cfg, clean_data, out / "clean_model", progress, log)
+            training["clean data"] = {**_training_entry(clean_job),
+                                      "attack_success": _attack_success(clean_model, triggered, cfg.plant.target)}
+        if job is not None:
+            training["poisoned data (scanned)"]["attack_success"] = attack_success
     log(f"embedding the {len(data.train)} training samples ({embedding})")
     t0 = time.perf_counter()
     features = embed(embedding, data.train.inputs, model=model, seed=cfg.seed, progress=progress)
@@ -159,30 +171,50 @@ def scan_data(cfg: ScanDataConfig, out_dir: str | Path, progress: bool = True,
         "poisoned": int(truth.sum()) if truth is not None else None,
         "model_attack_success": attack_success,  # share of triggered non-target test samples sent to the target
         "detectors": summary, "best": best,
+        "training": {name: {k: v for k, v in e.items() if k != "history"} for name, e in training.items()},
         "elapsed_seconds": round(time.perf_counter() - started, 2),
     }
     atomic_write_text(out / RESULTS_FILE, json.dumps(results, indent=2))
     _write_scores(out / "scores.csv", labels, truth, detections)
     result = ScanDataResult(out, results, detections, truth)
-    _write_figures_and_page(result, data, features, cfg, log)
+    _write_figures_and_page(result, data, features, cfg, log,
+                            {name: e["history"] for name, e in training.items()})
     return result
 
 
 def _model_for(cfg: ScanDataConfig, data: ClassificationData, out: Path, progress: bool, log: Callable[[str], None]):
+    """The model whose features are scanned, and its training job (``None`` for a saved model given as it is)."""
     from safetransfer.models.io import load_model
 
     assert cfg.model is not None
     path = Path(cfg.model)
     if path.exists():
         log(f"features of the saved model {path}")
-        return load_model(path)
+        return load_model(path), None
     from safetransfer.jobs import train_job
+    from safetransfer.models.zoo import get_arch
+    from safetransfer.train import TrainConfig, curve_schedule
 
-    log(f"training {cfg.model} on the data being scanned (saved under {out / 'model'}; resumes)")
-    overrides = {"seed": cfg.seed, **({"steps": cfg.steps} if cfg.steps else {})}
-    job = train_job(cfg.model, data, out / "model", overrides=overrides, progress=progress)
+    log(f"training {cfg.model} on {data.name} (saved under {out}; resumes)")
+    steps = cfg.steps or TrainConfig.from_overrides(get_arch(cfg.model).train_defaults, {}).steps
+    overrides = {**curve_schedule(steps), "seed": cfg.seed, "steps": steps}  # held-out accuracy for the curves
+    job = train_job(cfg.model, data, out, overrides=overrides, progress=progress)
     log(f"its test accuracy: {job.test.accuracy:.4f}")
-    return load_model(job.model_dir)
+    return load_model(job.model_dir), job
+
+
+def _training_entry(job) -> dict[str, Any]:
+    return {"test_accuracy": job.test.accuracy, "final_loss": job.train.final_loss, "steps": job.train.steps,
+            "val_curve": [[h["step"], h["val_accuracy"]] for h in job.train.history if "val_accuracy" in h],
+            "history": job.train.history}
+
+
+def _attack_success(model, triggered, target: int) -> float:
+    """Share of the triggered non-target test samples ``model`` sends to ``target``."""
+    from safetransfer.evaluate import predict_logits
+    from safetransfer.metrics import label_flip_rate
+
+    return label_flip_rate(predict_logits(model, triggered.inputs).argmax(1), triggered.labels, target)
 
 
 def _best(summary: dict[str, Any]) -> str | None:
@@ -208,8 +240,9 @@ def _write_scores(path: Path, labels: np.ndarray, truth: np.ndarray | None, dete
 
 
 def _write_figures_and_page(result: ScanDataResult, data: ClassificationData, features: np.ndarray,
-                            cfg: ScanDataConfig, log: Callable[[str], None]) -> None:
-    from safetransfer.detect.plots import plot_label_histogram, plot_outlier_grid, plot_scatter
+                            cfg: ScanDataConfig, log: Callable[[str], None],
+                            histories: dict[str, list[dict[str, float]]]) -> None:
+    from safetransfer.detect.plots import plot_label_histogram, plot_outlier_grid, plot_scatter, plot_training_curves
     from safetransfer.report.scan_page import write_scan_page
 
     name = result.results["best"] or cfg.methods[0]
@@ -227,5 +260,12 @@ def _write_figures_and_page(result: ScanDataResult, data: ClassificationData, fe
     histogram = plot_label_histogram(data.train.labels.numpy(), data.class_names, result.out_dir / "labels.png")
     figures.append((histogram, "Samples per label against a uniform expectation: all-to-one poisoning "
                                "over-represents its target label a little."))
+    if histories:
+        curves = plot_training_curves(histories, result.out_dir / "training_curves.png",
+                                      f"{cfg.model} trained on {data.name}" + (": poisoned vs clean" if len(histories) > 1 else ""))
+        figures.append((curves, "Training curves of the model trained on the data" +
+                        (", side by side with the same model trained on the data without the planted poison: "
+                         "a small poison leaves the curves almost alike, so the detectors above are needed."
+                         if len(histories) > 1 else ".")))
     page = write_scan_page(result.results, figures, result.out_dir)
     log(f"written: {result.out_dir / RESULTS_FILE}, scores.csv, {', '.join(p.name for p, _ in figures)}, {page.name}")

@@ -33,6 +33,16 @@ def detectors_table(results: dict[str, Any]) -> str:
             + "</tr></thead><tbody>" + "".join(rows) + "</tbody></table></div>")
 
 
+def training_table(results: dict[str, Any]) -> str:
+    """The model(s) trained for the scan: steps, test accuracy and, with a planted poison, trigger response."""
+    runs = results.get("training") or {}
+    rows = [f"<tr><td>{escape(name)}</td><td>{e['steps']}</td><td>{_pct(e['test_accuracy'])}</td>"
+            f"<td>{_pct(e.get('attack_success'))}</td></tr>" for name, e in runs.items()]
+    return ('<div class="scroll"><table><thead><tr><th>model trained on</th><th>steps</th><th>test accuracy %</th>'
+            "<th>triggered inputs sent to the target %</th></tr></thead><tbody>" + "".join(rows)
+            + "</tbody></table></div>")
+
+
 def write_scan_page(results: dict[str, Any], figures: list[tuple[Path, str]], out_dir: str | Path) -> Path:
     """Write ``out_dir/scan.html`` (self-contained) and return its path."""
     title = f"safetransfer data scan: {results['data']}"
@@ -43,7 +53,10 @@ def write_scan_page(results: dict[str, Any], figures: list[tuple[Path, str]], ou
     parts = [f"<h1>{escape(title)}</h1>", f'<p class="meta">{escape(meta)}</p>', "<h2>Detectors</h2>",
              "<p>Recall: the share of the poisoned samples flagged; FPR: the share of the clean ones flagged.</p>"
              if known else "<p>No known poison: the counts say how many samples each detector flags.</p>",
-             detectors_table(results), "<h2>Figures</h2>"]
+             detectors_table(results)]
+    if results.get("training"):
+        parts += ["<h2>The model trained on the data</h2>", training_table(results)]
+    parts += ["<h2>Figures</h2>"]
     parts += [embed_png(p, caption) for p, caption in figures]
     parts += ["<h2>Configuration</h2>", f"<pre>{escape(json.dumps(results['config'], indent=2))}</pre>"]
     path = Path(out_dir) / SCAN_PAGE

@@ -38,7 +38,7 @@ from safetransfer.models.io import MODEL_DIR, atomic_write_text, load_model, sav
 from safetransfer.models.wrapper import TransferModel
 from safetransfer.errors import ConfigError
 from safetransfer.study.config import DefectSpec, MethodSpec, StudyConfig, TaskSpec, digest
-from safetransfer.train import TrainConfig
+from safetransfer.train import TrainConfig, curve_schedule
 from safetransfer.transfer.base import (
     RESULT_FILE,
     TransferConfig,
@@ -503,18 +503,6 @@ def transfer_config_of(
                  **({"steps": steps} if steps else {})}
     tconfig.train = TrainConfig.from_overrides(asdict(tconfig.train), overrides)
     return tconfig
-
-
-CURVE_POINTS = 8  # held-out accuracy measured this many times per student: the convergence view
-CURVE_SAMPLES = 500
-
-
-def curve_schedule(steps: int, log_every: int = 50) -> dict[str, int]:
-    """Training overrides that record a student's held-out accuracy about ``CURVE_POINTS`` times
-    (on ``CURVE_SAMPLES`` validation inputs; a multiple of ``log_every``, where accuracy is taken).
-    They do not enter a student's fingerprint, so cached students keep their keys."""
-    every = max(log_every, (steps // CURVE_POINTS) // log_every * log_every)
-    return {"log_every": log_every, "eval_every": every, "eval_samples": CURVE_SAMPLES}
 
 
 def weights_key(recipe: Any, model: TransferModel) -> str:
