@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -34,6 +34,9 @@ from safetransfer.data.base import ClassificationData
 from safetransfer.detect.base import DetectionResult, score_detection
 from safetransfer.errors import ConfigError
 from safetransfer.models.io import atomic_write_text
+
+if TYPE_CHECKING:
+    from safetransfer.jobs import TrainJobResult
 
 METHODS: tuple[str, ...] = ("spectral", "spectral_fixed", "activation_clustering", "ac_silhouette", "ac_tight",
                             "centroid")
@@ -131,8 +134,9 @@ def scan_data(cfg: ScanDataConfig, out_dir: str | Path, progress: bool = True,
     model, job = _model_for(cfg, data, out / "model", progress, log) if embedding == "model" else (None, None)
     attack_success = None
     training: dict[str, dict[str, Any]] = {}  # the sanity view: a model trained on the data, and on clean data
+    scanned = "scanned data" if cfg.plant is None else "poisoned data (scanned)"
     if job is not None:
-        training["scanned data" if cfg.plant is None else "poisoned data (scanned)"] = _training_entry(job)
+        training[scanned] = {**_training_entry(job), "attack_success": None}
     if model is not None and cfg.plant is not None:  # did the model learn the planted poison at all?
         from safetransfer.attacks.data_poisoning import triggered_test
 
@@ -145,7 +149,7 @@ def scan_data(cfg: ScanDataConfig, out_dir: str | Path, progress: bool = True,
             training["clean data"] = {**_training_entry(clean_job),
                                       "attack_success": _attack_success(clean_model, triggered, cfg.plant.target)}
         if job is not None:
-            training["poisoned data (scanned)"]["attack_success"] = attack_success
+            training[scanned]["attack_success"] = attack_success
     log(f"embedding the {len(data.train)} training samples ({embedding})")
     t0 = time.perf_counter()
     features = embed(embedding, data.train.inputs, model=model, seed=cfg.seed, progress=progress)
@@ -203,7 +207,8 @@ def _model_for(cfg: ScanDataConfig, data: ClassificationData, out: Path, progres
     return load_model(job.model_dir), job
 
 
-def _training_entry(job) -> dict[str, Any]:
+def _training_entry(job: "TrainJobResult") -> dict[str, Any]:
+    """A training run as the scan records it (``history`` is for the figure only, not results.json)."""
     return {"test_accuracy": job.test.accuracy, "final_loss": job.train.final_loss, "steps": job.train.steps,
             "val_curve": [[h["step"], h["val_accuracy"]] for h in job.train.history if "val_accuracy" in h],
             "history": job.train.history}
