@@ -37,6 +37,7 @@ from pathlib import Path
 import torch
 
 from safetransfer.attacks.reprogram_job import DEFAULT_CANVAS, reprogram_job
+from safetransfer.attacks.reprogramming import ReprogramConfig
 from safetransfer.models.io import atomic_write_text
 
 RESULTS = Path(__file__).parent / "results" / "reprogram.json"
@@ -79,6 +80,8 @@ def main() -> None:
     parser.add_argument("--labels-per-class", type=int, default=None, help="model labels per new label (default: ReprogramConfig's, 3)")
     parser.add_argument("--task-scale", type=int, default=None, help="enlarge the task image on the canvas (default 1)")
     parser.add_argument("--canvas", type=int, default=None, help="canvas size in px (default: reprogram_job's)")
+    parser.add_argument("--lr", type=float, default=None, help="Adam's learning rate (default: ReprogramConfig's)")
+    parser.add_argument("--batch-size", type=int, default=None, help="batch size (default: ReprogramConfig's)")
     parser.add_argument("--inheritance", action="store_true",
                         help="instead of the runs: apply the teacher's MNIST program (same settings) to its students")
     parser.add_argument("--methods", nargs="*", default=["finetune", "remos", "retrain"], help="transfer methods (--inheritance)")
@@ -89,11 +92,11 @@ def main() -> None:
     machine = {"cpus": os.cpu_count(), "threads": args.threads, "platform": platform.platform(),
                "torch": torch.__version__}
     from safetransfer.attacks.reprogram_job import parse_label_map
-    from safetransfer.attacks.reprogramming import ReprogramConfig
 
     config = ReprogramConfig(**{k: v for k, v in (("steps", args.steps), ("schedule", args.schedule),
                                                   ("labels_per_class", args.labels_per_class),
-                                                  ("task_scale", args.task_scale)) if v},
+                                                  ("task_scale", args.task_scale), ("lr", args.lr),
+                                                  ("batch_size", args.batch_size)) if v},
                              **({} if args.label_map is None else {"label_map": parse_label_map(args.label_map)}))
     canvas = args.canvas or DEFAULT_CANVAS
     for run in [] if args.inheritance else RUNS:
@@ -103,7 +106,10 @@ def main() -> None:
         run_config = replace(config, labels_per_class=config.per_class(10, model_classes))
         run = {**run, "canvas": run.get("canvas", canvas), "steps": run_config.steps, "label_map": run_config.label_map,
                "schedule": run_config.schedule, "labels_per_class": run_config.labels_per_class,
-               "task_scale": run_config.task_scale}
+               "task_scale": run_config.task_scale,
+               # keyed only when set, so the runs measured before these options existed still match
+               **({"lr": run_config.lr} if args.lr else {}),
+               **({"batch_size": run_config.batch_size} if args.batch_size else {})}
         if args.only and run["task"] not in args.only:
             continue
         if args.models and ("small-cnn" if run["model"] == SMALL_CNN else run["model"]) not in args.models:
@@ -138,7 +144,9 @@ def run_folder(work: Path, model: str, weights: str, task: str, config, canvas: 
     """Where one paper run's outputs (its program) live: one folder per model, weights, task and settings."""
     name = Path(model).parent.name if "/" in model else model  # a saved model's folder: its run's name
     return work / (f"{name}-{weights}-{task}-{config.steps}-{config.label_map or 'first'}-{config.schedule}"
-                   f"-m{config.labels_per_class}-s{config.task_scale}" + ("" if canvas == 64 else f"-c{canvas}"))
+                   f"-m{config.labels_per_class}-s{config.task_scale}" + ("" if canvas == 64 else f"-c{canvas}")
+                   + ("" if config.lr == ReprogramConfig.lr else f"-lr{config.lr:g}")
+                   + ("" if config.batch_size == ReprogramConfig.batch_size else f"-b{config.batch_size}"))
 
 
 def inheritance(args: argparse.Namespace, config, doc: dict, machine: dict) -> None:

@@ -439,6 +439,8 @@ def test_text_study_weight_poisoning_and_word_swap_on_a_tiny_bert(tmp_path: Path
              "rate": 0.5, "target": 1, "n_words": 3, "steps": 150, "lr": 3e-3, "optimizer": "adamw", "scan_texts": 8,
              "source_steps": 80},
             {"name": "word_swap", "kind": "word_swap", "neighbours": 4, "max_change": 0.5, "steps": 80},
+            {"name": "swap_teacher", "kind": "word_swap", "swap_against": "teacher", "neighbours": 4,
+             "max_change": 0.5},
         ],
     }
     config = parse_config(doc)
@@ -456,12 +458,16 @@ def test_text_study_weight_poisoning_and_word_swap_on_a_tiny_bert(tmp_path: Path
 
     n_test = len(load_data(str(data_files.texts_csv), seed=0).test)
     assert swap["succeeded"] + swap["failed"] + swap["skipped"] == n_test and swap["surrogate_acc"] > 0.8
+    # crafted on the public teacher's features alone: no surrogate (no extra student), nothing skipped
+    on_teacher = task["defects"]["swap_teacher"]
+    assert on_teacher["against"] == "teacher" and "surrogate_acc" not in on_teacher and on_teacher["skipped"] == 0
+    assert on_teacher["succeeded"] > n_test / 2 and 0.0 < on_teacher["teacher_success"] <= 2.0
     methods = task["methods"]
     # the poisoned teacher's fine-tuned student keeps the backdoor; a student trained from scratch has none
     assert methods["finetune"]["dir"]["ripples"] >= 0.6, methods["finetune"]
     assert methods["retrain"]["dir"]["ripples"] <= 0.3, methods["retrain"]
     for m in methods.values():
-        assert 0.0 <= m["dir"]["word_swap"] <= 1.0 and m["acc"] > 0.7
+        assert 0.0 <= m["dir"]["word_swap"] <= 1.0 and 0.0 <= m["dir"]["swap_teacher"] <= 1.0 and m["acc"] > 0.7
     # Kurita's trigger scan of the finetune student: both planted words among its top suspects
     scan = results["trigger_scan"]
     assert scan["planted"] == ["cf", "mn"] and set(scan["top5"]) >= {"cf", "mn"}, scan

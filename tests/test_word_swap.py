@@ -43,6 +43,41 @@ def test_swaps_only_within_the_cap_and_flips(sentiment_model, method: str) -> No
             assert r.prediction != r.label and r.queries > 1
 
 
+def test_feature_objective_moves_the_teachers_features_more_than_random_swaps(sentiment_model) -> None:
+    from safetransfer.evaluate import predict_features
+
+    model, data = sentiment_model
+    texts, labels = data.test.inputs[:40], data.test.labels[:40]
+    candidates = {w: ["bad", "poor", "awful", "good", "fine", "great"] for w in FLIP}
+    attack = WordSwapAttack(model, max_change=0.25, candidates=lambda w: candidates.get(w, []), objective="features")
+    results = attack.attack_all(texts, labels)
+    assert all(r.status != "skipped" for r in results)  # no prediction to be wrong about
+    done = [r for r in results if r.status == "succeeded"]
+    assert len(done) >= 30
+
+    def shift(before: list[str], after: list[str]) -> torch.Tensor:
+        f0, f1 = predict_features(model, before), predict_features(model, after)
+        return 1.0 - torch.nn.functional.cosine_similarity(f0, f1, dim=1)
+
+    # the reported shift is 1 - cos of the teacher's pooled features, measured here independently
+    measured = shift([r.original for r in done], [r.perturbed for r in done])
+    assert torch.allclose(measured, torch.tensor([r.feature_shift for r in done]), atol=1e-4)
+    # swaps of the same words, a seeded random candidate each: the search moves the features further
+    gen = torch.Generator().manual_seed(0)
+    random_texts = []
+    for r in done:
+        words = r.original.split()
+        for i in r.changed_positions:
+            options = [c for c in candidates[words[i].lower()] if c != words[i].lower()]
+            words[i] = options[int(torch.randint(len(options), (1,), generator=gen))]
+        random_texts.append(" ".join(words))
+    assert float(measured.mean()) > 1.5 * float(shift([r.original for r in done], random_texts).mean())
+    for r in results:  # still swaps only, within the cap
+        before, after = r.original.split(), r.perturbed.split()
+        diff = [i for i, (a, b) in enumerate(zip(before, after)) if a != b]
+        assert len(before) == len(after) and diff == r.changed_positions and len(diff) <= max(1, int(0.25 * len(before)))
+
+
 def test_stop_words_are_never_swapped(sentiment_model) -> None:
     model, _ = sentiment_model
     attack = WordSwapAttack(model, method="greedy", max_change=1.0, candidates=lambda w: ["zzz"],
@@ -58,6 +93,8 @@ def test_embedding_neighbours_and_bad_settings(sentiment_model) -> None:
         EmbeddingNeighbours(model)  # a character tokenizer has no whole words
     with pytest.raises(ConfigError, match="max_change"):
         WordSwapAttack(model, max_change=0.0, candidates=lambda w: [])
+    with pytest.raises(ConfigError, match="objective"):
+        WordSwapAttack(model, candidates=lambda w: [], objective="loss")
 
 
 def test_embedding_neighbours_of_a_word_level_bert(tiny_hf_bert) -> None:
@@ -94,3 +131,12 @@ def test_word_swap_command(tiny_hf_bert, data_files, tmp_path, capsys) -> None:
     assert len(examples) == 20 and all(len(e["original"].split()) == len(e["perturbed"].split()) for e in examples)
     assert_one_line_error(run(["word-swap", "--model", model, "--data", data_files.texts_csv, "--method", "magic",
                                "--out", tmp_path / "x", "--no-progress"], capsys), "method")
+    # on the public teacher's features: the HF folder itself, with no head for the task
+    r = run(["word-swap", "--model", tiny_hf_bert, "--data", data_files.texts_csv, "--samples", "20", "--k", "4",
+             "--objective", "features", "--student", model, "--out", tmp_path / "wf", "--no-progress"], capsys)
+    assert r.code == 0, r.text
+    doc = json.loads((tmp_path / "wf" / "word_swap.json").read_text())
+    assert doc["objective"] == "features" and doc["skipped"] == 0 and doc["mean_feature_shift"] > 0.0
+    assert 0.0 <= doc["students"][str(model)]["dir"] <= 1.0
+    assert_one_line_error(run(["word-swap", "--model", tiny_hf_bert, "--data", data_files.images_npz,
+                               "--out", tmp_path / "y", "--no-progress"], capsys), "image data set")

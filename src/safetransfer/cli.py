@@ -587,9 +587,10 @@ def scan_triggers_cmd(
 
 @app.command("word-swap")
 def word_swap_cmd(
-    model: str = typer.Option(..., "--model", "-m", help="The teacher the texts are crafted on: a saved text model folder or a Hugging Face BERT folder fine-tuned for the task."),
+    model: str = typer.Option(..., "--model", "-m", help="The model the texts are crafted on: a saved text model folder, a Hugging Face BERT folder, or a zoo name (minilm-l6; with --objective features)."),
     data: str = typer.Option(..., "--data", "-d", help="Labelled texts (a data set name or CSV/JSONL)."),
     method: str = typer.Option("importance", help="importance (TextFooler-style ranking) or greedy (Kuleshov-style)."),
+    objective: str = typer.Option("prediction", help="prediction (flip the model's label; it must be fine-tuned for the task) or features (push its pooled sentence feature away from the original's: a public teacher without a head for the task)."),
     samples: int = typer.Option(200, help="Test texts to attack (a seeded subset)."),
     k: int = typer.Option(8, help="Candidate neighbours per word in the model's input embedding."),
     max_change: float = typer.Option(0.2, help="The largest share of a text's words that may change."),
@@ -606,22 +607,25 @@ def word_swap_cmd(
     from safetransfer.data.registry import load_data
     from safetransfer.errors import DataError
     from safetransfer.evaluate import predict_logits
+    from safetransfer.jobs import load_teacher
     from safetransfer.metrics import adversarial_dir
     from safetransfer.models import load_model
     from safetransfer.models.io import atomic_write_text
 
-    teacher = load_model(model)
-    if teacher.config.modality != "text":
-        raise DataError(f"{model} is an image model; word swaps attack text classifiers.")
     dataset = load_data(data, data_path, seed=seed)
+    if dataset.modality != "text":
+        raise DataError(f"'{data}' is an image data set; word swaps attack texts.")
+    teacher = load_teacher(model, dataset, seed=seed)
     gen = torch.Generator().manual_seed(seed)
     index = torch.randperm(len(dataset.test), generator=gen)[: min(samples, len(dataset.test))].sort().values
     test = dataset.test.subset(index)
-    attack = WordSwapAttack(teacher, method=method, k=k, max_change=max_change)
+    attack = WordSwapAttack(teacher, method=method, k=k, max_change=max_change, objective=objective)
     results = attack.attack_all(test.inputs, test.labels, progress=progress)
     attacked = [r for r in results if r.status != "skipped"]
     won = [r for r in attacked if r.status == "succeeded"]
-    doc = {"model": str(model), "data": dataset.name, "method": method, "samples": len(results),
+    shifts = [r.feature_shift for r in results if r.feature_shift is not None]
+    doc = {"model": str(model), "data": dataset.name, "method": method, "objective": objective,
+           "mean_feature_shift": sum(shifts) / len(shifts) if shifts else None, "samples": len(results),
            "skipped": len(results) - len(attacked), "success_rate": len(won) / len(attacked) if attacked else None,
            "mean_queries": sum(r.queries for r in results) / len(results) if results else None,
            "mean_words_changed": sum(r.words_changed for r in won) / len(won) if won else None, "students": {}}
@@ -636,8 +640,13 @@ def word_swap_cmd(
     atomic_write_text(out_dir / "word_swap.json", json.dumps(doc, indent=2))
     atomic_write_text(out_dir / "examples.json", json.dumps([vars(r) for r in results], indent=1))
     rate = "–" if doc["success_rate"] is None else f"{doc['success_rate']:.3f}"
-    console.print(f"[bold]{method} word swap on {model}: success {rate}[/bold] over {len(attacked)} texts "
-                  f"({doc['skipped']} already misclassified, skipped); mean queries {doc['mean_queries'] or 0:.1f}")
+    if shifts:
+        console.print(f"[bold]{method} word swap on {model}'s features: mean shift 1 - cos = "
+                      f"{doc['mean_feature_shift']:.3f}[/bold] over {len(results)} texts; mean queries "
+                      f"{doc['mean_queries'] or 0:.1f}")
+    else:
+        console.print(f"[bold]{method} word swap on {model}: success {rate}[/bold] over {len(attacked)} texts "
+                      f"({doc['skipped']} already misclassified, skipped); mean queries {doc['mean_queries'] or 0:.1f}")
     for path, figures in doc["students"].items():
         console.print(f"student {path}: DIR {figures['dir']:.3f}")
     console.print(f"written: {out_dir / 'word_swap.json'}, {out_dir / 'examples.json'}")

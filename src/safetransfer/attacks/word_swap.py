@@ -7,7 +7,13 @@
   much deleting each lowers the true label's probability, then, most important first, swap
   each for its candidate that lowers it most, until the prediction flips.
 
-Threat model: white-box queries to the teacher's predictions (no gradients). Candidates for a
+Two objectives. ``prediction`` (the papers'): lower the true label's probability until the
+prediction flips; the threat model is white-box queries to a classifier's predictions (no
+gradients). ``features`` (the text analogue of Rezaei & Liu 2020's target-agnostic attack, which
+ReMoS uses on images): the attacker holds only the public teacher, which has no head for the
+victim's task, and each swap lowers the cosine similarity of the teacher's pooled sentence
+feature to the original text's; no swap is kept that does not lower it, and the search spends the
+whole budget (there is no prediction to flip). Candidates for a
 word are its ``k`` nearest neighbours by cosine similarity in the model's own input embedding
 space (whole-word tokens only; offline, no external embeddings or sentence encoders). Stop
 words are never changed, and at most ``max_change`` (20%) of a text's words are. Every
@@ -27,12 +33,16 @@ from safetransfer.errors import ConfigError
 
 WHOLE_WORD = re.compile(r"^[a-z]{2,}$")
 Candidates = Callable[[str], list[str]]
+Scorer = Callable[[list[str]], tuple[torch.Tensor, "torch.Tensor | None"]]
 
 
 @dataclass
 class WordSwapResult:
-    """One attacked text. ``status``: ``succeeded`` (the prediction left the true label),
-    ``failed`` (the cap or the candidates ran out), ``skipped`` (already misclassified)."""
+    """One attacked text. ``status``: ``succeeded`` (the prediction left the true label; with the
+    ``features`` objective: at least one swap lowered the feature similarity), ``failed`` (the cap
+    or the candidates ran out), ``skipped`` (already misclassified; never with ``features``).
+    ``feature_shift`` (``features`` only): ``1 − cos`` between the perturbed and the original
+    text's pooled teacher features; the predictions are then the (task-less) model's own."""
 
     status: Literal["succeeded", "failed", "skipped"]
     original: str
@@ -43,6 +53,7 @@ class WordSwapResult:
     queries: int
     words_changed: int
     changed_positions: list[int] = field(default_factory=list)
+    feature_shift: float | None = None
 
 
 class EmbeddingNeighbours:
@@ -89,17 +100,22 @@ class WordSwapAttack:
     ``model``: a text :class:`~safetransfer.models.wrapper.TransferModel`; ``method``:
     ``"importance"`` (default) or ``"greedy"``; ``candidates``: a function word -> list of
     replacement words (default: :class:`EmbeddingNeighbours` with ``k`` neighbours);
-    ``max_change``: the largest share of a text's words that may change (at least one word).
+    ``max_change``: the largest share of a text's words that may change (at least one word);
+    ``objective``: ``"prediction"`` (default) or ``"features"`` (see the module doc).
     """
 
     def __init__(self, model, method: Literal["importance", "greedy"] = "importance", k: int = 8,
                  max_change: float = 0.2, candidates: Candidates | None = None,
-                 stop_words: frozenset[str] | None = None, batch_size: int = 256) -> None:
+                 stop_words: frozenset[str] | None = None, batch_size: int = 256,
+                 objective: Literal["prediction", "features"] = "prediction") -> None:
         if method not in ("importance", "greedy"):
             raise ConfigError(f"method must be 'importance' or 'greedy' (got '{method}').")
+        if objective not in ("prediction", "features"):
+            raise ConfigError(f"objective must be 'prediction' or 'features' (got '{objective}').")
         if not 0.0 < max_change <= 1.0:
             raise ConfigError(f"max_change must lie in (0, 1] (got {max_change}).")
         self.model, self.method, self.max_change, self.batch_size = model, method, max_change, batch_size
+        self.objective = objective
         self.candidates = candidates or EmbeddingNeighbours(model, k)
         self.stop_words = default_stop_words() if stop_words is None else stop_words
 
@@ -108,47 +124,71 @@ class WordSwapAttack:
 
         return predict_logits(self.model, texts, batch_size=self.batch_size).softmax(1)
 
+    def _features(self, texts: list[str]) -> torch.Tensor:
+        from safetransfer.evaluate import predict_features
+
+        return torch.nn.functional.normalize(predict_features(self.model, texts, batch_size=self.batch_size), dim=1)
+
+    def _scorer(self, text: str, label: int) -> tuple[Scorer, float, int]:
+        """The attacker's score of texts (lower is better for the attacker) with the model's
+        predictions (``prediction`` objective; None with ``features``), the original's score and
+        prediction: the true label's probability, or the cosine similarity of the teacher's pooled
+        feature to the original's."""
+        probs = self._probs([text])[0]
+        if self.objective == "features":
+            reference = self._features([text])[0]
+            return (lambda texts: (self._features(texts) @ reference, None)), 1.0, int(probs.argmax())
+
+        def by_prediction(texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+            p = self._probs(texts)
+            return p[:, label], p.argmax(1)
+
+        return by_prediction, float(probs[label]), int(probs.argmax())
+
     def attack(self, text: str, label: int) -> WordSwapResult:
         words = text.split()
-        probs = self._probs([text])[0]
+        score_of, score, first = self._scorer(text, label)
         queries = 1
-        first = int(probs.argmax())
-        if first != label:
+        if self.objective == "prediction" and first != label:
             return WordSwapResult("skipped", text, text, label, first, first, queries, 0)
         budget = max(1, int(self.max_change * len(words)))
         modifiable = [i for i, w in enumerate(words) if w.lower() not in self.stop_words and self.candidates(w)]
-        current, changed = list(words), []
+        current, changed, prediction = list(words), [], first
         if self.method == "importance" and modifiable:
             deleted = [" ".join(words[:i] + words[i + 1 :]) for i in modifiable]
-            drop = probs[label] - self._probs(deleted)[:, label]
+            drop = score - score_of(deleted)[0]
             queries += len(deleted)
             modifiable = [modifiable[i] for i in drop.argsort(descending=True).tolist()]
-        prediction = first
-        while len(changed) < budget:
+        while len(changed) < budget and prediction == first:
             positions = [i for i in modifiable if i not in changed]
             if self.method == "importance":
                 positions = positions[:1]
             trials = [(i, c) for i in positions for c in self.candidates(current[i]) if c != current[i].lower()]
             if not trials:
                 break
-            texts = [" ".join(current[:i] + [c] + current[i + 1 :]) for i, c in trials]
-            p = self._probs(texts)
-            queries += len(texts)
-            best = int(p[:, label].argmin())
+            scores, predictions = score_of([" ".join(current[:i] + [c] + current[i + 1 :]) for i, c in trials])
+            queries += len(trials)
+            best = int(scores.argmin())
             i, c = trials[best]
-            if self.method == "greedy" and float(p[best, label]) >= float(probs[label]):
-                break  # no swap helps any more
-            current[i] = c
-            changed.append(i)
-            probs = p[best]
-            prediction = int(probs.argmax())
-            if prediction != label:
-                break
             if self.method == "importance":
                 modifiable = [j for j in modifiable if j != i]
-        status = "succeeded" if prediction != label else "failed"
-        return WordSwapResult(status, text, " ".join(current), label, first, prediction, queries, len(changed),
-                              sorted(changed))
+            if float(scores[best]) >= score:
+                if self.method == "greedy":
+                    break  # no swap helps any more
+                if self.objective == "features":
+                    continue  # this word's swaps do not move the features: on to the next word
+            current[i] = c
+            changed.append(i)
+            score = float(scores[best])
+            if predictions is not None:
+                prediction = int(predictions[best])
+        perturbed = " ".join(current)
+        if self.objective == "features":
+            prediction = int(self._probs([perturbed])[0].argmax())
+            return WordSwapResult("succeeded" if changed else "failed", text, perturbed, label, first, prediction,
+                                  queries, len(changed), sorted(changed), feature_shift=1.0 - score)
+        return WordSwapResult("succeeded" if prediction != label else "failed", text, perturbed, label, first,
+                              prediction, queries, len(changed), sorted(changed))
 
     def attack_all(self, texts: Sequence[str], labels: torch.Tensor, progress: bool = False) -> list[WordSwapResult]:
         """Attack every text (one search each; each search's candidates are scored in batches)."""

@@ -172,7 +172,8 @@ class CellMaker:
     # ------------------------------------------------------------------ text cells
     def _word_swapped(self, ctx: TaskContext, defect: DefectSpec) -> tuple[Split, dict[str, Any]]:
         """Word-swap texts for the evaluation subset, crafted against the attacker's surrogate: the
-        public teacher fine-tuned on the task (``finetune``, a seed of its own, ``defect.steps``)."""
+        public teacher fine-tuned on the task (``finetune``, a seed of its own, ``defect.steps``);
+        or (``swap_against: teacher``) on the public teacher's pooled features alone."""
         from safetransfer.attacks.word_swap import WordSwapAttack
 
         c, split = self.config, ctx.eval_split
@@ -182,17 +183,26 @@ class CellMaker:
         texts_path, meta_path = folder / "texts.json", folder / "meta.json"
         if not (texts_path.exists() and meta_path.exists()):
             started = time.perf_counter()
-            surrogate, surrogate_result, _ = self._surrogate(ctx, ctx.data, self._own_data_key(ctx.task), defect.steps)
-            attack = WordSwapAttack(surrogate, method=defect.swap_method, k=defect.neighbours,
-                                    max_change=defect.max_change)
+            if defect.swap_against == "teacher":
+                target, objective, extra = ctx.teacher, "features", {}
+            else:
+                target, surrogate_result, _ = self._surrogate(ctx, ctx.data, self._own_data_key(ctx.task), defect.steps)
+                objective, extra = "prediction", {"surrogate_acc": surrogate_result["test_accuracy"]}
+            attack = WordSwapAttack(target, method=defect.swap_method, k=defect.neighbours,
+                                    max_change=defect.max_change, objective=objective)
             results = attack.attack_all(list(split.inputs), split.labels, progress=self.progress)
             attempted = [r for r in results if r.status != "skipped"]
             succeeded = [r for r in attempted if r.status == "succeeded"]
+            if objective == "features":
+                success = {"teacher_success": sum(r.feature_shift for r in results) / len(results) if results else None,
+                           "teacher_success_means": "mean 1 - cos between the teacher's pooled features of the "
+                                                    "swapped and the original texts"}
+            else:
+                success = {"teacher_success": len(succeeded) / len(attempted) if attempted else None,
+                           "teacher_success_means": "share of the texts the surrogate gets right that the swaps "
+                                                    "flip on it"}
             meta = {
-                "kind": defect.kind, "method": defect.swap_method,
-                "teacher_success": len(succeeded) / len(attempted) if attempted else None,
-                "teacher_success_means": "share of the texts the surrogate gets right that the swaps flip on it",
-                "surrogate_acc": surrogate_result["test_accuracy"],
+                "kind": defect.kind, "method": defect.swap_method, "against": defect.swap_against, **success, **extra,
                 "succeeded": len(succeeded), "failed": len(attempted) - len(succeeded),
                 "skipped": len(results) - len(attempted),
                 "mean_words_changed": sum(r.words_changed for r in succeeded) / len(succeeded) if succeeded else None,

@@ -77,7 +77,7 @@ FIELDS_BY_KIND: dict[str, tuple[str, ...]] = {
     "coverage_guided": (*_ADVERSARIAL_FIELDS, "strategy", "metric", "neurons_per_sample"),
     "weight_poisoning": ("attacker_data", "rate", "target", "words", "poison_method", "n_words", "steps", "lam",
                          "restricted", "lr", "optimizer", "source_steps"),
-    "word_swap": ("swap_method", "neighbours", "max_change", "steps"),
+    "word_swap": ("swap_method", "neighbours", "max_change", "steps", "swap_against"),
 }
 # the RIPPLe attacker's (lr, optimizer) by kind: the gentle protocol of the vision students; the
 # paper's AdamW at BERT fine-tuning rates for text
@@ -117,7 +117,10 @@ class DefectSpec(_Strict):
     - ``word_swap`` (text): word-swap adversarial texts (``swap_method`` importance or greedy,
       ``neighbours`` candidates per word from the teacher's own input embeddings, ``max_change``
       the share of words that may change), crafted against a surrogate the attacker fine-tunes
-      from the public teacher on the task for ``steps`` steps (the teacher has no head for it).
+      from the public teacher on the task for ``steps`` steps (the teacher has no head for it);
+      ``swap_against: teacher``: crafted on the public teacher alone, each swap pushing its pooled
+      sentence feature away from the original's (the text analogue of the ``penultimate`` attack,
+      ReMoS's threat model; ``steps`` unused).
     """
 
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
@@ -150,6 +153,7 @@ class DefectSpec(_Strict):
     swap_method: Literal["importance", "greedy"] = "importance"
     neighbours: int = Field(default=8, ge=1)
     max_change: float = Field(default=0.2, gt=0.0, le=1.0)
+    swap_against: Literal["surrogate", "teacher"] = "surrogate"  # word_swap: the model the swaps are crafted on
     # all: the attacker's training steps (backdoor, weight poisoning, word-swap surrogate) or
     # attack iterations (penultimate, coverage-guided)
     steps: int | None = Field(default=None, ge=1)
@@ -178,7 +182,7 @@ class DefectSpec(_Strict):
         doc = self.model_dump(mode="json")
         doc["lr"], doc["optimizer"] = self.attacker_training
         # fields added later enter the key only when set, so the cells made before keep their keys
-        optional = {"source_steps": 0}
+        optional = {"source_steps": 0, "swap_against": "surrogate"}
         return {"kind": self.kind, **{f: doc[f] for f in FIELDS_BY_KIND[self.kind]
                                       if not (f in optional and doc[f] == optional[f])}}
 
