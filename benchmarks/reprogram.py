@@ -1,7 +1,8 @@
 """Adversarial reprogramming (Elsayed et al. 2018) on the real assets: the paper's comparisons.
 
 Runs :func:`safetransfer.attacks.reprogram_job.reprogram_job` with the defaults (80-px canvas,
-2,000 Adam steps, a data-chosen map of 3 labels per class; other settings by option) for
+2,000 Adam steps, a data-chosen map of 3 labels per class; counting squares: 3,000 steps and 10
+labels per class, ``ReprogramConfig.for_task``; other settings by option) for
 EfficientNet-Lite0 with its ImageNet weights and with random weights (the paper's control) on
 MNIST and counting squares, and the same for a second architecture (the small CNN trained here on
 MNIST, reprogrammed for Fashion-MNIST and counting squares on a 48-px canvas), and writes
@@ -93,17 +94,17 @@ def main() -> None:
                "torch": torch.__version__}
     from safetransfer.attacks.reprogram_job import parse_label_map
 
-    config = ReprogramConfig(**{k: v for k, v in (("steps", args.steps), ("schedule", args.schedule),
-                                                  ("labels_per_class", args.labels_per_class),
-                                                  ("task_scale", args.task_scale), ("lr", args.lr),
-                                                  ("batch_size", args.batch_size)) if v},
-                             **({} if args.label_map is None else {"label_map": parse_label_map(args.label_map)}))
+    given = {"steps": args.steps, "schedule": args.schedule, "labels_per_class": args.labels_per_class,
+             "task_scale": args.task_scale, "lr": args.lr, "batch_size": args.batch_size}
+    label_map = {} if args.label_map is None else {"label_map": parse_label_map(args.label_map)}
+    config = replace(ReprogramConfig.for_task("mnist", **given), **label_map)  # the inheritance runs' MNIST program
     canvas = args.canvas or DEFAULT_CANVAS
     for run in [] if args.inheritance else RUNS:
         # runs are keyed by the resolved number of labels per class (10-class tasks; 1,000 ImageNet
         # labels for EfficientNet-Lite0, the 10 MNIST labels for the small CNN)
         model_classes = 1000 if run["model"] == "efficientnet-lite0" else 10
-        run_config = replace(config, labels_per_class=config.per_class(10, model_classes))
+        task_config = replace(ReprogramConfig.for_task(run["task"], **given), **label_map)  # the task's defaults
+        run_config = replace(task_config, labels_per_class=task_config.per_class(10, model_classes))
         run = {**run, "canvas": run.get("canvas", canvas), "steps": run_config.steps, "label_map": run_config.label_map,
                "schedule": run_config.schedule, "labels_per_class": run_config.labels_per_class,
                "task_scale": run_config.task_scale,

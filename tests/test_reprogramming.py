@@ -230,6 +230,14 @@ def test_label_map_chosen_by_the_data_is_the_best_assignment_by_hand() -> None:
     # the default number of model labels per new label: 3 where the model has room for 3k, else 1
     assert ReprogramConfig().per_class(10, 1000) == 3 and ReprogramConfig().per_class(10, 29) == 1
     assert ReprogramConfig(labels_per_class=2).per_class(10, 1000) == 2
+    # a task's measured defaults over the general ones; a setting given wins, None is "not given"
+    counting = ReprogramConfig.for_task("counting-squares")
+    assert counting.steps > ReprogramConfig.steps and counting.per_class(10, 1000) > ReprogramConfig().per_class(10, 1000)
+    assert counting.per_class(10, 10) == 1  # a 10-label model (the small CNN): one label per count
+    assert ReprogramConfig.for_task("counting-squares", steps=5, lr=None).steps == 5
+    assert ReprogramConfig.for_task("mnist", steps=None) == ReprogramConfig()
+    with pytest.raises(ConfigError, match="auto_labels"):
+        ReprogramConfig(auto_labels=0).validate()
     six = nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 6))
     default = reprogram(six, *easy_task(), canvas=16, channels=3, model_classes=6, config=ReprogramConfig(steps=1))
     assert default.label_map.shape == (2, 3)  # 6 labels = room for 3 per new label
