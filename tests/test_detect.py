@@ -155,8 +155,10 @@ def test_badnets_command_plants_a_working_backdoor(tmp_path, capsys) -> None:
     from test_cli import run
 
     out = tmp_path / "bn"
+    # the square patch: on 8x8 images the 5 scattered watermark pixels overlap the classes' own
+    # patterns, and whether 33 samples teach it in 300 steps varied between CPUs (0.86-1.0)
     r = run(["badnets", "--data", tiny_npz(tmp_path), "--model", "tiny-cnn", "--rate", "0.1", "--target", "1",
-             "--steps", "300", "--out", out, "--no-progress"], capsys)
+             "--trigger", "square", "--steps", "300", "--out", out, "--no-progress"], capsys)
     assert r.code == 0, r.text
     import json
 

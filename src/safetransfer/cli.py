@@ -659,7 +659,7 @@ def reprogram_cmd(
     model: str = typer.Option("efficientnet-lite0", "--model", "-m", help="efficientnet-lite0 (its ImageNet classifier) or a saved model folder."),
     weights: str = typer.Option("pretrained", help="pretrained, or random (the same architecture with random weights)."),
     canvas: Optional[int] = typer.Option(None, help="Canvas (input) size in pixels: efficientnet-lite0 default 80; a saved model: its own input size, or another that its body takes (global pooling: the small CNN); with --apply: the program's."),
-    steps: Optional[int] = typer.Option(None, help="Adam steps (default 2,000, about 12 min at 80 px on 2 cores; counting-squares 3,000)."),
+    steps: Optional[int] = typer.Option(None, help="Adam steps (default 2,000: about 12 min at 80 px on 2 cores)."),
     batch_size: int = typer.Option(64, help="Batch size."),
     lr: float = typer.Option(0.05, help="Adam learning rate on W."),
     weight_decay: float = typer.Option(1e-6, help="λ of the penalty λ‖W‖²."),
