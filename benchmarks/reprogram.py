@@ -97,13 +97,18 @@ def main() -> None:
     given = {"steps": args.steps, "schedule": args.schedule, "labels_per_class": args.labels_per_class,
              "task_scale": args.task_scale, "lr": args.lr, "batch_size": args.batch_size}
     label_map = {} if args.label_map is None else {"label_map": parse_label_map(args.label_map)}
-    config = replace(ReprogramConfig.for_task("mnist", **given), **label_map)  # the inheritance runs' MNIST program
+
+    def config_for(task: str) -> ReprogramConfig:
+        """The task's defaults, then the settings given on the command line."""
+        return replace(ReprogramConfig.for_task(task, **given), **label_map)
+
+    config = config_for("mnist")  # the inheritance runs' MNIST program
     canvas = args.canvas or DEFAULT_CANVAS
     for run in [] if args.inheritance else RUNS:
         # runs are keyed by the resolved number of labels per class (10-class tasks; 1,000 ImageNet
         # labels for EfficientNet-Lite0, the 10 MNIST labels for the small CNN)
         model_classes = 1000 if run["model"] == "efficientnet-lite0" else 10
-        task_config = replace(ReprogramConfig.for_task(run["task"], **given), **label_map)  # the task's defaults
+        task_config = config_for(run["task"])
         run_config = replace(task_config, labels_per_class=task_config.per_class(10, model_classes))
         run = {**run, "canvas": run.get("canvas", canvas), "steps": run_config.steps, "label_map": run_config.label_map,
                "schedule": run_config.schedule, "labels_per_class": run_config.labels_per_class,

@@ -18,6 +18,7 @@ acceptance bounds (computed here from the figures, never written by hand):
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,12 +32,12 @@ BACKDOOR, WORD_SWAP, SHIFTED, SWAP_ON_TEACHER = "ripples_fdk", "word_swap", "rip
 MIN_LFR, MAX_ACC_DROP, MIN_CUT, MIN_RACC = 0.90, 0.02, 0.40, 0.97
 
 
-def best_cut(methods: dict[str, Any], defect: str) -> dict[str, Any] | None:
-    """The ReMoS variant (a method whose name starts with ``remos``) with the largest DIR cut
-    relative to ``finetune`` among those at rACC >= MIN_RACC; None when none qualifies."""
-    base = methods["finetune"]["dir"][defect]
-    rows = [{"method": name, "racc": m["racc"], "dir": m["dir"][defect],
-             "cut": 1.0 - m["dir"][defect] / base if base else 0.0}
+def best_cut(methods: dict[str, Any], dir_of: Callable[[dict[str, Any]], float]) -> dict[str, Any] | None:
+    """The ReMoS variant (a method whose name starts with ``remos``) with the largest cut of the DIR
+    (``dir_of`` a method's figures) relative to ``finetune`` among those at rACC >= MIN_RACC; None
+    when none qualifies."""
+    base = dir_of(methods["finetune"])
+    rows = [{"method": name, "racc": m["racc"], "dir": dir_of(m), "cut": 1.0 - dir_of(m) / base if base else 0.0}
             for name, m in methods.items() if name.startswith("remos") and m["racc"] >= MIN_RACC]
     return max(rows, key=lambda r: r["cut"], default=None)
 
@@ -56,13 +57,11 @@ def domain_shift(doc: dict[str, Any]) -> dict[str, Any]:
         if SHIFTED not in t["defects"]:
             continue  # not reached yet
         defect = t["defects"][SHIFTED]
-        base = t["methods"]["finetune"]
         out[f"{defect['attacker_data']} -> {task}"] = {
             "teacher": {"lfr": defect["teacher_success"], "acc": defect["teacher_acc"],
                         "lfr_means": defect["teacher_success_means"]},
             "methods": {name: {"acc": m["acc"], "acc_poisoned": m["acc_by_defect"][SHIFTED],
-                               "lfr": m["dir"][SHIFTED], "racc": m["acc"] / base["acc"],
-                               "rdir": m["dir"][SHIFTED] / base["dir"][SHIFTED] if base["dir"][SHIFTED] else None}
+                               "lfr": m["dir"][SHIFTED], "racc": m["racc"], "rdir": m["rdir"][SHIFTED]}
                         for name, m in t["methods"].items()},
         }
     return out
@@ -77,11 +76,11 @@ def main() -> None:
     finetune = task["methods"]["finetune"]
     methods = {name: {k: m[k] for k in ("acc", "dir", "racc", "rdir")} | {"acc_poisoned": m["acc_by_defect"][BACKDOOR]}
                for name, m in task["methods"].items()}
-    backdoor_cut, swap_cut = best_cut(methods, BACKDOOR), best_cut(methods, WORD_SWAP)
+    backdoor_cut = best_cut(methods, lambda m: m["dir"][BACKDOOR])
+    swap_cut = best_cut(methods, lambda m: m["dir"][WORD_SWAP])
     on_teacher = swaps_on_teacher(shift)
     rt_on_teacher = on_teacher.get("rotten-tomatoes")
-    teacher_swap_cut = best_cut({n: {**m, "dir": {SWAP_ON_TEACHER: m["dir"]}} for n, m in rt_on_teacher["methods"].items()},
-                                SWAP_ON_TEACHER) if rt_on_teacher else None
+    teacher_swap_cut = best_cut(rt_on_teacher["methods"], lambda m: m["dir"]) if rt_on_teacher else None
     planted = sorted(scan["planted"])
     doc = {
         "config": {"full_knowledge": fdk["config"], "domain_shift": shift["config"],

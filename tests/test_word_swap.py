@@ -139,4 +139,4 @@ def test_word_swap_command(tiny_hf_bert, data_files, tmp_path, capsys) -> None:
     assert doc["objective"] == "features" and doc["skipped"] == 0 and doc["mean_feature_shift"] > 0.0
     assert 0.0 <= doc["students"][str(model)]["dir"] <= 1.0
     assert_one_line_error(run(["word-swap", "--model", tiny_hf_bert, "--data", data_files.images_npz,
-                               "--out", tmp_path / "y", "--no-progress"], capsys), "image data set")
+                               "--out", tmp_path / "y", "--no-progress"], capsys), "takes text inputs")

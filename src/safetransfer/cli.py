@@ -605,7 +605,6 @@ def word_swap_cmd(
 
     from safetransfer.attacks.word_swap import WordSwapAttack
     from safetransfer.data.registry import load_data
-    from safetransfer.errors import DataError
     from safetransfer.evaluate import predict_logits
     from safetransfer.jobs import load_teacher
     from safetransfer.metrics import adversarial_dir
@@ -613,9 +612,7 @@ def word_swap_cmd(
     from safetransfer.models.io import atomic_write_text
 
     dataset = load_data(data, data_path, seed=seed)
-    if dataset.modality != "text":
-        raise DataError(f"'{data}' is an image data set; word swaps attack texts.")
-    teacher = load_teacher(model, dataset, seed=seed)
+    teacher = load_teacher(model, dataset, seed=seed)  # names a text model given image data, and the reverse
     gen = torch.Generator().manual_seed(seed)
     index = torch.randperm(len(dataset.test), generator=gen)[: min(samples, len(dataset.test))].sort().values
     test = dataset.test.subset(index)

@@ -129,15 +129,25 @@ class WordSwapAttack:
 
         return torch.nn.functional.normalize(predict_features(self.model, texts, batch_size=self.batch_size), dim=1)
 
+    @torch.no_grad()
+    def _feature_and_prediction(self, text: str) -> tuple[torch.Tensor, int]:
+        """One pass of the body: the text's unit pooled feature and the model's own prediction
+        (its head on that feature; eval mode, so no dropout)."""
+        from safetransfer.evaluate import predict_features
+
+        raw = predict_features(self.model, [text], batch_size=self.batch_size)
+        prediction = int(self.model.head(raw.to(self.model.device)).argmax(1)[0])
+        return torch.nn.functional.normalize(raw, dim=1)[0], prediction
+
     def _scorer(self, text: str, label: int) -> tuple[Scorer, float, int]:
         """The attacker's score of texts (lower is better for the attacker) with the model's
         predictions (``prediction`` objective; None with ``features``), the original's score and
         prediction: the true label's probability, or the cosine similarity of the teacher's pooled
         feature to the original's."""
-        probs = self._probs([text])[0]
         if self.objective == "features":
-            reference = self._features([text])[0]
-            return (lambda texts: (self._features(texts) @ reference, None)), 1.0, int(probs.argmax())
+            reference, first = self._feature_and_prediction(text)
+            return (lambda texts: (self._features(texts) @ reference, None)), 1.0, first
+        probs = self._probs([text])[0]
 
         def by_prediction(texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
             p = self._probs(texts)
@@ -184,7 +194,7 @@ class WordSwapAttack:
                 prediction = int(predictions[best])
         perturbed = " ".join(current)
         if self.objective == "features":
-            prediction = int(self._probs([perturbed])[0].argmax())
+            prediction = self._feature_and_prediction(perturbed)[1] if changed else first
             return WordSwapResult("succeeded" if changed else "failed", text, perturbed, label, first, prediction,
                                   queries, len(changed), sorted(changed), feature_shift=1.0 - score)
         return WordSwapResult("succeeded" if prediction != label else "failed", text, perturbed, label, first,
