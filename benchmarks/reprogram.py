@@ -14,6 +14,7 @@ already in it with the same settings is kept, so the script resumes where it sto
     python benchmarks/reprogram.py --only mnist
     python benchmarks/reprogram.py --models small-cnn --weights pretrained
     python benchmarks/reprogram.py --steps 2000 --label-map first   # other settings: other runs
+    python benchmarks/reprogram.py --only counting-squares --seed 1  # the spread over seeds
     python benchmarks/reprogram.py --inheritance   # then: is it inherited? (the defaults' MNIST program)
 
 ``--inheritance`` (beyond the paper; instead of the runs above, and after the pretrained MNIST run
@@ -83,6 +84,8 @@ def main() -> None:
     parser.add_argument("--canvas", type=int, default=None, help="canvas size in px (default: reprogram_job's)")
     parser.add_argument("--lr", type=float, default=None, help="Adam's learning rate (default: ReprogramConfig's)")
     parser.add_argument("--batch-size", type=int, default=None, help="batch size (default: ReprogramConfig's)")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="seed of the program's start, the batches and a generated task's images (default 0)")
     parser.add_argument("--inheritance", action="store_true",
                         help="instead of the runs: apply the teacher's MNIST program (same settings) to its students")
     parser.add_argument("--methods", nargs="*", default=["finetune", "remos", "retrain"], help="transfer methods (--inheritance)")
@@ -95,7 +98,8 @@ def main() -> None:
     from safetransfer.attacks.reprogram_job import parse_label_map
 
     given = {"steps": args.steps, "schedule": args.schedule, "labels_per_class": args.labels_per_class,
-             "task_scale": args.task_scale, "lr": args.lr, "batch_size": args.batch_size}
+             "task_scale": args.task_scale, "lr": args.lr, "batch_size": args.batch_size,
+             "seed": args.seed}
     label_map = {} if args.label_map is None else {"label_map": parse_label_map(args.label_map)}
 
     def config_for(task: str) -> ReprogramConfig:
@@ -115,7 +119,8 @@ def main() -> None:
                "task_scale": run_config.task_scale,
                # keyed only when set, so the runs measured before these options existed still match
                **({"lr": run_config.lr} if args.lr else {}),
-               **({"batch_size": run_config.batch_size} if args.batch_size else {})}
+               **({"batch_size": run_config.batch_size} if args.batch_size else {}),
+               **({"seed": run_config.seed} if run_config.seed != ReprogramConfig.seed else {})}
         if args.only and run["task"] not in args.only:
             continue
         if args.models and ("small-cnn" if run["model"] == SMALL_CNN else run["model"]) not in args.models:
@@ -152,7 +157,8 @@ def run_folder(work: Path, model: str, weights: str, task: str, config, canvas: 
     return work / (f"{name}-{weights}-{task}-{config.steps}-{config.label_map or 'first'}-{config.schedule}"
                    f"-m{config.labels_per_class}-s{config.task_scale}" + ("" if canvas == 64 else f"-c{canvas}")
                    + ("" if config.lr == ReprogramConfig.lr else f"-lr{config.lr:g}")
-                   + ("" if config.batch_size == ReprogramConfig.batch_size else f"-b{config.batch_size}"))
+                   + ("" if config.batch_size == ReprogramConfig.batch_size else f"-b{config.batch_size}")
+                   + ("" if config.seed == ReprogramConfig.seed else f"-seed{config.seed}"))
 
 
 def inheritance(args: argparse.Namespace, config, doc: dict, machine: dict) -> None:
