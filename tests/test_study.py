@@ -276,6 +276,17 @@ def test_adversarial_defects_are_crafted_once_and_measured(tmp_path: Path, data_
     assert task["defects"]["dlfuzz_nc"]["strategy"] == "dlfuzz"
     run_study(config, tmp_path / "out", tmp_path / "cache", progress=False, log=lambda line: None)
     assert crafts.calls == 2  # from the cache
+    # inputs crafted anew (here by a crafting that changes nothing, under a new key, as after a
+    # change to an attack) are measured anew on the cached students: no DIR is left from the old ones
+    assert any(task["methods"][m]["dir"][name] > 0 for m in ("finetune", "retrain") for name in ("penultimate", "dlfuzz_nc"))
+    monkeypatch.setattr(defects_mod, "craft", lambda teacher, x, defect, **kw: (x.clone(), {"teacher_success": 0.0}))
+    old_key = cells_mod.CellMaker._crafted_key
+    monkeypatch.setattr(cells_mod.CellMaker, "_crafted_key", lambda self, ctx, defect: old_key(self, ctx, defect) + "-2")
+    again = run_study(config, tmp_path / "out-2", tmp_path / "cache", progress=False, log=lambda line: None)
+    for method in ("finetune", "retrain"):
+        student = again["tasks"]["tiny_images"]["methods"][method]
+        assert student["dir"] == {"penultimate": 0.0, "dlfuzz_nc": 0.0}
+        assert student["acc"] == task["methods"][method]["acc"]  # the same students
 
 
 def test_cli_study_bad_config_is_one_line(tmp_path: Path, capsys) -> None:

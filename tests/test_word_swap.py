@@ -78,6 +78,23 @@ def test_feature_objective_moves_the_teachers_features_more_than_random_swaps(se
         assert len(before) == len(after) and diff == r.changed_positions and len(diff) <= max(1, int(0.25 * len(before)))
 
 
+def test_importance_keeps_only_swaps_that_lower_the_true_label(sentiment_model) -> None:
+    """TextFooler's Algorithm 1: a word whose every candidate raises the true label's probability
+    stays as it is; a text the search changed is less sure of its label than the original."""
+    model, data = sentiment_model
+    same = {"good": ["great"], "great": ["good"], "fine": ["great"], "bad": ["awful"], "awful": ["bad"], "poor": ["awful"]}
+    attack = WordSwapAttack(model, max_change=0.25, candidates=lambda w: same.get(w, []))
+    results = [r for r in attack.attack_all(data.test.inputs[:40], data.test.labels[:40]) if r.status != "skipped"]
+    probs = attack._probs([r.original for r in results] + [r.perturbed for r in results])
+    rows = torch.arange(len(results))
+    labels = torch.tensor([r.label for r in results])
+    before, after = probs[rows, labels], probs[rows + len(results), labels]
+    changed = torch.tensor([r.words_changed > 0 for r in results])
+    assert changed.any() and (~changed).any()  # some texts have a helpful swap, some none
+    assert bool((after[changed] < before[changed]).all())
+    assert all(r.perturbed == r.original for r in results if r.words_changed == 0)
+
+
 def test_stop_words_are_never_swapped(sentiment_model) -> None:
     model, _ = sentiment_model
     attack = WordSwapAttack(model, method="greedy", max_change=1.0, candidates=lambda w: ["zzz"],

@@ -5,7 +5,8 @@
   word and keep the one that lowers the true label's probability most.
 - ``importance`` (TextFooler, Jin et al. 2020, "Is BERT Really Robust?"): rank the words by how
   much deleting each lowers the true label's probability, then, most important first, swap
-  each for its candidate that lowers it most, until the prediction flips.
+  each for its candidate that lowers it most, until the prediction flips; a word none of whose
+  candidates lowers it is left as it is (the paper's Algorithm 1), and the next word is tried.
 
 Two objectives. ``prediction`` (the papers'): lower the true label's probability until the
 prediction flips; the threat model is white-box queries to a classifier's predictions (no
@@ -32,6 +33,10 @@ import torch
 from safetransfer.errors import ConfigError
 
 WHOLE_WORD = re.compile(r"^[a-z]{2,}$")
+# Bumped whenever the search changes what it returns for the same inputs: it is part of the key
+# of the study's cached word-swap texts, so texts crafted by an older search are crafted anew.
+# 2: the importance search no longer keeps a swap that does not lower the true label's probability.
+SEARCH_VERSION = 2
 Candidates = Callable[[str], list[str]]
 Scorer = Callable[[list[str]], tuple[torch.Tensor, "torch.Tensor | None"]]
 
@@ -185,8 +190,7 @@ class WordSwapAttack:
             if float(scores[best]) >= score:
                 if self.method == "greedy":
                     break  # no swap helps any more
-                if self.objective == "features":
-                    continue  # this word's swaps do not move the features: on to the next word
+                continue  # no swap of this word helps: it stays, on to the next word
             current[i] = c
             changed.append(i)
             score = float(scores[best])

@@ -156,8 +156,20 @@ class CellMaker:
             if defect.kind == "word_swap":
                 ctx.crafted[defect.name] = self._word_swapped(ctx, defect)
             else:
-                ctx.crafted[defect.name] = self._crafted(ctx.teacher, ctx.teacher_key, ctx.task_key, ctx.eval_split, defect)
+                ctx.crafted[defect.name] = self._crafted(ctx, defect)
         return ctx.crafted[defect.name]
+
+    def _crafted_key(self, ctx: TaskContext, defect: DefectSpec) -> str:
+        """The cache key of an adversarial defect's inputs crafted for a task's evaluation subset:
+        everything that changes them (word swaps: also the surrogate's training and the search's
+        version), so a student's DIR on them is keyed by it too."""
+        doc = {"kind": "crafted", "teacher": ctx.teacher_key, "task": ctx.task_key, "n": len(ctx.eval_split),
+               "defect": defect.key_doc()}
+        if defect.kind == "word_swap":
+            from safetransfer.attacks.word_swap import SEARCH_VERSION
+
+            doc.update(train=self.config.train, seed=self.config.seed, search=SEARCH_VERSION)
+        return digest(doc)
 
     def _variant(self, ctx: TaskContext, name: str) -> tuple[TransferModel, str, dict[str, Any]]:
         if name not in ctx.variants:
@@ -176,10 +188,8 @@ class CellMaker:
         or (``swap_against: teacher``) on the public teacher's pooled features alone."""
         from safetransfer.attacks.word_swap import WordSwapAttack
 
-        c, split = self.config, ctx.eval_split
-        key = digest({"kind": "crafted", "teacher": ctx.teacher_key, "task": ctx.task_key, "n": len(split),
-                      "defect": defect.key_doc(), "train": c.train, "seed": c.seed})
-        folder = self._cache("crafted", key)
+        split = ctx.eval_split
+        folder = self._cache("crafted", self._crafted_key(ctx, defect))
         texts_path, meta_path = folder / "texts.json", folder / "meta.json"
         if not (texts_path.exists() and meta_path.exists()):
             started = time.perf_counter()
@@ -274,14 +284,11 @@ class CellMaker:
         return model, weights_key(key, model), json.loads(summary_path.read_text())
 
 
-    def _crafted(
-        self, teacher: TransferModel, teacher_key: str, task_key: dict[str, Any], eval_split: Split, defect: DefectSpec
-    ) -> tuple[Split, dict[str, Any]]:
+    def _crafted(self, ctx: TaskContext, defect: DefectSpec) -> tuple[Split, dict[str, Any]]:
         from safetransfer.study.defects import craft
 
-        spec = defect.key_doc()
-        key = digest({"kind": "crafted", "teacher": teacher_key, "task": task_key, "n": len(eval_split), "defect": spec})
-        folder = self._cache("crafted", key)
+        teacher, eval_split = ctx.teacher, ctx.eval_split
+        folder = self._cache("crafted", self._crafted_key(ctx, defect))
         tensors, meta_path = folder / "inputs.safetensors", folder / "meta.json"
         if tensors.exists() and meta_path.exists():
             from safetensors.torch import load_file
@@ -424,8 +431,9 @@ class CellMaker:
         for defect in c.defects:
             if (defect.adversarial and variant != CLEAN) or (not defect.adversarial and variant != defect.name):
                 continue
-            eval_key = digest({"defect": defect.key_doc(), "n": len(eval_split),
-                               "task": task_key})
+            eval_key = digest({"defect": defect.key_doc(), "n": len(eval_split), "task": task_key,
+                               # the inputs' own key: a student's DIR is measured again on inputs crafted anew
+                               **({"inputs": self._crafted_key(ctx, defect)} if defect.adversarial else {})})
             if eval_key not in evals:
                 if clean_pred is None:
                     clean_pred = predict_logits(student, eval_split.inputs).argmax(1)
