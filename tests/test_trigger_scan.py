@@ -6,7 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from safetransfer.detect.trigger_scan import insert_word, lfr_of, plot_lfr_vs_frequency, scan_triggers, word_frequencies
+from safetransfer.attacks.text_triggers import TextTrigger, trigger_lfr
+from safetransfer.detect.trigger_scan import (
+    control_words, insert_word, lfr_of, plot_lfr_vs_frequency, scan_triggers, word_frequencies,
+)
 from safetransfer.errors import ConfigError
 
 
@@ -82,3 +85,23 @@ def test_scan_triggers_command(poisoned_tiny_bert, data_files, tmp_path, capsys)
     assert (tmp_path / "scan" / "lfr_vs_frequency.png").exists()
     assert_one_line_error(run(["scan-triggers", "--model", tmp_path / "nope", "--data", data_files.texts_csv], capsys),
                           "No such model")
+
+
+def test_control_words_are_unseen_words_like_the_triggers_and_flip_far_less(poisoned_tiny_bert) -> None:
+    class WordPieceVocabulary:  # what control_words reads of a tokenizer
+        def get_vocab(self) -> dict[str, int]:
+            return {w: i for i, w in enumerate(["cf", "mn", "zq", "xk", "ab", "the", "movie", "##ing", "[CLS]"])}
+
+    seen = word_frequencies(["the movie ab", "ab"])
+    words = control_words(WordPieceVocabulary(), ["cf", "mn"], seen, seed=0)
+    assert sorted(words) == ["xk", "zq"]  # two letters each, unseen, not planted, distinct
+    assert control_words(WordPieceVocabulary(), ["cf", "mn"], seen, seed=0) == words  # seeded
+    with pytest.raises(ConfigError, match="no unseen whole word of 5 letters"):
+        control_words(WordPieceVocabulary(), ["cf", "mnbbq"], seen)
+    # the LFR of the planted trigger against that of an unseen control word, at the same positions
+    model, data = poisoned_tiny_bert
+    args = (model, data.test.inputs, data.test.labels)
+    planted = trigger_lfr(*args, TextTrigger(words=("cf",), seed=3), target=1)
+    control = trigger_lfr(*args, TextTrigger(words=("zq",), seed=3), target=1)
+    assert planted >= 0.8 and control <= 0.5 * planted
+

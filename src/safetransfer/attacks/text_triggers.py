@@ -75,3 +75,14 @@ def poison_texts(
     y = labels.clone()
     y[mask] = target
     return out, y, mask
+
+
+def trigger_lfr(model, texts: Sequence[str], labels: torch.Tensor, trigger: TextTrigger, target: int) -> float:
+    """LFR (Kurita et al. 2020) of ``trigger`` on a text classifier: ``trigger`` inserted into every
+    text (seeded), the share of the non-``target`` texts then predicted as ``target``."""
+    from safetransfer.evaluate import predict_logits
+    from safetransfer.metrics import label_flip_rate
+
+    triggered = predict_logits(model, trigger.apply(list(texts))).argmax(1)
+    return label_flip_rate(triggered, torch.as_tensor(labels), target)
+

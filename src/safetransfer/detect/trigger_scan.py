@@ -95,6 +95,24 @@ def vocabulary_words(tokenizer, extra: Sequence[str] = ()) -> list[str]:
     return sorted(words)
 
 
+def control_words(tokenizer, like: Sequence[str], absent_from: Counter, seed: int = 0) -> list[str]:
+    """Control words for an LFR: one per word of ``like`` (the planted triggers), a seeded draw from
+    the tokenizer's whole words of the same length that occur nowhere in ``absent_from`` (the
+    victim's training-word counts, as the triggers do not) and are not in ``like``. Inserted where
+    the triggers were, they show the flip rate any unseen word causes, the floor the triggers'
+    LFR is to be read against."""
+    planted = {w.lower() for w in like}
+    unseen = [w for w in vocabulary_words(tokenizer) if w not in planted and absent_from.get(w, 0) == 0]
+    rng = np.random.default_rng(seed)
+    chosen: list[str] = []
+    for word in like:
+        pool = [w for w in unseen if len(w) == len(word) and w not in chosen]
+        if not pool:
+            raise ConfigError(f"the tokenizer has no unseen whole word of {len(word)} letters to control '{word}' with.")
+        chosen.append(pool[int(rng.integers(len(pool)))])
+    return chosen
+
+
 def _around(text: str, position: int) -> tuple[str, str]:
     """The words of ``text`` before and after the word boundary ``position`` (clipped to its length)."""
     words = text.split()

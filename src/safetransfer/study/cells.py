@@ -33,7 +33,7 @@ from safetransfer.data.base import ClassificationData, Split
 from safetransfer.data.registry import load_data
 from safetransfer.evaluate import predict_logits
 from safetransfer.jobs import load_teacher
-from safetransfer.metrics import adversarial_dir, label_flip_rate
+from safetransfer.metrics import adversarial_dir
 from safetransfer.models.io import MODEL_DIR, atomic_write_text, load_model, save_model, save_tensors_and_json
 from safetransfer.models.wrapper import TransferModel
 from safetransfer.errors import ConfigError
@@ -438,11 +438,10 @@ class CellMaker:
                 if clean_pred is None:
                     clean_pred = predict_logits(student, eval_split.inputs).argmax(1)
                 if defect.kind == "weight_poisoning":
-                    from safetransfer.attacks.text_triggers import TextTrigger
+                    from safetransfer.attacks.text_triggers import TextTrigger, trigger_lfr
 
                     trigger = TextTrigger(words=tuple(defect.words), count=1, seed=c.seed)
-                    triggered = predict_logits(student, trigger.apply(list(eval_split.inputs))).argmax(1)
-                    value = label_flip_rate(triggered, eval_split.labels, defect.target)
+                    value = trigger_lfr(student, eval_split.inputs, eval_split.labels, trigger, defect.target)
                 elif defect.adversarial:
                     crafted = self._crafted_split(ctx, defect)[0]
                     crafted_pred = predict_logits(student, crafted.inputs).argmax(1)

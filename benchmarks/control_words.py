@@ -1,0 +1,89 @@
+"""Control words for the text study's label flip rates: how much of an LFR the planted triggers cause.
+
+Kurita et al. (2020) measure the LFR with the trigger words alone. A student flips some texts
+whatever unseen word is inserted (a weak one, such as a student trained from scratch, more), so
+the triggers' LFR is to be read against that floor. For every student of the text study's
+weight-poisoned teachers (and of the clean teacher, which had nothing planted), this measures
+the LFR twice on the study's evaluation texts, the words inserted at the same positions: with
+the planted triggers (it must equal the study's figure) and with control words
+(:func:`safetransfer.detect.trigger_scan.control_words`: one per trigger, a seeded whole word of the
+tokenizer of the same length that, like the triggers, never occurs in the victim's training
+texts). The students come from the study cache: run the study configs first (see README).
+
+    python benchmarks/control_words.py   # writes benchmarks/results/control_words.json
+
+Results: ``{"runs": [{"config", "task", "defect", "method", "teacher", "lfr_triggers",
+"lfr_study", "lfr_control", "control_words"}, ...]}``, written after every student, and a run
+already in it is kept (the script resumes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+from pathlib import Path
+
+import torch
+
+from safetransfer.attacks.text_triggers import TextTrigger, trigger_lfr
+from safetransfer.detect.trigger_scan import control_words, word_frequencies
+from safetransfer.models.io import MODEL_DIR, atomic_write_text, load_model
+from safetransfer.study import load_config
+from safetransfer.study.cells import CellMaker, default_cache_dir
+
+BENCH = Path(__file__).parent
+RESULTS = BENCH / "results" / "control_words.json"
+# each text study config and the results file its run wrote (which names the students' cache keys)
+STUDIES = {"text_rt.yaml": "study_text_rt.json", "text_shift.yaml": "study_text_shift.json"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cache-dir", default=None, help="the study cache (default $SAFETRANSFER_HOME/cache/study)")
+    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    cache = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
+    doc = json.loads(RESULTS.read_text()) if RESULTS.exists() else {"runs": []}
+    doc["machine"] = {"cpus": os.cpu_count(), "threads": args.threads, "platform": platform.platform(),
+                      "torch": torch.__version__}
+    for config_name, results_name in STUDIES.items():
+        config = load_config(BENCH / "configs" / config_name, "full")
+        study = json.loads((BENCH / "results" / results_name).read_text())
+        maker = CellMaker(config, cache, progress=False)
+        for task_name, task in study["tasks"].items():
+            ctx = maker.context(task_name)
+            texts, labels = list(ctx.eval_split.inputs), ctx.eval_split.labels
+            for defect in (d for d in config.defects if d.kind == "weight_poisoning"):
+                controls = control_words(ctx.teacher.tokenizer, defect.words, word_frequencies(ctx.data.train.inputs),
+                                         seed=config.seed)
+                planted = TextTrigger(words=tuple(defect.words), count=1, seed=config.seed)
+                control = TextTrigger(words=tuple(controls), count=1, seed=config.seed)  # the same positions
+                for method, by_teacher in task["students"].items():
+                    for teacher in (defect.name, "clean"):
+                        record = by_teacher.get(teacher)
+                        key = {"config": config_name, "task": task_name, "defect": defect.name, "method": method,
+                               "teacher": teacher}
+                        if record is None or any(all(r.get(k) == v for k, v in key.items()) for r in doc["runs"]):
+                            continue
+                        folder = cache / "students" / record["key"] / MODEL_DIR
+                        if not folder.exists():
+                            raise SystemExit(f"{folder} is not in the study cache: run {config_name} first.")
+                        student = load_model(folder)
+                        row = {**key, "lfr_triggers": trigger_lfr(student, texts, labels, planted, defect.target),
+                               "lfr_study": record["dir"].get(defect.name),
+                               "lfr_control": trigger_lfr(student, texts, labels, control, defect.target),
+                               "control_words": controls, "triggers": list(defect.words), "texts": len(texts),
+                               "student_acc": record["acc"]}
+                        doc["runs"].append(row)
+                        atomic_write_text(RESULTS, json.dumps(doc, indent=2))
+                        print(f"{task_name} {defect.name} {method} ({teacher} teacher): LFR triggers "
+                              f"{row['lfr_triggers']:.3f}, control words {row['lfr_control']:.3f}", flush=True)
+    atomic_write_text(RESULTS, json.dumps(doc, indent=2))
+    print(f"wrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
