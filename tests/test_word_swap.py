@@ -157,3 +157,27 @@ def test_word_swap_command(tiny_hf_bert, data_files, tmp_path, capsys) -> None:
     assert 0.0 <= doc["students"][str(model)]["dir"] <= 1.0
     assert_one_line_error(run(["word-swap", "--model", tiny_hf_bert, "--data", data_files.images_npz,
                                "--out", tmp_path / "y", "--no-progress"], capsys), "takes text inputs")
+
+
+def test_random_word_swaps_change_n_modifiable_words_for_candidates() -> None:
+    from safetransfer.attacks.word_swap import random_word_swaps
+
+    text = "the good film was great and the cast was fine but the end was bad"
+    words = text.split()
+    modifiable = [i for i, w in enumerate(words) if w in FLIP]  # good, great, fine, bad: none a stop word
+    seen = set()
+    for seed in range(20):
+        out = random_word_swaps(text, 2, lambda w: FLIP.get(w, []), generator=torch.Generator().manual_seed(seed))
+        after = out.split()
+        diff = [i for i, (a, b) in enumerate(zip(words, after)) if a != b]
+        assert len(after) == len(words) and len(diff) == 2 and set(diff) <= set(modifiable)
+        assert all(after[i] in FLIP[words[i]] for i in diff)
+        seen.add(tuple(diff))
+        again = random_word_swaps(text, 2, lambda w: FLIP.get(w, []), generator=torch.Generator().manual_seed(seed))
+        assert again == out  # seeded
+    assert len(seen) > 2  # the positions are drawn, not the first ones
+    every = random_word_swaps(text, 10, lambda w: FLIP.get(w, []), generator=torch.Generator().manual_seed(0)).split()
+    assert [i for i, (a, b) in enumerate(zip(words, every)) if a != b] == modifiable  # fewer than n: all of them
+    # stop words are never swapped, whatever their candidates
+    assert random_word_swaps("the the the", 3, lambda w: ["a"]) == "the the the"
+    assert random_word_swaps(text, 0, lambda w: FLIP.get(w, [])) == text

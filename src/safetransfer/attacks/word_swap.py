@@ -99,6 +99,24 @@ def default_stop_words() -> frozenset[str]:
     return frozenset(ENGLISH_STOP_WORDS)
 
 
+def random_word_swaps(text: str, n: int, candidates: Candidates, stop_words: frozenset[str] | None = None,
+                      generator: torch.Generator | None = None) -> str:
+    """The control of a word-swap attack: ``n`` of ``text``'s words that an attack may change (not
+    stop words, with candidates) swapped, at seeded random positions, each for a random one of its
+    candidates (every word when fewer than ``n`` may change). What is left of an attack's effect
+    after this control is the search's, not that of changing ``n`` words for their neighbours."""
+    stop_words = default_stop_words() if stop_words is None else stop_words
+    words = text.split()
+    options = {i: [c for c in candidates(w) if c != w.lower()] for i, w in enumerate(words) if w.lower() not in stop_words}
+    modifiable = [i for i, found in options.items() if found]
+    if n <= 0 or not modifiable:
+        return " ".join(words)
+    order = torch.randperm(len(modifiable), generator=generator)[:n].tolist()
+    for i in (modifiable[j] for j in order):
+        words[i] = options[i][int(torch.randint(len(options[i]), (1,), generator=generator))]
+    return " ".join(words)
+
+
 class WordSwapAttack:
     """Untargeted word-swap attack on a text classifier (see the module doc).
 
