@@ -61,6 +61,16 @@ RUNS = [
 ]
 
 
+# settings keyed since they became options: a run recorded before has the default
+LATER_KEYS = {"lr": ReprogramConfig.lr, "batch_size": ReprogramConfig.batch_size, "seed": ReprogramConfig.seed,
+              "remap_every": ReprogramConfig.remap_every}
+
+
+def same_run(recorded: dict, run: dict) -> bool:
+    """Whether a recorded run is ``run`` (a key it lacks that was added later holds its default)."""
+    return all(recorded.get(k, LATER_KEYS.get(k)) == v for k, v in run.items())
+
+
 def small_cnn_teacher() -> None:
     """Train the small CNN on MNIST (1,500 steps, its zoo recipe) unless it is there already."""
     if not Path(SMALL_CNN, "model.safetensors").exists():
@@ -84,6 +94,8 @@ def main() -> None:
     parser.add_argument("--canvas", type=int, default=None, help="canvas size in px (default: reprogram_job's)")
     parser.add_argument("--lr", type=float, default=None, help="Adam's learning rate (default: ReprogramConfig's)")
     parser.add_argument("--batch-size", type=int, default=None, help="batch size (default: ReprogramConfig's)")
+    parser.add_argument("--remap-every", type=int, default=None,
+                        help="choose the data label map again every N steps (default: ReprogramConfig's, 0: once)")
     parser.add_argument("--seed", type=int, default=None,
                         help="seed of the program's start, the batches and a generated task's images (default 0)")
     parser.add_argument("--inheritance", action="store_true",
@@ -99,12 +111,14 @@ def main() -> None:
 
     given = {"steps": args.steps, "schedule": args.schedule, "labels_per_class": args.labels_per_class,
              "task_scale": args.task_scale, "lr": args.lr, "batch_size": args.batch_size,
-             "seed": args.seed}
+             "seed": args.seed, "remap_every": args.remap_every}
     label_map = {} if args.label_map is None else {"label_map": parse_label_map(args.label_map)}
 
     def config_for(task: str) -> ReprogramConfig:
         """The task's defaults, then the settings given on the command line."""
-        return replace(ReprogramConfig.for_task(task, **given), **label_map)
+        config = replace(ReprogramConfig.for_task(task, **given), **label_map)
+        # a task's default re-mapping needs a data-chosen map
+        return config if args.remap_every is not None or config.label_map == "data" else replace(config, remap_every=0)
 
     config = config_for("mnist")  # the inheritance runs' MNIST program
     canvas = args.canvas or DEFAULT_CANVAS
@@ -116,18 +130,14 @@ def main() -> None:
         run_config = replace(task_config, labels_per_class=task_config.per_class(10, model_classes))
         run = {**run, "canvas": run.get("canvas", canvas), "steps": run_config.steps, "label_map": run_config.label_map,
                "schedule": run_config.schedule, "labels_per_class": run_config.labels_per_class,
-               "task_scale": run_config.task_scale,
-               # keyed only when set, so the runs measured before these options existed still match
-               **({"lr": run_config.lr} if args.lr else {}),
-               **({"batch_size": run_config.batch_size} if args.batch_size else {}),
-               **({"seed": run_config.seed} if run_config.seed != ReprogramConfig.seed else {})}
+               "task_scale": run_config.task_scale, **{k: getattr(run_config, k) for k in LATER_KEYS}}
         if args.only and run["task"] not in args.only:
             continue
         if args.models and ("small-cnn" if run["model"] == SMALL_CNN else run["model"]) not in args.models:
             continue
         if args.weights and run["weights"] not in args.weights:
             continue
-        if any(all(r.get(k) == v for k, v in run.items()) for r in doc["runs"]):
+        if any(same_run(r, run) for r in doc["runs"]):
             print(f"kept: {run}")
             continue
         if run["model"] == SMALL_CNN:
@@ -158,7 +168,8 @@ def run_folder(work: Path, model: str, weights: str, task: str, config, canvas: 
                    f"-m{config.labels_per_class}-s{config.task_scale}" + ("" if canvas == 64 else f"-c{canvas}")
                    + ("" if config.lr == ReprogramConfig.lr else f"-lr{config.lr:g}")
                    + ("" if config.batch_size == ReprogramConfig.batch_size else f"-b{config.batch_size}")
-                   + ("" if config.seed == ReprogramConfig.seed else f"-seed{config.seed}"))
+                   + ("" if config.seed == ReprogramConfig.seed else f"-seed{config.seed}")
+                   + (f"-remap{config.remap_every}" if config.remap_every else ""))
 
 
 def inheritance(args: argparse.Namespace, config, doc: dict, machine: dict) -> None:

@@ -163,6 +163,12 @@ def test_reprogram_command_learns_saves_and_applies(tmp_path, capsys) -> None:
              "--out", tmp_path / "first", "--no-progress"], capsys)
     assert r.code == 0, r.text
     assert json.loads((tmp_path / "first" / "results.json").read_text())["label_map"] == [0, 1]  # the paper's map
+    assert_one_line_error(run(["reprogram", "--model", model_dir, "--task", tmp_path / "task.npz", "--label-map", "first",
+                               "--remap-every", "5", "--out", tmp_path / "x", "--no-progress"], capsys), "remap_every")
+    r = run(["reprogram", "--model", model_dir, "--task", tmp_path / "task.npz", "--remap-every", "1", "--steps", "3",
+             "--out", tmp_path / "remapped", "--no-progress"], capsys)
+    assert r.code == 0, r.text
+    assert json.loads((tmp_path / "remapped" / "results.json").read_text())["config"]["remap_every"] == 1
     assert_one_line_error(run(["reprogram", "--model", "small-cnn", "--task", tmp_path / "task.npz", "--out",
                                tmp_path / "x"], capsys), "saved model folder")
     # the tiny CNN pools globally: a larger canvas (a wider frame for the program) is accepted, and
@@ -253,3 +259,40 @@ def test_a_saved_program_keeps_its_scale_and_map(tmp_path) -> None:
     x = torch.rand(2, 1, 6, 6)
     assert again.scale == 2 and torch.equal(again(x), prog(x)) and torch.equal(label_map, groups)
     assert doc["task_size"] == [6, 6] and doc["model"] == "tiny"
+
+
+def test_iterative_label_mapping_chooses_the_map_again_through_the_current_program(monkeypatch) -> None:
+    """``remap_every``: the data-chosen map is chosen again every N steps (not at the last one)
+    through the program as it stands then, and the last choice is the map tested and returned."""
+    import safetransfer.attacks.reprogramming as rp
+
+    calls: list[tuple[torch.Tensor, torch.Tensor]] = []
+    choose = rp.fit_label_map
+
+    def recording(model, program, *args, **kwargs):
+        label_map = choose(model, program, *args, **kwargs)
+        calls.append((program.weight.detach().clone(), label_map.clone()))
+        return label_map
+
+    monkeypatch.setattr(rp, "fit_label_map", recording)
+    net = tiny_frozen_model()
+    result = reprogram(net, *easy_task(), canvas=16, channels=3, model_classes=5,
+                       config=ReprogramConfig(steps=25, lr=0.1, label_map="data", remap_every=10),
+                       test=easy_task(seed=2))
+    assert len(calls) == 3  # before training, after steps 10 and 20 (25 is the end: no choice there)
+    assert not torch.equal(calls[0][0], calls[1][0])  # chosen through the program learned so far
+    assert torch.equal(result.label_map, calls[-1][1]) and result.test_accuracy > 0.8
+    # the choice is the one the (trained) program gives: fit_label_map on the program at that step
+    again = AdversarialProgram(3, 16, (6, 6))
+    with torch.no_grad():
+        again.weight.copy_(calls[-1][0])
+    assert torch.equal(choose(net, again, *easy_task(), 5, seed=20), calls[-1][1])
+    calls.clear()
+    reprogram(net, *easy_task(), canvas=16, channels=3, model_classes=5,
+              config=ReprogramConfig(steps=25, lr=0.1, label_map="data"))
+    assert len(calls) == 1  # the default: chosen once
+    # counting squares re-chooses by default (measured better on both seeds tried); MNIST does not
+    assert ReprogramConfig.for_task("counting-squares").remap_every > 0 and ReprogramConfig.for_task("mnist").remap_every == 0
+    for bad, match in (({"remap_every": -1}, "remap_every must"), ({"remap_every": 5, "label_map": None}, "needs label_map")):
+        with pytest.raises(ConfigError, match=match):
+            ReprogramConfig(**bad).validate()
