@@ -19,19 +19,15 @@ already in it is kept (the script resumes).
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
-import platform
 from pathlib import Path
 
-import torch
-
+from bench_common import machine, study_cache_args
 from safetransfer.attacks.text_triggers import TextTrigger, trigger_lfr
 from safetransfer.detect.trigger_scan import control_words, word_frequencies
 from safetransfer.models.io import MODEL_DIR, atomic_write_text, load_model
 from safetransfer.study import load_config
-from safetransfer.study.cells import CellMaker, default_cache_dir
+from safetransfer.study.cells import CellMaker
 
 BENCH = Path(__file__).parent
 RESULTS = BENCH / "results" / "control_words.json"
@@ -40,15 +36,9 @@ STUDIES = {"text_rt.yaml": "study_text_rt.json", "text_shift.yaml": "study_text_
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cache-dir", default=None, help="the study cache (default $SAFETRANSFER_HOME/cache/study)")
-    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    cache = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
+    args, cache = study_cache_args(__doc__.splitlines()[0])
     doc = json.loads(RESULTS.read_text()) if RESULTS.exists() else {"runs": []}
-    doc["machine"] = {"cpus": os.cpu_count(), "threads": args.threads, "platform": platform.platform(),
-                      "torch": torch.__version__}
+    doc["machine"] = machine(args.threads)
     for config_name, results_name in STUDIES.items():
         config = load_config(BENCH / "configs" / config_name, "full")
         study = json.loads((BENCH / "results" / results_name).read_text())

@@ -31,13 +31,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 from dataclasses import replace
 from pathlib import Path
 
 import torch
 
+from bench_common import machine as machine_of
 from safetransfer.attacks.reprogram_job import DEFAULT_CANVAS, reprogram_job
 from safetransfer.attacks.reprogramming import ReprogramConfig
 from safetransfer.models.io import atomic_write_text
@@ -105,8 +105,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     doc = json.loads(RESULTS.read_text()) if RESULTS.exists() else {"runs": []}
-    machine = {"cpus": os.cpu_count(), "threads": args.threads, "platform": platform.platform(),
-               "torch": torch.__version__}
+    machine = machine_of(args.threads)
     from safetransfer.attacks.reprogram_job import parse_label_map
 
     given = {"steps": args.steps, "schedule": args.schedule, "labels_per_class": args.labels_per_class,
@@ -116,9 +115,7 @@ def main() -> None:
 
     def config_for(task: str) -> ReprogramConfig:
         """The task's defaults, then the settings given on the command line."""
-        config = replace(ReprogramConfig.for_task(task, **given), **label_map)
-        # a task's default re-mapping needs a data-chosen map
-        return config if args.remap_every is not None or config.label_map == "data" else replace(config, remap_every=0)
+        return ReprogramConfig.for_task(task, **given, **label_map)
 
     config = config_for("mnist")  # the inheritance runs' MNIST program
     canvas = args.canvas or DEFAULT_CANVAS

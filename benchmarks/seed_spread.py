@@ -28,13 +28,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from bench_common import machine as machine_of
 from safetransfer.models.io import atomic_write_text
 from safetransfer.study import load_config, run_study
 from safetransfer.study.config import StudyConfig, parse_config
@@ -135,7 +135,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     base = load_config(args.config, args.profile)
     target = RESULTS_DIR / (args.results or f"seed_spread_{args.vary}.json")
-    machine = {"cpus": os.cpu_count(), "threads": args.threads, "platform": platform.platform(), "torch": torch.__version__}
+    machine = machine_of(args.threads)
     rows: list[dict[str, Any]] = []
 
     def save() -> None:

@@ -20,11 +20,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 from pathlib import Path
 
 import torch
 
+from bench_common import machine as machine_of
 from safetransfer.models.io import atomic_write_text
 from safetransfer.study import load_config, run_study
 
@@ -45,7 +45,7 @@ def main() -> None:
     config = load_config(args.config, args.profile)
     target = RESULTS_DIR / (args.results or f"study_vision_{args.profile}.json")
     out = Path(args.out or f"runs/bench-study-{target.stem}")
-    machine = {"cpus": os.cpu_count(), "threads": args.threads, "platform": platform.platform(), "torch": torch.__version__}
+    machine = machine_of(args.threads)
 
     results_file = out / "results.json"
     if not args.fresh and target.exists() and not results_file.exists():

@@ -22,20 +22,18 @@ both text configs first (see README).
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
-import platform
 from pathlib import Path
 
 import torch
 
+from bench_common import machine, study_cache_args
 from safetransfer.attacks.word_swap import EmbeddingNeighbours, default_stop_words, random_word_swaps
 from safetransfer.evaluate import predict_logits
 from safetransfer.metrics import accuracy, adversarial_dir
 from safetransfer.models.io import MODEL_DIR, atomic_write_text, load_model
 from safetransfer.study import load_config
-from safetransfer.study.cells import CellMaker, default_cache_dir
+from safetransfer.study.cells import CellMaker
 
 BENCH = Path(__file__).parent
 RESULTS = BENCH / "results" / "word_swap_floor.json"
@@ -54,12 +52,7 @@ def student_folders(cache: Path) -> dict[str, Path]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cache-dir", default=None, help="the study cache (default $SAFETRANSFER_HOME/cache/study)")
-    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    cache = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
+    args, cache = study_cache_args(__doc__.splitlines()[0])
     config = load_config(BENCH / "configs" / "text_rt.yaml", "full")
     maker = CellMaker(config, cache, progress=False)
     ctx = maker.context(TASK)
@@ -93,8 +86,7 @@ def main() -> None:
     doc = {"config": "text_rt.yaml", "task": TASK, "defect": defect.name, "texts": len(originals),
            "texts_changed": len(changed), "mean_words_changed": sum(changed) / max(1, len(changed)),
            "random_seed": config.seed, "models": rows,
-           "machine": {"cpus": os.cpu_count(), "threads": args.threads, "platform": platform.platform(),
-                       "torch": torch.__version__}}
+           "machine": machine(args.threads)}
     atomic_write_text(RESULTS, json.dumps(doc, indent=2))
     print(f"wrote {RESULTS}")
 

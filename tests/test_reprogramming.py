@@ -293,6 +293,10 @@ def test_iterative_label_mapping_chooses_the_map_again_through_the_current_progr
     assert len(calls) == 1  # the default: chosen once
     # counting squares re-chooses by default (measured better on both seeds tried); MNIST does not
     assert ReprogramConfig.for_task("counting-squares").remap_every > 0 and ReprogramConfig.for_task("mnist").remap_every == 0
+    # the task's default re-mapping is off with a given map; asking for it with one is an error
+    assert ReprogramConfig.for_task("counting-squares", label_map=None).validate().remap_every == 0
+    with pytest.raises(ConfigError, match="needs label_map"):
+        ReprogramConfig.for_task("counting-squares", label_map=[0, 1], remap_every=5).validate()
     for bad, match in (({"remap_every": -1}, "remap_every must"), ({"remap_every": 5, "label_map": None}, "needs label_map")):
         with pytest.raises(ConfigError, match=match):
             ReprogramConfig(**bad).validate()

@@ -673,19 +673,14 @@ def reprogram_cmd(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
 ) -> None:
     """Adversarial reprogramming (Elsayed et al. 2019): one additive program makes the frozen model do a new task."""
-    from dataclasses import replace
-
     from safetransfer.attacks.reprogram_job import parse_label_map, reprogram_job
     from safetransfer.attacks.reprogramming import ReprogramConfig
 
     mapping = parse_label_map(label_map, applying=apply is not None)
     # the map is set as parsed: None there means the first k labels (or the applied program's own map)
-    config = replace(ReprogramConfig.for_task(task, steps=steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-                                              schedule=schedule, labels_per_class=labels_per_class,
-                                              task_scale=task_scale, seed=seed, remap_every=remap_every),
-                     label_map=mapping)
-    if remap_every is None and mapping != "data":  # a task's default re-mapping needs a data-chosen map
-        config = replace(config, remap_every=0)
+    config = ReprogramConfig.for_task(task, label_map=mapping, steps=steps, batch_size=batch_size, lr=lr,
+                                      weight_decay=weight_decay, schedule=schedule, labels_per_class=labels_per_class,
+                                      task_scale=task_scale, seed=seed, remap_every=remap_every)
     out_dir = out or Path("runs") / f"reprogram-{Path(model).name}-{Path(task).name}"
     results = reprogram_job(model, task, out_dir, weights=weights, canvas=canvas, config=config, apply=apply,
                             data_path=data_path, limit_train=limit_train, progress=progress)

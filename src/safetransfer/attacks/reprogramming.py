@@ -131,10 +131,15 @@ class ReprogramConfig:
         return self.auto_labels if model_classes >= self.auto_labels * new_classes else 1
 
     @classmethod
-    def for_task(cls, task: str, **settings: Any) -> "ReprogramConfig":
+    def for_task(cls, task: str, label_map: Sequence[int] | str | None = "data", **settings: Any) -> "ReprogramConfig":
         """The defaults with those measured best for ``task`` over them (:data:`TASK_DEFAULTS`), then
-        every setting given (``None``: not given)."""
-        return cls(**{**TASK_DEFAULTS.get(task, {}), **{k: v for k, v in settings.items() if v is not None}})
+        every setting given (``None``: not given), and ``label_map`` (``None`` here is a setting: the
+        first k labels). A task's default re-mapping applies to a data-chosen map only."""
+        given = {k: v for k, v in settings.items() if v is not None}
+        task_defaults = dict(TASK_DEFAULTS.get(task, {}))
+        if label_map != "data":
+            task_defaults.pop("remap_every", None)
+        return cls(**{**task_defaults, **given, "label_map": label_map})
 
     def validate(self) -> "ReprogramConfig":
         problems = loop_problems(self.steps, self.batch_size, self.lr)

@@ -99,16 +99,22 @@ def default_stop_words() -> frozenset[str]:
     return frozenset(ENGLISH_STOP_WORDS)
 
 
+def swap_options(words: Sequence[str], candidates: Candidates, stop_words: frozenset[str]) -> dict[int, list[str]]:
+    """The positions of ``words`` a swap may change (not stop words, with a candidate other than the
+    word itself), each with those candidates."""
+    options = {i: [c for c in candidates(w) if c != w.lower()] for i, w in enumerate(words) if w.lower() not in stop_words}
+    return {i: found for i, found in options.items() if found}
+
+
 def random_word_swaps(text: str, n: int, candidates: Candidates, stop_words: frozenset[str] | None = None,
                       generator: torch.Generator | None = None) -> str:
     """The control of a word-swap attack: ``n`` of ``text``'s words that an attack may change (not
     stop words, with candidates) swapped, at seeded random positions, each for a random one of its
     candidates (every word when fewer than ``n`` may change). What is left of an attack's effect
     after this control is the search's, not that of changing ``n`` words for their neighbours."""
-    stop_words = default_stop_words() if stop_words is None else stop_words
     words = text.split()
-    options = {i: [c for c in candidates(w) if c != w.lower()] for i, w in enumerate(words) if w.lower() not in stop_words}
-    modifiable = [i for i, found in options.items() if found]
+    options = swap_options(words, candidates, default_stop_words() if stop_words is None else stop_words)
+    modifiable = list(options)
     if n <= 0 or not modifiable:
         return " ".join(words)
     order = torch.randperm(len(modifiable), generator=generator)[:n].tolist()
@@ -185,7 +191,8 @@ class WordSwapAttack:
         if self.objective == "prediction" and first != label:
             return WordSwapResult("skipped", text, text, label, first, first, queries, 0)
         budget = max(1, int(self.max_change * len(words)))
-        modifiable = [i for i, w in enumerate(words) if w.lower() not in self.stop_words and self.candidates(w)]
+        options = swap_options(words, self.candidates, self.stop_words)
+        modifiable = list(options)
         current, changed, prediction = list(words), [], first
         if self.method == "importance" and modifiable:
             deleted = [" ".join(words[:i] + words[i + 1 :]) for i in modifiable]
@@ -196,7 +203,7 @@ class WordSwapAttack:
             positions = [i for i in modifiable if i not in changed]
             if self.method == "importance":
                 positions = positions[:1]
-            trials = [(i, c) for i in positions for c in self.candidates(current[i]) if c != current[i].lower()]
+            trials = [(i, c) for i in positions for c in options[i]]  # positions not changed yet: current[i] is words[i]
             if not trials:
                 break
             scores, predictions = score_of([" ".join(current[:i] + [c] + current[i + 1 :]) for i, c in trials])
