@@ -63,7 +63,7 @@ RUNS = [
 
 # settings keyed since they became options: a run recorded before has the default
 LATER_KEYS = {"lr": ReprogramConfig.lr, "batch_size": ReprogramConfig.batch_size, "seed": ReprogramConfig.seed,
-              "remap_every": ReprogramConfig.remap_every}
+              "remap_every": ReprogramConfig.remap_every, "softmax_over": ReprogramConfig.softmax_over}
 
 
 def same_run(recorded: dict, run: dict) -> bool:
@@ -96,6 +96,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=None, help="batch size (default: ReprogramConfig's)")
     parser.add_argument("--remap-every", type=int, default=None,
                         help="choose the data label map again every N steps (default: ReprogramConfig's, 0: once)")
+    parser.add_argument("--softmax-over", default=None,
+                        help="the loss's softmax: all model labels or only the mapped ones (default: ReprogramConfig's, all)")
     parser.add_argument("--seed", type=int, default=None,
                         help="seed of the program's start, the batches and a generated task's images (default 0)")
     parser.add_argument("--inheritance", action="store_true",
@@ -110,7 +112,7 @@ def main() -> None:
 
     given = {"steps": args.steps, "schedule": args.schedule, "labels_per_class": args.labels_per_class,
              "task_scale": args.task_scale, "lr": args.lr, "batch_size": args.batch_size,
-             "seed": args.seed, "remap_every": args.remap_every}
+             "seed": args.seed, "remap_every": args.remap_every, "softmax_over": args.softmax_over}
     label_map = {} if args.label_map is None else {"label_map": parse_label_map(args.label_map)}
 
     def config_for(task: str) -> ReprogramConfig:
@@ -166,7 +168,8 @@ def run_folder(work: Path, model: str, weights: str, task: str, config, canvas: 
                    + ("" if config.lr == ReprogramConfig.lr else f"-lr{config.lr:g}")
                    + ("" if config.batch_size == ReprogramConfig.batch_size else f"-b{config.batch_size}")
                    + ("" if config.seed == ReprogramConfig.seed else f"-seed{config.seed}")
-                   + (f"-remap{config.remap_every}" if config.remap_every else ""))
+                   + (f"-remap{config.remap_every}" if config.remap_every else "")
+                   + ("" if config.softmax_over == ReprogramConfig.softmax_over else f"-softmax-{config.softmax_over}"))
 
 
 def inheritance(args: argparse.Namespace, config, doc: dict, machine: dict) -> None:

@@ -300,3 +300,32 @@ def test_iterative_label_mapping_chooses_the_map_again_through_the_current_progr
     for bad, match in (({"remap_every": -1}, "remap_every must"), ({"remap_every": 5, "label_map": None}, "needs label_map")):
         with pytest.raises(ConfigError, match=match):
             ReprogramConfig(**bad).validate()
+
+
+def test_readout_loss_over_all_labels_or_only_the_mapped_ones_by_hand() -> None:
+    """``softmax_over``: "all" is −log of the new label's summed probability among all model labels
+    (the paper); "mapped" the cross-entropy over the new labels' scores alone (what prediction ranks)."""
+    from safetransfer.attacks.reprogramming import readout_loss, readout_scores
+
+    logits = torch.tensor([[0.0, 1.0, 2.0, 3.0, -1.0], [2.0, 0.0, 0.0, 1.0, 4.0]])
+    label_map = torch.tensor([[1, 3], [0, 2]])  # new label 0 <- model labels 1 and 3; new label 1 <- 0 and 2
+    y = torch.tensor([0, 1])
+    e = logits.exp()
+    scores = torch.stack([(e[:, 1] + e[:, 3]).log(), (e[:, 0] + e[:, 2]).log()], dim=1)
+    assert torch.allclose(readout_scores(logits, label_map), scores)
+    p_all = torch.stack([(e[0, 1] + e[0, 3]) / e[0].sum(), (e[1, 0] + e[1, 2]) / e[1].sum()])
+    assert torch.allclose(readout_loss(logits, label_map, y, "all"), -p_all.log().mean())
+    mapped = e[:, [1, 3, 0, 2]].sum(1)  # model label 4 is in no group: out of the "mapped" softmax
+    p_mapped = torch.stack([(e[0, 1] + e[0, 3]) / mapped[0], (e[1, 0] + e[1, 2]) / mapped[1]])
+    assert torch.allclose(readout_loss(logits, label_map, y, "mapped"), -p_mapped.log().mean())
+    # an unmapped label's logit moves the paper's loss only
+    louder = logits.clone()
+    louder[:, 4] += 5.0
+    assert readout_loss(louder, label_map, y, "all") > readout_loss(logits, label_map, y, "all") + 1.0
+    assert torch.allclose(readout_loss(louder, label_map, y, "mapped"), readout_loss(logits, label_map, y, "mapped"))
+    net = tiny_frozen_model()
+    result = reprogram(net, *easy_task(), canvas=16, channels=3, model_classes=5,
+                       config=ReprogramConfig(steps=60, lr=0.1, softmax_over="mapped"), test=easy_task(seed=2))
+    assert result.test_accuracy > 0.8  # chance 0.5
+    with pytest.raises(ConfigError, match="softmax_over"):
+        ReprogramConfig(softmax_over="some").validate()

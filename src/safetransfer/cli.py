@@ -665,6 +665,7 @@ def reprogram_cmd(
     labels_per_class: Optional[int] = typer.Option(None, help="Model labels per new label, their probabilities summed (1: the paper's one-to-one map; default 3, for counting-squares 10, where the model has that many labels per new label, else 1)."),
     label_map: Optional[str] = typer.Option(None, help="'data' (chosen by the data before training, or, with --apply, for this model's own labels, e.g. a student's new head), 'first' (the first k labels, as the paper), or comma-separated model labels for new labels 0, 1, ... (default: 'data', or with --apply the program's own map)."),
     remap_every: Optional[int] = typer.Option(None, help="With the 'data' map: choose it again through the program learned so far every N steps (iterative label mapping, Chen et al. 2023; 0: once, before training; default 0, for counting-squares 250)."),
+    softmax_over: Optional[str] = typer.Option(None, help="The loss's softmax: 'all' the model's labels (the paper) or only the 'mapped' ones (a k-way cross-entropy on the new labels, as visual prompting does; default 'all')."),
     apply: Optional[Path] = typer.Option(None, help="Apply a saved program (its folder) instead of learning one."),
     seed: int = typer.Option(0, help="Seed of the split, the batches and the program's start."),
     data_path: Optional[Path] = typer.Option(None, help="Folder or file holding the named data set's files."),
@@ -680,7 +681,8 @@ def reprogram_cmd(
     # the map is set as parsed: None there means the first k labels (or the applied program's own map)
     config = ReprogramConfig.for_task(task, label_map=mapping, steps=steps, batch_size=batch_size, lr=lr,
                                       weight_decay=weight_decay, schedule=schedule, labels_per_class=labels_per_class,
-                                      task_scale=task_scale, seed=seed, remap_every=remap_every)
+                                      task_scale=task_scale, seed=seed, remap_every=remap_every,
+                                      softmax_over=softmax_over)
     out_dir = out or Path("runs") / f"reprogram-{Path(model).name}-{Path(task).name}"
     results = reprogram_job(model, task, out_dir, weights=weights, canvas=canvas, config=config, apply=apply,
                             data_path=data_path, limit_train=limit_train, progress=progress)

@@ -120,6 +120,10 @@ class ReprogramConfig:
     # before training; the iterative label mapping of Chen et al. 2023, "Understanding and Improving
     # Visual Prompting: A Label-Mapping Perspective"); the map at the end is the one tested and saved
     remap_every: int = 0
+    # the loss's softmax: "all" the model's labels (the paper), or only the "mapped" ones (a k-way
+    # cross-entropy on the new labels' scores, the readout prediction uses; as in visual prompting,
+    # Bahng et al. 2022, "Exploring Visual Prompts for Adapting Large-Scale Models")
+    softmax_over: str = "all"
     seed: int = 0
     eval_every: int = 250  # the learning curve: test accuracy on eval_samples test images every N steps (0: off)
     eval_samples: int = 1000
@@ -151,6 +155,8 @@ class ReprogramConfig:
             problems.append(f"remap_every must be >= 0 (got {self.remap_every})")
         if self.remap_every and self.label_map != "data":
             problems.append("remap_every needs label_map 'data' (a given map is never re-chosen)")
+        if self.softmax_over not in ("all", "mapped"):
+            problems.append(f"softmax_over must be 'all' or 'mapped' (got '{self.softmax_over}')")
         if self.task_scale < 1:
             problems.append(f"task_scale must be a whole number >= 1 (got {self.task_scale})")
         if self.labels_per_class is not None and self.labels_per_class < 1:
@@ -297,9 +303,7 @@ def reprogram(
         for step in steps:
             idx = next(batches)
             xb, yb = train_x[idx].to(device), train_y[idx].to(device)
-            logp = torch.log_softmax(model(program(xb)).float(), dim=1)
-            # −log of the summed probability of the new label's model labels (one label: −log p, the paper)
-            nll = -torch.logsumexp(logp.gather(1, _groups(label_map)[yb]), dim=1).mean()
+            nll = readout_loss(model(program(xb)).float(), label_map, yb, config.softmax_over)
             loss = nll + config.weight_decay * program.weight.pow(2).sum()
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -325,6 +329,24 @@ def reprogram(
     return ReprogramResult(program, label_map.cpu(), accuracy, history, round(time.perf_counter() - started, 2))
 
 
+def readout_scores(logits: torch.Tensor, label_map: torch.Tensor) -> torch.Tensor:
+    """Each new label's score ``[N, k]`` from the model's ``logits`` ``[N, model_classes]``: the
+    log of the summed exponentiated logits of its mapped model label(s) (its summed probability,
+    up to the softmax's shared normaliser)."""
+    return torch.logsumexp(logits[:, _groups(label_map).to(logits.device)], dim=2)
+
+
+def readout_loss(logits: torch.Tensor, label_map: torch.Tensor, y: torch.Tensor, softmax_over: str = "all") -> torch.Tensor:
+    """The mean negative log-likelihood of the new labels ``y``: ``"all"``, −log of the summed
+    probability of ``y``'s model labels under the softmax over all model labels (the paper);
+    ``"mapped"``, the cross-entropy of the :func:`readout_scores` (the softmax over the mapped
+    labels only, so the loss ranks the new labels exactly as prediction does)."""
+    scores = readout_scores(logits, label_map)
+    if softmax_over == "mapped":
+        return nn.functional.cross_entropy(scores, y)
+    return (torch.logsumexp(logits, dim=1) - scores.gather(1, y.view(-1, 1)).squeeze(1)).mean()
+
+
 @torch.no_grad()
 def reprogrammed_predictions(model: nn.Module, program: AdversarialProgram, label_map: torch.Tensor, x: torch.Tensor,
                              batch_size: int = 256) -> torch.Tensor:
@@ -335,7 +357,7 @@ def reprogrammed_predictions(model: nn.Module, program: AdversarialProgram, labe
     out = []
     for i in range(0, x.shape[0], batch_size):
         logits = model(program(x[i : i + batch_size].to(device))).float()
-        out.append(torch.logsumexp(logits[:, _groups(label_map).to(device)], dim=2).argmax(1).cpu())
+        out.append(readout_scores(logits, label_map).argmax(1).cpu())
     model.train(was_training)
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
 
