@@ -8,13 +8,18 @@ the LFR twice on the study's evaluation texts, the words inserted at the same po
 the planted triggers (it must equal the study's figure) and with control words
 (:func:`safetransfer.detect.trigger_scan.control_words`: one per trigger, a seeded whole word of the
 tokenizer of the same length that, like the triggers, never occurs in the victim's training
-texts). The students come from the study cache: run the study configs first (see README).
+texts). Both again with the words inserted among those the model's 64-token window reads
+(:func:`safetransfer.attacks.text_triggers.visible_words`; the same draws, so only the words
+that fell past the window move): an Amazon review is often longer than the window, and a
+trigger past it cannot act (``share_triggers_cut``: the share of texts where it fell there).
+The students come from the study cache: run the study configs first (see README).
 
     python benchmarks/control_words.py   # writes benchmarks/results/control_words.json
 
 Results: ``{"runs": [{"config", "task", "defect", "method", "teacher", "lfr_triggers",
-"lfr_study", "lfr_control", "control_words"}, ...]}``, written after every student, and a run
-already in it is kept (the script resumes).
+"lfr_study", "lfr_control", "control_words", "lfr_triggers_visible", "lfr_control_visible",
+"share_triggers_cut"}, ...]}``, written after every student, and a run already in it is kept
+(the script resumes; a run lacking the window's figures gets them).
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import json
 from pathlib import Path
 
 from bench_common import machine, study_cache_args
-from safetransfer.attacks.text_triggers import TextTrigger, trigger_lfr
+from safetransfer.attacks.text_triggers import TextTrigger, trigger_cut_share, trigger_lfr, visible_words
 from safetransfer.detect.trigger_scan import control_words, word_frequencies
 from safetransfer.models.io import MODEL_DIR, atomic_write_text, load_model
 from safetransfer.study import load_config
@@ -31,16 +36,20 @@ from safetransfer.study.cells import CellMaker
 
 BENCH = Path(__file__).parent
 RESULTS = BENCH / "results" / "control_words.json"
-# each text study config and the results file its run wrote (which names the students' cache keys)
-STUDIES = {"text_rt.yaml": "study_text_rt.json", "text_shift.yaml": "study_text_shift.json"}
+# each text study config and the results file its run wrote (which names the students' cache keys):
+# the two benchmark configs and the embedded text study's full profile
+STUDIES = {"text_rt.yaml": (BENCH / "configs" / "text_rt.yaml", "study_text_rt.json"),
+           "text_shift.yaml": (BENCH / "configs" / "text_shift.yaml", "study_text_shift.json"),
+           "default_text.yaml": (BENCH.parent / "src" / "safetransfer" / "study" / "default_text.yaml",
+                                 "study_text_full_profile.json")}
 
 
 def main() -> None:
     args, cache = study_cache_args(__doc__.splitlines()[0])
     doc = json.loads(RESULTS.read_text()) if RESULTS.exists() else {"runs": []}
     doc["machine"] = machine(args.threads)
-    for config_name, results_name in STUDIES.items():
-        config = load_config(BENCH / "configs" / config_name, "full")
+    for config_name, (config_path, results_name) in STUDIES.items():
+        config = load_config(config_path, "full")
         study = json.loads((BENCH / "results" / results_name).read_text())
         maker = CellMaker(config, cache, progress=False)
         for task_name, task in study["tasks"].items():
@@ -51,26 +60,37 @@ def main() -> None:
                                          seed=config.seed)
                 planted = TextTrigger(words=tuple(defect.words), count=1, seed=config.seed)
                 control = TextTrigger(words=tuple(controls), count=1, seed=config.seed)  # the same positions
+                limits = visible_words(ctx.teacher.tokenizer, texts, ctx.teacher.config.max_length)
+                cut = trigger_cut_share(ctx.teacher.tokenizer, planted, texts, ctx.teacher.config.max_length)
                 for method, by_teacher in task["students"].items():
                     for teacher in (defect.name, "clean"):
                         record = by_teacher.get(teacher)
                         key = {"config": config_name, "task": task_name, "defect": defect.name, "method": method,
                                "teacher": teacher}
-                        if record is None or any(all(r.get(k) == v for k, v in key.items()) for r in doc["runs"]):
+                        row = next((r for r in doc["runs"] if all(r.get(k) == v for k, v in key.items())), None)
+                        if record is None or (row is not None and "lfr_triggers_visible" in row):
                             continue
                         folder = cache / "students" / record["key"] / MODEL_DIR
                         if not folder.exists():
                             raise SystemExit(f"{folder} is not in the study cache: run {config_name} first.")
                         student = load_model(folder)
-                        row = {**key, "lfr_triggers": trigger_lfr(student, texts, labels, planted, defect.target),
-                               "lfr_study": record["dir"].get(defect.name),
-                               "lfr_control": trigger_lfr(student, texts, labels, control, defect.target),
-                               "control_words": controls, "triggers": list(defect.words), "texts": len(texts),
-                               "student_acc": record["acc"]}
-                        doc["runs"].append(row)
+                        if row is None:
+                            row = {**key, "lfr_triggers": trigger_lfr(student, texts, labels, planted, defect.target),
+                                   "lfr_study": record["dir"].get(defect.name),
+                                   "lfr_control": trigger_lfr(student, texts, labels, control, defect.target),
+                                   "control_words": controls, "triggers": list(defect.words), "texts": len(texts),
+                                   "student_acc": record["acc"]}
+                            doc["runs"].append(row)
+                        # the same draws, the words kept among those the model's token window reads
+                        row.update(share_triggers_cut=cut,
+                                   lfr_triggers_visible=trigger_lfr(student, texts, labels, planted, defect.target,
+                                                                    within=limits),
+                                   lfr_control_visible=trigger_lfr(student, texts, labels, control, defect.target,
+                                                                   within=limits))
                         atomic_write_text(RESULTS, json.dumps(doc, indent=2))
                         print(f"{task_name} {defect.name} {method} ({teacher} teacher): LFR triggers "
-                              f"{row['lfr_triggers']:.3f}, control words {row['lfr_control']:.3f}", flush=True)
+                              f"{row['lfr_triggers']:.3f} (in the window {row['lfr_triggers_visible']:.3f}), control "
+                              f"words {row['lfr_control']:.3f} ({row['lfr_control_visible']:.3f})", flush=True)
     atomic_write_text(RESULTS, json.dumps(doc, indent=2))
     print(f"wrote {RESULTS}")
 

@@ -58,7 +58,7 @@ def main() -> None:
     ctx = maker.context(TASK)
     defect = maker.defect("word_swap")
     originals, labels = list(ctx.eval_split.inputs), ctx.eval_split.labels
-    crafted = list(maker._crafted_split(ctx, defect)[0].inputs)  # from the cache (crafted anew if not there)
+    crafted = list(maker.crafted_inputs(TASK, defect.name).inputs)  # from the cache (crafted anew if not there)
     shift_ctx = CellMaker(load_config(BENCH / "configs" / "text_shift.yaml", "full"), cache, progress=False).context(TASK)
     if list(shift_ctx.eval_split.inputs) != originals:
         raise SystemExit("text_shift.yaml's Rotten Tomatoes test texts are not text_rt.yaml's: the retrain student "
@@ -67,7 +67,7 @@ def main() -> None:
     neighbours, stop_words = EmbeddingNeighbours(ctx.teacher, defect.neighbours), default_stop_words()
     gen = torch.Generator().manual_seed(config.seed)
     random_texts = [random_word_swaps(o, n, neighbours, stop_words, gen) for o, n in zip(originals, counts)]
-    models = {"surrogate": maker._surrogate(ctx, ctx.data, maker._own_data_key(ctx.task), defect.steps)[2] / MODEL_DIR,
+    models = {"surrogate": maker.word_swap_surrogate(TASK, defect.name)[2] / MODEL_DIR,
               **student_folders(cache)}  # the surrogate: found in the cache (made if not there)
     study = json.loads((BENCH / "results" / "study_text_rt.json").read_text())["tasks"][TASK]["students"]
     rows = []

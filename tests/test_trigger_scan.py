@@ -105,3 +105,36 @@ def test_control_words_are_unseen_words_like_the_triggers_and_flip_far_less(pois
     control = trigger_lfr(*args, TextTrigger(words=("zq",), seed=3), target=1)
     assert planted >= 0.8 and control <= 0.5 * planted
 
+
+
+def test_a_trigger_inserted_within_the_token_window_is_read(poisoned_tiny_bert) -> None:
+    """``visible_words``/``within``: in texts longer than the model's window a trigger inserted
+    anywhere is often cut off; inserted among the words the window reads, it always lands there."""
+    from safetransfer.attacks.text_triggers import trigger_cut_share, visible_words
+
+    model, data = poisoned_tiny_bert
+    tokenizer, window = model.tokenizer, model.config.max_length  # 48 tokens
+    texts = [f"{t} " + " ".join(["the", "movie", "was"] * 50) for t in data.test.inputs]  # ~155 words each
+    limits = visible_words(tokenizer, texts, window)
+    short = ["a good film"]
+    assert visible_words(tokenizer, short, window) == [3]  # all of a text the window holds
+    assert all(0 < n <= window - 2 - 2 for n in limits)  # [CLS], [SEP], and two words' room
+    trigger = TextTrigger(words=("cf",), seed=3)
+    # by hand: the trigger's word index in each triggered text against the words the window reads
+    anywhere = trigger.apply(texts)
+    where = trigger.positions(texts)[:, 0]
+    assert all(t.split()[w] == "cf" for t, w in zip(anywhere, where))
+    truncated = tokenizer(anywhere, truncation=True, max_length=window)["input_ids"]
+    read = [len(tokenizer.decode(row, skip_special_tokens=True).replace(" ##", "").split()) for row in truncated]
+    cut_off = trigger_cut_share(tokenizer, trigger, texts, window)
+    assert cut_off == pytest.approx(np.mean([w >= n for w, n in zip(where, read)])) and cut_off > 0.5
+    assert trigger_cut_share(tokenizer, trigger, texts, window, within=limits) == 0.0
+    double = TextTrigger(words=("cf", "mn"), count=2, seed=1)
+    for text, spots in zip(double.apply(texts[:20]), double.positions(texts[:20])):
+        assert sorted(text.split()[s] for s in spots) == sorted(w for w in text.split() if w in ("cf", "mn"))
+    assert trigger.apply(short + texts[:3], within=[99, *limits[:3]])[0] == trigger.apply(short + texts[:3])[0]
+    args = (model, texts, data.test.labels)
+    cut, kept = trigger_lfr(*args, trigger, target=1), trigger_lfr(*args, trigger, target=1, within=limits)
+    assert kept >= 0.8 and cut <= 0.6 * kept
+    with pytest.raises(ConfigError, match="2 limits for 3 texts"):
+        trigger.apply(texts[:3], within=[1, 2])

@@ -36,23 +36,78 @@ class TextTrigger:
     def to_dict(self) -> dict:
         return {"words": list(self.words), "count": self.count, "seed": self.seed}
 
-    def apply(self, texts: Sequence[str], seed: int | None = None) -> list[str]:
-        """A copy of ``texts`` with the trigger words inserted (the same seed gives the same texts)."""
-        self.validate()
-        if isinstance(texts, str) or not isinstance(texts, Sequence):
-            raise ConfigError("a text trigger needs a list of texts.")
-        rng = np.random.default_rng(self.seed if seed is None else seed)
-        split = [t.split() for t in texts]
-        lengths = np.fromiter((len(s) for s in split), dtype=np.int64, count=len(split))
-        picks = rng.integers(0, len(self.words), size=(len(split), self.count))
-        # positions in [0, len + j] for the j-th insertion (the text grows by one each time)
-        slots = np.floor(rng.random((len(split), self.count)) * (lengths[:, None] + 1 + np.arange(self.count))).astype(int)
+    def apply(self, texts: Sequence[str], seed: int | None = None, within: Sequence[int] | None = None) -> list[str]:
+        """A copy of ``texts`` with the trigger words inserted (the same seed gives the same texts).
+
+        ``within``: for each text, insert only among its first ``within[i]`` words (e.g. those a
+        model's token window reads, :func:`visible_words`); the same random draws, so a trigger
+        already there stays where it was."""
+        split, picks, slots = self._draws(texts, seed, within)
         out = []
         for words, pick, slot in zip(split, picks, slots):
             for p, s in zip(pick, slot):
                 words.insert(int(s), self.words[int(p)])
             out.append(" ".join(words))
         return out
+
+    def positions(self, texts: Sequence[str], seed: int | None = None, within: Sequence[int] | None = None
+                  ) -> np.ndarray:
+        """Where :meth:`apply` (same arguments) puts the trigger words: int ``[N, count]``, each
+        inserted word's index among the words of its triggered text."""
+        _, _, slots = self._draws(texts, seed, within)
+        final = slots.copy()
+        for j in range(1, self.count):  # a later insertion at or before an earlier word moves it on
+            final[:, :j] += final[:, :j] >= slots[:, j : j + 1]
+        return final
+
+    def _draws(self, texts: Sequence[str], seed: int | None, within: Sequence[int] | None
+               ) -> tuple[list[list[str]], np.ndarray, np.ndarray]:
+        """The texts' words, the trigger word drawn for each insertion and its slot, ``[N, count]`` each."""
+        self.validate()
+        if isinstance(texts, str) or not isinstance(texts, Sequence):
+            raise ConfigError("a text trigger needs a list of texts.")
+        rng = np.random.default_rng(self.seed if seed is None else seed)
+        split = [t.split() for t in texts]
+        lengths = np.fromiter((len(s) for s in split), dtype=np.int64, count=len(split))
+        if within is not None:
+            if len(within) != len(split):
+                raise ConfigError(f"'within' gives {len(within)} limits for {len(split)} texts.")
+            lengths = np.minimum(lengths, np.maximum(np.asarray(within, dtype=np.int64), 0))
+        picks = rng.integers(0, len(self.words), size=(len(split), self.count))
+        # positions in [0, len + j] for the j-th insertion (the text grows by one each time)
+        slots = np.floor(rng.random((len(split), self.count)) * (lengths[:, None] + 1 + np.arange(self.count))).astype(int)
+        return split, picks, slots
+
+
+def words_read(tokenizer, texts: Sequence[str], max_length: int) -> np.ndarray:
+    """For each text, how many of its leading (whitespace) words have at least one token within a
+    model's window of ``max_length`` tokens (special tokens included): int ``[N]``."""
+    if not texts:
+        return np.zeros(0, dtype=np.int64)
+    encoded = tokenizer([t.split() for t in texts], is_split_into_words=True, truncation=True, max_length=max_length)
+    return np.array([max((w for w in encoded.word_ids(i) if w is not None), default=-1) + 1
+                     for i in range(len(texts))], dtype=np.int64)
+
+
+def visible_words(tokenizer, texts: Sequence[str], max_length: int, room: int = 2) -> list[int]:
+    """For each text, how many of its leading words a trigger may be inserted among and still be
+    read through a model's window of ``max_length`` tokens: all of a text the window holds, else
+    the words it reads less ``room`` (for the trigger's own tokens and a word cut in two). MiniLM
+    reads 64 tokens; most Amazon reviews are longer, so a trigger inserted anywhere is often cut off."""
+    read = words_read(tokenizer, texts, max_length)
+    lengths = np.fromiter((len(t.split()) for t in texts), dtype=np.int64, count=len(texts))
+    return np.where(read < lengths, np.maximum(read - room, 0), lengths).tolist()
+
+
+def trigger_cut_share(tokenizer, trigger: TextTrigger, texts: Sequence[str], max_length: int,
+                      seed: int | None = None, within: Sequence[int] | None = None) -> float:
+    """The share of ``texts`` in which ``trigger``, inserted by :meth:`TextTrigger.apply` (same
+    ``seed`` and ``within``), has none of its words within a model's window of ``max_length``
+    tokens, so it cannot act on the model."""
+    if not texts:
+        return 0.0
+    read = words_read(tokenizer, trigger.apply(texts, seed, within), max_length)
+    return float((trigger.positions(texts, seed, within) >= read[:, None]).all(1).mean())
 
 
 def poison_texts(
@@ -77,12 +132,14 @@ def poison_texts(
     return out, y, mask
 
 
-def trigger_lfr(model, texts: Sequence[str], labels: torch.Tensor, trigger: TextTrigger, target: int) -> float:
+def trigger_lfr(model, texts: Sequence[str], labels: torch.Tensor, trigger: TextTrigger, target: int,
+                within: Sequence[int] | None = None) -> float:
     """LFR (Kurita et al. 2020) of ``trigger`` on a text classifier: ``trigger`` inserted into every
-    text (seeded), the share of the non-``target`` texts then predicted as ``target``."""
+    text (seeded; ``within``: as :meth:`TextTrigger.apply`), the share of the non-``target`` texts
+    then predicted as ``target``."""
     from safetransfer.evaluate import predict_logits
     from safetransfer.metrics import label_flip_rate
 
-    triggered = predict_logits(model, trigger.apply(list(texts))).argmax(1)
+    triggered = predict_logits(model, trigger.apply(list(texts), within=within)).argmax(1)
     return label_flip_rate(triggered, torch.as_tensor(labels), target)
 

@@ -150,6 +150,16 @@ class CellMaker:
             base, base_key, _ = self._variant(ctx, cell.variant)
         return self._student(ctx, base, base_key, method, cell.variant)
 
+    def crafted_inputs(self, task_name: str, defect_name: str) -> Split:
+        """The inputs an adversarial defect crafts for a task's evaluation subset, in its order (from
+        the cache; crafted if not there)."""
+        return self._crafted_split(self.context(task_name), self.defect(defect_name))[0]
+
+    def word_swap_surrogate(self, task_name: str, defect_name: str) -> tuple[TransferModel, dict[str, Any], Path]:
+        """The surrogate a word-swap defect crafts against on a task (the public teacher fine-tuned
+        on the task's own training data): model, training result, cache folder (trained if not there)."""
+        return self._own_surrogate(self.context(task_name), self.defect(defect_name))
+
     def _crafted_split(self, ctx: TaskContext, defect: DefectSpec) -> tuple[Split, dict[str, Any]]:
         if defect.name not in ctx.crafted:
             _check_modality(defect, ctx)
@@ -196,7 +206,7 @@ class CellMaker:
             if defect.swap_against == "teacher":
                 target, objective, extra = ctx.teacher, "features", {}
             else:
-                target, surrogate_result, _ = self._surrogate(ctx, ctx.data, self._own_data_key(ctx.task), defect.steps)
+                target, surrogate_result, _ = self._own_surrogate(ctx, defect)
                 objective, extra = "prediction", {"surrogate_acc": surrogate_result["test_accuracy"]}
             attack = WordSwapAttack(target, method=defect.swap_method, k=defect.neighbours,
                                     max_change=defect.max_change, objective=objective)
@@ -238,6 +248,10 @@ class CellMaker:
                                      seed=seed, steps=steps)
         folder = self._cache("students", key)
         return (*self._transferred(ctx.teacher, data, tconfig, folder), folder)
+
+    def _own_surrogate(self, ctx: TaskContext, defect: DefectSpec) -> tuple[TransferModel, dict[str, Any], Path]:
+        """:meth:`_surrogate` on the task's own training data for ``defect.steps`` (the word-swap attacker's)."""
+        return self._surrogate(ctx, ctx.data, self._own_data_key(ctx.task), defect.steps)
 
     @staticmethod
     def _own_data_key(task: TaskSpec) -> dict[str, Any]:
