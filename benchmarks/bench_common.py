@@ -10,9 +10,11 @@ from pathlib import Path
 import torch
 
 
-def machine(threads: int) -> dict:
-    """The machine a benchmark ran on, written beside its figures."""
-    return {"cpus": os.cpu_count(), "threads": threads, "platform": platform.platform(), "torch": torch.__version__}
+def machine(threads: int, **extra: str) -> dict:
+    """The machine a benchmark ran on, written beside its figures (``extra``: more facts, e.g. a
+    library's version)."""
+    return {"cpus": os.cpu_count(), "threads": threads, "platform": platform.platform(),
+            "python": platform.python_version(), "torch": torch.__version__, **extra}
 
 
 def study_cache_args(description: str) -> tuple[argparse.Namespace, Path]:

@@ -19,13 +19,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from bench_common import machine
 from safetransfer.attacks.data_poisoning import PlantSpec, poison_dataset
 from safetransfer.data.registry import load_data
 from safetransfer.detect.base import DetectionResult, score_detection
@@ -121,8 +121,7 @@ def main() -> None:
         "setting": {"data": args.data, "samples": int(len(labels)), "poisoned": int(truth.sum()), "rate": args.rate,
                     "target": args.target, "trigger": "BadNets 5-pixel watermark", "features": str(model_path),
                     "feature_dims": int(features.shape[1])},
-        "machine": {"cpus": os.cpu_count(), "threads": torch.get_num_threads(), "platform": platform.platform(),
-                    "torch": torch.__version__},
+        "machine": machine(torch.get_num_threads()),
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(RESULTS, json.dumps(doc, indent=2))

@@ -29,6 +29,7 @@ from typing import Callable
 
 import torch
 
+from bench_common import machine
 from safetransfer.models.io import atomic_write_text
 from safetransfer.models.zoo import create_model
 
@@ -101,8 +102,7 @@ def main() -> None:
               f"(x{row['train_speedup']}), attack step {row['input_grad_nchw_s']:.3f} s -> "
               f"{row['input_grad_channels_last_s']:.3f} s (x{row['input_grad_speedup']})")
     doc = {"model": "efficientnet-lite0", "rows": rows,
-           "machine": {"cpus": os.cpu_count(), "threads": args.threads, "platform": platform.platform(),
-                       "processor": platform.processor(), "torch": torch.__version__}}
+           "machine": machine(args.threads, processor=platform.processor())}
     atomic_write_text(RESULTS, json.dumps(doc, indent=2))
     print(f"wrote {RESULTS}")
 

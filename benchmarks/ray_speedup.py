@@ -20,13 +20,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import time
 from pathlib import Path
 
 import torch
 
+from bench_common import machine
 from safetransfer.models.io import atomic_write_text
 from safetransfer.study import parse_config, run_study
 
@@ -100,7 +100,7 @@ def main() -> None:
         "ray": "local Ray instance, workers of %d CPUs (and torch threads) each: the local run's count" % cpus,
         "table": table(local),
         "config": config.model_dump(mode="json"),
-        "machine": {"platform": platform.platform(), "torch": torch.__version__, "ray": ray.__version__},
+        "machine": machine(torch.get_num_threads(), ray=ray.__version__),
     }
     atomic_write_text(RESULTS, json.dumps(doc, indent=2))
     print(f"ratio ray/local {doc['ratio']:.3f}, same table: {doc['same_table']}; wrote {RESULTS}")

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -37,6 +36,8 @@ from typing import Any, Callable
 
 import torch
 from torch import nn
+
+from bench_common import machine
 
 RESULTS = Path(__file__).parent / "results" / "slicing.json"
 PARTS = ("synthetic-110m", "efficientnet-lite0", "minilm-l6")
@@ -256,8 +257,7 @@ def main() -> None:
         "profile_over_forward": max(ratios) if ratios else None,
         "targets": {"slice_seconds_110m": TARGET_SECONDS_110M, "memory_over_weights": TARGET_MEMORY_FACTOR,
                     "profile_over_forward": TARGET_PROFILE_RATIO},
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                    "python": platform.python_version(), "torch": torch.__version__},
+        "machine": machine(torch.get_num_threads()),
         "load_average_at_end": list(os.getloadavg()),
     }
     if ratios:

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import time
 from pathlib import Path
 
 import torch
+
+from bench_common import machine
 
 from safetransfer.jobs import train_job
 from safetransfer.models.io import atomic_write_text
@@ -62,8 +62,7 @@ def main() -> None:
         }
         done[key] = row
         doc = {
-            "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
-                        "torch": torch.__version__, "platform": platform.platform()},
+            "machine": machine(torch.get_num_threads()),
             "runs": list(done.values()),
         }
         atomic_write_text(RESULTS, json.dumps(doc, indent=2))

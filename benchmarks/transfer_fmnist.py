@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 from pathlib import Path
 
 import torch
+
+from bench_common import machine
 
 from safetransfer.data import load_data
 from safetransfer.models import create_model
@@ -50,7 +50,7 @@ def main() -> None:
         doc = full_doc
     doc["setup"] = {"teacher": "efficientnet-lite0 (ImageNet)", "data": "fashion-mnist", "image_size": 32,
                     "train": len(data.train), "test": len(data.test), "ratio": args.ratio, "seed": args.seed,
-                    "machine": {"cpus": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version()}}
+                    "machine": machine(torch.get_num_threads())}
     for method in args.methods:
         key = method if args.protocol == "shared" else f"{method}[{args.protocol}]"
         if args.protocol == "scratch" and method not in SCRATCH_METHODS:
