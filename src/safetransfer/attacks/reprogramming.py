@@ -90,7 +90,8 @@ class AdversarialProgram(nn.Module):
 # (benchmarks/results/reprogram.json). Counting squares needs a richer readout than digits: each
 # count read from 10 ImageNet labels, not 3 (2,000 steps: 0.877 against 0.730; 3,000 steps: 0.874,
 # a plateau; lr 0.1: 0.798, 0.025: 0.783; a 96-px canvas: 0.817; seeds 1 and 2: 0.781 and 0.834, so
-# seeds spread it; remap_every 250: 0.888, 0.795, 0.829 for seeds 0-2, +1.1, +1.4, -0.5 points).
+# seeds spread it; remap_every 250: 0.888, 0.795, 0.829 for seeds 0-2, +1.1, +1.4, -0.5 points;
+# softmax_over "mapped" with it: 0.838 and 0.808 for seeds 0 and 1, -5.0 and +1.3, so not a default).
 TASK_DEFAULTS: dict[str, dict[str, Any]] = {"counting-squares": {"auto_labels": 10, "remap_every": 250}}
 
 
