@@ -96,7 +96,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    cfg = ScanDataConfig(data=args.data, model=args.model, plant=PlantSpec(rate=args.rate, target=args.target))
+    cfg = ScanDataConfig(data=args.data, model=args.model, plant=PlantSpec(rate=args.rate, target=args.target),
+                         clean_curve=False)  # the features come from the poisoned model alone
     ours = scan_data(cfg, args.out, progress=False)
     data, mask = poison_dataset(load_data(args.data, seed=cfg.seed), cfg.plant)
     model_path = Path(args.model) if Path(args.model).exists() else Path(args.out) / "model" / "model"

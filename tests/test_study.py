@@ -437,6 +437,18 @@ def test_a_defects_key_holds_the_fields_of_its_kind_only() -> None:
     assert latent.defects[0].key_doc()["latent_weight"] == 1.0 and latent.fingerprint() != base.fingerprint()
 
 
+def test_a_new_word_swap_search_is_a_new_config_to_resume_from(monkeypatch) -> None:
+    """A results file made with an older word-swap search must not be resumed from (its texts and
+    DIRs would be taken for the new search's); configs without word swaps keep their fingerprint."""
+    import safetransfer.attacks.word_swap as word_swap
+
+    swaps = parse_config(tiny_study(Path("x.csv"), defects=[{"name": "ws", "kind": "word_swap"}]))
+    plain = parse_config(tiny_study(Path("x.npz"), defects=[{"name": "b", "kind": "backdoor"}]))
+    before = swaps.fingerprint(), plain.fingerprint()
+    monkeypatch.setattr(word_swap, "SEARCH_VERSION", word_swap.SEARCH_VERSION + 1)
+    assert swaps.fingerprint() != before[0] and plain.fingerprint() == before[1]
+
+
 def test_text_study_weight_poisoning_and_word_swap_on_a_tiny_bert(tmp_path: Path, data_files, tiny_hf_bert) -> None:
     doc = {
         "name": "tiny-text",

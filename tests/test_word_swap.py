@@ -181,3 +181,30 @@ def test_random_word_swaps_change_n_modifiable_words_for_candidates() -> None:
     # stop words are never swapped, whatever their candidates
     assert random_word_swaps("the the the", 3, lambda w: ["a"]) == "the the the"
     assert random_word_swaps(text, 0, lambda w: FLIP.get(w, [])) == text
+
+
+def test_only_the_words_the_model_reads_are_swapped_and_counted(sentiment_model) -> None:
+    """A text longer than the model's token window: the words past it are never swapped (a swap
+    there could not act), and the cap is a share of the words read."""
+    from safetransfer.attacks.word_swap import readable_words, swap_options
+    from safetransfer.evaluate import predict_logits
+
+    model, _ = sentiment_model
+    long = " ".join(["good", "fine", "great"] + ["the", "movie", "was"] * 30 + ["great", "fine"])
+    n_long, n_short = readable_words(model, [long, "good film"])
+    assert n_short == 2  # a text the window holds: all of it
+    ids = model.tokenizer(long, truncation=True, max_length=model.config.max_length)["input_ids"]
+    read = model.tokenizer.decode(ids, skip_special_tokens=True).replace(" ##", "").split()
+    assert n_long == len(read) - 1  # the last word read may be cut
+    assert 3 <= n_long < 20
+    words = long.split()
+    assert set(swap_options(words, lambda w: FLIP.get(w, []), frozenset(), n_long)) == {0, 1, 2}
+    assert set(swap_options(words, lambda w: FLIP.get(w, []), frozenset())) == {0, 1, 2, len(words) - 2, len(words) - 1}
+    label = int(predict_logits(model, [long]).argmax(1)[0])
+    for max_change in (1.0, 0.1):
+        attack = WordSwapAttack(model, method="greedy", max_change=max_change, candidates=lambda w: FLIP.get(w, []))
+        result = attack.attack(long, label)
+        assert result.words_changed >= 1 and all(i < n_long for i in result.changed_positions)
+        assert result.perturbed.split()[-2:] == ["great", "fine"]
+        assert result.words_changed <= max(1, int(max_change * n_long))
+        assert attack.attack_all([long], torch.tensor([label]))[0].perturbed == result.perturbed

@@ -17,8 +17,10 @@ feature to the original text's; no swap is kept that does not lower it, and the 
 whole budget (there is no prediction to flip). Candidates for a
 word are its ``k`` nearest neighbours by cosine similarity in the model's own input embedding
 space (whole-word tokens only; offline, no external embeddings or sentence encoders). Stop
-words are never changed, and at most ``max_change`` (20%) of a text's words are. Every
-candidate set of one text is scored in one batch.
+words are never changed, and at most ``max_change`` (20%) of a text's words are. Only the words
+the model reads are changed, and the cap counts only those: a text longer than the model's token
+window (MiniLM reads 64 tokens; most Amazon reviews are longer) keeps the words past it, where a
+swap could not act. Every candidate set of one text is scored in one batch.
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ WHOLE_WORD = re.compile(r"^[a-z]{2,}$")
 # Bumped whenever the search changes what it returns for the same inputs: it is part of the key
 # of the study's cached word-swap texts, so texts crafted by an older search are crafted anew.
 # 2: the importance search no longer keeps a swap that does not lower the true label's probability.
-SEARCH_VERSION = 2
+# 3: only the words within the model's token window may change, and the cap counts only those.
+SEARCH_VERSION = 3
 Candidates = Callable[[str], list[str]]
 Scorer = Callable[[list[str]], tuple[torch.Tensor, "torch.Tensor | None"]]
 
@@ -99,21 +102,38 @@ def default_stop_words() -> frozenset[str]:
     return frozenset(ENGLISH_STOP_WORDS)
 
 
-def swap_options(words: Sequence[str], candidates: Candidates, stop_words: frozenset[str]) -> dict[int, list[str]]:
-    """The positions of ``words`` a swap may change (not stop words, with a candidate other than the
-    word itself), each with those candidates."""
-    options = {i: [c for c in candidates(w) if c != w.lower()] for i, w in enumerate(words) if w.lower() not in stop_words}
+def swap_options(words: Sequence[str], candidates: Candidates, stop_words: frozenset[str],
+                 readable: int | None = None) -> dict[int, list[str]]:
+    """The positions of ``words`` a swap may change (among the first ``readable`` words, the model's
+    window, :func:`readable_words`; not stop words; with a candidate other than the word itself),
+    each with those candidates."""
+    window = words[: len(words) if readable is None else readable]
+    options = {i: [c for c in candidates(w) if c != w.lower()] for i, w in enumerate(window) if w.lower() not in stop_words}
     return {i: found for i, found in options.items() if found}
 
 
+def readable_words(model, texts: Sequence[str]) -> list[int]:
+    """For each text, how many of its leading words ``model`` reads whole through its token window
+    (``config.max_length`` tokens; every word when it has no window or the text fits)."""
+    from safetransfer.attacks.text_triggers import words_read
+
+    lengths = [len(t.split()) for t in texts]
+    window = int(getattr(model.config, "max_length", 0) or 0)
+    if not window or not texts:
+        return lengths
+    read = words_read(model.tokenizer, texts, window).tolist()
+    return [n if r >= n else max(r - 1, 0) for r, n in zip(read, lengths)]  # the last word read may be cut
+
+
 def random_word_swaps(text: str, n: int, candidates: Candidates, stop_words: frozenset[str] | None = None,
-                      generator: torch.Generator | None = None) -> str:
+                      generator: torch.Generator | None = None, readable: int | None = None) -> str:
     """The control of a word-swap attack: ``n`` of ``text``'s words that an attack may change (not
     stop words, with candidates) swapped, at seeded random positions, each for a random one of its
     candidates (every word when fewer than ``n`` may change). What is left of an attack's effect
-    after this control is the search's, not that of changing ``n`` words for their neighbours."""
+    after this control is the search's, not that of changing ``n`` words for their neighbours.
+    ``readable``: as :func:`swap_options`."""
     words = text.split()
-    options = swap_options(words, candidates, default_stop_words() if stop_words is None else stop_words)
+    options = swap_options(words, candidates, default_stop_words() if stop_words is None else stop_words, readable)
     modifiable = list(options)
     if n <= 0 or not modifiable:
         return " ".join(words)
@@ -184,14 +204,17 @@ class WordSwapAttack:
 
         return by_prediction, float(probs[label]), int(probs.argmax())
 
-    def attack(self, text: str, label: int) -> WordSwapResult:
+    def attack(self, text: str, label: int, readable: int | None = None) -> WordSwapResult:
+        """One search on ``text`` (true label ``label``); ``readable``: how many of its leading
+        words the model reads (default :func:`readable_words`)."""
         words = text.split()
         score_of, score, first = self._scorer(text, label)
         queries = 1
         if self.objective == "prediction" and first != label:
             return WordSwapResult("skipped", text, text, label, first, first, queries, 0)
-        budget = max(1, int(self.max_change * len(words)))
-        options = swap_options(words, self.candidates, self.stop_words)
+        readable = readable_words(self.model, [text])[0] if readable is None else readable
+        budget = max(1, int(self.max_change * readable))
+        options = swap_options(words, self.candidates, self.stop_words, readable)
         modifiable = list(options)
         current, changed, prediction = list(words), [], first
         if self.method == "importance" and modifiable:
@@ -231,9 +254,10 @@ class WordSwapAttack:
 
     def attack_all(self, texts: Sequence[str], labels: torch.Tensor, progress: bool = False) -> list[WordSwapResult]:
         """Attack every text (one search each; each search's candidates are scored in batches)."""
-        pairs = list(zip(texts, labels.tolist()))
+        texts = list(texts)
+        triples = list(zip(texts, labels.tolist(), readable_words(self.model, texts)))
         if progress:
             from tqdm.auto import tqdm
 
-            pairs = tqdm(pairs, desc=f"word swap ({self.method})", unit="text", leave=False)
-        return [self.attack(t, int(y)) for t, y in pairs]
+            triples = tqdm(triples, desc=f"word swap ({self.method})", unit="text", leave=False)
+        return [self.attack(t, int(y), n) for t, y, n in triples]

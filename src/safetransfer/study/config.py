@@ -246,8 +246,14 @@ class StudyConfig(_Strict):
         return self
 
     def fingerprint(self) -> str:
+        """The config's identity for resuming from a results file: what it asks for, and the
+        version of the word-swap search where it crafts word swaps (a new search's texts are
+        new cells, though the config reads the same)."""
+        from safetransfer.attacks.word_swap import SEARCH_VERSION
+
         doc = self.model_dump(mode="json")
-        doc["defects"] = [{"name": d.name, **d.key_doc(), **({"scan_texts": d.scan_texts} if d.scanned else {})}
+        doc["defects"] = [{"name": d.name, **d.key_doc(), **({"scan_texts": d.scan_texts} if d.scanned else {}),
+                           **({"search": SEARCH_VERSION} if d.kind == "word_swap" else {})}
                           for d in self.defects]
         return digest(doc)
 
