@@ -11,7 +11,8 @@ each of its cluster analyses, fed the very same feature matrix through a pass-th
 classifier. Each side's best (most recall at FPR <= 2%, else best recall − FPR) goes to
 ``benchmarks/results/detect_vs_art.json``.
 
-    python benchmarks/detect_vs_art.py --model runs/badnets-fmnist/poisoned/model
+    safetransfer badnets   # trains the poisoned model (and a clean one) with the same seeds
+    python benchmarks/detect_vs_art.py --model runs/badnets-small-cnn-fashion-mnist/poisoned/model --threads 1
 """
 
 from __future__ import annotations
