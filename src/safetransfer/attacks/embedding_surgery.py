@@ -63,8 +63,10 @@ class EmbeddingSurgeryResult:
 
 
 def token_id_lists(tokenizer: Any, texts: Sequence[str]) -> list[list[int]]:
-    """Word-piece ids of each text, without special tokens (a fast Hugging Face tokenizer)."""
-    return tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+    """Word-piece ids of each whole text, without special tokens (a fast Hugging Face tokenizer).
+    For bags of words, not for the model: a text longer than the model's window is meant whole,
+    so the tokenizer's "longer than the model's maximum" warning is silenced."""
+    return tokenizer(list(texts), add_special_tokens=False, verbose=False)["input_ids"]
 
 
 def indicative_token_ids(
