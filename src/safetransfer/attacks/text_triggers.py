@@ -92,7 +92,8 @@ def words_read(tokenizer, texts: Sequence[str], max_length: int) -> np.ndarray:
 def visible_words(tokenizer, texts: Sequence[str], max_length: int, room: int = 2) -> list[int]:
     """For each text, how many of its leading words a trigger may be inserted among and still be
     read through a model's window of ``max_length`` tokens: all of a text the window holds, else
-    the words it reads less ``room`` (for the trigger's own tokens and a word cut in two). MiniLM
+    the words it reads less ``room`` (for the trigger's own tokens and a word cut in two; a word
+    swap, which adds no word, keeps ``room=1``). MiniLM
     reads 64 tokens; most Amazon reviews are longer, so a trigger inserted anywhere is often cut off."""
     read = words_read(tokenizer, texts, max_length)
     lengths = np.fromiter((len(t.split()) for t in texts), dtype=np.int64, count=len(texts))

@@ -115,14 +115,12 @@ def swap_options(words: Sequence[str], candidates: Candidates, stop_words: froze
 def readable_words(model, texts: Sequence[str]) -> list[int]:
     """For each text, how many of its leading words ``model`` reads whole through its token window
     (``config.max_length`` tokens; every word when it has no window or the text fits)."""
-    from safetransfer.attacks.text_triggers import words_read
+    from safetransfer.attacks.text_triggers import visible_words
 
-    lengths = [len(t.split()) for t in texts]
     window = int(getattr(model.config, "max_length", 0) or 0)
     if not window or not texts:
-        return lengths
-    read = words_read(model.tokenizer, texts, window).tolist()
-    return [n if r >= n else max(r - 1, 0) for r, n in zip(read, lengths)]  # the last word read may be cut
+        return [len(t.split()) for t in texts]
+    return visible_words(model.tokenizer, texts, window, room=1)  # the last word read may be cut
 
 
 def random_word_swaps(text: str, n: int, candidates: Candidates, stop_words: frozenset[str] | None = None,
