@@ -593,7 +593,7 @@ def word_swap_cmd(
     objective: str = typer.Option("prediction", help="prediction (flip the model's label; it must be fine-tuned for the task) or features (push its pooled sentence feature away from the original's: a public teacher without a head for the task)."),
     samples: int = typer.Option(200, help="Test texts to attack (a seeded subset)."),
     k: int = typer.Option(8, help="Candidate neighbours per word in the model's input embedding."),
-    max_change: float = typer.Option(0.2, help="The largest share of a text's words that may change."),
+    max_change: float = typer.Option(0.2, help="The largest share of the words the model reads (its token window) that may change; words past the window are never changed."),
     student: Optional[list[Path]] = typer.Option(None, "--student", help="Students to measure DIR on (repeatable)."),
     seed: int = typer.Option(0, help="Seed of the split and of the subset."),
     data_path: Optional[Path] = typer.Option(None, help="Folder or file holding the named data set's files."),
