@@ -116,7 +116,8 @@ class DefectSpec(_Strict):
       the planted words rank?).
     - ``word_swap`` (text): word-swap adversarial texts (``swap_method`` importance or greedy,
       ``neighbours`` candidates per word from the teacher's own input embeddings, ``max_change``
-      the share of words that may change), crafted against a surrogate the attacker fine-tunes
+      the share of the words within the model's token window that may change; words past it
+      never change), crafted against a surrogate the attacker fine-tunes
       from the public teacher on the task for ``steps`` steps (the teacher has no head for it);
       ``swap_against: teacher``: crafted on the public teacher alone, each swap pushing its pooled
       sentence feature away from the original's (the text analogue of the ``penultimate`` attack,
