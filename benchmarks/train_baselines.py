@@ -19,7 +19,6 @@ from pathlib import Path
 import torch
 
 from bench_common import machine
-
 from safetransfer.jobs import train_job
 from safetransfer.models.io import atomic_write_text
 

@@ -19,7 +19,6 @@ from pathlib import Path
 import torch
 
 from bench_common import machine
-
 from safetransfer.data import load_data
 from safetransfer.models import create_model
 from safetransfer.models.io import atomic_write_text

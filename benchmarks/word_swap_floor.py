@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from bench_common import machine, study_cache_args
-from safetransfer.attacks.word_swap import EmbeddingNeighbours, default_stop_words, random_word_swaps
+from safetransfer.attacks.word_swap import EmbeddingNeighbours, default_stop_words, random_word_swaps, readable_words
 from safetransfer.evaluate import predict_logits
 from safetransfer.metrics import accuracy, adversarial_dir
 from safetransfer.models.io import MODEL_DIR, atomic_write_text, load_model
@@ -66,7 +66,9 @@ def main() -> None:
     counts = [sum(a != b for a, b in zip(o.split(), c.split())) for o, c in zip(originals, crafted)]
     neighbours, stop_words = EmbeddingNeighbours(ctx.teacher, defect.neighbours), default_stop_words()
     gen = torch.Generator().manual_seed(config.seed)
-    random_texts = [random_word_swaps(o, n, neighbours, stop_words, gen) for o, n in zip(originals, counts)]
+    # the control may change the words the attack may: those MiniLM's window reads
+    random_texts = [random_word_swaps(o, n, neighbours, stop_words, gen, readable)
+                    for o, n, readable in zip(originals, counts, readable_words(ctx.teacher, originals))]
     models = {"surrogate": maker.word_swap_surrogate(TASK, defect.name)[2] / MODEL_DIR,
               **student_folders(cache)}  # the surrogate: found in the cache (made if not there)
     study = json.loads((BENCH / "results" / "study_text_rt.json").read_text())["tasks"][TASK]["students"]

@@ -176,9 +176,7 @@ class CellMaker:
         doc = {"kind": "crafted", "teacher": ctx.teacher_key, "task": ctx.task_key, "n": len(ctx.eval_split),
                "defect": defect.key_doc()}
         if defect.kind == "word_swap":
-            from safetransfer.attacks.word_swap import SEARCH_VERSION
-
-            doc.update(train=self.config.train, seed=self.config.seed, search=SEARCH_VERSION)
+            doc.update(train=self.config.train, seed=self.config.seed, **defect.search_doc)
         return digest(doc)
 
     def _variant(self, ctx: TaskContext, name: str) -> tuple[TransferModel, str, dict[str, Any]]:

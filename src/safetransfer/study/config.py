@@ -172,6 +172,16 @@ class DefectSpec(_Strict):
         return self.kind == "weight_poisoning" and self.scan_texts > 0
 
     @property
+    def search_doc(self) -> dict[str, int]:
+        """The version of the code that crafts this defect's inputs, where it has one (a word swap:
+        ``SEARCH_VERSION``), for the keys of what it crafts and the config fingerprint."""
+        if self.kind != "word_swap":
+            return {}
+        from safetransfer.attacks.word_swap import SEARCH_VERSION
+
+        return {"search": SEARCH_VERSION}
+
+    @property
     def attacker_training(self) -> tuple[float, str]:
         """The RIPPLe attacker's ``(lr, optimizer)``: the given ones, else the kind's defaults."""
         lr, optimizer = ATTACKER_TRAINING.get(self.kind, ATTACKER_TRAINING["ripple_vision"])
@@ -250,11 +260,9 @@ class StudyConfig(_Strict):
         """The config's identity for resuming from a results file: what it asks for, and the
         version of the word-swap search where it crafts word swaps (a new search's texts are
         new cells, though the config reads the same)."""
-        from safetransfer.attacks.word_swap import SEARCH_VERSION
-
         doc = self.model_dump(mode="json")
         doc["defects"] = [{"name": d.name, **d.key_doc(), **({"scan_texts": d.scan_texts} if d.scanned else {}),
-                           **({"search": SEARCH_VERSION} if d.kind == "word_swap" else {})}
+                           **d.search_doc}
                           for d in self.defects]
         return digest(doc)
 
