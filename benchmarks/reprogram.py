@@ -1,8 +1,9 @@
 """Adversarial reprogramming (Elsayed et al. 2018) on the real assets: the paper's comparisons.
 
 Runs :func:`safetransfer.attacks.reprogram_job.reprogram_job` with the defaults (80-px canvas,
-2,000 Adam steps, a data-chosen map of 3 labels per class; counting squares: 10 labels per class,
-``ReprogramConfig.for_task``; other settings by option) for
+2,000 Adam steps of 64, a data-chosen map of 3 labels per class; counting squares: 6,000 steps of
+16, 10 labels per class, the map chosen again every 250 steps, ``ReprogramConfig.for_task``; other
+settings by option) for
 EfficientNet-Lite0 with its ImageNet weights and with random weights (the paper's control) on
 MNIST and counting squares, and the same for a second architecture (the small CNN trained here on
 MNIST, reprogrammed for Fashion-MNIST and counting squares on a 48-px canvas), and writes

@@ -242,6 +242,18 @@ def test_label_map_chosen_by_the_data_is_the_best_assignment_by_hand() -> None:
     assert counting.per_class(10, 10) == 1  # a 10-label model (the small CNN): one label per count
     assert ReprogramConfig.for_task("counting-squares", steps=5, lr=None).steps == 5
     assert ReprogramConfig.for_task("mnist", steps=None) == ReprogramConfig()
+    # counting squares: more updates on smaller batches, no more images seen than by the defaults
+    assert counting.steps > ReprogramConfig.steps and counting.batch_size < ReprogramConfig.batch_size
+    assert counting.steps * counting.batch_size <= ReprogramConfig.steps * ReprogramConfig.batch_size
+    # the command passes only the settings given, so a task's measured defaults are not overridden
+    import inspect
+
+    from safetransfer.cli import reprogram_cmd
+
+    options = inspect.signature(reprogram_cmd).parameters
+    for name in ("steps", "batch_size", "lr", "weight_decay", "schedule", "task_scale", "labels_per_class",
+                 "remap_every", "softmax_over"):
+        assert options[name].default.default is None, name
     with pytest.raises(ConfigError, match="auto_labels"):
         ReprogramConfig(auto_labels=0).validate()
     six = nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 6))
