@@ -246,3 +246,14 @@ def test_error_train_image_model_on_text_data(data_files, tmp_path, capsys) -> N
              "--out", tmp_path / "o", "--no-progress"], capsys)
     assert_one_line_error(r, "Model 'tiny-cnn' takes image inputs but data set 'tiny_texts' is text")
     assert not (tmp_path / "o" / "model").exists()
+
+
+def test_usage_errors_name_the_option_without_a_traceback(capsys) -> None:
+    """A malformed number, an unknown option and a missing one end in click's usage message (exit 2),
+    whichever click typer brings (recent releases carry their own)."""
+    for argv, named in ((["reprogram", "--task", "mnist", "--lr", "abc"], "--lr"),
+                        (["reprogram", "--task", "mnist", "--no-such-option", "1"], "--no-such-option"),
+                        (["reprogram"], "--task")):
+        r = run(argv, capsys)
+        assert r.code == 2, (argv, r)
+        assert named in r.err and "Traceback" not in r.err + r.out, (argv, r.err)

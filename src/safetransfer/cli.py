@@ -876,12 +876,17 @@ def main(argv: list[str] | None = None) -> int:
     except SafetransferError as err:
         err_console.print(f"[red]error:[/red] {err}", highlight=False, soft_wrap=True)
         return 2
-    except click.exceptions.Exit as e:
+    except (click.exceptions.Exit, typer.Exit) as e:
         return e.exit_code
-    except click.ClickException as e:
-        e.show()
-        return e.exit_code
-    except click.exceptions.Abort:
+    # usage errors (an unknown option, a missing one, a malformed number): click's, or those of the
+    # click that recent typer releases carry inside themselves (typer.TyperException), shown in a line
+    except (click.ClickException, typer.TyperException) as e:
+        if hasattr(e, "show"):
+            e.show()
+        else:
+            err_console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+        return int(getattr(e, "exit_code", 2))
+    except (click.exceptions.Abort, typer.Abort):
         err_console.print("aborted")
         return 130
     except KeyboardInterrupt as err:
