@@ -869,6 +869,11 @@ def _print_eval(result, title: str) -> None:
     console.print(table)
 
 
+# usage errors (an unknown option, a missing one, a malformed number), each with click's usage
+# message: click's own, or those of the click that recent typer releases carry inside themselves
+USAGE_ERRORS = (click.ClickException, getattr(typer, "TyperException", click.ClickException))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI, turning project errors into one-line messages (exit 2)."""
     try:
@@ -878,14 +883,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except (click.exceptions.Exit, typer.Exit) as e:
         return e.exit_code
-    # usage errors (an unknown option, a missing one, a malformed number): click's, or those of the
-    # click that recent typer releases carry inside themselves (typer.TyperException), shown in a line
-    except (click.ClickException, typer.TyperException) as e:
-        if hasattr(e, "show"):
-            e.show()
-        else:
-            err_console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
-        return int(getattr(e, "exit_code", 2))
+    except USAGE_ERRORS as e:
+        e.show()
+        return e.exit_code
     except (click.exceptions.Abort, typer.Abort):
         err_console.print("aborted")
         return 130
