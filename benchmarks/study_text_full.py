@@ -11,6 +11,10 @@ acceptance bounds (computed here from the figures, never written by hand):
   Amazon -> Rotten Tomatoes and Rotten Tomatoes -> Amazon, and word swaps crafted on the public
   teacher's features alone; finetune, remos_tokens and retrain.
 - ``scan_triggers_rt.json``: Kurita et al.'s trigger scan of the full-knowledge finetune student.
+- ``study_text_swap_alpha.json`` and ``study_text_swap_alpha_long.json``
+  (``benchmarks/configs/text_word_swap_alpha*.yaml``): the word-swap DIR against ReMoS's α (0.1 to
+  0.5, and a student trained from scratch), with the study's 300 fine-tuning steps and with
+  MiniLM's default 700: the frontier behind the one bound not met.
 
     python benchmarks/study_text_full.py        # reads those three, writes study_text_full.json
 """
@@ -26,6 +30,7 @@ from safetransfer.models.io import atomic_write_text
 
 RESULTS = Path(__file__).parent / "results"
 FULL_KNOWLEDGE, SHIFT, SCAN = "study_text_rt.json", "study_text_shift.json", "scan_triggers_rt.json"
+FRONTIERS = {"300 steps": "study_text_swap_alpha.json", "700 steps": "study_text_swap_alpha_long.json"}
 BACKDOOR, WORD_SWAP, SHIFTED, SWAP_ON_TEACHER = "ripples_fdk", "word_swap", "ripples_shift", "word_swap_teacher"
 # the issue's bounds: LFR >= 90% within 2 points of the clean teacher's student; ReMoS cuts the DIR
 # by >= 40% at rACC >= 0.97; every planted trigger in the scan's top 5
@@ -67,6 +72,15 @@ def domain_shift(doc: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def word_swap_frontier(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each student's ACC, rACC, word-swap DIR and its cut relative to ``finetune``, by method."""
+    methods = doc["tasks"]["rotten-tomatoes"]["methods"]
+    base = methods["finetune"]["dir"][WORD_SWAP]
+    return [{"method": name, "ratio": (doc["protocol"][name].get("ratio") if name.startswith("remos") else None),
+             "acc": m["acc"], "racc": m["racc"], "dir": m["dir"][WORD_SWAP], "cut": 1.0 - m["dir"][WORD_SWAP] / base}
+            for name, m in methods.items()]
+
+
 def main() -> None:
     fdk = json.loads((RESULTS / FULL_KNOWLEDGE).read_text())
     shift = json.loads((RESULTS / SHIFT).read_text())
@@ -77,7 +91,13 @@ def main() -> None:
     methods = {name: {k: m[k] for k in ("acc", "dir", "racc", "rdir")} | {"acc_poisoned": m["acc_by_defect"][BACKDOOR]}
                for name, m in task["methods"].items()}
     backdoor_cut = best_cut(methods, lambda m: m["dir"][BACKDOOR])
-    swap_cut = best_cut(methods, lambda m: m["dir"][WORD_SWAP])
+    frontiers = {budget: json.loads((RESULTS / name).read_text()) for budget, name in FRONTIERS.items()
+                 if (RESULTS / name).exists()}
+    frontier = {budget: word_swap_frontier(doc) for budget, doc in frontiers.items()}
+    # every ReMoS student measured on the same word-swap texts competes for the bound
+    swap_cut = max(filter(None, [best_cut(methods, lambda m: m["dir"][WORD_SWAP]),
+                                 *(best_cut(doc["tasks"]["rotten-tomatoes"]["methods"], lambda m: m["dir"][WORD_SWAP])
+                                   for doc in frontiers.values())]), key=lambda r: r["cut"], default=None)
     on_teacher = swaps_on_teacher(shift)
     rt_on_teacher = on_teacher.get("rotten-tomatoes")
     teacher_swap_cut = best_cut(rt_on_teacher["methods"], lambda m: m["dir"]) if rt_on_teacher else None
@@ -85,12 +105,15 @@ def main() -> None:
     doc = {
         "config": {"full_knowledge": fdk["config"], "domain_shift": shift["config"],
                    "trigger_scan": scan["command"]},
-        "sources": {"full_knowledge": FULL_KNOWLEDGE, "domain_shift": SHIFT, "trigger_scan": SCAN},
+        "sources": {"full_knowledge": FULL_KNOWLEDGE, "domain_shift": SHIFT, "trigger_scan": SCAN,
+                    **{f"word_swap_frontier_{budget}": FRONTIERS[budget] for budget in frontiers}},
         "teacher": {"lfr": teacher["teacher_success"], "acc": teacher["teacher_acc"],
                     "lfr_means": teacher["teacher_success_means"], "word_swap": task["defects"][WORD_SWAP]},
         "methods": methods,
         "domain_shift": domain_shift(shift),
         "word_swap_on_teacher": on_teacher,
+        # the word-swap DIR against ReMoS's α and the students' fine-tuning budget
+        "word_swap_frontier": frontier,
         "trigger_scan": {"planted": planted, "top5": scan["top5"],
                          "ranks": {w: scan["planted"][w]["rank"] for w in planted}},
         "acceptance": {
@@ -100,6 +123,9 @@ def main() -> None:
             "best_lfr_cut": backdoor_cut,
             "remos_cuts_word_swap_dir_40_at_racc_097": swap_cut is not None and swap_cut["cut"] >= MIN_CUT,
             "best_word_swap_cut": swap_cut,
+            "largest_word_swap_cut_any_racc": max((r for rows in frontier.values() for r in rows
+                                                   if r["method"].startswith("remos")), key=lambda r: r["cut"],
+                                                  default=None),
             "remos_cuts_teacher_word_swap_dir_40_at_racc_097": teacher_swap_cut is not None
             and teacher_swap_cut["cut"] >= MIN_CUT,
             "best_teacher_word_swap_cut": teacher_swap_cut,
