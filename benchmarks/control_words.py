@@ -55,12 +55,12 @@ def main() -> None:
         for task_name, task in study["tasks"].items():
             ctx = maker.context(task_name)
             texts, labels = list(ctx.eval_split.inputs), ctx.eval_split.labels
+            limits = visible_words(ctx.teacher.tokenizer, texts, ctx.teacher.config.max_length)
             for defect in (d for d in config.defects if d.kind == "weight_poisoning"):
                 controls = control_words(ctx.teacher.tokenizer, defect.words, word_frequencies(ctx.data.train.inputs),
                                          seed=config.seed)
                 planted = TextTrigger(words=tuple(defect.words), count=1, seed=config.seed)
                 control = TextTrigger(words=tuple(controls), count=1, seed=config.seed)  # the same positions
-                limits = visible_words(ctx.teacher.tokenizer, texts, ctx.teacher.config.max_length)
                 cut = trigger_cut_share(ctx.teacher.tokenizer, planted, texts, ctx.teacher.config.max_length)
                 for method, by_teacher in task["students"].items():
                     for teacher in (defect.name, "clean"):

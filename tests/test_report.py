@@ -177,6 +177,15 @@ def test_write_report_is_self_contained_and_escaped(tmp_path) -> None:
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["report.html"]  # no temp files left
 
 
+def test_report_names_the_cells_compute_time_beside_a_cached_runs_wall_time(tmp_path) -> None:
+    r = make_results()
+    assert "Compute time of its cells" not in write_report(r, tmp_path / "plain").read_text()
+    r["elapsed_seconds"], r["cells_seconds"] = 26.5, 2384.1  # a re-run from the cache
+    page = write_report(r, tmp_path / "cached").read_text()
+    assert "Elapsed time of this run: 26.5 s." in page
+    assert "Compute time of its cells where they were made (this run or earlier ones): 39 min 44 s." in page
+
+
 def test_write_report_renders_partial_results(tmp_path) -> None:
     page = write_report(make_partial(), tmp_path).read_text()
     assert "Partial results" in page

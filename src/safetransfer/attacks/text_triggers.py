@@ -42,23 +42,27 @@ class TextTrigger:
         ``within``: for each text, insert only among its first ``within[i]`` words (e.g. those a
         model's token window reads, :func:`visible_words`); the same random draws, so a trigger
         already there stays where it was."""
+        return self.apply_with_positions(texts, seed, within)[0]
+
+    def positions(self, texts: Sequence[str], seed: int | None = None, within: Sequence[int] | None = None
+                  ) -> np.ndarray:
+        """Where :meth:`apply` (same arguments) puts the trigger words: int ``[N, count]``, each
+        inserted word's index among the words of its triggered text."""
+        return self.apply_with_positions(texts, seed, within)[1]
+
+    def apply_with_positions(self, texts: Sequence[str], seed: int | None = None, within: Sequence[int] | None = None
+                             ) -> tuple[list[str], np.ndarray]:
+        """:meth:`apply` and :meth:`positions` from one set of random draws."""
         split, picks, slots = self._draws(texts, seed, within)
         out = []
         for words, pick, slot in zip(split, picks, slots):
             for p, s in zip(pick, slot):
                 words.insert(int(s), self.words[int(p)])
             out.append(" ".join(words))
-        return out
-
-    def positions(self, texts: Sequence[str], seed: int | None = None, within: Sequence[int] | None = None
-                  ) -> np.ndarray:
-        """Where :meth:`apply` (same arguments) puts the trigger words: int ``[N, count]``, each
-        inserted word's index among the words of its triggered text."""
-        _, _, slots = self._draws(texts, seed, within)
         final = slots.copy()
         for j in range(1, self.count):  # a later insertion at or before an earlier word moves it on
             final[:, :j] += final[:, :j] >= slots[:, j : j + 1]
-        return final
+        return out, final
 
     def _draws(self, texts: Sequence[str], seed: int | None, within: Sequence[int] | None
                ) -> tuple[list[list[str]], np.ndarray, np.ndarray]:
@@ -107,8 +111,8 @@ def trigger_cut_share(tokenizer, trigger: TextTrigger, texts: Sequence[str], max
     tokens, so it cannot act on the model."""
     if not texts:
         return 0.0
-    read = words_read(tokenizer, trigger.apply(texts, seed, within), max_length)
-    return float((trigger.positions(texts, seed, within) >= read[:, None]).all(1).mean())
+    triggered, positions = trigger.apply_with_positions(texts, seed, within)
+    return float((positions >= words_read(tokenizer, triggered, max_length)[:, None]).all(1).mean())
 
 
 def poison_texts(

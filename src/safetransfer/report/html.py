@@ -90,6 +90,16 @@ def _duration(seconds: Any) -> str:
     return f"{m} min {s} s" if m else f"{seconds:.1f} s"
 
 
+def _timing(results: Mapping[str, Any]) -> str:
+    """This run's wall time and, where cells came from the cache or an earlier run, what they took
+    where they were made (``cells_seconds``): a re-run from the cache takes seconds."""
+    line = f"Elapsed time of this run: {_duration(results.get('elapsed_seconds'))}."
+    cells = results.get("cells_seconds")
+    if isinstance(cells, (int, float)) and not isinstance(cells, bool) and math.isfinite(cells) and cells > 0:
+        line += f" Compute time of its cells where they were made (this run or earlier ones): {_duration(cells)}."
+    return line
+
+
 def _dump(doc: Any) -> str:
     """YAML (block style, key order kept) where the document allows, else JSON."""
     try:
@@ -313,7 +323,7 @@ def render_report(results: dict, title: str | None = None, plot_dir: str | Path 
     if isinstance(results.get("versions"), Mapping):
         made_with = ", ".join(f"{k} {v}" for k, v in results["versions"].items())
         parts.append(f'<p class="meta">Made with {escape(made_with)}.</p>')
-    parts.append(f'<p class="meta">Elapsed time: {escape(_duration(results.get("elapsed_seconds")))}.</p>')
+    parts.append(f'<p class="meta">{escape(_timing(results))}</p>')
 
     return page(title, parts)
 
