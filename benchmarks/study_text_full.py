@@ -16,7 +16,7 @@ acceptance bounds (computed here from the figures, never written by hand):
   0.5, and a student trained from scratch), with the study's 300 fine-tuning steps and with
   MiniLM's default 700: the frontier behind the one bound not met.
 
-    python benchmarks/study_text_full.py        # reads those three, writes study_text_full.json
+    python benchmarks/study_text_full.py        # reads those files, writes study_text_full.json
 """
 
 from __future__ import annotations
