@@ -37,14 +37,18 @@ BACKDOOR, WORD_SWAP, SHIFTED, SWAP_ON_TEACHER = "ripples_fdk", "word_swap", "rip
 MIN_LFR, MAX_ACC_DROP, MIN_CUT, MIN_RACC = 0.90, 0.02, 0.40, 0.97
 
 
-def best_cut(methods: dict[str, Any], dir_of: Callable[[dict[str, Any]], float]) -> dict[str, Any] | None:
-    """The ReMoS variant (a method whose name starts with ``remos``) with the largest cut of the DIR
-    (``dir_of`` a method's figures) relative to ``finetune`` among those at rACC >= MIN_RACC; None
-    when none qualifies."""
+def cut_rows(methods: dict[str, Any], dir_of: Callable[[dict[str, Any]], float]) -> list[dict[str, Any]]:
+    """Every method's rACC, DIR (``dir_of`` a method's figures) and its cut relative to ``finetune``."""
     base = dir_of(methods["finetune"])
-    rows = [{"method": name, "racc": m["racc"], "dir": dir_of(m), "cut": 1.0 - dir_of(m) / base if base else 0.0}
-            for name, m in methods.items() if name.startswith("remos") and m["racc"] >= MIN_RACC]
-    return max(rows, key=lambda r: r["cut"], default=None)
+    return [{"method": name, "racc": m["racc"], "dir": dir_of(m), "cut": 1.0 - dir_of(m) / base if base else 0.0}
+            for name, m in methods.items()]
+
+
+def best_cut(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The ReMoS variant (a method whose name starts with ``remos``) among ``rows`` (:func:`cut_rows`)
+    with the largest cut at rACC >= MIN_RACC; None when none qualifies."""
+    return max((r for r in rows if r["method"].startswith("remos") and r["racc"] >= MIN_RACC),
+               key=lambda r: r["cut"], default=None)
 
 
 def swaps_on_teacher(doc: dict[str, Any]) -> dict[str, Any]:
@@ -72,13 +76,18 @@ def domain_shift(doc: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def swap_dir_of(method: dict[str, Any]) -> float:
+    """A method's word-swap DIR."""
+    return method["dir"][WORD_SWAP]
+
+
 def word_swap_frontier(doc: dict[str, Any]) -> list[dict[str, Any]]:
     """Each student's ACC, rACC, word-swap DIR and its cut relative to ``finetune``, by method."""
     methods = doc["tasks"]["rotten-tomatoes"]["methods"]
-    base = methods["finetune"]["dir"][WORD_SWAP]
-    return [{"method": name, "ratio": (doc["protocol"][name].get("ratio") if name.startswith("remos") else None),
-             "acc": m["acc"], "racc": m["racc"], "dir": m["dir"][WORD_SWAP], "cut": 1.0 - m["dir"][WORD_SWAP] / base}
-            for name, m in methods.items()]
+    return [{"method": row["method"],
+             "ratio": doc["protocol"][row["method"]].get("ratio") if row["method"].startswith("remos") else None,
+             "acc": methods[row["method"]]["acc"], **row}
+            for row in cut_rows(methods, swap_dir_of)]
 
 
 def main() -> None:
@@ -90,17 +99,16 @@ def main() -> None:
     finetune = task["methods"]["finetune"]
     methods = {name: {k: m[k] for k in ("acc", "dir", "racc", "rdir")} | {"acc_poisoned": m["acc_by_defect"][BACKDOOR]}
                for name, m in task["methods"].items()}
-    backdoor_cut = best_cut(methods, lambda m: m["dir"][BACKDOOR])
+    backdoor_cut = best_cut(cut_rows(methods, lambda m: m["dir"][BACKDOOR]))
     frontiers = {budget: json.loads((RESULTS / name).read_text()) for budget, name in FRONTIERS.items()
                  if (RESULTS / name).exists()}
     frontier = {budget: word_swap_frontier(doc) for budget, doc in frontiers.items()}
     # every ReMoS student measured on the same word-swap texts competes for the bound
-    swap_cut = max(filter(None, [best_cut(methods, lambda m: m["dir"][WORD_SWAP]),
-                                 *(best_cut(doc["tasks"]["rotten-tomatoes"]["methods"], lambda m: m["dir"][WORD_SWAP])
-                                   for doc in frontiers.values())]), key=lambda r: r["cut"], default=None)
+    swap_cut = best_cut([*cut_rows(methods, swap_dir_of), *(r for doc in frontiers.values() for r in
+                                                             cut_rows(doc["tasks"]["rotten-tomatoes"]["methods"], swap_dir_of))])
     on_teacher = swaps_on_teacher(shift)
     rt_on_teacher = on_teacher.get("rotten-tomatoes")
-    teacher_swap_cut = best_cut(rt_on_teacher["methods"], lambda m: m["dir"]) if rt_on_teacher else None
+    teacher_swap_cut = best_cut(cut_rows(rt_on_teacher["methods"], lambda m: m["dir"])) if rt_on_teacher else None
     planted = sorted(scan["planted"])
     doc = {
         "config": {"full_knowledge": fdk["config"], "domain_shift": shift["config"],

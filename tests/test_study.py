@@ -100,7 +100,7 @@ def test_malformed_yaml_missing_file_and_profile(tmp_path: Path) -> None:
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 COMMITTED_STUDIES = [  # (the config: a benchmark YAML or an embedded study, the results file it made)
-    *((p.name, re.search(r"--results (\S+\.json)", p.read_text()).group(1))
+    *((p.name, m.group(1) if (m := re.search(r"--results (\S+\.json)", p.read_text())) else None)
       for p in sorted((BENCHMARKS / "configs").glob("*.yaml"))),
     ("vision", "study_vision_full.json"), ("vision", "study_vision_quick.json"),
     ("text", "study_text_quick.json"), ("text", "study_text_full_profile.json"),
@@ -112,6 +112,7 @@ def test_committed_study_results_come_from_the_committed_config(config: str, res
     """Every study figure in benchmarks/results was made by the config in the repository as it is
     now (the fingerprint covers the settings and the word-swap search's version where it crafts swaps):
     an edited config or a new search version means those figures must be made again."""
+    assert results, f"benchmarks/configs/{config} names no '--results FILE.json' in its header comment"
     doc = json.loads((BENCHMARKS / "results" / results).read_text())
     path = BENCHMARKS / "configs" / config if config.endswith(".yaml") else config
     assert load_config(path, doc["profile"]).fingerprint() == doc["config_fingerprint"]

@@ -48,7 +48,7 @@ class TextTrigger:
                   ) -> np.ndarray:
         """Where :meth:`apply` (same arguments) puts the trigger words: int ``[N, count]``, each
         inserted word's index among the words of its triggered text."""
-        return self.apply_with_positions(texts, seed, within)[1]
+        return self._final_positions(self._draws(texts, seed, within)[2])
 
     def apply_with_positions(self, texts: Sequence[str], seed: int | None = None, within: Sequence[int] | None = None
                              ) -> tuple[list[str], np.ndarray]:
@@ -59,10 +59,14 @@ class TextTrigger:
             for p, s in zip(pick, slot):
                 words.insert(int(s), self.words[int(p)])
             out.append(" ".join(words))
+        return out, self._final_positions(slots)
+
+    def _final_positions(self, slots: np.ndarray) -> np.ndarray:
+        """Each inserted word's index in its triggered text, from the insertion slots ``[N, count]``."""
         final = slots.copy()
         for j in range(1, self.count):  # a later insertion at or before an earlier word moves it on
             final[:, :j] += final[:, :j] >= slots[:, j : j + 1]
-        return out, final
+        return final
 
     def _draws(self, texts: Sequence[str], seed: int | None, within: Sequence[int] | None
                ) -> tuple[list[list[str]], np.ndarray, np.ndarray]:

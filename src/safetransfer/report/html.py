@@ -11,7 +11,6 @@ import base64
 import datetime as _dt
 import json
 import logging
-import math
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from html import escape
@@ -27,6 +26,7 @@ from safetransfer.report.table import (
     UNITS_NOTE,
     defect_info,
     defect_names,
+    finite_number,
     format_value,
     lookup,
     mean_of,
@@ -80,7 +80,7 @@ footer { margin-top: 3rem; color: #888; font-size: .8rem; }
 
 # ---------------------------------------------------------------------- pieces
 def _duration(seconds: Any) -> str:
-    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not math.isfinite(seconds):
+    if finite_number(seconds) is None:
         return PENDING
     s = round(seconds)
     h, rest = divmod(s, 3600)
@@ -94,8 +94,8 @@ def _timing(results: Mapping[str, Any]) -> str:
     """This run's wall time and, where cells came from the cache or an earlier run, what they took
     where they were made (``cells_seconds``): a re-run from the cache takes seconds."""
     line = f"Elapsed time of this run: {_duration(results.get('elapsed_seconds'))}."
-    cells = results.get("cells_seconds")
-    if isinstance(cells, (int, float)) and not isinstance(cells, bool) and math.isfinite(cells) and cells > 0:
+    cells = finite_number(results.get("cells_seconds"))
+    if cells is not None and cells > 0:
         line += f" Compute time of its cells where they were made (this run or earlier ones): {_duration(cells)}."
     return line
 

@@ -139,7 +139,8 @@ def section(results: Mapping[str, Any], task: str | None = None) -> Mapping[str,
     return methods if isinstance(methods, Mapping) else {}
 
 
-def _finite(value: Any) -> float | None:
+def finite_number(value: Any) -> float | None:
+    """``value`` as a float when it is a finite int or float (not a bool), else None."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     return float(value) if math.isfinite(value) else None
@@ -147,7 +148,7 @@ def _finite(value: Any) -> float | None:
 
 def mean_of(values: Iterable[Any]) -> float | None:
     """The mean of the finite numbers among ``values`` (``None`` when there are none)."""
-    kept = [v for v in (_finite(x) for x in values) if v is not None]
+    kept = [v for v in (finite_number(x) for x in values) if v is not None]
     return sum(kept) / len(kept) if kept else None
 
 
@@ -184,14 +185,14 @@ def lookup(entry: Mapping[str, Any] | None, key: str, defect: str | None = None)
 def value_or_none(entry: Mapping[str, Any] | None, key: str, defect: str | None = None) -> float | None:
     """A finite figure of ``entry`` or ``None`` (absent, ``None`` or ``nan``)."""
     v = lookup(entry, key, defect)
-    return None if v is MISSING else _finite(v)
+    return None if v is MISSING else finite_number(v)
 
 
 def format_value(value: Any) -> str:
     """A fraction as percent with one decimal (``0.453`` -> ``45.3``); gaps as :data:`PENDING` / :data:`UNDEFINED`."""
     if value is MISSING:
         return PENDING
-    v = _finite(value)
+    v = finite_number(value)
     return UNDEFINED if v is None else f"{100.0 * v:.1f}"
 
 
