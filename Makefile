@@ -50,11 +50,18 @@ test-slow: assets
 	@$(BIN)/python -m pytest -q -m slow $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no slow tests: failing"; exit 1; fi; exit $$rc
 
-bench: assets
+MODELSCAN := .venv-modelscan/bin/modelscan
+
+$(MODELSCAN):
+	$(PYTHON) -m venv .venv-modelscan
+	.venv-modelscan/bin/python -m pip install -q --disable-pip-version-check modelscan==0.8.8
+
+bench: assets $(MODELSCAN)
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e ".[test,ray,bench]"
+	$(BIN)/python benchmarks/hostile_inputs.py --modelscan $(MODELSCAN)
 	$(BIN)/python benchmarks/train_baselines.py
 	$(BIN)/safetransfer badnets --data fashion-mnist --model small-cnn --out runs/badnets-fmnist --no-progress
 	$(BIN)/python benchmarks/detect_vs_art.py --model runs/badnets-fmnist/poisoned/model
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) .venv-modelscan runs .pytest_cache

@@ -1,13 +1,17 @@
 """The ``safetransfer`` command line: a thin layer over the Python API.
 
 Every command's errors that come from bad input (:class:`SafetransferError`) are printed as
-one line, ``error: ...``, with exit status 2; never a traceback.
+one line, ``error: ...``, with exit status 2; never a traceback. Any other exception that
+escapes a command (an ``OSError``, a ``RecursionError`` or ``MemoryError`` from a hostile
+file, a library's own error) is printed the same way, naming its kind and the file where it
+is known; ``safetransfer --debug COMMAND ...`` prints the traceback as well.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+import traceback
 from pathlib import Path
 from typing import Optional
 
@@ -30,6 +34,16 @@ app.add_typer(assets_app, name="assets")
 
 console = Console()
 err_console = Console(stderr=True)
+_debug = False  # set by --debug (the app's callback): tracebacks are printed with the error line
+
+
+@app.callback()
+def _options(
+    debug: bool = typer.Option(False, "--debug", help="On an error, print the full traceback too (for bug reports)."),
+) -> None:
+    """Security of transfer learning: plant, measure, cut and detect what a student inherits from its teacher."""
+    global _debug
+    _debug = debug
 
 
 def _limits(train_limit: int | None, test_limit: int | None) -> dict[str, int] | None:
@@ -169,6 +183,7 @@ def eval_cmd(
     from safetransfer.jobs import eval_job
     from safetransfer.models.io import atomic_write_text
 
+    _check_output(json_out, "--json file")
     result = eval_job(model, data, data_path=data_path, split=split, config_path=config, seed=seed,
                       limit=_limits(None, limit_test), progress=progress)
     _print_eval(result, f"{model} on {data} ({split})")
@@ -313,6 +328,7 @@ def fingerprint_cmd(
     """
     from safetransfer.supply import fingerprint
 
+    _check_output(out, "manifest (--out)")
     manifest = fingerprint(_weights_path(path), progress=progress)
     doc = manifest.to_dict()
     if out is None:
@@ -336,6 +352,7 @@ def verify_cmd(
     from safetransfer.models.io import atomic_write_text
     from safetransfer.supply import verify
 
+    _check_output(json_out, "--json file")
     report = verify(_weights_path(path), manifest, strict_files=strict_files, progress=progress)
     failed = report.failed_tensors + (report.failed_files if strict_files else [])
     if failed:
@@ -399,36 +416,46 @@ def diff_cmd(
 
 @app.command("scan")
 def scan_cmd(
-    path: Path = typer.Argument(..., help="A file or folder to scan (.pt, .pth, .bin, .ckpt, .pkl, .npy, zips ...)."),
-    strict: bool = typer.Option(False, "--strict", help="Count globals on neither list as dangerous."),
-    show_all: bool = typer.Option(False, "--all", help="List every global, the innocuous ones too."),
+    path: Path = typer.Argument(..., help="A file or folder to scan; every file is judged by its content, whatever its name."),
+    strict: bool = typer.Option(False, "--strict", help="Count suspicious imports (classes of model libraries: code you must trust) as dangerous."),
+    show_all: bool = typer.Option(False, "--all", help="List every import, the innocuous ones too."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the findings to this JSON file."),
 ) -> None:
-    """List the globals each pickle would import, flag the dangerous ones; never unpickles. Exit 1 if flagged."""
+    """Judge every pickle a file or folder holds, at the opcode level, never unpickling. Exit 1 if flagged.
+
+    Verdicts: dangerous (an import off the allow-list of weights files, or a construct the scanner
+    cannot follow), unreadable (could not be read to the end: never called clean), suspicious
+    (classes of known model libraries), clean, skipped (not a format that holds code).
+    """
     from safetransfer.models.io import atomic_write_text
     from safetransfer.supply import scan
 
+    _check_output(json_out, "--json file")
     report = scan(path, strict=strict)
     console.print(f"scan of {path} ({report.scanner}): {len(report.files)} file(s)", highlight=False)
-    colour = {"DANGEROUS": "red", "unreadable": "red", "suspicious": "yellow", "clean": "green", "skipped": "dim"}
+    colour = {"dangerous": "red", "unreadable": "red", "suspicious": "yellow", "clean": "green", "skipped": "dim"}
     for f in report.files:
         c = colour[f.verdict]
         console.print(f"[{c}]{f.verdict:10s}[/{c}] {f.path} ({f.kind})", highlight=False, soft_wrap=True)
         shown = f.globals if show_all else f.dangerous + f.suspicious
         for g in shown:
-            console.print(f"           imports {g.qualified} ({g.safety})", highlight=False, soft_wrap=True)
+            place = f" in {g.where}" if g.where and g.where != "the file" else ""
+            console.print(f"           imports {g.qualified} ({g.safety}){place}", highlight=False, soft_wrap=True)
+        for k in f.constructs:
+            console.print(f"           {k.opcode} at {k.where}: {k.detail} (dangerous)", highlight=False, soft_wrap=True)
         hidden = len(f.globals) - len(shown)
         if hidden:
-            console.print(f"           and {hidden} innocuous global(s) (--all lists them)", highlight=False)
-        if f.error:
-            console.print(f"           {f.error}", highlight=False, soft_wrap=True)
+            console.print(f"           and {hidden} innocuous import(s) (--all lists them)", highlight=False)
+        for e in f.errors:
+            console.print(f"           {e}", highlight=False, soft_wrap=True)
     if json_out:
         atomic_write_text(json_out, json.dumps(report.to_dict(), indent=1))
     if report.flagged:
-        console.print(f"[red]{len(report.infected)} file(s) import dangerous globals or could not be parsed; "
-                      f"do not load them with pickle.[/red]")
+        unreadable = sum(f.verdict == "unreadable" for f in report.files)
+        console.print(f"[red]{len(report.infected)} file(s) dangerous, {unreadable} unreadable (could not be parsed "
+                      f"to the end); do not load them with pickle or torch.load(weights_only=False).[/red]")
         raise typer.Exit(1)
-    console.print("no dangerous globals found")
+    console.print("no dangerous imports found")
 
 
 # ---- poisoned training data -----------------------------------------------------------------
@@ -763,6 +790,14 @@ def poison_weights_cmd(
     console.print(f"a victim: safetransfer transfer --method finetune --teacher {out} --data YOUR_DATA")
 
 
+def _check_output(path: Optional[Path], what: str) -> None:
+    """Refuse an output file that cannot be written (a folder, a path under a file) before any work."""
+    if path is not None:
+        from safetransfer.safe_paths import output_file
+
+        output_file(path, what)
+
+
 def _pretrained_folder(model: str) -> Path:
     """A Hugging Face model folder: the path itself, or a text zoo model's installed pretrained folder."""
     path = Path(model)
@@ -793,15 +828,18 @@ def _zoo_weights(name: str, text_only: bool = False) -> Path:
 
 
 def _read_results(path: Path) -> dict:
+    """A study's results.json (or its folder's): a regular file of at most MAX_DOCUMENT_BYTES."""
     from safetransfer.errors import DataError
+    from safetransfer.safe_paths import MAX_DOCUMENT_BYTES, read_text_bounded
 
     if path.is_dir():
         path = path / "results.json"
     if not path.exists():
         raise DataError(f"No study results at {path} (a results.json written by `safetransfer study`).")
+    text = read_text_bounded(path, "study results.json", MAX_DOCUMENT_BYTES, DataError)
     try:
-        doc = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        doc = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as err:
         raise DataError(f"{path} is not valid JSON ({err}).") from None
     if not isinstance(doc, dict) or "methods" not in doc or "config" not in doc:
         raise DataError(f"{path} is not a study's results (it needs 'config' and 'methods').")
@@ -822,6 +860,7 @@ def results_cmd(
     from safetransfer.report.export import result_rows, to_csv, to_json, to_markdown
     from safetransfer.report.table import format_table
 
+    _check_output(out, "--out file")
     doc = _read_results(results)
     one_task = task[0] if task and len(task) == 1 and task[0] != "all" else None
     if fmt == "table":
@@ -874,12 +913,48 @@ def _print_eval(result, title: str) -> None:
 USAGE_ERRORS = (click.ClickException, getattr(typer, "TyperException", click.ClickException))
 
 
+def describe_unexpected(err: BaseException) -> str:
+    """One line for an exception that is not a :class:`SafetransferError`: its kind, what went
+    wrong, and the file where the exception names one (``OSError.filename``)."""
+    filename, other = getattr(err, "filename", None), getattr(err, "filename2", None)
+    where = f"{filename} -> {other}: " if filename and other else f"{filename}: " if filename else ""
+    if isinstance(err, RecursionError):
+        what = "the input is nested too deeply to read (RecursionError); the file is malformed or hostile"
+    elif isinstance(err, MemoryError):
+        what = "out of memory (MemoryError): an input asks for more memory than this machine has"
+    elif isinstance(err, OSError):
+        what = f"{err.strerror or err} ({type(err).__name__})"
+    else:
+        text = " ".join(str(err).split())  # one line, whatever the library wrote
+        if len(text) > 300:
+            text = text[:300] + "..."
+        what = f"{type(err).__name__}: {text}" if text else type(err).__name__
+    return f"{where}{what}"
+
+
+def _print_error(message: str, err: BaseException, hint: bool = False) -> None:
+    """Print ``error: message`` on stderr as one line; with ``--debug``, the traceback first
+    (``hint``: otherwise say that ``--debug`` shows it)."""
+    if _debug:
+        traceback.print_exception(type(err), err, err.__traceback__, file=sys.stderr)
+    elif hint:
+        message += " (`safetransfer --debug COMMAND ...` shows the traceback)"
+    err_console.print(f"[red]error:[/red] {_escape(message)}", highlight=False, soft_wrap=True)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: run the CLI, turning project errors into one-line messages (exit 2)."""
+    """Entry point: run the CLI, turning every error into a one-line message (exit 2).
+
+    :class:`SafetransferError` messages are printed as they are; any other exception that
+    escapes a command becomes one line naming its kind (and its file where known). ``--debug``
+    adds the traceback. Usage errors keep click's message; an interrupt exits with 130.
+    """
+    global _debug
+    _debug = False
     try:
         code = app(args=argv, standalone_mode=False)  # click returns typer.Exit's code here
     except SafetransferError as err:
-        err_console.print(f"[red]error:[/red] {err}", highlight=False, soft_wrap=True)
+        _print_error(str(err), err)
         return 2
     except (click.exceptions.Exit, typer.Exit) as e:
         return e.exit_code
@@ -892,7 +967,17 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as err:
         err_console.print(f"interrupted: {err or 'stopped'}; run the same command again to resume.")
         return 130
+    except Exception as err:  # noqa: BLE001 - the one place every other error becomes a line
+        _print_error(describe_unexpected(err), err, hint=True)
+        return 2
     return code if isinstance(code, int) else 0
+
+
+def _escape(text: str) -> str:
+    """``text`` with rich's markup escaped (a file name like ``[x].pt`` stays as it is)."""
+    from rich.markup import escape
+
+    return escape(text)
 
 
 def entry() -> None:

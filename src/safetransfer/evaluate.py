@@ -67,22 +67,31 @@ class EvalResult:
         return asdict(self)
 
 
+# The most classes whose confusion matrix is built (K x K counts): ImageNet-1k's 1,000 fit; with
+# more classes the per-class figures are computed from K-sized counts and ``confusion`` is empty.
+MAX_CONFUSION_CLASSES = 1000
+
+
 def metrics_from_predictions(
     labels: torch.Tensor, predictions: torch.Tensor, class_names: list[str]
 ) -> EvalResult:
-    """Accuracy, precision and recall per class (0 where undefined), confusion matrix."""
+    """Accuracy, precision and recall per class (0 where undefined), confusion matrix (empty
+    beyond :data:`MAX_CONFUSION_CLASSES` classes; memory stays linear in the class count)."""
     k = len(class_names)
-    cm = confusion_matrix(labels, predictions, k).double()
-    tp = cm.diagonal()
-    precision = torch.where(cm.sum(0) > 0, tp / cm.sum(0).clamp_min(1), torch.zeros_like(tp))
-    recall = torch.where(cm.sum(1) > 0, tp / cm.sum(1).clamp_min(1), torch.zeros_like(tp))
+    labels, predictions = labels.long(), predictions.long()
+    hit = labels == predictions
+    tp = torch.bincount(labels[hit], minlength=k)[:k].double()
+    predicted = torch.bincount(predictions, minlength=k)[:k].double()
+    actual = torch.bincount(labels, minlength=k)[:k].double()
+    precision = torch.where(predicted > 0, tp / predicted.clamp_min(1), torch.zeros_like(tp))
+    recall = torch.where(actual > 0, tp / actual.clamp_min(1), torch.zeros_like(tp))
     n = int(labels.numel())
     return EvalResult(
         accuracy=float(tp.sum() / max(n, 1)),
         n=n,
         precision=[round(float(v), 6) for v in precision],
         recall=[round(float(v), 6) for v in recall],
-        confusion=cm.long().tolist(),
+        confusion=confusion_matrix(labels, predictions, k).tolist() if k <= MAX_CONFUSION_CLASSES else [],
         class_names=list(class_names),
     )
 

@@ -111,8 +111,9 @@ def train_job(
 
         if result.history:
             plot_training_curve(result.history, out / "training_curve.png", f"{model_name} on {dataset.name}")
-        plot_confusion(test.confusion, test.class_names, out / "confusion.png",
-                       f"{model_name} on {dataset.name}: test acc {test.accuracy:.3f}")
+        if test.confusion:  # empty beyond evaluate.MAX_CONFUSION_CLASSES classes
+            plot_confusion(test.confusion, test.class_names, out / "confusion.png",
+                           f"{model_name} on {dataset.name}: test acc {test.accuracy:.3f}")
     return TrainJobResult(out, model_dir, result, test, val_acc, config)
 
 

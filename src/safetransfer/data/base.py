@@ -13,6 +13,16 @@ from typing import Iterator, Literal, Sequence
 import torch
 
 from safetransfer.errors import DataError
+from safetransfer.validation import MAX_CLASSES
+
+# The most bytes one data file may expand to when decoded (an .npz's arrays, an IDX file after
+# gunzip): the loaders then turn pixels into float32, four times as much. Fashion-MNIST's
+# largest file is 47 MB; CIFAR-10 as uint8 is 184 MB.
+MAX_DATA_BYTES = 1 << 30
+# A compressed member bigger than this must not expand more than MAX_EXPANSION times: real
+# image arrays deflate 2 to 15 times; a hostile file of zeros, 1,000 times.
+EXPANSION_CHECKED_FROM = 16 << 20
+MAX_EXPANSION = 100
 
 Modality = Literal["image", "text"]
 Inputs = torch.Tensor | list[str]
@@ -102,6 +112,9 @@ class ClassificationData:
         """
         if self.num_classes < 2:
             raise DataError(f"Data set '{self.name}' has {self.num_classes} class(es); need at least 2.")
+        if self.num_classes > MAX_CLASSES:
+            raise DataError(f"Data set '{self.name}' has {self.num_classes:,} classes, more than the "
+                            f"{MAX_CLASSES:,} supported.")
         for split_name in ("train", "val", "test"):
             split: Split = getattr(self, split_name)
             where = f"data set '{self.name}', split '{split_name}'"
@@ -138,6 +151,33 @@ class ClassificationData:
         self.val.labels = self.val.labels.long()
         self.test.labels = self.test.labels.long()
         return self
+
+
+def index_class_names(top_label: int, where: str) -> list[str]:
+    """Class names ``"0"`` .. ``str(top_label)`` for integer labels whose largest is ``top_label``;
+    more than :data:`~safetransfer.validation.MAX_CLASSES` classes raise :class:`DataError` naming
+    ``where`` (before a list of a billion names is built)."""
+    if top_label + 1 > MAX_CLASSES:
+        raise DataError(f"{where}: a label of {top_label:,} means {top_label + 1:,} classes, more than the "
+                        f"{MAX_CLASSES:,} supported; labels must be class indices 0..K-1.")
+    return [str(k) for k in range(top_label + 1)]
+
+
+def expansion_limit(compressed: int) -> int:
+    """The most bytes ``compressed`` stored bytes may decode to (see :func:`check_expansion`)."""
+    return min(MAX_DATA_BYTES, max(EXPANSION_CHECKED_FROM, MAX_EXPANSION * compressed))
+
+
+def check_expansion(declared: int, compressed: int, where: str) -> None:
+    """Refuse (:class:`DataError` naming ``where``) data that would decode to ``declared`` bytes
+    from ``compressed`` stored bytes when that is more than :data:`MAX_DATA_BYTES`, or a larger
+    member that expands more than :data:`MAX_EXPANSION` times: before anything is allocated."""
+    if declared > MAX_DATA_BYTES:
+        raise DataError(f"{where} would take {declared:,} bytes in memory, more than the {MAX_DATA_BYTES:,} "
+                        f"a data file may have here; split the data or give a subset.")
+    if declared > expansion_limit(compressed):
+        raise DataError(f"{where} expands from {compressed:,} to {declared:,} bytes (more than "
+                        f"{MAX_EXPANSION}x): a compression bomb or a corrupt file, refused.")
 
 
 def seeded_split_indices(

@@ -10,16 +10,29 @@ split keep it and carve the validation split out of the training split.
 from __future__ import annotations
 
 import gzip
+import io
 import json
+import math
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from safetransfer import assets
-from safetransfer.data.base import ClassificationData, Split, train_val_from_train, train_val_test_from_pool
+from safetransfer.data.base import (
+    MAX_DATA_BYTES,
+    ClassificationData,
+    Split,
+    check_expansion,
+    expansion_limit,
+    index_class_names,
+    train_val_from_train,
+    train_val_test_from_pool,
+)
 from safetransfer.errors import AssetMissingError, DataError
+from safetransfer.safe_paths import regular_file
 
 VAL_FRACTION = 0.1
 TEST_FRACTION = 0.1
@@ -38,6 +51,9 @@ FASHION_MNIST_CLASSES = [
 ]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
+# The most pixels one image file may declare (4096 x 4096), checked from its header before it is
+# decoded: a 100 KB PNG can declare a billion pixels.
+MAX_IMAGE_PIXELS = 4096 * 4096
 
 # IDX type byte -> big-endian numpy dtype.
 _IDX_DTYPES: dict[int, str] = {
@@ -121,13 +137,20 @@ def read_idx(path: str | Path) -> torch.Tensor:
     file is missing, corrupt, truncated or has trailing bytes.
     """
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise DataError(f"IDX file {path} does not exist.")
+    regular_file(path, "IDX file", MAX_DATA_BYTES, DataError)
     try:
         raw = path.read_bytes()
         if raw[:2] == b"\x1f\x8b":  # gzip magic, whatever the name says
-            raw = gzip.decompress(raw)
-    except (OSError, EOFError, gzip.BadGzipFile) as err:
+            limit = expansion_limit(len(raw))
+            with gzip.GzipFile(fileobj=io.BytesIO(raw)) as gz:  # never more than the bound allows
+                unpacked = gz.read(limit + 1)
+            if len(unpacked) > limit:
+                raise DataError(f"IDX file {path} expands from {len(raw):,} to more than {limit:,} bytes: "
+                                f"a compression bomb or not a data file, refused.")
+            raw = unpacked
+    except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as err:
         raise DataError(f"IDX file {path} is not readable (corrupt or truncated gzip: {err}).") from err
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
         raise DataError(
@@ -314,7 +337,10 @@ def _read_image(f: Path) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(f) as img:
+        with Image.open(f) as img:  # reads the header only; the pixels are decoded below
+            if img.width * img.height > MAX_IMAGE_PIXELS:
+                raise DataError(f"Image {f} is {img.width}x{img.height} pixels, more than the {MAX_IMAGE_PIXELS:,} "
+                                f"an image may have here; resize it first.")
             if img.mode in _GREY_MODES:
                 return np.asarray(img.convert("L"))
             rgb = np.asarray(img.convert("RGB"))
@@ -449,6 +475,51 @@ def _npz_labels(y: np.ndarray, key: str, path: Path) -> np.ndarray:
     raise DataError(f"{where}: labels must be integers (class indices), got dtype {y.dtype}.")
 
 
+MAX_NPZ_MEMBERS = 1000  # arrays in one .npz (a data set uses up to 9: x/y of three splits, class_names)
+
+
+def _check_npz_members(path: Path) -> None:
+    """Check every member of the ``.npz`` zip at ``path`` from its headers, before any array is
+    read: a ``.npy`` header whose shape and dtype do not add up to the member's size, an object
+    dtype (pickle), a total beyond :data:`~safetransfer.data.base.MAX_DATA_BYTES` or a
+    compression bomb raise :class:`DataError` naming the file and the member."""
+    from numpy.lib import format as npy_format
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            total, members = 0, zf.infolist()
+            if len(members) > MAX_NPZ_MEMBERS:
+                raise DataError(f"{path} holds {len(members):,} arrays; a data set .npz needs a few "
+                                f"(at most {MAX_NPZ_MEMBERS:,} are read).")
+            for info in members:
+                where = f"{path} ['{info.filename.removesuffix('.npy')}']"
+                total += info.file_size
+                check_expansion(info.file_size, info.compress_size, where)
+                check_expansion(total, path.stat().st_size, f"{path} (all arrays)")
+                if not info.filename.endswith(".npy"):
+                    continue
+                with zf.open(info) as f:
+                    version = npy_format.read_magic(f)
+                    if version == (1, 0):
+                        shape, _, dtype = npy_format.read_array_header_1_0(f)
+                    elif version == (2, 0):
+                        shape, _, dtype = npy_format.read_array_header_2_0(f)
+                    else:
+                        raise DataError(f"{where}: .npy format version {version} is not supported (use 1.0 or 2.0).")
+                    header = f.tell()
+                if dtype.hasobject:
+                    raise DataError(f"{where}: an object array needs pickle to load, refused; store plain numeric arrays.")
+                declared = header + math.prod(shape) * dtype.itemsize
+                if declared != info.file_size:
+                    raise DataError(f"{where}: its header declares shape {shape} of {dtype} ({declared:,} bytes with "
+                                    f"the header) but the member holds {info.file_size:,} bytes: a corrupt or "
+                                    f"hostile file.")
+    except DataError:
+        raise
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError, zlib.error) as err:
+        raise DataError(f"{path} is not a readable .npz file: {err}.") from None
+
+
 def load_npz(path: str | Path, seed: int = 0) -> ClassificationData:
     """Images and labels from an ``.npz`` file (read with ``allow_pickle=False``); pixels in [0, 1].
 
@@ -459,8 +530,10 @@ def load_npz(path: str | Path, seed: int = 0) -> ClassificationData:
     ``[N, H, W]``, ``[N, H, W, C]`` (C = 1 or 3) or ``[N, C, H, W]``.
     """
     path = Path(path).expanduser()
-    if not path.is_file():
+    if not path.exists():
         raise DataError(f"{path}: no such file.")
+    regular_file(path, ".npz data file", error=DataError)
+    _check_npz_members(path)
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
@@ -495,7 +568,7 @@ def load_npz(path: str | Path, seed: int = 0) -> ClassificationData:
         if low < 0:
             raise DataError(f"{path}: labels must lie in [0, K-1] (class indices); found {low}.")
         top = max((int(y.max()) for y in ys.values() if len(y)), default=-1)
-        class_names = [str(k) for k in range(top + 1)]
+        class_names = index_class_names(top, str(path))
     name = path.stem
     if not official:
         return _pooled(name, xs[""], ys[""], class_names, seed, source=str(path))

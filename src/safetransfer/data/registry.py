@@ -29,6 +29,7 @@ from safetransfer.data.images import (
 from safetransfer.data.text import load_amazon_reviews, load_rotten_tomatoes, load_text_table
 from safetransfer.data.counting import load_counting_squares
 from safetransfer.errors import DataError, unknown_name
+from safetransfer.safe_paths import regular_file
 
 SPLITS = ("train", "val", "test")
 TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json")
@@ -105,7 +106,9 @@ def _looks_like_path(text: str) -> bool:
 
 
 def _load_path(p: Path, seed: int) -> ClassificationData:
-    """User data at ``p``, dispatched by its kind."""
+    """User data at ``p``, dispatched by its kind (a FIFO, device or socket is refused unopened)."""
+    if not p.is_dir():
+        regular_file(p, "data file", error=DataError)
     if p.is_file():
         suffixes = [s.lower() for s in p.suffixes]
         if p.suffix.lower() == ".npz":

@@ -15,8 +15,17 @@ import numpy as np
 import torch
 
 from safetransfer import assets
-from safetransfer.data.base import ClassificationData, Split, train_val_from_train, train_val_test_from_pool
+from safetransfer.data.base import (
+    ClassificationData,
+    Split,
+    expansion_limit,
+    index_class_names,
+    train_val_from_train,
+    train_val_test_from_pool,
+)
 from safetransfer.errors import AssetMissingError, DataError
+from safetransfer.safe_paths import regular_file
+from safetransfer.validation import MAX_CLASSES
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -28,10 +37,45 @@ RT_FILE = "rotten_tomatoes_corpus_full.csv.bz2"
 AMAZON_FILES = ("training_data.csv", "testing_data.csv")
 
 
+def _check_table_file(path: Path) -> None:
+    """Refuse (:class:`DataError`) a table path that is not a regular file (a FIFO would hang the
+    reading), or a compressed one (``.gz``, ``.bz2``, ``.xz``, ``.zip``) that decodes to more than
+    :func:`~safetransfer.data.base.expansion_limit` allows: streamed through the decompressor in
+    1 MiB pieces, so the check itself holds no more than that in memory."""
+    import bz2
+    import gzip
+    import lzma
+    import zipfile
+
+    regular_file(path, "data table", error=DataError)
+    suffix = path.suffix.lower()
+    openers = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+    limit = expansion_limit(path.stat().st_size)
+    total = 0
+    try:
+        if suffix == ".zip":
+            with zipfile.ZipFile(path) as zf:
+                total = sum(i.file_size for i in zf.infolist())
+        elif suffix in openers:
+            with openers[suffix](path, "rb") as f:
+                while total <= limit:
+                    chunk = f.read(1 << 20)
+                    if not chunk:
+                        break
+                    total += len(chunk)
+    except (OSError, EOFError, ValueError, lzma.LZMAError, zipfile.BadZipFile) as err:
+        raise DataError(f"{path} cannot be decompressed: {err}.") from None
+    if total > limit:
+        raise DataError(f"{path} expands from {path.stat().st_size:,} to more than {limit:,} bytes: a compression "
+                        f"bomb or too big a table for this tool, refused.")
+
+
 def _read_csv(path: Path) -> pd.DataFrame:
-    """A CSV (compression inferred from the suffix) as a DataFrame; DataError when empty or unreadable."""
+    """A CSV (compression inferred from the suffix) as a DataFrame; DataError when empty, unreadable,
+    not a regular file or a compression bomb."""
     import pandas as pd
 
+    _check_table_file(path)
     try:
         return pd.read_csv(path)
     except pd.errors.EmptyDataError as err:
@@ -88,7 +132,7 @@ def load_rotten_tomatoes(path: str | Path | None = None, seed: int = 0) -> Class
             if not found:
                 raise DataError(f"Folder {file} holds no {RT_FILE}; pass the CSV file itself.")
             file = found[0]
-        elif not file.is_file():
+        elif not file.exists():
             raise DataError(f"{file}: no such file.")
     df = _read_csv(file)
     _need_columns(df, ("category", "text"), file)
@@ -122,7 +166,7 @@ def _amazon_frames(path: str | Path | None) -> tuple[pd.DataFrame, pd.DataFrame,
     frames = []
     for name in AMAZON_FILES:
         f = folder / name
-        if not f.is_file():
+        if not f.exists():
             raise DataError(f"Amazon reviews file {f} is missing; the folder must hold {' and '.join(AMAZON_FILES)}.")
         frames.append(_read_csv(f))
     return frames[0], frames[1], str(folder)
@@ -168,6 +212,7 @@ def _read_table(path: Path) -> pd.DataFrame:
 
     suffixes = [s.lower() for s in path.suffixes]
     if ".jsonl" in suffixes or ".json" in suffixes:
+        _check_table_file(path)
         try:
             if path.stat().st_size == 0:
                 raise DataError(f"{path} is empty: no rows.")
@@ -181,6 +226,7 @@ def _read_table(path: Path) -> pd.DataFrame:
             raise DataError(f"{path} cannot be read as JSON lines (one object per line): {err}.") from err
     if ".csv" in suffixes or ".tsv" in suffixes:
         if ".tsv" in suffixes:
+            _check_table_file(path)
             try:
                 return pd.read_csv(path, sep="\t")
             except pd.errors.EmptyDataError as err:
@@ -199,7 +245,7 @@ def load_text_table(
     No official split: seeded 80/10/10.
     """
     file = Path(path).expanduser()
-    if not file.is_file():
+    if not file.exists():
         raise DataError(f"{file}: no such file.")
     df = _read_table(file)
     _need_columns(df, (text_column, label_column), file)
@@ -213,18 +259,23 @@ def load_text_table(
     if np.issubdtype(values.dtype, np.integer) or (
         np.issubdtype(values.dtype, np.floating) and (values == np.round(values)).all()
     ):
-        labels = values.astype(np.int64)
-        if int(labels.min()) < 0:
+        if values.min() < 0:
             raise DataError(
-                f"{file}: integer labels must lie in [0, K-1] (class indices); found {int(labels.min())} "
+                f"{file}: integer labels must lie in [0, K-1] (class indices); found {values.min()} "
                 f"in column '{label_column}'."
             )
-        class_names = [str(k) for k in range(int(labels.max()) + 1)]
+        if values.max() >= MAX_CLASSES:  # before int64 conversion: 1e30 would wrap around
+            index_class_names(int(min(values.max(), np.iinfo(np.int64).max - 1)), f"{file} (column '{label_column}')")
+        labels = values.astype(np.int64)
+        class_names = index_class_names(int(labels.max()), f"{file} (column '{label_column}')")
     elif np.issubdtype(values.dtype, np.floating):
         raise DataError(f"{file}: labels in column '{label_column}' must be integers or strings, found fractions.")
     else:
         as_str = raw.astype(str).str.strip().to_numpy()
         class_names = sorted(set(as_str.tolist()))
+        if len(class_names) > MAX_CLASSES:
+            raise DataError(f"{file}: column '{label_column}' holds {len(class_names):,} different labels, more "
+                            f"than the {MAX_CLASSES:,} classes supported.")
         labels = np.searchsorted(np.asarray(class_names), as_str).astype(np.int64)
     texts, labels, dropped = _clean_texts(df[text_column].to_numpy(), labels)
     return _pooled(file.name.split(".")[0] or "texts", texts, labels, class_names, seed, str(file), {"dropped_empty": dropped})

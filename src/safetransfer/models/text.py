@@ -13,6 +13,9 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
+from safetransfer.errors import CheckpointError, ConfigError
+from safetransfer.validation import bounded_int
+
 TINY_CHARS = list("abcdefghijklmnopqrstuvwxyz0123456789.,!?'\"-:;()&/")
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
@@ -24,7 +27,8 @@ class BertBody(nn.Module):
         super().__init__()
         from transformers import BertConfig, BertModel
 
-        cfg = BertConfig(**{k: v for k, v in bert_config.items() if not k.startswith("_")})
+        checked = check_bert_config(bert_config, "BERT config")
+        cfg = BertConfig(**{k: v for k, v in checked.items() if not k.startswith("_")})
         self.bert = BertModel(cfg, add_pooling_layer=False)
 
     @property
@@ -38,23 +42,107 @@ class BertBody(nn.Module):
         return (hidden * m).sum(1) / m.sum(1).clamp_min(1.0)
 
 
+# The architecture fields of a BERT config this project reads (every other key of a Hugging Face
+# config.json is dropped: ``num_labels`` or ``id2label`` would size tables of their own).
+BERT_FIELDS = (
+    "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+    "hidden_act", "hidden_dropout_prob", "attention_probs_dropout_prob", "max_position_embeddings",
+    "type_vocab_size", "layer_norm_eps", "pad_token_id",
+)
+# Bounds of the size fields, checked before a BertModel is allocated. Real BERTs lie well inside:
+# all-MiniLM-L6-v2 (30,522 x 384, 6 layers, 1,536, 512 positions), BERT-large (1,024 hidden,
+# 24 layers, 4,096), multilingual vocabularies (up to 250,002).
+MAX_VOCABULARY = 500_000  # tokens of a vocabulary (Gemma's 256,000 fit)
+BERT_BOUNDS: dict[str, tuple[int, int]] = {
+    "vocab_size": (1, MAX_VOCABULARY), "hidden_size": (1, 8_192), "num_hidden_layers": (1, 128),
+    "num_attention_heads": (1, 256), "intermediate_size": (1, 65_536), "max_position_embeddings": (1, 65_536),
+    "type_vocab_size": (1, 1_024),
+}
+BERT_DEFAULTS = {"vocab_size": 30_522, "hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
+                 "intermediate_size": 3_072, "max_position_embeddings": 512, "type_vocab_size": 2}  # BertConfig's
+# The largest BERT built: 1e9 parameters (4 GB of float32); BERT-large has 0.34e9.
+MAX_BERT_PARAMETERS = 1_000_000_000
+
+
+def bert_parameters(cfg: Mapping[str, int]) -> int:
+    """The parameter count of a BertModel without pooler (embeddings, layers, their norms and biases)."""
+    h, i, layers = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"]
+    embeddings = (cfg["vocab_size"] + cfg["max_position_embeddings"] + cfg["type_vocab_size"]) * h + 2 * h
+    layer = 4 * (h * h + h) + 2 * h * i + i + h + 4 * h
+    return embeddings + layers * layer
+
+
+def check_bert_config(cfg: Any, source: str) -> dict[str, Any]:
+    """``cfg`` (the architecture fields of a BERT) once every field is known and of a sane size;
+    raises :class:`ConfigError` naming ``source`` and the field otherwise.
+
+    Sizes are whole numbers within :data:`BERT_BOUNDS` (``1e8`` or ``true`` are refused), the
+    hidden size a multiple of the head count, rates in [0, 1), and the whole model at most
+    :data:`MAX_BERT_PARAMETERS`: all before anything is allocated. Keys starting with ``_`` are
+    passed through (ignored by :class:`BertBody`).
+    """
+    if not isinstance(cfg, Mapping):
+        raise ConfigError(f"{source}: the BERT config must be a JSON object, got {type(cfg).__name__}.")
+    unknown = sorted(str(k) for k in cfg if k not in BERT_FIELDS and not str(k).startswith("_"))
+    if unknown:
+        raise ConfigError(f"{source}: unknown BERT config field(s) {unknown[:5]}; known: {', '.join(BERT_FIELDS)}.")
+    for key, (low, high) in BERT_BOUNDS.items():
+        if key in cfg:
+            bounded_int(cfg[key], key, low, high, source)
+    sizes = {**BERT_DEFAULTS, **{k: cfg[k] for k in BERT_BOUNDS if k in cfg}}
+    if sizes["hidden_size"] % sizes["num_attention_heads"]:
+        raise ConfigError(f"{source}: 'hidden_size' {sizes['hidden_size']} is not a multiple of "
+                          f"'num_attention_heads' {sizes['num_attention_heads']}.")
+    if "pad_token_id" in cfg and cfg["pad_token_id"] is not None:
+        bounded_int(cfg["pad_token_id"], "pad_token_id", 0, sizes["vocab_size"] - 1, source)
+    for key in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+        if key in cfg and not (_is_number(cfg[key]) and 0.0 <= cfg[key] < 1.0):
+            raise ConfigError(f"{source}: '{key}' must be a number in [0, 1), got {cfg[key]!r}.")
+    if "layer_norm_eps" in cfg and not (_is_number(cfg["layer_norm_eps"]) and 0.0 < cfg["layer_norm_eps"] < 1.0):
+        raise ConfigError(f"{source}: 'layer_norm_eps' must be a small positive number, got {cfg['layer_norm_eps']!r}.")
+    if "hidden_act" in cfg and not (isinstance(cfg["hidden_act"], str) and len(cfg["hidden_act"]) <= 40):
+        raise ConfigError(f"{source}: 'hidden_act' must be an activation's name, such as \"gelu\".")
+    total = bert_parameters(sizes)
+    if total > MAX_BERT_PARAMETERS:
+        raise ConfigError(f"{source}: this BERT would have {total:,} parameters, more than the "
+                          f"{MAX_BERT_PARAMETERS:,} this tool builds; the config is corrupt or not meant for it.")
+    return dict(cfg)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+
+
 def bert_config_dict(path: Path) -> dict[str, Any]:
-    """The architecture fields of a Hugging Face ``config.json``."""
+    """The architecture fields of a Hugging Face ``config.json`` (a regular file of at most
+    :data:`~safetransfer.safe_paths.MAX_CONFIG_BYTES`), checked by :func:`check_bert_config`;
+    an unreadable or malformed file raises :class:`CheckpointError`, a bad field :class:`ConfigError`."""
     import json
 
-    cfg = json.loads(Path(path).read_text())
-    keep = (
-        "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
-        "hidden_act", "hidden_dropout_prob", "attention_probs_dropout_prob", "max_position_embeddings",
-        "type_vocab_size", "layer_norm_eps", "pad_token_id",
-    )
-    return {k: cfg[k] for k in keep if k in cfg}
+    from safetransfer.safe_paths import MAX_CONFIG_BYTES, read_text_bounded
+
+    text = read_text_bounded(path, "BERT config.json", MAX_CONFIG_BYTES, CheckpointError)
+    try:
+        cfg = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as err:
+        raise CheckpointError(f"{path} is not valid JSON ({type(err).__name__}: {err}).") from None
+    if not isinstance(cfg, dict):
+        raise CheckpointError(f"{path} is not a BERT config.json (a JSON object).")
+    return check_bert_config({k: cfg[k] for k in BERT_FIELDS if k in cfg}, str(path))
 
 
 def load_tokenizer(folder: Path) -> Any:
-    """A fast tokenizer from a local folder (never the hub)."""
+    """A fast tokenizer from a local folder (never the hub); a FIFO, device or socket among the
+    folder's files (which would hang the reading) raises :class:`CheckpointError`."""
     from transformers import AutoTokenizer
 
+    from safetransfer.safe_paths import regular_file
+
+    folder = Path(folder)
+    if folder.is_dir():
+        for entry in folder.iterdir():
+            if not entry.is_dir():
+                regular_file(entry, "tokenizer file", error=CheckpointError)
     return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
 
 

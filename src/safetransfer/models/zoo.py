@@ -16,7 +16,14 @@ import torch
 
 from safetransfer import assets
 from safetransfer.errors import CheckpointError, ConfigError, unknown_name
-from safetransfer.models.text import BertBody, bert_config_dict, char_tokenizer, load_tokenizer, tiny_bert_config
+from safetransfer.models.text import (
+    BertBody,
+    bert_config_dict,
+    char_tokenizer,
+    check_bert_config,
+    load_tokenizer,
+    tiny_bert_config,
+)
 from safetransfer.models.vision import (
     EFFICIENTNET_FEATURES,
     EFFICIENTNET_MEAN,
@@ -25,6 +32,7 @@ from safetransfer.models.vision import (
     SmallCNN,
 )
 from safetransfer.models.wrapper import ModelConfig, Modality, TransferModel
+from safetransfer.validation import MAX_CLASSES, bounded_int
 
 
 @dataclass(frozen=True)
@@ -108,15 +116,20 @@ def _load_hf_bert_weights(body: BertBody, weights: Path) -> None:
 
 
 def is_hf_bert_folder(path: Path) -> bool:
-    """A Hugging Face BERT folder: ``config.json`` with ``model_type`` bert, and ``model.safetensors``."""
+    """A Hugging Face BERT folder: ``config.json`` with ``model_type`` bert, and ``model.safetensors``,
+    both regular files (a FIFO or a device is not opened; an oversized config.json is not read)."""
     import json
+
+    from safetransfer.errors import SafetransferError
+    from safetransfer.safe_paths import MAX_CONFIG_BYTES, read_text_bounded, regular_file
 
     cfg = Path(path) / "config.json"
     if not (Path(path).is_dir() and cfg.exists() and (Path(path) / "model.safetensors").exists()):
         return False
     try:
-        return json.loads(cfg.read_text()).get("model_type") == "bert"
-    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        regular_file(Path(path) / "model.safetensors", "weights file")
+        return json.loads(read_text_bounded(cfg, "config.json", MAX_CONFIG_BYTES)).get("model_type") == "bert"
+    except (SafetransferError, json.JSONDecodeError, RecursionError, AttributeError):
         return False
 
 
@@ -128,11 +141,32 @@ def hf_bert_teacher(folder: str | Path, num_classes: int, max_length: int | None
     if not is_hf_bert_folder(folder):
         raise CheckpointError(f"{folder} is not a Hugging Face BERT folder (config.json with model_type bert, "
                               f"model.safetensors, tokenizer files).")
-    config = ModelConfig(arch="minilm-l6", num_classes=num_classes, modality="text", max_length=max_length or 64,
-                         head_dropout=0.1, options={"bert": bert_config_dict(folder / "config.json"),
-                                                    "source": str(folder.resolve())})
+    bert = bert_config_dict(folder / "config.json")
+    max_length = max_length or min(64, bert.get("max_position_embeddings", 512))
+    config = ModelConfig(arch="minilm-l6", num_classes=num_classes, modality="text", max_length=max_length,
+                         head_dropout=0.1, options={"bert": bert, "source": str(folder.resolve())})
     config.class_names = class_names
+    check_model_config(config, str(folder / "config.json"))
+    _check_hf_bert_shapes(config.options["bert"], folder / "model.safetensors")
     return build_from_config(config, pretrained=True, seed=seed)
+
+
+def _check_hf_bert_shapes(bert: dict[str, Any], weights: Path) -> None:
+    """The tensor shapes ``bert`` (a checked BERT config) implies against those the safetensors
+    header of ``weights`` declares, before the model is allocated: a config.json that asks for a
+    bigger model than its weights hold is refused (:class:`CheckpointError` naming both files)."""
+    from safetransfer.models.io import safetensors_shapes, shape_mismatches
+
+    with torch.device("meta"):
+        skeleton = BertBody(bert)
+    expected = {k: tuple(v.shape) for k, v in skeleton.bert.state_dict().items() if k != "embeddings.position_ids"}
+    found = {k.removeprefix("bert."): v for k, v in safetensors_shapes(weights).items()
+             if not k.startswith(("pooler.", "bert.pooler."))}
+    found = {k: v for k, v in found.items() if k in expected}  # heads of other tasks are not ours to judge
+    problems = shape_mismatches(expected, found)
+    if problems:
+        raise CheckpointError(f"{weights.parent / 'config.json'} does not describe the weights in {weights}: "
+                              f"{problems}. The folder's config.json and model.safetensors must belong together.")
 
 
 def _tiny_bert_config(num_classes: int, image_size: int | None, in_channels: int | None, max_length: int | None) -> ModelConfig:
@@ -192,8 +226,80 @@ def get_arch(name: str) -> ArchSpec:
     return MODELS[name]
 
 
+# Bounds of a model config's size fields (checked before a model is allocated; see
+# check_model_config). The zoo's own models use 8 to 224 px, 1 or 3 channels, 64 to 128 tokens.
+MAX_IMAGE_SIZE = 4096  # pixels per side
+MAX_IN_CHANNELS = 64
+MAX_TOKENS = 8192  # max_length of a text model
+MAX_CNN_WIDTH = 2048  # channels of a small CNN's conv layers
+MAX_CNN_HIDDEN = 16384  # a small CNN's feature width
+
+
+def check_model_config(config: ModelConfig, source: str) -> ModelConfig:
+    """``config`` once every field that sets a size is a whole number within its documented bound
+    (:data:`~safetransfer.validation.MAX_CLASSES`, :data:`MAX_IMAGE_SIZE`, :data:`MAX_IN_CHANNELS`,
+    :data:`MAX_TOKENS`, :data:`MAX_CNN_WIDTH`, :data:`MAX_CNN_HIDDEN`, the BERT bounds of
+    :func:`~safetransfer.models.text.check_bert_config`) and every other field is of its type:
+    checked before anything is allocated. Floats such as ``1e8`` and bools are refused.
+
+    Raises :class:`ConfigError` naming ``source`` (the config file) and the field.
+    """
+    spec = get_arch(config.arch) if isinstance(config.arch, str) else None
+    if spec is None:
+        raise ConfigError(f"{source}: 'arch' must be a zoo model's name, got {config.arch!r}.")
+    if config.modality != spec.modality:
+        raise ConfigError(f"{source}: 'modality' of a {config.arch} is {spec.modality!r}, got {config.modality!r}.")
+    bounded_int(config.num_classes, "num_classes", 1, MAX_CLASSES, source)
+    image = spec.modality == "image"
+    bounded_int(config.image_size, "image_size", 8 if image else 0, MAX_IMAGE_SIZE, source)
+    bounded_int(config.in_channels, "in_channels", 1 if image else 0, MAX_IN_CHANNELS, source)
+    bounded_int(config.max_length, "max_length", 0 if image else 1, MAX_TOKENS, source)
+    if not (_is_number(config.head_dropout) and 0.0 <= config.head_dropout < 1.0):
+        raise ConfigError(f"{source}: 'head_dropout' must be a number in [0, 1), got {config.head_dropout!r}.")
+    for name in ("mean", "std"):
+        values = getattr(config, name)
+        if not isinstance(values, list) or not all(_is_number(v) for v in values) or (
+                image and len(values) not in (1, config.in_channels)) or (not image and len(values) > MAX_IN_CHANNELS):
+            raise ConfigError(f"{source}: '{name}' must be a list of 1 or in_channels numbers, got {values!r:.80}.")
+    if image and not all(v > 0 for v in config.std):
+        raise ConfigError(f"{source}: 'std' must be positive, got {config.std!r:.80}.")
+    names = config.class_names
+    if names is not None and not (isinstance(names, list) and len(names) <= MAX_CLASSES
+                                  and all(isinstance(n, str) and len(n) <= 1000 for n in names)):
+        raise ConfigError(f"{source}: 'class_names' must be a list of at most {MAX_CLASSES:,} short strings.")
+    options = config.options
+    if not isinstance(options, dict):
+        raise ConfigError(f"{source}: 'options' must be a JSON object, got {type(options).__name__}.")
+    if "widths" in options:
+        widths = options["widths"]
+        if not isinstance(widths, list) or len(widths) != 3:
+            raise ConfigError(f"{source}: 'options.widths' must be a list of 3 channel counts, got {widths!r:.80}.")
+        for i, w in enumerate(widths):
+            bounded_int(w, f"options.widths[{i}]", 1, MAX_CNN_WIDTH, source)
+    if "hidden" in options:
+        bounded_int(options["hidden"], "options.hidden", 1, MAX_CNN_HIDDEN, source)
+    if "bn_momentum" in options and not (_is_number(options["bn_momentum"]) and 0.0 <= options["bn_momentum"] <= 1.0):
+        raise ConfigError(f"{source}: 'options.bn_momentum' must be a number in [0, 1], got {options['bn_momentum']!r}.")
+    for key in ("source", "tokenizer"):
+        if key in options and not isinstance(options[key], str):
+            raise ConfigError(f"{source}: 'options.{key}' must be a string, got {type(options[key]).__name__}.")
+    if "bert" in options:
+        bert = check_bert_config(options["bert"], f"{source} (options.bert)")
+        positions = bert.get("max_position_embeddings", 512)
+        if config.max_length > positions:
+            raise ConfigError(f"{source}: 'max_length' {config.max_length} exceeds the BERT's "
+                              f"max_position_embeddings {positions}.")
+    return config
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+
+
 def build_from_config(config: ModelConfig, pretrained: bool = False, tokenizer: Any = None, seed: int = 0) -> TransferModel:
-    """Build the architecture a config describes; random weights are drawn from ``seed``."""
+    """Build the architecture a config describes (checked first by :func:`check_model_config`);
+    random weights are drawn from ``seed``."""
+    check_model_config(config, f"model config ({config.arch})")
     spec = get_arch(config.arch)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

@@ -62,7 +62,7 @@ def plot_confusion(confusion: Sequence[Sequence[int]], class_names: Sequence[str
     cm = np.asarray(confusion, dtype=float)
     rates = cm / np.clip(cm.sum(1, keepdims=True), 1, None)
     k = len(class_names)
-    size = max(4.0, 0.5 * k + 2)
+    size = min(max(4.0, 0.5 * k + 2), 40.0)  # at most 40 inches (4,400 px): memory bounded for many classes
     fig, ax = plt.subplots(figsize=(size, size * 0.85), dpi=110)
     im = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
     ax.set_xticks(range(k), class_names, rotation=45, ha="right", fontsize=8)

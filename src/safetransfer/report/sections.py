@@ -19,12 +19,15 @@ from safetransfer.report.html import embed_png
 
 
 def _read(folder: Path) -> dict[str, Any]:
+    from safetransfer.safe_paths import MAX_DOCUMENT_BYTES, read_text_bounded
+
     path = folder / "results.json"
-    if not path.is_file():
+    if not path.exists():
         raise DataError(f"{folder}: no results.json here (give a folder written by scan-data or reprogram).")
+    text = read_text_bounded(path, "run's results.json", MAX_DOCUMENT_BYTES, DataError)
     try:
-        doc = json.loads(path.read_text())
-    except ValueError as exc:
+        doc = json.loads(text)
+    except (ValueError, RecursionError) as exc:
         raise DataError(f"{path}: not valid JSON ({exc}).") from exc
     if not isinstance(doc, dict):
         raise DataError(f"{path}: not a results document.")

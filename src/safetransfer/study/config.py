@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from safetransfer.attacks.text_triggers import DEFAULT_TRIGGER_WORDS
 from safetransfer.errors import ConfigError
+from safetransfer.safe_paths import read_text_bounded
 
 DEFAULT_CONFIG = "default_vision.yaml"
 EMBEDDED = {"vision": DEFAULT_CONFIG, "text": "default_text.yaml"}  # the studies that come with the package
@@ -312,6 +313,87 @@ def parse_config(doc: Any, profile: str | None = None, source: str = "config") -
         raise ConfigError(f"{source}: {_format_validation(err)}") from None
 
 
+# Limits of a study YAML, checked before its document is built: the file's size, how deep it
+# nests, and how big it grows once its aliases are expanded (a 754-byte "billion laughs" file
+# of nested aliases would expand to a billion strings in pydantic, deep_merge and json.dumps).
+# The embedded studies are about 10 KiB and nest 6 levels deep, with no alias.
+MAX_YAML_BYTES = 1 << 20
+MAX_YAML_DEPTH = 64
+MAX_YAML_EXPANDED = 2 << 20  # nodes plus scalar characters, every alias counted as a copy
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader (no Python objects, no code) that refuses nesting beyond
+    :data:`MAX_YAML_DEPTH` while it composes the document."""
+
+    source = "study config"
+    _depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self._depth >= MAX_YAML_DEPTH:
+            raise ConfigError(f"{self.source}: nested more than {MAX_YAML_DEPTH} levels deep; not a study config.")
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def _expanded_size(root: yaml.Node, source: str) -> int:
+    """The size of ``root`` with every alias expanded (one per node plus the characters of each
+    scalar), and its expanded depth, computed over the distinct nodes only (no expansion, no
+    recursion); raises :class:`ConfigError` beyond :data:`MAX_YAML_EXPANDED` or
+    :data:`MAX_YAML_DEPTH`, or for an alias inside its own anchor."""
+
+    def children(node: yaml.Node) -> list[yaml.Node]:
+        if isinstance(node, yaml.MappingNode):
+            return [part for pair in node.value for part in pair]
+        return list(node.value) if isinstance(node, yaml.SequenceNode) else []
+
+    done: dict[int, tuple[int, int]] = {}
+    open_nodes: set[int] = set()  # the current path: an alias to one of them is a cycle
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, finished = stack.pop()
+        key = id(node)
+        if finished:
+            sizes = [done[id(c)] for c in children(node)]
+            own = 1 + (len(node.value) if isinstance(node, yaml.ScalarNode) else 0)
+            size, depth = own + sum(s for s, _ in sizes), 1 + max((d for _, d in sizes), default=0)
+            if size > MAX_YAML_EXPANDED or depth > MAX_YAML_DEPTH:
+                raise ConfigError(
+                    f"{source}: its aliases expand it to more than "
+                    f"{MAX_YAML_EXPANDED:,} nodes and characters (or {MAX_YAML_DEPTH} levels): a YAML bomb, "
+                    f"refused. Write the repeated parts out, or use fewer aliases."
+                )
+            done[key] = (size, depth)
+            open_nodes.discard(key)
+        elif key in open_nodes:
+            raise ConfigError(f"{source}: an alias refers to the node that contains it (a recursive YAML "
+                              f"structure); not a study config.")
+        elif key not in done:
+            open_nodes.add(key)
+            stack.append((node, True))
+            stack.extend((c, False) for c in children(node) if id(c) not in done)
+    return done[id(root)][0]
+
+
+def safe_yaml_load(text: str, source: str) -> Any:
+    """The document of the YAML ``text`` (``None`` when empty), read with a safe loader that
+    refuses deep nesting, recursive aliases and alias expansion bombs before building anything
+    (:class:`ConfigError` naming ``source``); a syntax error raises ``yaml.YAMLError``."""
+    loader = _BoundedLoader(text)
+    loader.source = source
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _expanded_size(node, source)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
 def _config_text(path: str | Path | None) -> tuple[str, str]:
     """The YAML text of ``path`` (a file, an embedded study's name, or ``None`` = the embedded
     default) and a name for it in messages."""
@@ -319,9 +401,9 @@ def _config_text(path: str | Path | None) -> tuple[str, str]:
         name = EMBEDDED["vision" if path is None else str(path)]
         return resources.files("safetransfer.study").joinpath(name).read_text(), f"<embedded {name}>"
     p = Path(path).expanduser()
-    if not p.is_file():
+    if not p.exists():
         raise ConfigError(f"{p}: no such study config file (or an embedded study: {', '.join(EMBEDDED)}).")
-    return p.read_text(), str(p)
+    return read_text_bounded(p, "study config", MAX_YAML_BYTES, ConfigError), str(p)
 
 
 def load_config(path: str | Path | None = None, profile: str | None = None) -> StudyConfig:
@@ -329,7 +411,7 @@ def load_config(path: str | Path | None = None, profile: str | None = None) -> S
     embedded vision study) and apply ``profile``."""
     text, source = _config_text(path)
     try:
-        doc = yaml.safe_load(text)
+        doc = safe_yaml_load(text, source)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
@@ -340,8 +422,8 @@ def load_config(path: str | Path | None = None, profile: str | None = None) -> S
 def profiles_of(path: str | Path | None = None) -> list[str]:
     """The profile names a config file offers."""
     try:
-        text, _ = _config_text(path)
-        doc = yaml.safe_load(text) or {}
+        text, source = _config_text(path)
+        doc = safe_yaml_load(text, source) or {}
     except (ConfigError, yaml.YAMLError):
         return []  # load_config says what is wrong
     return sorted((doc.get("profiles") or {}) if isinstance(doc, dict) else {})

@@ -114,9 +114,13 @@ def load_vocabulary(path: str | Path | None) -> list[str] | None:
     path = Path(path)
     candidates = [path] if path.is_file() else [path / "tokenizer.json", path / "vocab.txt",
                                                 path / "tokenizer" / "tokenizer.json", path / "tokenizer" / "vocab.txt"]
+    from safetransfer.models.text import MAX_VOCABULARY
+    from safetransfer.safe_paths import read_text_bounded, regular_file
+
     for c in candidates:
-        if not c.is_file():
+        if not c.is_file():  # a FIFO or a device is not a candidate: it would hang the reading
             continue
+        regular_file(c, "tokenizer file", MAX_TOKENIZER_BYTES, CheckpointError)
         if c.name.endswith(".json"):
             from tokenizers import Tokenizer
 
@@ -125,12 +129,23 @@ def load_vocabulary(path: str | Path | None) -> list[str] | None:
             except Exception as err:  # the tokenizers library raises a bare Exception on bad files
                 raise CheckpointError(f"{c} is not a readable tokenizer.json ({err}).") from None
             vocab = tok.get_vocab(with_added_tokens=True)
-            out = [""] * (max(vocab.values()) + 1 if vocab else 0)
+            top = max(vocab.values()) if vocab else -1
+            if top >= MAX_VOCABULARY:
+                raise CheckpointError(f"{c} has a token id of {top:,}, more than the {MAX_VOCABULARY:,} tokens "
+                                      f"a vocabulary may have here: a corrupt or hostile tokenizer.")
+            out = [""] * (top + 1)
             for token, i in vocab.items():
                 out[i] = token
             return out
-        return c.read_text(encoding="utf-8").splitlines()
+        lines = read_text_bounded(c, "vocab.txt", MAX_TOKENIZER_BYTES, CheckpointError).splitlines()
+        if len(lines) > MAX_VOCABULARY:
+            raise CheckpointError(f"{c} has {len(lines):,} tokens, more than the {MAX_VOCABULARY:,} a vocabulary "
+                                  f"may have here.")
+        return lines
     return None
+
+
+MAX_TOKENIZER_BYTES = 64 << 20  # real tokenizer.json files are up to about 20 MB
 
 
 def _is_embedding(name: str, tensor: torch.Tensor, vocab: list[str] | None) -> bool:

@@ -5,6 +5,10 @@ lists each file (SHA-256 of its bytes) and each tensor (name, shape, dtype, SHA-
 values). The tensor hash covers the dtype, the shape and the raw little-endian element bytes
 in C order, and nothing of the container: the same weights saved as safetensors and as a
 PyTorch state dict give the same tensor hashes (their file hashes differ).
+
+Nothing outside a model folder is read: a symlink inside it whose target lies outside (or that
+loops, or dangles) and a FIFO, device or socket are neither hashed nor loaded; the manifest
+lists them under ``skipped`` with the reason.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import torch
 
 from safetransfer.errors import CheckpointError
 from safetransfer.models.io import atomic_write_text
+from safetransfer.safe_paths import MAX_DOCUMENT_BYTES, read_text_bounded
 from safetransfer.supply.reading import iter_tensors, weight_source
 
 MANIFEST_FORMAT = "safetransfer-manifest/1"
@@ -74,6 +79,7 @@ class Manifest:
     tensors: dict[str, TensorRecord]
     skipped_entries: int = 0
     created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    skipped: dict[str, str] = field(default_factory=dict)  # entries not read (a symlink out, a FIFO): why
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -86,6 +92,7 @@ class Manifest:
             "totals": {"files": len(self.files), "tensors": len(self.tensors),
                        "elements": sum(v.numel for v in self.tensors.values()),
                        "skipped_non_tensor_entries": self.skipped_entries},
+            "skipped": dict(self.skipped),
         }
 
     def save(self, path: str | Path) -> Path:
@@ -102,26 +109,36 @@ class Manifest:
                                             str(v.get("file", "")))
                        for k, v in doc["tensors"].items()}
             files = {str(k): dict(v) for k, v in doc.get("files", {}).items()}
+            skipped = {str(k): str(v) for k, v in doc.get("skipped", {}).items()}
+            return cls(str(doc.get("path", "")), files, tensors,
+                       int(doc.get("totals", {}).get("skipped_non_tensor_entries", 0)), str(doc.get("created", "")),
+                       skipped)
         except (KeyError, TypeError, ValueError, AttributeError) as err:
             raise CheckpointError(f"{source}: malformed manifest ({type(err).__name__}: {err}).") from None
-        return cls(str(doc.get("path", "")), files, tensors, int(doc.get("totals", {}).get("skipped_non_tensor_entries", 0)),
-                   str(doc.get("created", "")))
 
     @classmethod
     def load(cls, path: str | Path) -> "Manifest":
+        """The manifest in the JSON file ``path``: a regular file (a FIFO or a folder is refused
+        unopened) of at most :data:`~safetransfer.safe_paths.MAX_DOCUMENT_BYTES`."""
         path = Path(path)
         if not path.exists():
             raise CheckpointError(f"No such manifest: {path}")
+        text = read_text_bounded(path, "manifest", MAX_DOCUMENT_BYTES, CheckpointError)
         try:
-            doc = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise CheckpointError(f"{path} is not valid JSON ({err}).") from None
+            doc = json.loads(text)
+        except (json.JSONDecodeError, RecursionError) as err:
+            raise CheckpointError(f"{path} is not valid JSON ({type(err).__name__}: {err}).") from None
         return cls.from_dict(doc, str(path))
 
 
 def fingerprint(path: str | Path, progress: bool = False) -> Manifest:
-    """The :class:`Manifest` of a weights file or model folder (see :mod:`safetransfer.supply.reading`)."""
+    """The :class:`Manifest` of a weights file or model folder (see :mod:`safetransfer.supply.reading`).
+
+    Entries of a folder that lead outside it or would hang the reading are not read; the
+    manifest's ``skipped`` names them (see :func:`~safetransfer.supply.reading.folder_files`).
+    """
     source = weight_source(path)
+    skipped = dict(source.skipped)
     files = {source.relative(p): {"bytes": p.stat().st_size, "sha256": file_digest(p)} for p in source.files}
     tensors: dict[str, TensorRecord] = {}
     iterator = iter_tensors(source)
@@ -132,4 +149,4 @@ def fingerprint(path: str | Path, progress: bool = False) -> Manifest:
     for name, tensor in iterator:
         tensors[name] = TensorRecord(list(tensor.shape), str(tensor.dtype).removeprefix("torch."),
                                      tensor_digest(tensor), source.tensor_file[name])
-    return Manifest(str(Path(path)), files, tensors, source.skipped_entries)
+    return Manifest(str(Path(path)), files, tensors, source.skipped_entries, skipped=skipped)

@@ -20,6 +20,8 @@ two shards) is a :class:`~safetransfer.errors.CheckpointError` naming the file.
 
 from __future__ import annotations
 
+import os
+
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,49 +31,49 @@ import torch
 
 from safetransfer.errors import CheckpointError
 from safetransfer.models.io import PICKLE_SUFFIXES, safe_torch_load
+from safetransfer.safe_paths import outside_folder, regular_file
+from safetransfer.supply.formats import sniff
 
 SAFETENSORS_SUFFIX = ".safetensors"
-ZIP_MAGIC = b"PK\x03\x04"
-PICKLE_PROTOCOL_OPCODE = 0x80
 
 
 def sniff_format(path: Path) -> str:
-    """``"safetensors"``, ``"pytorch"`` (a zip checkpoint or a pickle) or ``"unknown"``, by suffix then content.
+    """``"safetensors"``, ``"pytorch"`` (a zip checkpoint or a pickle) or ``"unknown"``, by content, never by name.
 
-    Raises :class:`CheckpointError` for a missing or empty file.
+    Raises :class:`CheckpointError` for a missing, empty or non-regular file (a FIFO is never opened).
     """
     path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"No such file: {path}")
-    if not path.is_file():
-        raise CheckpointError(f"{path} is not a file.")
-    size = path.stat().st_size
+    size = regular_file(path, "weights file", error=CheckpointError).stat().st_size
     if size == 0:
         raise CheckpointError(f"{path} is empty (0 bytes): not a weights file.")
-    if path.suffix == SAFETENSORS_SUFFIX:
+    with path.open("rb") as f:
+        kind = sniff(f.read(512), size)
+    if kind == "safetensors":
+        return "safetensors"
+    if kind in ("zip", "pickle"):
+        return "pytorch"
+    if path.suffix == SAFETENSORS_SUFFIX:  # content unknown: the safetensors reader says what is wrong
         return "safetensors"
     if path.suffix in PICKLE_SUFFIXES:
         return "pytorch"
-    with path.open("rb") as f:
-        head = f.read(16)
-    if head.startswith(ZIP_MAGIC) or head[:1] == bytes([PICKLE_PROTOCOL_OPCODE]):
-        return "pytorch"
-    if len(head) >= 9 and head[8:9] == b"{":  # safetensors: u64 header length, then a JSON header
-        header_len = int.from_bytes(head[:8], "little")
-        if 0 < header_len < size:
-            return "safetensors"
     return "unknown"
 
 
 @dataclass
 class WeightSource:
-    """What a path holds: its files (relative names) and its tensors, read safely."""
+    """What a path holds: its files (relative names) and its tensors, read safely.
+
+    ``skipped`` names the entries of a folder that were not read: symlinks that point outside
+    the folder (never followed, so a manifest cannot record a file elsewhere on the system),
+    broken links, FIFOs and devices.
+    """
 
     root: Path
     files: list[Path]
     weight_files: list[Path]
     skipped_entries: int = 0
     tensor_file: dict[str, str] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
 
     def relative(self, path: Path) -> str:
         return path.name if self.root.is_file() else path.relative_to(self.root).as_posix()
@@ -82,7 +84,7 @@ def weight_source(path: str | Path) -> WeightSource:
     root = Path(path)
     if not root.exists():
         raise CheckpointError(f"No such file or folder: {root}")
-    if root.is_file():
+    if not root.is_dir():
         kind = sniff_format(root)
         if kind == "unknown":
             raise CheckpointError(
@@ -90,7 +92,7 @@ def weight_source(path: str | Path) -> WeightSource:
                 f"Supported: .safetensors, .pt/.pth/.bin/.ckpt, or a model folder."
             )
         return WeightSource(root, [root], [root])
-    files = sorted(p for p in root.rglob("*") if p.is_file() and not _hidden(p.relative_to(root)))
+    files, skipped = folder_files(root)
     if not files:
         raise CheckpointError(f"{root} is an empty folder: no model files in it.")
     safetensors_files = [p for p in files if p.suffix == SAFETENSORS_SUFFIX]
@@ -101,11 +103,31 @@ def weight_source(path: str | Path) -> WeightSource:
             f"{root} holds no weights file (.safetensors, .pt, .pth, .bin, .ckpt); files: "
             f"{', '.join(p.name for p in files[:8])}{' ...' if len(files) > 8 else ''}."
         )
-    return WeightSource(root, files, weight_files)
+    return WeightSource(root, files, weight_files, skipped=skipped)
 
 
-def _hidden(relative: Path) -> bool:
-    return any(part.startswith(".") for part in relative.parts)
+def folder_files(root: Path) -> tuple[list[Path], dict[str, str]]:
+    """The regular files of ``root`` (recursively, hidden entries left out) and ``{entry: why}`` of
+    those not read: symlinks out of the folder or looping, symlinked folders (never entered, so no
+    cycle), FIFOs and devices (see :func:`~safetransfer.safe_paths.outside_folder`)."""
+    files: list[Path] = []
+    skipped: dict[str, str] = {}
+    for folder, dirs, names in os.walk(root, followlinks=False):
+        here = Path(folder)
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for d in dirs:
+            if (here / d).is_symlink():
+                why = outside_folder(here / d, root) or ""
+                skipped[(here / d).relative_to(root).as_posix()] = (
+                    why if "outside the folder" in why or "symlink" in why else "a symlinked folder, not followed")
+        for name in sorted(n for n in names if not n.startswith(".")):
+            entry = here / name
+            why = outside_folder(entry, root)
+            if why is None:
+                files.append(entry)
+            else:
+                skipped[entry.relative_to(root).as_posix()] = why
+    return sorted(files), skipped
 
 
 def iter_tensors(source: WeightSource) -> Iterator[tuple[str, torch.Tensor]]:

@@ -15,6 +15,7 @@ from safetransfer.supply.fingerprint import Manifest, fingerprint
 
 # statuses of a tensor or a file, best first
 OK, CHANGED, SHAPE, DTYPE, MISSING, EXTRA = "ok", "changed", "shape differs", "dtype differs", "missing", "unexpected"
+SKIPPED = "not read"  # a file of the folder that leads outside it (a symlink) or would hang (a FIFO)
 
 
 @dataclass
@@ -82,13 +83,17 @@ def compare_manifests(found: Manifest, expected: Manifest) -> tuple[list[ItemChe
     files: list[ItemCheck] = []
     for name, want in expected.files.items():
         got_file = found.files.get(name)
-        if got_file is None:
+        if got_file is None and name in found.skipped:
+            files.append(ItemCheck(name, SKIPPED, found.skipped[name]))
+        elif got_file is None:
             files.append(ItemCheck(name, MISSING))
         elif got_file.get("sha256") != want.get("sha256"):
             files.append(ItemCheck(name, CHANGED, f"{want.get('bytes')} -> {got_file.get('bytes')} bytes"))
         else:
             files.append(ItemCheck(name, OK))
     files += [ItemCheck(name, EXTRA) for name in found.files if name not in expected.files]
+    files += [ItemCheck(name, SKIPPED, why) for name, why in found.skipped.items()
+              if name not in expected.files and expected.skipped.get(name) != why]
     return tensors, files
 
 
