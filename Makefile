@@ -8,13 +8,14 @@ STAMPS := $(VENV)/.stamps
 TORCH  := torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: setup assets browser demo test test-slow bench clean help
+.PHONY: setup assets browser demo test test-slow bench docs clean help
 
 help:
 	@echo "make demo       set up (venv, torch, package, offline assets), then the quick inheritance study (~8 min on 2 cores)"
 	@echo "make test       set up, then run the test suite (the slow end-to-end tests are excluded)"
 	@echo "make test-slow  the slow end-to-end tests on the real assets"
 	@echo "make bench      the benchmarks (writes benchmarks/results/*.json)"
+	@echo "make docs       the results pages under docs/ from benchmarks/results/*.json (set-up only, no assets)"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +44,7 @@ demo: assets
 	$(BIN)/safetransfer study --profile quick --out runs/demo
 
 test: assets browser
+	$(BIN)/lint-imports --no-cache
 	@$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
 
@@ -62,6 +64,10 @@ bench: assets $(MODELSCAN)
 	$(BIN)/python benchmarks/train_baselines.py
 	$(BIN)/safetransfer badnets --data fashion-mnist --model small-cnn --out runs/badnets-fmnist --no-progress
 	$(BIN)/python benchmarks/detect_vs_art.py --model runs/badnets-fmnist/poisoned/model
+
+# The results pages: every figure read from benchmarks/results/*.json (tests/test_docs.py checks they are current).
+docs: setup
+	$(BIN)/python benchmarks/make_docs.py
 
 clean:
 	rm -rf $(VENV) .venv-modelscan runs .pytest_cache

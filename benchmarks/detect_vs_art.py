@@ -31,7 +31,7 @@ from safetransfer.attacks.data_poisoning import PlantSpec, poison_dataset
 from safetransfer.data.registry import load_data
 from safetransfer.detect.base import DetectionResult, score_detection
 from safetransfer.detect.features import model_features
-from safetransfer.detect.scan_data import ScanDataConfig, scan_data
+from safetransfer.jobs.scan_data import ScanDataConfig, scan_data
 from safetransfer.models.io import atomic_write_text, load_model
 
 RESULTS = Path(__file__).parent / "results" / "detect_vs_art.json"

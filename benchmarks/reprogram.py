@@ -1,6 +1,6 @@
 """Adversarial reprogramming (Elsayed et al. 2018) on the real assets: the paper's comparisons.
 
-Runs :func:`safetransfer.attacks.reprogram_job.reprogram_job` with the defaults (80-px canvas,
+Runs :func:`safetransfer.jobs.reprogram.reprogram_job` with the defaults (80-px canvas,
 2,000 Adam steps of 64, a data-chosen map of 3 labels per class; counting squares: 6,000 steps of
 16, 10 labels per class, the map chosen again every 250 steps, ``ReprogramConfig.for_task``; other
 settings by option) for
@@ -39,7 +39,7 @@ from pathlib import Path
 import torch
 
 from bench_common import machine as machine_of
-from safetransfer.attacks.reprogram_job import DEFAULT_CANVAS, reprogram_job
+from safetransfer.jobs.reprogram import DEFAULT_CANVAS, reprogram_job
 from safetransfer.attacks.reprogramming import ReprogramConfig
 from safetransfer.models.io import atomic_write_text
 
@@ -109,7 +109,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     doc = json.loads(RESULTS.read_text()) if RESULTS.exists() else {"runs": []}
     machine = machine_of(args.threads)
-    from safetransfer.attacks.reprogram_job import parse_label_map
+    from safetransfer.jobs.reprogram import parse_label_map
 
     given = {"steps": args.steps, "schedule": args.schedule, "labels_per_class": args.labels_per_class,
              "task_scale": args.task_scale, "lr": args.lr, "batch_size": args.batch_size,

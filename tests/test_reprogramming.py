@@ -183,7 +183,7 @@ def test_reprogram_command_learns_saves_and_applies(tmp_path, capsys) -> None:
 
 
 def test_only_models_that_take_the_size_accept_another_canvas() -> None:
-    from safetransfer.attacks.reprogram_job import accepts_input_size
+    from safetransfer.jobs.reprogram import accepts_input_size
 
     pooled = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
     flat = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(4 * 14 * 14, 2)).train()
@@ -262,7 +262,7 @@ def test_label_map_chosen_by_the_data_is_the_best_assignment_by_hand() -> None:
 
 
 def test_a_saved_program_keeps_its_scale_and_map(tmp_path) -> None:
-    from safetransfer.attacks.reprogram_job import load_program, save_program
+    from safetransfer.jobs.reprogram import load_program, save_program
 
     prog = AdversarialProgram(3, 16, (6, 6), seed=3, scale=2)
     groups = torch.tensor([[4, 1], [0, 2]])

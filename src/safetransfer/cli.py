@@ -481,7 +481,7 @@ def badnets_cmd(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
 ) -> None:
     """BadNets: train on clean and on poisoned data with identical settings; show the damage."""
-    from safetransfer.attacks.data_poisoning import badnets_experiment
+    from safetransfer.jobs.badnets import badnets_experiment
     from safetransfer.data.registry import load_data
 
     spec = _plant_spec(trigger, rate, target, source, seed)
@@ -522,7 +522,7 @@ def scan_data_cmd(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
 ) -> None:
     """Find poisoned training samples: spectral signatures, activation clustering, centroid outliers."""
-    from safetransfer.detect.scan_data import METHODS, ScanDataConfig, scan_data
+    from safetransfer.jobs.scan_data import METHODS, ScanDataConfig, scan_data
 
     cfg = ScanDataConfig(data=data, data_path=str(data_path) if data_path else None, limit_train=limit_train,
                          model=model, steps=steps, embedding=embedding, methods=tuple(method or METHODS),
@@ -701,7 +701,7 @@ def reprogram_cmd(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
 ) -> None:
     """Adversarial reprogramming (Elsayed et al. 2019): one additive program makes the frozen model do a new task."""
-    from safetransfer.attacks.reprogram_job import parse_label_map, reprogram_job
+    from safetransfer.jobs.reprogram import parse_label_map, reprogram_job
     from safetransfer.attacks.reprogramming import ReprogramConfig
 
     mapping = parse_label_map(label_map, applying=apply is not None)

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from safetransfer.attacks.reprogramming import AdversarialProgram
-from safetransfer.report.plots import _pyplot, save_figure
+from safetransfer.plotting import pyplot, save_figure
 
 
 def _rgb(img: torch.Tensor):
@@ -18,7 +18,7 @@ def _rgb(img: torch.Tensor):
 @torch.no_grad()
 def plot_program(program: AdversarialProgram, examples: torch.Tensor, path: str | Path, title: str = "") -> Path:
     """The program (in pixel scale, grey = 0) next to the adversarial versions of ``examples``."""
-    plt = _pyplot()
+    plt = pyplot()
     program = program.cpu()
     adv = program(examples.float().cpu())
     fig, axes = plt.subplots(1, 1 + adv.shape[0], figsize=(3.0 * (1 + adv.shape[0]), 3.3), squeeze=False)

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from safetransfer.report.plots import _pyplot, save_figure
+from safetransfer.plotting import pyplot, save_figure
 
 SCATTER_MAX = 5000
 
@@ -15,7 +15,7 @@ SCATTER_MAX = 5000
 def plot_outlier_grid(images: torch.Tensor, labels: np.ndarray, scores: np.ndarray, class_names: list[str],
                       path: str | Path, per_label: int = 8, truth: np.ndarray | None = None, title: str = "") -> Path:
     """Rows: labels; columns: that label's ``per_label`` highest-scoring images (red frame: truly poisoned)."""
-    plt = _pyplot()
+    plt = pyplot()
     classes = [int(c) for c in np.unique(labels)]
     fig, axes = plt.subplots(len(classes), per_label, figsize=(1.1 * per_label + 1.2, 1.15 * len(classes) + 0.6),
                              squeeze=False)
@@ -47,7 +47,7 @@ def plot_scatter(features: np.ndarray, labels: np.ndarray, flagged: np.ndarray, 
     planted poison (when known) circled. At most 5,000 points (a seeded sample, every flagged one kept)."""
     from safetransfer.detect.features import pca_embedding, tsne_embedding
 
-    plt = _pyplot()
+    plt = pyplot()
     rng = np.random.default_rng(seed)
     keep = np.flatnonzero(flagged | (truth if truth is not None else False))
     rest = np.setdiff1d(np.arange(len(labels)), keep)
@@ -75,7 +75,7 @@ def plot_label_histogram(labels: np.ndarray, class_names: list[str], path: str |
                          expected: np.ndarray | None = None, title: str = "") -> Path:
     """Samples per label against the expected count (default: uniform); the most over-represented label
     in red. A poisoned target label is slightly over-represented (all-to-one poisoning adds to it)."""
-    plt = _pyplot()
+    plt = pyplot()
     k = len(class_names)
     counts = np.bincount(labels, minlength=k)[:k]
     expected = np.full(k, counts.sum() / k) if expected is None else np.asarray(expected, dtype=float)
@@ -95,7 +95,7 @@ def plot_label_histogram(labels: np.ndarray, class_names: list[str], path: str |
 
 def plot_training_curves(histories: dict[str, list[dict[str, float]]], path: str | Path, title: str = "") -> Path:
     """Validation accuracy (and training loss) against steps, one line per run (e.g. clean vs poisoned)."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(10.0, 3.8))
     for name, history in histories.items():
         steps = [h["step"] for h in history]

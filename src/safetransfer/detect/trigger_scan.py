@@ -199,9 +199,9 @@ def _flips(model, words: Sequence[str], texts: Sequence[str], positions: np.ndar
 def plot_lfr_vs_frequency(result: TriggerScanResult, path: str | Path, planted: Sequence[str] = (), top: int = 8,
                           title: str = "") -> Path:
     """Every candidate as a point (log frequency + 1, LFR); the top suspects labelled, planted triggers red."""
-    from safetransfer.report.plots import _pyplot, save_figure
+    from safetransfer.plotting import pyplot, save_figure
 
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 5.0))
     x = np.log10(result.frequency + 1)
     confirmed = result.confirmed

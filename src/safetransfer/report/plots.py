@@ -6,76 +6,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def save_figure(fig, ax, path: str | Path, title: str = "") -> Path:
-    """Set the title, lay out, write the PNG, close the figure.
-
-    ``ax=None`` puts ``title`` over the whole figure (several panels). A figure made with its
-    own layout engine (``layout="constrained"``) keeps it; others get ``tight_layout``.
-    """
-    plt = _pyplot()
-    if ax is None:
-        if title:
-            fig.suptitle(title)
-    else:
-        ax.set_title(title)
-    if fig.get_layout_engine() is None:
-        fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
-
-
-def plot_training_curve(history: Sequence[dict[str, float]], path: str | Path, title: str = "") -> Path:
-    """Training loss (and validation accuracy where logged) against the step."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=110)
-    steps = [h["step"] for h in history]
-    ax.plot(steps, [h["loss"] for h in history], color="tab:blue", label="training loss")
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss", color="tab:blue")
-    val = [(h["step"], h["val_accuracy"]) for h in history if "val_accuracy" in h]
-    if val:
-        ax2 = ax.twinx()
-        ax2.plot(*zip(*val), color="tab:orange", marker="o", label="validation accuracy")
-        ax2.set_ylabel("validation accuracy", color="tab:orange")
-        ax2.set_ylim(0, 1)
-    return save_figure(fig, ax, path, title)
-
-
-def plot_confusion(confusion: Sequence[Sequence[int]], class_names: Sequence[str], path: str | Path, title: str = "") -> Path:
-    """Row-normalised confusion matrix (true class by row) with the counts written in."""
-    import numpy as np
-
-    plt = _pyplot()
-    cm = np.asarray(confusion, dtype=float)
-    rates = cm / np.clip(cm.sum(1, keepdims=True), 1, None)
-    k = len(class_names)
-    size = min(max(4.0, 0.5 * k + 2), 40.0)  # at most 40 inches (4,400 px): memory bounded for many classes
-    fig, ax = plt.subplots(figsize=(size, size * 0.85), dpi=110)
-    im = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(k), class_names, rotation=45, ha="right", fontsize=8)
-    ax.set_yticks(range(k), class_names, fontsize=8)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    if k <= 20:
-        for i in range(k):
-            for j in range(k):
-                ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=7,
-                        color="white" if rates[i, j] > 0.5 else "black")
-    fig.colorbar(im, ax=ax, fraction=0.046)
-    return save_figure(fig, ax, path, title)
+from safetransfer.plotting import pyplot, save_figure
 
 
 # ------------------------------------------------------------------ the inheritance study
@@ -84,7 +15,7 @@ def plot_confusion(confusion: Sequence[Sequence[int]], class_names: Sequence[str
 
 def _method_colours(methods: Sequence[str]) -> dict[str, Any]:
     """One stable colour per method (tab10 in the study's method order)."""
-    plt = _pyplot()
+    plt = pyplot()
     cmap = plt.get_cmap("tab10")
     return {m: cmap(i % 10) for i, m in enumerate(methods)}
 
@@ -115,7 +46,7 @@ def plot_acc_vs_dir(
         value_or_none,
     )
 
-    plt = _pyplot()
+    plt = pyplot()
     methods = method_names(results)
     colours = _method_colours(methods)
     if task is not None:
@@ -187,7 +118,7 @@ def plot_dir_by_defect(results: Mapping[str, Any], path: str | Path, task: str |
         value_or_none,
     )
 
-    plt = _pyplot()
+    plt = pyplot()
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
@@ -267,7 +198,7 @@ def plot_coverage_grid(
     cells = {d: c for d in defect_names(results) if (c := coverage_cell(results, d)) is not None}
     if not cells:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     strategies = [s for s in STRATEGIES if any(c[0] == s for c in cells.values())]
     strategies += sorted({c[0] for c in cells.values()} - set(strategies))
     metrics = [m for m in METRICS if any(c[1] == m for c in cells.values())]
@@ -334,7 +265,7 @@ def plot_convergence(results: Mapping[str, Any], path: str | Path, task: str, ti
     curves = {m: c for m, c in curves.items() if c}
     if not curves:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     colours = _method_colours(list(curves))
     has_acc = any("val_accuracy" in c for curve in curves.values() for c in curve)
     fig, axes = plt.subplots(1, 2 if has_acc else 1, figsize=(11.0 if has_acc else 7.0, 4.0), squeeze=False)
@@ -365,7 +296,7 @@ def plot_weight_change(results: Mapping[str, Any], path: str | Path, task: str, 
     changes = {m: c for m, c in changes.items() if c.get("layers")}
     if not changes:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     colours = _method_colours(list(changes))
     fig, (ax, dist) = plt.subplots(1, 2, figsize=(12.0, 4.2), gridspec_kw={"width_ratios": [3, 2]})
     for m, change in changes.items():
@@ -398,7 +329,7 @@ def plot_slice_layers(results: Mapping[str, Any], path: str | Path, task: str, m
     layers = views[_first_variant(views)].get("slice") or []
     if not layers:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(8.0, 4.2))
     share = [l.get("excluded_share") or 0.0 for l in layers]
     ax.bar(range(len(layers)), share, color="tab:blue", label="share excluded")
@@ -420,7 +351,7 @@ def plot_trigger_shift(results: Mapping[str, Any], path: str | Path, task: str, 
     rows = {m: [(v.get(d) or {}).get("trigger_shift") for d in names] for m, v in per_method.items()}
     if not names or not any(x is not None for r in rows.values() for x in r):
         return None
-    plt = _pyplot()
+    plt = pyplot()
     colours = _method_colours(list(rows))
     fig, ax = plt.subplots(figsize=(max(6.0, 2.5 * len(names) + 2), 4.2))
     width = 0.8 / max(len(rows), 1)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from safetransfer.errors import ConfigError, DataError
-from safetransfer.report.html import embed_png
+from safetransfer.html_page import embed_png
 
 
 def _read(folder: Path) -> dict[str, Any]:
@@ -36,7 +36,7 @@ def _read(folder: Path) -> dict[str, Any]:
 
 def scan_section(folder: Path, doc: dict[str, Any]) -> str:
     """A scan-data run: its meta line, the detectors' table and its figures."""
-    from safetransfer.report.scan_page import detectors_table
+    from safetransfer.jobs.scan_page import detectors_table
 
     known = doc.get("poisoned") is not None
     meta = (f"{doc.get('samples')} training samples; embedding {doc.get('embedding', {}).get('kind')}"

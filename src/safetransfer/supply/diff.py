@@ -287,9 +287,9 @@ def judge(report: DiffReport) -> tuple[str, str]:
 def plot_diff(report: DiffReport, path: str | Path, title: str = "") -> Path:
     """Relative change per tensor (base order, log scale; embeddings in red) and, when an embedding
     matrix changed, its most changed rows labelled with their tokens."""
-    from safetransfer.report.plots import _pyplot, save_figure
+    from safetransfer.plotting import pyplot, save_figure
 
-    plt = _pyplot()
+    plt = pyplot()
     names = [t.name for t in report.tensors]
     values = [t.relative_change if t.status == "changed" else 0.0 for t in report.tensors]
     embedding_names = {e.name for e in report.embeddings}

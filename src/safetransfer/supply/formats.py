@@ -22,7 +22,6 @@ import json
 import math
 import struct
 from dataclasses import dataclass
-from pathlib import Path
 from typing import BinaryIO
 
 

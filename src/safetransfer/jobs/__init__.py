@@ -107,7 +107,7 @@ def train_job(
     }
     atomic_write_text(out / METRICS_FILE, json.dumps(doc, indent=2))
     if plots:
-        from safetransfer.report.plots import plot_confusion, plot_training_curve
+        from safetransfer.plotting import plot_confusion, plot_training_curve
 
         if result.history:
             plot_training_curve(result.history, out / "training_curve.png", f"{model_name} on {dataset.name}")

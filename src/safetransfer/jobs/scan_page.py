@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from safetransfer.models.io import atomic_write_text
-from safetransfer.report.html import embed_png, page
+from safetransfer.html_page import embed_png, page
 
 SCAN_PAGE = "scan.html"
 

@@ -248,7 +248,7 @@ def _write_figures_and_page(result: ScanDataResult, data: ClassificationData, fe
                             cfg: ScanDataConfig, log: Callable[[str], None],
                             histories: dict[str, list[dict[str, float]]]) -> None:
     from safetransfer.detect.plots import plot_label_histogram, plot_outlier_grid, plot_scatter, plot_training_curves
-    from safetransfer.report.scan_page import write_scan_page
+    from safetransfer.jobs.scan_page import write_scan_page
 
     name = result.results["best"] or cfg.methods[0]
     det = result.detections[name]
