@@ -1,0 +1,81 @@
+"""The results pages under docs/ are what benchmarks/make_docs.py writes from benchmarks/results/*.json,
+and the README stays short and starts with the two set-up commands."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "benchmarks" / "make_docs.py"
+RESULTS = ROOT / "benchmarks" / "results"
+DOCS = ROOT / "docs"
+README = ROOT / "README.md"
+
+
+def _make_docs(out: Path, results: Path = RESULTS) -> None:
+    run = subprocess.run([sys.executable, str(SCRIPT), "--out", str(out), "--results", str(results)],
+                         check=False, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
+def _pages(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*.md"))}
+
+
+def test_committed_docs_are_exactly_what_the_results_files_give(tmp_path: Path) -> None:
+    _make_docs(tmp_path)
+    made, committed = _pages(tmp_path), _pages(DOCS)
+    assert set(made) == set(committed), (
+        f"docs/ holds {sorted(set(committed) - set(made))} that make_docs.py does not write and lacks "
+        f"{sorted(set(made) - set(committed))}: run `make docs`")
+    stale = [rel for rel in made if made[rel] != committed[rel]]
+    assert not stale, f"docs/{stale} differ from what benchmarks/results/*.json gives: run `make docs` and commit the pages"
+
+
+def test_the_same_results_give_the_same_bytes(tmp_path: Path) -> None:
+    _make_docs(tmp_path / "a")
+    _make_docs(tmp_path / "b")
+    assert _pages(tmp_path / "a") == _pages(tmp_path / "b")
+
+
+def test_a_figure_is_read_from_its_results_file(tmp_path: Path) -> None:
+    """Change one figure in a copy of the results: the page shows the new figure, not the old one."""
+    results = tmp_path / "results"
+    shutil.copytree(RESULTS, results)
+    doc = json.loads((results / "study_vision_quick.json").read_text())
+    old = doc["methods"]["remos"]["acc"]
+    doc["methods"]["remos"]["acc"] = 0.1234
+    (results / "study_vision_quick.json").write_text(json.dumps(doc))
+    _make_docs(tmp_path / "out", results)
+    page = (tmp_path / "out" / "results" / "vision-study.md").read_text()
+    row = next(line for line in page.splitlines() if line.startswith("| remos |"))
+    assert "0.123" in row and f"{old:.3f}" not in row
+
+
+def test_every_results_file_is_on_the_index_with_its_command() -> None:
+    index = (DOCS / "index.md").read_text()
+    for path in sorted(RESULTS.glob("*.json")):
+        line = next((ln for ln in index.splitlines() if ln.startswith(f"| `{path.name}` |")), None)
+        assert line is not None, f"{path.name} is on no results page: give it a section in benchmarks/make_docs.py"
+        assert line.split("|")[2].strip().startswith(("`python ", "`safetransfer ")), line
+
+
+def test_readme_is_short_and_starts_with_make_demo_and_make_test() -> None:
+    lines = README.read_text().splitlines()
+    assert len(lines) <= 300, f"README.md has {len(lines)} lines; findings belong on the docs/ pages"
+    body = [ln for ln in lines[1:] if ln.strip()]  # after the title
+    assert body[0] == "```bash"
+    assert body[1].startswith("make demo ") and body[2].startswith("make test ")
+    assert body[3] == "```"
+
+
+def test_readme_links_to_docs_resolve() -> None:
+    links = re.findall(r"\]\((docs/[^)#]+)", README.read_text())
+    assert links, "the README links to no results page"
+    missing = [link for link in links if not (ROOT / link).exists()]
+    assert not missing, missing
