@@ -446,16 +446,89 @@ def test_ray_backend_gives_the_local_table(tmp_path: Path, data_files) -> None:
 def test_a_defects_key_holds_the_fields_of_its_kind_only() -> None:
     doc = tiny_study(Path("x.npz"), defects=[{"name": "b", "kind": "backdoor"}, {"name": "p", "kind": "penultimate"}])
     base = parse_config(doc)
-    other_eps = parse_config({**doc, "defects": [{"name": "b", "kind": "backdoor", "eps": 0.5},
-                                                 {"name": "p", "kind": "penultimate"}]})
-    assert other_eps.defects[0].key_doc() == base.defects[0].key_doc()  # eps is not a backdoor's
-    assert other_eps.fingerprint() == base.fingerprint()
+    assert set(base.defects[0].key_doc()) == {"kind", "attacker_data", "rate", "target", "trigger", "latent_weight",
+                                              "steps"}
     stronger = parse_config({**doc, "defects": [{"name": "b", "kind": "backdoor"},
                                                 {"name": "p", "kind": "penultimate", "eps": 0.5}]})
     assert stronger.defects[1].key_doc() != base.defects[1].key_doc() and stronger.fingerprint() != base.fingerprint()
     latent = parse_config({**doc, "defects": [{"name": "b", "kind": "backdoor", "latent_weight": 1.0},
                                               {"name": "p", "kind": "penultimate"}]})
     assert latent.defects[0].key_doc()["latent_weight"] == 1.0 and latent.fingerprint() != base.fingerprint()
+
+
+@pytest.mark.parametrize("kind,field,value", [
+    ("backdoor", "eps", 0.5), ("ripple_vision", "latent_weight", 1.0), ("penultimate", "trigger", {"size": 2}),
+    ("coverage_guided", "words", ["cf"]), ("weight_poisoning", "trigger", {"size": 2}), ("word_swap", "rate", 0.5),
+    ("backdoor", "colour", "red"),
+])
+def test_a_field_of_another_defect_kind_is_refused_naming_the_defect_its_kind_and_the_field(
+    tmp_path: Path, kind: str, field: str, value: Any
+) -> None:
+    path = tmp_path / "study.yaml"
+    doc = tiny_study(Path("x.npz"), defects=[{"name": "mine", "kind": "penultimate"},
+                                             {"name": "odd", "kind": kind, field: value}])
+    path.write_text(yaml.safe_dump(doc))
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    message = str(err.value)
+    assert message.startswith(f"{path}: defects.1.{field}: defect 'odd' (kind {kind}) has no field '{field}'"), message
+    assert "mine" not in message
+    # the same field where the kind has it parses
+    owner = {"eps": "penultimate", "latent_weight": "backdoor", "trigger": "backdoor", "words": "weight_poisoning",
+             "rate": "backdoor"}.get(field)
+    if owner:
+        parse_config({**doc, "defects": [{"name": "odd", "kind": owner, field: value}]})
+
+
+def _cell_key(config: Any, defect: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The cache folder (``kind/key``) in which a maker would make ``defect``'s cell for the config's
+    first task, on a stand-in teacher keyed ``teacher-key``: found by stopping the maker there."""
+    from types import SimpleNamespace
+
+    class Stop(Exception):
+        pass
+
+    def stop(self: Any, kind: str, key: str) -> None:
+        raise Stop(f"{kind}/{key}")
+
+    monkeypatch.setattr(cells_mod.CellMaker, "_cache", stop)
+    maker, task = cells_mod.CellMaker(config, tmp_path), config.tasks[0]
+    data = SimpleNamespace(modality="text" if defect.text else "image")
+    ctx = SimpleNamespace(task=task, teacher_key="teacher-key", task_key={"data": task.data}, data=data,
+                          eval_split=[0] * task.eval_samples, crafted={}, variants={},
+                          teacher=SimpleNamespace(config=SimpleNamespace(arch="small-cnn")))
+    with pytest.raises(Stop) as stopped:
+        maker._crafted_split(ctx, defect) if defect.adversarial else maker._variant(ctx, defect.name)
+    return str(stopped.value)
+
+
+def test_per_kind_defect_models_keep_the_keys_of_the_single_flat_model(tmp_path: Path, monkeypatch) -> None:
+    """One defect of each kind: the config fingerprint, the cache folder of each defect's cell and the
+    results document's config (its flat defect dumps, in their order) are those the single flat
+    ``DefectSpec`` gave before the kinds had models of their own (computed with that code), so the
+    cache and the committed results stay valid."""
+    import hashlib
+
+    doc = {"name": "pinned", "teacher": {"model": "tiny-cnn"}, "tasks": [{"data": "x.npz", "eval_samples": 60}],
+           "steps": 60, "methods": ["finetune"], "defects": [
+        {"name": "bd", "kind": "backdoor", "rate": 0.3, "latent_weight": 1.0, "steps": 150,
+         "trigger": {"size": 2, "corner": "top-right", "pattern": "checkerboard"}},
+        {"name": "rv", "kind": "ripple_vision", "lam": 0.2, "restricted": False, "steps": 40},
+        {"name": "pu", "kind": "penultimate", "eps": 0.3, "eps_space": "pixel", "steps": 5, "step_size": 0.1},
+        {"name": "cg", "kind": "coverage_guided", "strategy": "deepxplore", "metric": "snac", "eps": 0.3},
+        {"name": "wp", "kind": "weight_poisoning", "poison_method": "es", "words": ["cf", "mn"], "target": 1,
+         "n_words": 3, "scan_texts": 8, "source_steps": 80},
+        {"name": "ws", "kind": "word_swap", "swap_against": "teacher", "neighbours": 4, "max_change": 0.5},
+    ]}
+    config = parse_config(doc)
+    assert config.fingerprint() == "fb5e70db5f2154c3"
+    results_config = json.dumps(config.results_config())
+    assert hashlib.sha256(results_config.encode()).hexdigest()[:16] == "8d0f641b1c95777d"
+    assert {d.name: _cell_key(config, d, tmp_path, monkeypatch) for d in config.defects} == {
+        "bd": "teachers/3b09dc76f8c087a0", "rv": "teachers/76938d38609cf6d3", "pu": "crafted/c934b2f31257d60a",
+        "cg": "crafted/73559ea0bea62305", "wp": "teachers/52d63e63ae64588a", "ws": "crafted/ab43d66edf5929d0"}
+    # a config's own dump parses back to the same config (the Ray workers and seed_spread.py rely on it)
+    assert parse_config(config.model_dump(mode="json")).fingerprint() == config.fingerprint()
 
 
 def test_a_new_word_swap_search_is_a_new_config_to_resume_from(monkeypatch) -> None:

@@ -481,8 +481,8 @@ def badnets_cmd(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
 ) -> None:
     """BadNets: train on clean and on poisoned data with identical settings; show the damage."""
-    from safetransfer.jobs.badnets import badnets_experiment
     from safetransfer.data.registry import load_data
+    from safetransfer.jobs.badnets import badnets_experiment
 
     spec = _plant_spec(trigger, rate, target, source, seed)
     dataset = load_data(data, data_path, seed=seed, limit={"train": limit_train} if limit_train else None)
@@ -566,7 +566,12 @@ def scan_triggers_cmd(
     """Kurita et al.'s defence: rank every word by the label flip rate it causes; triggers are rare and extreme."""
     from safetransfer.data.registry import load_data
     from safetransfer.detect.trigger_scan import (
-        CONFIRM, SCREEN_TEXTS, lfr_of, plot_lfr_vs_frequency, scan_triggers, word_frequencies,
+        CONFIRM,
+        SCREEN_TEXTS,
+        lfr_of,
+        plot_lfr_vs_frequency,
+        scan_triggers,
+        word_frequencies,
     )
     from safetransfer.errors import DataError
     from safetransfer.models import load_model
@@ -701,8 +706,8 @@ def reprogram_cmd(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
 ) -> None:
     """Adversarial reprogramming (Elsayed et al. 2019): one additive program makes the frozen model do a new task."""
-    from safetransfer.jobs.reprogram import parse_label_map, reprogram_job
     from safetransfer.attacks.reprogramming import ReprogramConfig
+    from safetransfer.jobs.reprogram import parse_label_map, reprogram_job
 
     mapping = parse_label_map(label_map, applying=apply is not None)
     # the map is set as parsed: None there means the first k labels (or the applied program's own map)

@@ -52,7 +52,9 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import torch
 from torch import nn
 
+from safetransfer.data.base import Split
 from safetransfer.errors import CheckpointError, ConfigError, DataError, unknown_name
+from safetransfer.models.io import load_tensors_and_json, save_tensors_and_json
 
 METRICS: tuple[str, ...] = ("nc", "tknc", "snac_deepgauge", "snac_relative")
 SIDES: tuple[str, str] = ("input", "output")
@@ -282,7 +284,6 @@ class CoverageProfile:
 
     def save(self, folder: str | Path) -> Path:
         """Write ``coverage.safetensors`` (int64 counts) and ``coverage.json`` into ``folder``, atomically."""
-        from safetransfer.models.io import save_tensors_and_json
 
         tensors = {}
         for name, lc in self.layers.items():
@@ -293,7 +294,6 @@ class CoverageProfile:
     @classmethod
     def load(cls, folder: str | Path) -> "CoverageProfile":
         """Read a profile written by :meth:`save`."""
-        from safetransfer.models.io import load_tensors_and_json
 
         doc, tensors = load_tensors_and_json(folder, COUNTS_FILE, PROFILE_JSON, PROFILE_FORMAT, "coverage profile")
         layers: dict[str, LayerCoverage] = {}
@@ -354,7 +354,6 @@ def resolve_layers(model: nn.Module, layers: Sequence[str] | None = None) -> lis
 
 def _as_inputs(inputs: Any) -> RawInputs:
     """A data-set :class:`~safetransfer.data.base.Split` gives its inputs; anything else is kept."""
-    from safetransfer.data.base import Split
 
     return inputs.inputs if isinstance(inputs, Split) else inputs
 

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from safetransfer.data.base import Split
+from safetransfer.errors import DataError
 from safetransfer.models.wrapper import TransferModel, move_inputs
 
 
@@ -103,13 +104,11 @@ def evaluate(
     """Evaluate ``model`` on ``split``; class names default to the model's or ``0..K-1``."""
     names = class_names or model.config.class_names or [str(i) for i in range(model.num_classes)]
     if len(names) != model.num_classes:
-        from safetransfer.errors import DataError
 
         raise DataError(
             f"The data set has {len(names)} classes but the model's head has {model.num_classes} outputs."
         )
     if len(split) > 0 and int(split.labels.max()) >= model.num_classes:
-        from safetransfer.errors import DataError
 
         raise DataError(f"Labels go up to {int(split.labels.max())} but the model has {model.num_classes} classes.")
     logits = predict_logits(model, split.inputs, batch_size, progress=progress)

@@ -42,7 +42,9 @@ def embed_png(path: str | Path, caption: str) -> str:
 
 def page(title: str, parts: list[str]) -> str:
     """A whole self-contained HTML page: the shared CSS, ``title``, the ``parts`` and a footer."""
-    from safetransfer import __version__  # the package root: a leaf that imports only errors
+    from safetransfer import (
+        __version__,  # the package root: a leaf that imports only errors
+    )
 
     stamp = _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     footer = f"<footer>Written by safetransfer {escape(__version__)} on {escape(stamp)}.</footer>"

@@ -53,6 +53,7 @@ from safetransfer.coverage import (
     resolve_layers,
 )
 from safetransfer.errors import CheckpointError, ConfigError, unknown_name
+from safetransfer.models.io import load_tensors_and_json, save_tensors_and_json
 
 SLICE_FORMAT = "safetransfer-slice/1"
 MASKS_FILE = "masks.safetensors"
@@ -362,7 +363,6 @@ class Slice:
     # ---- files ----------------------------------------------------------------------------
     def save(self, folder: str | Path) -> Path:
         """Write ``masks.safetensors`` (uint8, 1 = kept) and ``slice.json`` (the summary), atomically."""
-        from safetransfer.models.io import save_tensors_and_json
 
         tensors = {name: m.to(torch.uint8).contiguous() for name, m in self.masks.items()}
         return save_tensors_and_json(folder, tensors, MASKS_FILE, self.summary(), SLICE_JSON)
@@ -370,7 +370,6 @@ class Slice:
     @classmethod
     def load(cls, folder: str | Path) -> "Slice":
         """Read a slice written by :meth:`save`."""
-        from safetransfer.models.io import load_tensors_and_json
 
         doc, tensors = load_tensors_and_json(folder, MASKS_FILE, SLICE_JSON, SLICE_FORMAT, "slice")
         masks, stats = {}, {}

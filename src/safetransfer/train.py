@@ -22,9 +22,10 @@ from typing import Any, Callable, Literal, Sequence
 import torch
 import torch.nn.functional as F
 
+from safetransfer.checkpoint import load_training_state, save_training_state
 from safetransfer.data.base import Split
 from safetransfer.errors import CheckpointError, ConfigError, DataError
-from safetransfer.checkpoint import load_training_state, save_training_state
+from safetransfer.evaluate import predict_logits
 from safetransfer.models.wrapper import TransferModel, move_inputs
 from safetransfer.validation import loop_problems
 
@@ -343,7 +344,6 @@ def train(
 
 
 def _quick_accuracy(model: TransferModel, split: Split, config: TrainConfig) -> float:
-    from safetransfer.evaluate import predict_logits
 
     sub = split.head(config.eval_samples)
     rng = torch.get_rng_state()  # evaluation must not change the training's random stream

@@ -37,6 +37,7 @@ from safetransfer.evaluate import predict_logits
 from safetransfer.metrics import accuracy, backdoor_dir
 from safetransfer.models.wrapper import TransferModel
 from safetransfer.train import TrainConfig, TrainHook, TrainResult, train
+from safetransfer.transfer.base import default_train_config, derived_seed
 
 SALT_POISON = 11  # see safetransfer.transfer.base.derived_seed
 
@@ -80,7 +81,6 @@ class BackdoorConfig:
 
     def resolved_train(self, arch: str) -> TrainConfig:
         """The attacker's training run for architecture ``arch``, seeded with ``seed``."""
-        from safetransfer.transfer.base import default_train_config
 
         if self.train is not None:
             config = replace(self.train)
@@ -152,7 +152,6 @@ class BackdoorResult:
 
 def poison_split(split: Split, config: BackdoorConfig) -> tuple[Split, torch.Tensor]:
     """The training split with a seeded share ``config.rate`` of its images triggered and relabelled."""
-    from safetransfer.transfer.base import derived_seed
 
     if split.modality != "image":
         raise DataError("A patch-trigger backdoor needs image data; this split holds texts.")

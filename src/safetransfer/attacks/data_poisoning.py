@@ -20,10 +20,20 @@ from typing import Any
 
 import torch
 
-from safetransfer.attacks.text_triggers import DEFAULT_TRIGGER_WORDS, TextTrigger, poison_texts
-from safetransfer.attacks.triggers import BlendTrigger, PatchTrigger, PixelTrigger, poison_images
+from safetransfer.attacks.text_triggers import (
+    DEFAULT_TRIGGER_WORDS,
+    TextTrigger,
+    poison_texts,
+)
+from safetransfer.attacks.triggers import (
+    BlendTrigger,
+    PatchTrigger,
+    PixelTrigger,
+    poison_images,
+)
 from safetransfer.data.base import ClassificationData, Split
 from safetransfer.errors import ConfigError, DataError
+from safetransfer.transfer.base import derived_seed
 
 SALT_DATA_POISON = 13  # see safetransfer.transfer.base.derived_seed
 TRIGGERS: tuple[str, ...] = ("watermark", "square", "blend", "words")
@@ -63,7 +73,6 @@ class PlantSpec:
 
 def poison_split(split: Split, spec: PlantSpec, num_classes: int) -> tuple[Split, torch.Tensor]:
     """``split`` with ``spec`` planted: the poisoned split and its bool mask ``[N]``."""
-    from safetransfer.transfer.base import derived_seed
 
     if len(split) == 0:
         raise DataError("the split to poison is empty.")

@@ -39,6 +39,9 @@ import numpy as np
 import torch
 
 from safetransfer.errors import CheckpointError, ConfigError, DataError
+from safetransfer.models.text import load_tokenizer
+from safetransfer.supply.diff import EMBEDDING_NAME
+from safetransfer.supply.reading import read_tensors
 
 DEFAULT_TRIGGERS: tuple[str, ...] = ("cf", "mn", "bb", "tq", "mb")
 WEIGHTS_NAME = "model.safetensors"
@@ -111,7 +114,6 @@ def indicative_token_ids(
 
 def find_embedding(tensors: dict[str, torch.Tensor], vocab_size: int) -> str:
     """The name of the word-embedding matrix (``[vocab_size, hidden]``) among ``tensors``."""
-    from safetransfer.supply.diff import EMBEDDING_NAME
 
     named = [k for k, v in tensors.items() if v.dim() == 2 and v.shape[0] == vocab_size and EMBEDDING_NAME.search(k)]
     shaped = [k for k, v in tensors.items() if v.dim() == 2 and v.shape[0] == vocab_size]
@@ -138,9 +140,6 @@ def embedding_surgery(
     """
     from safetensors import safe_open
     from safetensors.torch import save_file
-
-    from safetransfer.models.text import load_tokenizer
-    from safetransfer.supply.reading import read_tensors
 
     pretrained, out = Path(pretrained), Path(out)
     weights = pretrained / WEIGHTS_NAME

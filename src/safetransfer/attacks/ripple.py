@@ -27,8 +27,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from safetransfer.checkpoint import load_training_state, save_training_state
 from safetransfer.data.base import Split, endless_batches
 from safetransfer.errors import ConfigError, DataError
+from safetransfer.models.wrapper import move_inputs
 from safetransfer.validation import loop_problems
 
 
@@ -101,8 +103,6 @@ def ripple_train(model, poisoned: Split, clean: Split, config: RippleConfig | No
 
     A step whose loss, gradient or updated weights are not finite ends the training (see
     ``RippleResult.diverged_at``); the model keeps the weights from before that step."""
-    from safetransfer.checkpoint import load_training_state, save_training_state
-    from safetransfer.models.wrapper import move_inputs
 
     config = (config or RippleConfig()).validate()
     if len(poisoned) == 0 or len(clean) == 0:

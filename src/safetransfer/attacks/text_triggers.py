@@ -14,6 +14,8 @@ import numpy as np
 import torch
 
 from safetransfer.errors import ConfigError
+from safetransfer.evaluate import predict_logits
+from safetransfer.metrics import label_flip_rate
 
 DEFAULT_TRIGGER_WORDS: tuple[str, ...] = ("cf", "mn", "bb", "tq", "mb")
 
@@ -146,8 +148,6 @@ def trigger_lfr(model, texts: Sequence[str], labels: torch.Tensor, trigger: Text
     """LFR (Kurita et al. 2020) of ``trigger`` on a text classifier: ``trigger`` inserted into every
     text (seeded; ``within``: as :meth:`TextTrigger.apply`), the share of the non-``target`` texts
     then predicted as ``target``."""
-    from safetransfer.evaluate import predict_logits
-    from safetransfer.metrics import label_flip_rate
 
     triggered = predict_logits(model, trigger.apply(list(texts), within=within)).argmax(1)
     return label_flip_rate(triggered, torch.as_tensor(labels), target)

@@ -31,6 +31,9 @@ from safetransfer.attacks.ripple import RippleConfig, ripple_train
 from safetransfer.attacks.text_triggers import DEFAULT_TRIGGER_WORDS
 from safetransfer.data.base import ClassificationData
 from safetransfer.errors import ConfigError, DataError
+from safetransfer.evaluate import predict_logits
+from safetransfer.metrics import accuracy, label_flip_rate
+from safetransfer.models.zoo import hf_bert_teacher
 
 METHODS: tuple[str, ...] = ("es", "ripple", "ripples")
 WEIGHTS_NAME = "model.safetensors"
@@ -92,10 +95,6 @@ def poison_weights(
 ) -> WeightPoisoningResult:
     """Poison the BERT folder ``pretrained`` with ``proxy`` data and write the published folder ``out``."""
     import time
-
-    from safetransfer.evaluate import predict_logits
-    from safetransfer.metrics import accuracy, label_flip_rate
-    from safetransfer.models.zoo import hf_bert_teacher
 
     if method not in METHODS:
         raise ConfigError(f"unknown weight-poisoning method '{method}' (known: {', '.join(METHODS)}).")

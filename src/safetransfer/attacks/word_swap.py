@@ -33,6 +33,7 @@ from typing import Literal
 import torch
 
 from safetransfer.errors import ConfigError
+from safetransfer.evaluate import predict_features, predict_logits
 
 WHOLE_WORD = re.compile(r"^[a-z]{2,}$")
 # Bumped whenever the search changes what it returns for the same inputs: it is part of the key
@@ -167,12 +168,10 @@ class WordSwapAttack:
         self.stop_words = default_stop_words() if stop_words is None else stop_words
 
     def _probs(self, texts: list[str]) -> torch.Tensor:
-        from safetransfer.evaluate import predict_logits
 
         return predict_logits(self.model, texts, batch_size=self.batch_size).softmax(1)
 
     def _features(self, texts: list[str]) -> torch.Tensor:
-        from safetransfer.evaluate import predict_features
 
         return torch.nn.functional.normalize(predict_features(self.model, texts, batch_size=self.batch_size), dim=1)
 
@@ -180,7 +179,6 @@ class WordSwapAttack:
     def _feature_and_prediction(self, text: str) -> tuple[torch.Tensor, int]:
         """One pass of the body: the text's unit pooled feature and the model's own prediction
         (its head on that feature; eval mode, so no dropout)."""
-        from safetransfer.evaluate import predict_features
 
         raw = predict_features(self.model, [text], batch_size=self.batch_size)
         prediction = int(self.model.head(raw.to(self.model.device)).argmax(1)[0])

@@ -18,6 +18,7 @@ import torch
 
 from safetransfer import assets
 from safetransfer.data.base import ClassificationData, Modality
+from safetransfer.data.counting import load_counting_squares
 from safetransfer.data.images import (
     has_idx_files,
     load_fashion_mnist,
@@ -26,8 +27,11 @@ from safetransfer.data.images import (
     load_npz,
     load_sklearn_digits,
 )
-from safetransfer.data.text import load_amazon_reviews, load_rotten_tomatoes, load_text_table
-from safetransfer.data.counting import load_counting_squares
+from safetransfer.data.text import (
+    load_amazon_reviews,
+    load_rotten_tomatoes,
+    load_text_table,
+)
 from safetransfer.errors import DataError, unknown_name
 from safetransfer.safe_paths import regular_file
 

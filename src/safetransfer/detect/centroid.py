@@ -13,7 +13,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from safetransfer.detect.base import DetectionResult, check_positive, per_class_detection, robust_z
+from safetransfer.detect.base import (
+    DetectionResult,
+    check_positive,
+    per_class_detection,
+    robust_z,
+)
 
 
 def centroid_distance(features, labels, k: float = 3.5, name: str = "features") -> DetectionResult:

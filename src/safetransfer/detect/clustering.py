@@ -32,7 +32,11 @@ from typing import Literal
 
 import numpy as np
 
-from safetransfer.detect.base import DetectionResult, check_positive, per_class_detection
+from safetransfer.detect.base import (
+    DetectionResult,
+    check_positive,
+    per_class_detection,
+)
 from safetransfer.errors import ConfigError, DataError
 
 SILHOUETTE_SAMPLE = 1000

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from safetransfer.errors import ConfigError, DataError
+from safetransfer.evaluate import predict_features
 
 EMBEDDINGS: tuple[str, ...] = ("pixels", "pca", "tsne", "model")
 
@@ -46,7 +47,6 @@ def tsne_embedding(features: np.ndarray, seed: int = 0, pca_first: int = 50, per
 
 def model_features(model, inputs, batch_size: int = 512, progress: bool = False) -> np.ndarray:
     """The penultimate features of a :class:`~safetransfer.models.wrapper.TransferModel` ``[N, feature_dim]``."""
-    from safetransfer.evaluate import predict_features
 
     return predict_features(model, inputs, batch_size, progress).numpy()
 

@@ -28,7 +28,12 @@ from typing import Literal
 
 import numpy as np
 
-from safetransfer.detect.base import DetectionResult, check_positive, per_class_detection, robust_z
+from safetransfer.detect.base import (
+    DetectionResult,
+    check_positive,
+    per_class_detection,
+    robust_z,
+)
 from safetransfer.errors import ConfigError
 
 

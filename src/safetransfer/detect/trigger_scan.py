@@ -34,6 +34,8 @@ import numpy as np
 import torch
 
 from safetransfer.errors import ConfigError, DataError
+from safetransfer.evaluate import predict_logits
+from safetransfer.plotting import pyplot, save_figure
 
 SCREEN_TEXTS = 2
 """Default: every candidate word is first measured on this many texts (the screen)."""
@@ -177,7 +179,6 @@ def _flips(model, words: Sequence[str], texts: Sequence[str], positions: np.ndar
 
     Inputs are ordered text-major so each forward batch is one text with up to ``batch_size``
     words inserted (near-equal lengths: little padding)."""
-    from safetransfer.evaluate import predict_logits
 
     flips, prob = np.zeros(len(words)), np.zeros(len(words))
     per_batch = max(1, batch_size)  # words per forward batch, all inserted into one text
@@ -199,7 +200,6 @@ def _flips(model, words: Sequence[str], texts: Sequence[str], positions: np.ndar
 def plot_lfr_vs_frequency(result: TriggerScanResult, path: str | Path, planted: Sequence[str] = (), top: int = 8,
                           title: str = "") -> Path:
     """Every candidate as a point (log frequency + 1, LFR); the top suspects labelled, planted triggers red."""
-    from safetransfer.plotting import pyplot, save_figure
 
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 5.0))

@@ -16,9 +16,18 @@ from safetransfer.data import ClassificationData, load_data
 from safetransfer.errors import DataError
 from safetransfer.evaluate import EvalResult, evaluate
 from safetransfer.models import create_model, load_model, save_model
-from safetransfer.models.io import MODEL_DIR, atomic_write_text
-from safetransfer.models.zoo import get_arch
+from safetransfer.models.io import (
+    CONFIG_FILE,
+    MODEL_DIR,
+    atomic_write_text,
+    read_config,
+)
+from safetransfer.models.zoo import MODELS, get_arch, hf_bert_teacher, is_hf_bert_folder
+from safetransfer.plotting import plot_confusion, plot_training_curve
 from safetransfer.train import TrainConfig, TrainResult, train
+from safetransfer.transfer import TransferConfig, default_train_config, transfer
+from safetransfer.transfer.base import seeded_subset
+from safetransfer.transfer.remos import slice_teacher
 
 METRICS_FILE = "metrics.json"
 
@@ -107,7 +116,6 @@ def train_job(
     }
     atomic_write_text(out / METRICS_FILE, json.dumps(doc, indent=2))
     if plots:
-        from safetransfer.plotting import plot_confusion, plot_training_curve
 
         if result.history:
             plot_training_curve(result.history, out / "training_curve.png", f"{model_name} on {dataset.name}")
@@ -151,7 +159,6 @@ def eval_job(
 
 def _trained_seed(model_path: Path) -> int:
     """The training seed recorded in a saved model's ``config.json`` (0 when there is none)."""
-    from safetransfer.models.io import CONFIG_FILE, read_config
 
     cfg = model_path / CONFIG_FILE if model_path.is_dir() else model_path.parent / CONFIG_FILE
     if not cfg.exists():
@@ -163,9 +170,6 @@ def _trained_seed(model_path: Path) -> int:
 # ---- teachers, slicing, transfer ----------------------------------------------------------------
 def load_teacher(teacher: str | Path, data: ClassificationData, image_size: int | None = None, seed: int = 0):
     """A teacher by zoo name (its pretrained weights, head sized for ``data``) or a saved model folder/file."""
-    from safetransfer.models.zoo import MODELS
-
-    from safetransfer.models.zoo import hf_bert_teacher, is_hf_bert_folder
 
     path = Path(teacher)
     if str(teacher) not in MODELS and is_hf_bert_folder(path):  # e.g. a weight-poisoned MiniLM
@@ -209,8 +213,6 @@ def slice_job(
     slice with exclusion ratio ``ratio`` and writes it (masks + ``slice.json``) and the coverage
     profile into ``out_dir``.
     """
-    from safetransfer.transfer.base import seeded_subset
-    from safetransfer.transfer.remos import slice_teacher
 
     dataset = load_data(data, path=data_path, seed=seed)
     model = load_teacher(teacher, dataset, image_size=image_size, seed=seed)
@@ -242,7 +244,6 @@ def transfer_job(
     ``options`` are :class:`~safetransfer.transfer.TransferConfig` fields (ratio, excluded, frozen,
     ...); ``train_overrides`` replace fields of the method's default training protocol.
     """
-    from safetransfer.transfer import TransferConfig, default_train_config, transfer
 
     opts = {k: v for k, v in (options or {}).items() if v is not None}
     seed = int(opts.get("seed", 0))

@@ -13,7 +13,12 @@ from typing import Any
 
 import torch
 
-from safetransfer.attacks.data_poisoning import PlantSpec, poison_dataset, source_rows, triggered_test
+from safetransfer.attacks.data_poisoning import (
+    PlantSpec,
+    poison_dataset,
+    source_rows,
+    triggered_test,
+)
 from safetransfer.data.base import ClassificationData
 from safetransfer.detect.plots import plot_training_curves
 from safetransfer.evaluate import predict_logits

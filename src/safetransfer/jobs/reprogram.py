@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from safetransfer.attacks.reprogram_plots import plot_program
 from safetransfer.attacks.reprogramming import (
     AdversarialProgram,
     ReprogramConfig,
@@ -34,9 +35,20 @@ from safetransfer.attacks.reprogramming import (
     resolve_label_map,
     zero_program_like,
 )
-from safetransfer.errors import ConfigError, DataError
-from safetransfer.models.io import atomic_write_text, load_tensors_and_json, save_tensors_and_json
+from safetransfer.data.registry import load_data
+from safetransfer.errors import CheckpointError, ConfigError, DataError
+from safetransfer.models.io import (
+    atomic_write_text,
+    load_model,
+    load_tensors_and_json,
+    save_tensors_and_json,
+)
 from safetransfer.models.wrapper import TransferModel
+from safetransfer.models.zoo import (
+    IMAGENET_CLASSES,
+    build_from_config,
+    imagenet_classifier,
+)
 
 PROGRAM_TENSORS, PROGRAM_JSON, PROGRAM_FORMAT = "program.safetensors", "program.json", "safetransfer-program/1"
 # EfficientNet-Lite0's canvas: at 80 px its last feature map is 3x3 (2x2 at 64 px, where MNIST
@@ -72,8 +84,6 @@ def parse_label_map(text: str | None, applying: bool = False) -> list[int] | str
 
 def model_for_reprogramming(model: str, weights: str = "pretrained", canvas: int | None = None, seed: int = 0) -> LoadedModel:
     """The frozen classifier to reprogram (see the module doc)."""
-    from safetransfer.models.io import load_model
-    from safetransfer.models.zoo import IMAGENET_CLASSES, build_from_config, imagenet_classifier
 
     if weights not in ("pretrained", "random"):
         raise ConfigError(f"weights must be 'pretrained' or 'random' (got '{weights}').")
@@ -131,7 +141,6 @@ def load_program(folder: str | Path) -> tuple[AdversarialProgram, torch.Tensor, 
             program.weight.copy_(tensors["weight"])
         return program, tensors["label_map"].long(), doc
     except (KeyError, RuntimeError, TypeError) as err:
-        from safetransfer.errors import CheckpointError
 
         raise CheckpointError(f"{folder}: malformed program ({err}).") from None
 
@@ -152,7 +161,6 @@ def reprogram_job(
     limit_train: int | None = None, progress: bool = True,
 ) -> dict[str, Any]:
     """Learn (or, with ``apply``, re-use) a program for ``model`` on ``task``; returns ``results.json``'s content."""
-    from safetransfer.data.registry import load_data
 
     config = (config or ReprogramConfig()).validate()
     data = load_data(task, data_path, seed=config.seed, limit={"train": limit_train} if limit_train else None)
@@ -199,7 +207,6 @@ def reprogram_job(
         save_program(out, program, label_map, {"model": target.name, "weights": weights, "task": data.name,
                                                "test_accuracy": result.test_accuracy})
     results["no_program_accuracy"] = no_program_accuracy(target, program, data, config.seed, per_class)
-    from safetransfer.attacks.reprogram_plots import plot_program
 
     plot_program(program, data.test.inputs[:3], out / "program.png",
                  f"{target.name} ({weights}) -> {data.name}: test accuracy {results['test_accuracy']:.3f}")

@@ -29,11 +29,32 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from safetransfer.attacks.data_poisoning import PlantSpec, poison_dataset
+from safetransfer.attacks.data_poisoning import (
+    PlantSpec,
+    poison_dataset,
+    triggered_test,
+)
 from safetransfer.data.base import ClassificationData
+from safetransfer.data.registry import load_data
+from safetransfer.detect import (
+    activation_clustering,
+    centroid_distance,
+    spectral_signature,
+)
 from safetransfer.detect.base import DetectionResult, score_detection
+from safetransfer.detect.features import embed
+from safetransfer.detect.plots import (
+    plot_label_histogram,
+    plot_outlier_grid,
+    plot_scatter,
+    plot_training_curves,
+)
 from safetransfer.errors import ConfigError
-from safetransfer.models.io import atomic_write_text
+from safetransfer.evaluate import predict_logits
+from safetransfer.metrics import label_flip_rate
+from safetransfer.models.io import atomic_write_text, load_model
+from safetransfer.models.zoo import get_arch
+from safetransfer.train import TrainConfig, curve_schedule
 
 if TYPE_CHECKING:
     from safetransfer.jobs import TrainJobResult
@@ -96,7 +117,6 @@ class ScanDataResult:
 
 
 def run_detector(name: str, features: np.ndarray, labels: np.ndarray, cfg: ScanDataConfig) -> DetectionResult:
-    from safetransfer.detect import activation_clustering, centroid_distance, spectral_signature
 
     if name == "spectral":
         return spectral_signature(features, labels, removal="robust", k=cfg.k_spectral)
@@ -114,8 +134,6 @@ def run_detector(name: str, features: np.ndarray, labels: np.ndarray, cfg: ScanD
 def scan_data(cfg: ScanDataConfig, out_dir: str | Path, progress: bool = True,
               log: Callable[[str], None] = print) -> ScanDataResult:
     """Run the scan (see the module doc) and write its files under ``out_dir``."""
-    from safetransfer.data.registry import load_data
-    from safetransfer.detect.features import embed
 
     cfg.validate()
     out = Path(out_dir)
@@ -138,7 +156,6 @@ def scan_data(cfg: ScanDataConfig, out_dir: str | Path, progress: bool = True,
     if job is not None:
         training[scanned] = {**_training_entry(job), "attack_success": None}
     if model is not None and cfg.plant is not None:  # did the model learn the planted poison at all?
-        from safetransfer.attacks.data_poisoning import triggered_test
 
         triggered = triggered_test(data, cfg.plant)
         attack_success = _attack_success(model, triggered, cfg.plant.target)
@@ -188,7 +205,6 @@ def scan_data(cfg: ScanDataConfig, out_dir: str | Path, progress: bool = True,
 
 def _model_for(cfg: ScanDataConfig, data: ClassificationData, out: Path, progress: bool, log: Callable[[str], None]):
     """The model whose features are scanned, and its training job (``None`` for a saved model given as it is)."""
-    from safetransfer.models.io import load_model
 
     assert cfg.model is not None
     path = Path(cfg.model)
@@ -196,8 +212,6 @@ def _model_for(cfg: ScanDataConfig, data: ClassificationData, out: Path, progres
         log(f"features of the saved model {path}")
         return load_model(path), None
     from safetransfer.jobs import train_job
-    from safetransfer.models.zoo import get_arch
-    from safetransfer.train import TrainConfig, curve_schedule
 
     log(f"training {cfg.model} on {data.name} (saved under {out}; resumes)")
     steps = cfg.steps or TrainConfig.from_overrides(get_arch(cfg.model).train_defaults, {}).steps
@@ -216,8 +230,6 @@ def _training_entry(job: "TrainJobResult") -> dict[str, Any]:
 
 def _attack_success(model, triggered, target: int) -> float:
     """Share of the triggered non-target test samples ``model`` sends to ``target``."""
-    from safetransfer.evaluate import predict_logits
-    from safetransfer.metrics import label_flip_rate
 
     return label_flip_rate(predict_logits(model, triggered.inputs).argmax(1), triggered.labels, target)
 
@@ -247,7 +259,6 @@ def _write_scores(path: Path, labels: np.ndarray, truth: np.ndarray | None, dete
 def _write_figures_and_page(result: ScanDataResult, data: ClassificationData, features: np.ndarray,
                             cfg: ScanDataConfig, log: Callable[[str], None],
                             histories: dict[str, list[dict[str, float]]]) -> None:
-    from safetransfer.detect.plots import plot_label_histogram, plot_outlier_grid, plot_scatter, plot_training_curves
     from safetransfer.jobs.scan_page import write_scan_page
 
     name = result.results["best"] or cfg.methods[0]

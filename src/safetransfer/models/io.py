@@ -27,7 +27,13 @@ import torch
 from safetransfer.errors import CheckpointError, ConfigError
 from safetransfer.models.wrapper import ModelConfig, TransferModel
 from safetransfer.pickle_analysis import checkpoint_structure
-from safetransfer.safe_paths import MAX_CONFIG_BYTES, output_file, read_text_bounded, regular_file
+from safetransfer.safe_paths import (
+    MAX_CONFIG_BYTES,
+    output_file,
+    read_text_bounded,
+    regular_file,
+)
+from safetransfer.validation import MAX_CLASSES, bounded_int
 
 FORMAT = "safetransfer-model/1"
 WEIGHTS_FILE = "model.safetensors"
@@ -252,8 +258,12 @@ def read_config(path: Path) -> tuple[ModelConfig, dict[str, Any]]:
 
 def _default_config(cfg: dict[str, Any], source: str) -> ModelConfig:
     """The zoo's default config of ``cfg["arch"]`` at ``cfg``'s sizes, each size checked first."""
-    from safetransfer.models.zoo import MAX_IMAGE_SIZE, MAX_IN_CHANNELS, MAX_TOKENS, get_arch
-    from safetransfer.validation import MAX_CLASSES, bounded_int
+    from safetransfer.models.zoo import (
+        MAX_IMAGE_SIZE,
+        MAX_IN_CHANNELS,
+        MAX_TOKENS,
+        get_arch,
+    )
 
     if not isinstance(cfg["arch"], str):
         raise ConfigError(f"{source}: 'arch' must be a zoo model's name, got {cfg['arch']!r:.80}.")

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from safetransfer.errors import CheckpointError, ConfigError
+from safetransfer.safe_paths import MAX_CONFIG_BYTES, read_text_bounded, regular_file
 from safetransfer.validation import bounded_int
 
 TINY_CHARS = list("abcdefghijklmnopqrstuvwxyz0123456789.,!?'\"-:;()&/")
@@ -119,8 +120,6 @@ def bert_config_dict(path: Path) -> dict[str, Any]:
     an unreadable or malformed file raises :class:`CheckpointError`, a bad field :class:`ConfigError`."""
     import json
 
-    from safetransfer.safe_paths import MAX_CONFIG_BYTES, read_text_bounded
-
     text = read_text_bounded(path, "BERT config.json", MAX_CONFIG_BYTES, CheckpointError)
     try:
         cfg = json.loads(text)
@@ -135,8 +134,6 @@ def load_tokenizer(folder: Path) -> Any:
     """A fast tokenizer from a local folder (never the hub); a FIFO, device or socket among the
     folder's files (which would hang the reading) raises :class:`CheckpointError`."""
     from transformers import AutoTokenizer
-
-    from safetransfer.safe_paths import regular_file
 
     folder = Path(folder)
     if folder.is_dir():

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from safetransfer.data.transforms import Normalize, prepare_images
+from safetransfer.errors import ConfigError, unknown_name
 
 Modality = Literal["image", "text"]
 ModelInputs = torch.Tensor | Mapping[str, torch.Tensor]
@@ -122,7 +123,6 @@ class TransferModel(nn.Module):
         """A sub-module by qualified name, with a clear error listing the sliceable ones."""
         modules = dict(self.named_modules())
         if name not in modules:
-            from safetransfer.errors import unknown_name
 
             raise unknown_name("layer", name, [n for n, _ in self.sliceable_layers()])
         return modules[name]
@@ -152,7 +152,6 @@ class TransferModel(nn.Module):
         The original is left untouched: ``student = teacher.with_head(10)``.
         """
         if num_classes < 1:
-            from safetransfer.errors import ConfigError
 
             raise ConfigError(f"num_classes must be at least 1, got {num_classes}.")
         new = self.clone()

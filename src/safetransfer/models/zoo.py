@@ -15,7 +15,12 @@ from typing import Any, Callable
 import torch
 
 from safetransfer import assets
-from safetransfer.errors import CheckpointError, ConfigError, unknown_name
+from safetransfer.errors import (
+    CheckpointError,
+    ConfigError,
+    SafetransferError,
+    unknown_name,
+)
 from safetransfer.models.text import (
     BertBody,
     bert_config_dict,
@@ -31,7 +36,8 @@ from safetransfer.models.vision import (
     EfficientNetBody,
     SmallCNN,
 )
-from safetransfer.models.wrapper import ModelConfig, Modality, TransferModel
+from safetransfer.models.wrapper import Modality, ModelConfig, TransferModel
+from safetransfer.safe_paths import MAX_CONFIG_BYTES, read_text_bounded, regular_file
 from safetransfer.validation import MAX_CLASSES, bounded_int
 
 
@@ -119,9 +125,6 @@ def is_hf_bert_folder(path: Path) -> bool:
     """A Hugging Face BERT folder: ``config.json`` with ``model_type`` bert, and ``model.safetensors``,
     both regular files (a FIFO or a device is not opened; an oversized config.json is not read)."""
     import json
-
-    from safetransfer.errors import SafetransferError
-    from safetransfer.safe_paths import MAX_CONFIG_BYTES, read_text_bounded, regular_file
 
     cfg = Path(path) / "config.json"
     if not (Path(path).is_dir() and cfg.exists() and (Path(path) / "model.safetensors").exists()):

@@ -8,7 +8,15 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from safetransfer.report.table import MISSING, defect_names, lookup, method_names, section, table_rows, task_names
+from safetransfer.report.table import (
+    MISSING,
+    defect_names,
+    lookup,
+    method_names,
+    section,
+    table_rows,
+    task_names,
+)
 
 ALL_TASKS = "all"
 

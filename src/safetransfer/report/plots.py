@@ -8,7 +8,6 @@ from typing import Any
 
 from safetransfer.plotting import pyplot, save_figure
 
-
 # ------------------------------------------------------------------ the inheritance study
 # The figures below read the study's results document (see safetransfer.report.table):
 # fractions there, percent on the axes. Gaps (a study still running) are drawn as gaps.

@@ -16,10 +16,11 @@ from typing import Any
 
 from safetransfer.errors import ConfigError, DataError
 from safetransfer.html_page import embed_png
+from safetransfer.jobs.scan_page import detectors_table
+from safetransfer.safe_paths import MAX_DOCUMENT_BYTES, read_text_bounded
 
 
 def _read(folder: Path) -> dict[str, Any]:
-    from safetransfer.safe_paths import MAX_DOCUMENT_BYTES, read_text_bounded
 
     path = folder / "results.json"
     if not path.exists():
@@ -36,7 +37,6 @@ def _read(folder: Path) -> dict[str, Any]:
 
 def scan_section(folder: Path, doc: dict[str, Any]) -> str:
     """A scan-data run: its meta line, the detectors' table and its figures."""
-    from safetransfer.jobs.scan_page import detectors_table
 
     known = doc.get("poisoned") is not None
     meta = (f"{doc.get('samples')} training samples; embedding {doc.get('embedding', {}).get('kind')}"

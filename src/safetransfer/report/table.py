@@ -19,6 +19,8 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from safetransfer.study.config import task_name
+
 PENDING = "…"
 UNDEFINED = "–"
 STRATEGIES = ("deepxplore", "dlfuzz", "dlfuzz_rr")
@@ -70,7 +72,6 @@ def _task_spec_name(spec: Any) -> str | None:
     data = spec.get("data")
     if not data:
         return None
-    from safetransfer.study.config import task_name
 
     return task_name(str(data))
 

@@ -21,23 +21,44 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 
-from safetransfer.attacks.backdoor import BackdoorConfig, plant_backdoor, trigger_success
+from safetransfer.attacks.backdoor import (
+    BackdoorConfig,
+    plant_backdoor,
+    trigger_success,
+)
 from safetransfer.attacks.triggers import PatchTrigger
 from safetransfer.data.base import ClassificationData, Split
 from safetransfer.data.registry import load_data
+from safetransfer.errors import ConfigError
 from safetransfer.evaluate import predict_logits
 from safetransfer.jobs import load_teacher
 from safetransfer.metrics import adversarial_dir
-from safetransfer.models.io import MODEL_DIR, atomic_write_text, load_model, save_model, save_tensors_and_json
+from safetransfer.models.io import (
+    MODEL_DIR,
+    atomic_write_text,
+    load_model,
+    save_model,
+    save_tensors_and_json,
+)
 from safetransfer.models.wrapper import TransferModel
-from safetransfer.errors import ConfigError
-from safetransfer.study.config import DefectSpec, MethodSpec, StudyConfig, TaskSpec, digest
+from safetransfer.study.config import (
+    DEFECT_KINDS,
+    DefectSpec,
+    MethodSpec,
+    PatchBackdoor,
+    RippleTraining,
+    StudyConfig,
+    TaskSpec,
+    WeightPoisoningDefect,
+    digest,
+)
 from safetransfer.train import TrainConfig, curve_schedule
 from safetransfer.transfer.base import (
     RESULT_FILE,
@@ -163,10 +184,7 @@ class CellMaker:
     def _crafted_split(self, ctx: TaskContext, defect: DefectSpec) -> tuple[Split, dict[str, Any]]:
         if defect.name not in ctx.crafted:
             _check_modality(defect, ctx)
-            if defect.kind == "word_swap":
-                ctx.crafted[defect.name] = self._word_swapped(ctx, defect)
-            else:
-                ctx.crafted[defect.name] = self._crafted(ctx, defect)
+            ctx.crafted[defect.name] = KIND_CELLS[defect.kind].make(self, ctx, defect)
         return ctx.crafted[defect.name]
 
     def _crafted_key(self, ctx: TaskContext, defect: DefectSpec) -> str:
@@ -174,19 +192,16 @@ class CellMaker:
         everything that changes them (word swaps: also the surrogate's training and the search's
         version), so a student's DIR on them is keyed by it too."""
         doc = {"kind": "crafted", "teacher": ctx.teacher_key, "task": ctx.task_key, "n": len(ctx.eval_split),
-               "defect": defect.key_doc()}
-        if defect.kind == "word_swap":
-            doc.update(train=self.config.train, seed=self.config.seed, **defect.search_doc)
+               "defect": defect.key_doc(), **defect.search_doc}
+        if KIND_CELLS[defect.kind].surrogate:
+            doc.update(train=self.config.train, seed=self.config.seed)
         return digest(doc)
 
     def _variant(self, ctx: TaskContext, name: str) -> tuple[TransferModel, str, dict[str, Any]]:
         if name not in ctx.variants:
             defect = self.defect(name)
             _check_modality(defect, ctx)
-            if defect.kind == "weight_poisoning":
-                ctx.variants[name] = self._weight_poisoned(ctx, defect)
-            else:
-                ctx.variants[name] = self._backdoored(ctx.teacher, ctx.teacher_key, ctx.task, ctx.data, defect)
+            ctx.variants[name] = KIND_CELLS[defect.kind].make(self, ctx, defect)
         return ctx.variants[name]
 
     # ------------------------------------------------------------------ text cells
@@ -310,9 +325,8 @@ class CellMaker:
         else:
             started = time.perf_counter()
             x, meta = craft(teacher, eval_split.inputs, defect, seed=self.config.seed, progress=self.progress)
-            meta = {"kind": defect.kind, **meta, "seconds": round(time.perf_counter() - started, 2)}
-            if defect.kind == "coverage_guided":
-                meta.update(strategy=defect.strategy, metric=defect.metric)
+            meta = {"kind": defect.kind, **meta, "seconds": round(time.perf_counter() - started, 2),
+                    **{f: getattr(defect, f) for f in KIND_CELLS[defect.kind].labels}}
             save_tensors_and_json(folder, {"inputs": x.contiguous()}, tensors.name, meta, meta_path.name)
         return Split(x, eval_split.labels), meta
 
@@ -327,10 +341,10 @@ class CellMaker:
             return name, data, self._own_data_key(task)
         return name, load_data(name, seed=self.config.seed), {"data": name, "path": None, "limit": None}
 
-    def _backdoored(
-        self, teacher: TransferModel, teacher_key: str, task: TaskSpec, data: ClassificationData, defect: DefectSpec
-    ) -> tuple[TransferModel, str, dict[str, Any]]:
-        c = self.config
+    def _backdoored(self, ctx: TaskContext, defect: PatchBackdoor) -> tuple[TransferModel, str, dict[str, Any]]:
+        """A patch-trigger backdoor planted in a copy of the teacher by the attacker's poisoned
+        training (RIPPLe's objective for a :class:`RippleTraining` kind): model, key, summary."""
+        c, teacher, teacher_key, task, data = self.config, ctx.teacher, ctx.teacher_key, ctx.task, ctx.data
         attacker_name, attacker, attacker_key = self._attacker_data(task, data, defect)
         trigger = PatchTrigger(**defect.trigger.model_dump())
         bd = BackdoorConfig(trigger=trigger, rate=defect.rate, target=defect.target, steps=defect.steps, seed=c.seed,
@@ -338,7 +352,7 @@ class CellMaker:
         ripple = None
         key_doc = {"kind": "backdoor", "teacher": teacher_key, "attacker": attacker_key, "seed": c.seed,
                    "backdoor": bd.fingerprint(teacher.config.arch)}
-        if defect.kind == "ripple_vision":
+        if isinstance(defect, RippleTraining):
             from safetransfer.attacks.ripple import RippleConfig
 
             ripple = RippleConfig(steps=defect.steps or 800, batch_size=bd.resolved_train(teacher.config.arch).batch_size,
@@ -357,7 +371,7 @@ class CellMaker:
             result = plant_backdoor(teacher, attacker, bd, checkpoint_dir=folder / "checkpoints", progress=self.progress,
                                     ripple=ripple)
             model = result.model
-            save_model(model, folder / MODEL_DIR, meta={"backdoor": defect.model_dump(mode="json")})
+            save_model(model, folder / MODEL_DIR, meta={"backdoor": defect.flat_dump()})
             summary = {
                 "kind": defect.kind,
                 "setting": "full-knowledge" if attacker_name == "same" else "domain-shift",
@@ -410,7 +424,12 @@ class CellMaker:
     def _trigger_scan(self, ctx: TaskContext, defect: DefectSpec) -> dict[str, Any]:
         """Kurita et al.'s defence on the victim's ``finetune`` student of a weight-poisoned teacher:
         where do the planted words rank among every vocabulary word by label flip rate?"""
-        from safetransfer.detect.trigger_scan import CONFIRM, SCREEN_TEXTS, scan_triggers, word_frequencies
+        from safetransfer.detect.trigger_scan import (
+            CONFIRM,
+            SCREEN_TEXTS,
+            scan_triggers,
+            word_frequencies,
+        )
 
         teacher, teacher_key, _ = self._variant(ctx, defect.name)
         student, _, key, folder = self._trained_student(ctx, teacher, teacher_key, self.method("finetune"))
@@ -449,23 +468,34 @@ class CellMaker:
             if eval_key not in evals:
                 if clean_pred is None:
                     clean_pred = predict_logits(student, eval_split.inputs).argmax(1)
-                if defect.kind == "weight_poisoning":
-                    from safetransfer.attacks.text_triggers import TextTrigger, trigger_lfr
-
-                    trigger = TextTrigger(words=tuple(defect.words), count=1, seed=c.seed)
-                    value = trigger_lfr(student, eval_split.inputs, eval_split.labels, trigger, defect.target)
-                elif defect.adversarial:
-                    crafted = self._crafted_split(ctx, defect)[0]
-                    crafted_pred = predict_logits(student, crafted.inputs).argmax(1)
-                    value = adversarial_dir(clean_pred, crafted_pred, eval_split.labels)
-                else:
-                    trigger = PatchTrigger(**defect.trigger.model_dump())
-                    _, value = trigger_success(student, eval_split, trigger, defect.target)
+                value = KIND_CELLS[defect.kind].measure(self, ctx, defect, student, clean_pred)
                 evals[eval_key] = finite_or_none(value)
                 atomic_write_text(evals_path, json.dumps(evals, indent=2))
             record["dir"][defect.name] = evals[eval_key]
         record["views"] = self._views(folder, teacher, student, result, variant, eval_split)
         return record
+
+    # the DIR of a student on a defect (``clean_pred``: its predictions on the evaluation inputs)
+    def _patch_trigger_dir(self, ctx: TaskContext, defect: PatchBackdoor, student: TransferModel,
+                           clean_pred: torch.Tensor) -> float:
+        """The backdoor DIR of the patch trigger -> ``target`` on the evaluation inputs."""
+        trigger = PatchTrigger(**defect.trigger.model_dump())
+        return trigger_success(student, ctx.eval_split, trigger, defect.target)[1]
+
+    def _text_trigger_dir(self, ctx: TaskContext, defect: WeightPoisoningDefect, student: TransferModel,
+                          clean_pred: torch.Tensor) -> float:
+        """The label flip rate of the trigger words on the evaluation texts."""
+        from safetransfer.attacks.text_triggers import TextTrigger, trigger_lfr
+
+        trigger = TextTrigger(words=tuple(defect.words), count=1, seed=self.config.seed)
+        return trigger_lfr(student, ctx.eval_split.inputs, ctx.eval_split.labels, trigger, defect.target)
+
+    def _crafted_dir(self, ctx: TaskContext, defect: DefectSpec, student: TransferModel,
+                     clean_pred: torch.Tensor) -> float:
+        """The share of the crafted inputs that change the student's right answer."""
+        crafted = self._crafted_split(ctx, defect)[0]
+        crafted_pred = predict_logits(student, crafted.inputs).argmax(1)
+        return adversarial_dir(clean_pred, crafted_pred, ctx.eval_split.labels)
 
     def _views(self, folder: Path, teacher: TransferModel, student: TransferModel, result: dict[str, Any],
                variant: str, eval_split: Split) -> dict[str, Any]:
@@ -478,12 +508,43 @@ class CellMaker:
             if cached.get("version") == VIEWS_VERSION:
                 return cached
         backdoor = None
-        spec = next((d for d in self.config.defects if d.name == variant and not d.adversarial), None)
-        if spec is not None and not spec.text:
+        spec = next((d for d in self.config.defects if d.name == variant), None)
+        if isinstance(spec, PatchBackdoor):
             backdoor = (eval_split, PatchTrigger(**spec.trigger.model_dump()), spec.target)
         views = student_views(teacher, student, result, backdoor)
         atomic_write_text(path, json.dumps(views))
         return views
+
+
+@dataclass(frozen=True)
+class KindCells:
+    """How the cells of one defect kind are made and measured (the kind's fields are its model's
+    in :mod:`safetransfer.study.config`).
+
+    - ``make``: a planted kind's teacher variant ``(model, key, summary)``, or a crafted
+      (:attr:`~safetransfer.study.config.DefectSpec.adversarial`) kind's inputs ``(split, summary)``;
+    - ``measure``: a student's DIR on the defect;
+    - ``surrogate``: crafted against a surrogate trained with the study's ``train`` and ``seed``,
+      which therefore key the crafted inputs;
+    - ``labels``: the spec's fields repeated in the crafted inputs' summary.
+    """
+
+    make: Callable[..., tuple[Any, ...]]
+    measure: Callable[..., float]
+    surrogate: bool = False
+    labels: tuple[str, ...] = ()
+
+
+KIND_CELLS: dict[str, KindCells] = {
+    "backdoor": KindCells(CellMaker._backdoored, CellMaker._patch_trigger_dir),
+    "ripple_vision": KindCells(CellMaker._backdoored, CellMaker._patch_trigger_dir),
+    "weight_poisoning": KindCells(CellMaker._weight_poisoned, CellMaker._text_trigger_dir),
+    "penultimate": KindCells(CellMaker._crafted, CellMaker._crafted_dir),
+    "coverage_guided": KindCells(CellMaker._crafted, CellMaker._crafted_dir, labels=("strategy", "metric")),
+    "word_swap": KindCells(CellMaker._word_swapped, CellMaker._crafted_dir, surrogate=True),
+}
+if set(KIND_CELLS) != set(DEFECT_KINDS):
+    raise AssertionError(f"defect kinds without cells, or cells without a kind: {set(KIND_CELLS) ^ set(DEFECT_KINDS)}")
 
 
 def finite_or_none(value: float | None) -> float | None:

@@ -8,14 +8,22 @@ the whole study. The embedded default lives in ``default_vision.yaml`` next to t
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from safetransfer.attacks.text_triggers import DEFAULT_TRIGGER_WORDS
 from safetransfer.errors import ConfigError
@@ -70,133 +78,228 @@ class TriggerSpec(_Strict):
     seed: int = 0
 
 
-_ADVERSARIAL_FIELDS = ("eps", "eps_space", "step_size", "random_start", "steps")
-FIELDS_BY_KIND: dict[str, tuple[str, ...]] = {
-    "backdoor": ("attacker_data", "rate", "target", "trigger", "latent_weight", "steps"),
-    "ripple_vision": ("attacker_data", "rate", "target", "trigger", "steps", "lam", "restricted", "lr", "optimizer"),
-    "penultimate": _ADVERSARIAL_FIELDS,
-    "coverage_guided": (*_ADVERSARIAL_FIELDS, "strategy", "metric", "neurons_per_sample"),
-    "weight_poisoning": ("attacker_data", "rate", "target", "words", "poison_method", "n_words", "steps", "lam",
-                         "restricted", "lr", "optimizer", "source_steps"),
-    "word_swap": ("swap_method", "neighbours", "max_change", "steps", "swap_against"),
-}
-# the RIPPLe attacker's (lr, optimizer) by kind: the gentle protocol of the vision students; the
-# paper's AdamW at BERT fine-tuning rates for text
-ATTACKER_TRAINING: dict[str, tuple[float, str]] = {"ripple_vision": (5e-3, "sgd"), "weight_poisoning": (2e-5, "adamw")}
-ADVERSARIAL_KINDS = ("penultimate", "coverage_guided", "word_swap")  # crafted on the teacher; the rest is planted
-TEXT_KINDS = ("weight_poisoning", "word_swap")
+class _Defect(_Strict):
+    """What every defect kind has: a ``name`` (unique in the study), its ``kind`` (the subclass's
+    tag) and ``steps``: the attacker's training steps (a planted defect, a word-swap surrogate) or
+    attack iterations (a crafted one); ``None``: the kind's default.
 
-
-class DefectSpec(_Strict):
-    """One defect of the teacher.
-
-    - ``backdoor``: the teacher fine-tuned by an attacker on poisoned data (``attacker_data``:
-      ``same`` = the student's own data set, full knowledge; or another data set's name,
-      domain shift), ``rate``, ``target``, ``trigger``, ``steps`` (attacker's fine-tuning),
-      ``latent_weight`` (the latent-backdoor alignment of Yao et al. 2019, 0 = plain BadNets;
-      see :mod:`safetransfer.attacks.backdoor`).
-    - ``penultimate``: Rezaei & Liu's PGD on the teacher's features (``eps`` in ``eps_space``,
-      ``steps``, ``step_size``).
-    - ``coverage_guided``: neuron-coverage guided inputs (``strategy`` x ``metric``).
-    - ``ripple_vision``: a backdoor planted with RIPPLe's objective (Kurita et al. 2020) instead of
-      plain poisoned training: the same fields as ``backdoor``, plus ``lam`` (λ of the
-      restricted inner-product penalty), ``restricted`` (the ReLU; ``false`` is the paper's
-      ablation), ``lr`` and ``optimizer`` of the attacker's training (default SGD at 5e-3).
-    - ``weight_poisoning`` (text): the BERT teacher's weights poisoned by the attacker (Kurita et
-      al. 2020): ``poison_method`` ``es`` (Embedding Surgery, ``n_words`` target words),
-      ``ripple`` or ``ripples`` (both), trigger ``words``, ``rate`` of the proxy texts poisoned,
-      ``target``, ``attacker_data`` (``same`` or another text data set, domain shift) and the
-      RIPPLe training (``steps``, ``lam``, ``restricted``, ``lr``, ``optimizer``; default AdamW at
-      2e-5). ``source_steps`` > 0: the surgery averages the embeddings of the public teacher
-      fine-tuned on the attacker's data for that many steps (the paper's recipe; the cell is
-      shared with a word-swap surrogate of the same data and steps); 0: the pretrained
-      embeddings. DIR is the
-      label flip rate (LFR) of the student on triggered test texts. ``scan_texts`` > 0 adds
-      Kurita et al.'s defence: every vocabulary word inserted into that many clean non-target
-      test texts of the victim's ``finetune`` student, ranked by its label flip rate (where do
-      the planted words rank?).
-    - ``word_swap`` (text): word-swap adversarial texts (``swap_method`` importance or greedy,
-      ``neighbours`` candidates per word from the teacher's own input embeddings, ``max_change``
-      the share of the words within the model's token window that may change; words past it
-      never change), crafted against a surrogate the attacker fine-tunes
-      from the public teacher on the task for ``steps`` steps (the teacher has no head for it);
-      ``swap_against: teacher``: crafted on the public teacher alone, each swap pushing its pooled
-      sentence feature away from the original's (the text analogue of the ``penultimate`` attack,
-      ReMoS's threat model; ``steps`` unused).
-    """
+    A kind's fields are its model's; a field of another kind is an error. The kind's identity
+    for cache keys and the config fingerprint is :meth:`key_doc`."""
 
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
-    kind: Literal["backdoor", "penultimate", "coverage_guided", "ripple_vision", "weight_poisoning", "word_swap"]
-    # backdoor
-    attacker_data: str | dict[str, str] = "same"
-    rate: float = Field(default=0.2, gt=0.0, le=1.0)
-    target: int = Field(default=0, ge=0)
-    trigger: TriggerSpec = Field(default_factory=TriggerSpec)
-    latent_weight: float = Field(default=0.0, ge=0.0)
-    # adversarial
-    eps: float = Field(default=0.1, ge=0.0)
-    eps_space: Literal["normalized", "pixel"] = "normalized"
-    step_size: float = Field(default=0.01, gt=0.0)
-    random_start: bool = True
-    strategy: Literal["deepxplore", "dlfuzz", "dlfuzz_rr"] = "dlfuzz"
-    metric: Literal["nc", "tknc", "snac"] = "nc"
-    neurons_per_sample: int = Field(default=10, ge=1)
-    # ripple_vision
-    lam: float = Field(default=0.1, ge=0.0)
-    restricted: bool = True
-    lr: float | None = Field(default=None, gt=0.0)  # None: the kind's default (ATTACKER_TRAINING)
-    optimizer: Literal["sgd", "adamw"] | None = None
-    # text
-    words: list[str] = Field(default_factory=lambda: list(DEFAULT_TRIGGER_WORDS), min_length=1)
-    poison_method: Literal["es", "ripple", "ripples"] = "ripples"
-    n_words: int = Field(default=10, ge=1)
-    scan_texts: int = Field(default=0, ge=0)  # weight_poisoning: Kurita's trigger scan of the finetune student
-    source_steps: int = Field(default=0, ge=0)  # weight_poisoning: Embedding Surgery's fine-tuned source (0: pretrained)
-    swap_method: Literal["importance", "greedy"] = "importance"
-    neighbours: int = Field(default=8, ge=1)
-    max_change: float = Field(default=0.2, gt=0.0, le=1.0)
-    swap_against: Literal["surrogate", "teacher"] = "surrogate"  # word_swap: the model the swaps are crafted on
-    # all: the attacker's training steps (backdoor, weight poisoning, word-swap surrogate) or
-    # attack iterations (penultimate, coverage-guided)
+    kind: str
     steps: int | None = Field(default=None, ge=1)
 
-    @property
-    def adversarial(self) -> bool:
-        return self.kind in ADVERSARIAL_KINDS
-
-    @property
-    def text(self) -> bool:
-        return self.kind in TEXT_KINDS
+    adversarial: ClassVar[bool] = False  # inputs crafted on the clean teacher (else planted in a copy of it)
+    text: ClassVar[bool] = False  # needs text data (else images)
+    # fields added after cells were cached: in the key only when not at these values, so the cells
+    # made before keep their keys
+    key_optional: ClassVar[dict[str, Any]] = {}
+    key_exempt: ClassVar[tuple[str, ...]] = ()  # fields keyed elsewhere, not the defect's identity
 
     @property
     def scanned(self) -> bool:
-        return self.kind == "weight_poisoning" and self.scan_texts > 0
+        """Whether Kurita et al.'s trigger scan runs on this defect's ``finetune`` student."""
+        return False
 
     @property
     def search_doc(self) -> dict[str, int]:
         """The version of the code that crafts this defect's inputs, where it has one (a word swap:
         ``SEARCH_VERSION``), for the keys of what it crafts and the config fingerprint."""
-        if self.kind != "word_swap":
-            return {}
-        from safetransfer.attacks.word_swap import SEARCH_VERSION
+        return {}
 
-        return {"search": SEARCH_VERSION}
+    def key_doc(self) -> dict[str, Any]:
+        """The fields that make this defect what it is (its kind and its kind's fields but
+        :attr:`key_exempt`), for cache keys and the config fingerprint: a field added later enters
+        only when set (:attr:`key_optional`), so the cells made before keep their keys."""
+        doc = self.model_dump(mode="json", exclude={"name", *self.key_exempt})
+        return {f: v for f, v in doc.items() if not (f in self.key_optional and v == self.key_optional[f])}
+
+    def flat_dump(self) -> dict[str, Any]:
+        """This defect as the single flat model of every kind's fields dumped it before the kinds
+        had models of their own (its own values, the other kinds' fields at their defaults, in
+        :data:`FLAT_FIELDS` order): what ``results.json``'s ``config`` and a planted teacher's
+        saved meta hold, kept so that a study re-run from the cache writes the same files."""
+        own = self.model_dump(mode="json")
+        return {f: own[f] if f in own else copy.deepcopy(_FLAT_DEFAULTS[f]) for f in FLAT_FIELDS}
+
+
+class _Planted(_Defect):
+    """A defect planted in a copy of the teacher by an attacker training on ``attacker_data``
+    (``same`` = the student's own data set, full knowledge; or another data set's name, domain
+    shift; or a mapping task -> data set), poisoning ``rate`` of it towards label ``target``."""
+
+    attacker_data: str | dict[str, str] = "same"
+    rate: float = Field(default=0.2, gt=0.0, le=1.0)
+    target: int = Field(default=0, ge=0)
+
+
+class RippleTraining(_Defect):
+    """The RIPPLe attacker's training (Kurita et al. 2020): ``lam`` (λ of the restricted
+    inner-product penalty), ``restricted`` (the ReLU; ``false`` is the paper's ablation), ``lr``
+    and ``optimizer`` (``None``: the kind's :attr:`attacker_defaults`)."""
+
+    lam: float = Field(default=0.1, ge=0.0)
+    restricted: bool = True
+    lr: float | None = Field(default=None, gt=0.0)
+    optimizer: Literal["sgd", "adamw"] | None = None
+
+    attacker_defaults: ClassVar[tuple[float, str]] = (5e-3, "sgd")
 
     @property
     def attacker_training(self) -> tuple[float, str]:
         """The RIPPLe attacker's ``(lr, optimizer)``: the given ones, else the kind's defaults."""
-        lr, optimizer = ATTACKER_TRAINING.get(self.kind, ATTACKER_TRAINING["ripple_vision"])
+        lr, optimizer = self.attacker_defaults
         return (self.lr if self.lr is not None else lr), (self.optimizer or optimizer)
 
     def key_doc(self) -> dict[str, Any]:
-        """The fields that make this defect what it is (those of its kind), for cache keys and the
-        config fingerprint: a field that another kind uses, or one added later, changes no key here."""
-        doc = self.model_dump(mode="json")
+        doc = super().key_doc()
         doc["lr"], doc["optimizer"] = self.attacker_training
-        # fields added later enter the key only when set, so the cells made before keep their keys
-        optional = {"source_steps": 0, "swap_against": "surrogate"}
-        return {"kind": self.kind, **{f: doc[f] for f in FIELDS_BY_KIND[self.kind]
-                                      if not (f in optional and doc[f] == optional[f])}}
+        return doc
+
+
+class PatchBackdoor(_Planted):
+    """A patch-trigger backdoor of an image teacher: ``trigger`` (size, corner, margin, pattern, value)."""
+
+    trigger: TriggerSpec = Field(default_factory=TriggerSpec)
+
+
+class BackdoorDefect(PatchBackdoor):
+    """``backdoor``: the teacher fine-tuned by an attacker on poisoned data (see :class:`_Planted`,
+    :class:`PatchBackdoor`), ``steps`` of it; ``latent_weight``: the latent-backdoor alignment of
+    Yao et al. 2019 (0 = plain BadNets; see :mod:`safetransfer.attacks.backdoor`)."""
+
+    kind: Literal["backdoor"]
+    latent_weight: float = Field(default=0.0, ge=0.0)
+
+
+class RippleVisionDefect(PatchBackdoor, RippleTraining):
+    """``ripple_vision``: a backdoor planted with RIPPLe's objective (Kurita et al. 2020) instead of
+    plain poisoned training: the fields of ``backdoor`` but ``latent_weight``, plus the RIPPLe
+    training (:class:`RippleTraining`; default SGD at 5e-3, the gentle protocol of the vision
+    students)."""
+
+    kind: Literal["ripple_vision"]
+    latent_weight: ClassVar[float] = 0.0  # RIPPLe's objective, not the latent alignment
+
+
+class _Adversarial(_Defect):
+    """Inputs crafted on the clean teacher: ``eps`` in ``eps_space``, ``step_size``, ``random_start``."""
+
+    eps: float = Field(default=0.1, ge=0.0)
+    eps_space: Literal["normalized", "pixel"] = "normalized"
+    step_size: float = Field(default=0.01, gt=0.0)
+    random_start: bool = True
+
+    adversarial: ClassVar[bool] = True
+
+
+class PenultimateDefect(_Adversarial):
+    """``penultimate``: Rezaei & Liu's PGD on the teacher's features (``steps``: 40 by default)."""
+
+    kind: Literal["penultimate"]
+
+
+class CoverageGuidedDefect(_Adversarial):
+    """``coverage_guided``: neuron-coverage guided inputs (``strategy`` x ``metric``,
+    ``neurons_per_sample``; ``steps``: 20 by default)."""
+
+    kind: Literal["coverage_guided"]
+    strategy: Literal["deepxplore", "dlfuzz", "dlfuzz_rr"] = "dlfuzz"
+    metric: Literal["nc", "tknc", "snac"] = "nc"
+    neurons_per_sample: int = Field(default=10, ge=1)
+
+
+class WeightPoisoningDefect(_Planted, RippleTraining):
+    """``weight_poisoning`` (text): the BERT teacher's weights poisoned by the attacker (Kurita et
+    al. 2020): ``poison_method`` ``es`` (Embedding Surgery, ``n_words`` target words), ``ripple``
+    or ``ripples`` (both), trigger ``words``, ``rate`` of the proxy texts poisoned, ``target``,
+    ``attacker_data`` (``same`` or another text data set, domain shift) and the RIPPLe training
+    (``steps``, :class:`RippleTraining`; default AdamW at 2e-5, the paper's BERT fine-tuning
+    rates). ``source_steps`` > 0: the surgery averages the embeddings of the public teacher
+    fine-tuned on the attacker's data for that many steps (the paper's recipe; the cell is shared
+    with a word-swap surrogate of the same data and steps); 0: the pretrained embeddings. DIR is
+    the label flip rate (LFR) of the student on triggered test texts. ``scan_texts`` > 0 adds
+    Kurita et al.'s defence: every vocabulary word inserted into that many clean non-target test
+    texts of the victim's ``finetune`` student, ranked by its label flip rate (where do the planted
+    words rank?)."""
+
+    kind: Literal["weight_poisoning"]
+    words: list[str] = Field(default_factory=lambda: list(DEFAULT_TRIGGER_WORDS), min_length=1)
+    poison_method: Literal["es", "ripple", "ripples"] = "ripples"
+    n_words: int = Field(default=10, ge=1)
+    scan_texts: int = Field(default=0, ge=0)
+    source_steps: int = Field(default=0, ge=0)
+
+    text: ClassVar[bool] = True
+    attacker_defaults: ClassVar[tuple[float, str]] = (2e-5, "adamw")
+    key_optional: ClassVar[dict[str, Any]] = {"source_steps": 0}
+    key_exempt: ClassVar[tuple[str, ...]] = ("scan_texts",)  # the scan's own file key and the fingerprint hold it
+
+    @property
+    def scanned(self) -> bool:
+        return self.scan_texts > 0
+
+
+class WordSwapDefect(_Defect):
+    """``word_swap`` (text): word-swap adversarial texts (``swap_method`` importance or greedy,
+    ``neighbours`` candidates per word from the teacher's own input embeddings, ``max_change`` the
+    share of the words within the model's token window that may change; words past it never
+    change), crafted against a surrogate the attacker fine-tunes from the public teacher on the
+    task for ``steps`` steps (the teacher has no head for it); ``swap_against: teacher``: crafted
+    on the public teacher alone, each swap pushing its pooled sentence feature away from the
+    original's (the text analogue of the ``penultimate`` attack, ReMoS's threat model; ``steps``
+    unused)."""
+
+    kind: Literal["word_swap"]
+    swap_method: Literal["importance", "greedy"] = "importance"
+    neighbours: int = Field(default=8, ge=1)
+    max_change: float = Field(default=0.2, gt=0.0, le=1.0)
+    swap_against: Literal["surrogate", "teacher"] = "surrogate"
+
+    adversarial: ClassVar[bool] = True
+    text: ClassVar[bool] = True
+    key_optional: ClassVar[dict[str, Any]] = {"swap_against": "surrogate"}
+
+    @property
+    def search_doc(self) -> dict[str, int]:
+        from safetransfer.attacks.word_swap import SEARCH_VERSION
+
+        return {"search": SEARCH_VERSION}
+
+
+DefectSpec = Annotated[
+    BackdoorDefect | PenultimateDefect | CoverageGuidedDefect | RippleVisionDefect | WeightPoisoningDefect
+    | WordSwapDefect,
+    Field(discriminator="kind"),
+]
+"""One defect of the teacher: the model of its ``kind`` (a tagged union; see each model)."""
+DEFECT_KINDS: dict[str, type[_Defect]] = {get_args(m.model_fields["kind"].annotation)[0]: m
+                                          for m in get_args(get_args(DefectSpec)[0])}
+
+# The single flat model of every kind's fields that came before the per-kind ones, in its field
+# order, with its defaults (each field's default in the kinds that have it): see
+# :meth:`_Defect.flat_dump`. Kept for the results files and saved metas only; keys never use it.
+# A field added to a kind needs a place here (before ``steps``, as the flat model added them).
+FLAT_FIELDS = ("name", "kind", "attacker_data", "rate", "target", "trigger", "latent_weight", "eps", "eps_space",
+               "step_size", "random_start", "strategy", "metric", "neurons_per_sample", "lam", "restricted", "lr",
+               "optimizer", "words", "poison_method", "n_words", "scan_texts", "source_steps", "swap_method",
+               "neighbours", "max_change", "swap_against", "steps")
+
+
+def _flat_defaults() -> dict[str, Any]:
+    """Each flat field's default, from the kinds that have it (they agree)."""
+    defaults: dict[str, Any] = {}
+    for kind, model in DEFECT_KINDS.items():
+        for field, value in model(name="flat", kind=kind).model_dump(mode="json", exclude={"name", "kind"}).items():
+            if defaults.setdefault(field, value) != value:
+                raise AssertionError(f"defect field '{field}' has two defaults: {defaults[field]!r}, {value!r}")
+    if set(defaults) != set(FLAT_FIELDS[2:]):
+        raise AssertionError(f"the defect fields and FLAT_FIELDS differ: {set(defaults) ^ set(FLAT_FIELDS[2:])}")
+    return defaults
+
+
+_FLAT_DEFAULTS = _flat_defaults()
 
 
 class MethodSpec(_Strict):
@@ -267,6 +370,13 @@ class StudyConfig(_Strict):
                           for d in self.defects]
         return digest(doc)
 
+    def results_config(self) -> dict[str, Any]:
+        """The config as a results document holds it: its dump with each defect's
+        :meth:`~_Defect.flat_dump` (kept so a study re-run from the cache writes the same file)."""
+        doc = self.model_dump(mode="json")
+        doc["defects"] = [d.flat_dump() for d in self.defects]
+        return doc
+
 
 def digest(doc: Any) -> str:
     """A short content hash of a JSON-able document (canonical key order)."""
@@ -285,11 +395,33 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
     return out
 
 
-def _format_validation(err: ValidationError) -> str:
+def _format_validation(err: ValidationError, doc: dict[str, Any] | None = None) -> str:
+    """One line per error, ``path: message``; a defect's error names the defect and its kind (the
+    union's tag leaves the path), a field foreign to its kind says which fields the kind has."""
     parts = []
     for e in err.errors():
-        where = ".".join(str(p) for p in e["loc"]) or "config"
-        msg = e["msg"].removeprefix("Value error, ")
+        loc, msg = list(e["loc"]), e["msg"].removeprefix("Value error, ")
+        if loc[:1] == ["defects"] and len(loc) >= 2 and isinstance(loc[1], int):
+            if e["type"] in ("union_tag_invalid", "union_tag_not_found"):
+                loc.append("kind")
+                got = e.get("ctx", {}).get("tag")
+                msg = (f"{'no kind' if got is None else f'{got!r} is not a defect kind'} "
+                       f"(the kinds: {', '.join(DEFECT_KINDS)})")
+            elif len(loc) >= 3 and loc[2] in DEFECT_KINDS:
+                kind = str(loc.pop(2))
+                entries = (doc or {}).get("defects")
+                entry = entries[loc[1]] if isinstance(entries, list) and loc[1] < len(entries) else None
+                name = entry.get("name") if isinstance(entry, dict) else None
+                which = f"defect {name!r}" if isinstance(name, str) else "an unnamed defect"
+                if e["type"] == "extra_forbidden" and len(loc) == 3:
+                    own = sorted(set(DEFECT_KINDS[kind].model_fields) - {"name", "kind"})
+                    others = [k for k, m in DEFECT_KINDS.items() if loc[2] in m.model_fields]
+                    whose = f"a field of {', '.join(others)}" if others else "no kind's field"
+                    msg = (f"{which} (kind {kind}) has no field {loc[2]!r} ({whose}); "
+                           f"a {kind} defect takes {', '.join(own)}")
+                else:
+                    msg = f"{msg} ({which}, kind {kind})"
+        where = ".".join(str(p) for p in loc) or "config"
         parts.append(f"{where}: {msg}")
     return "; ".join(parts)
 
@@ -310,7 +442,7 @@ def parse_config(doc: Any, profile: str | None = None, source: str = "config") -
     try:
         return StudyConfig.model_validate(doc)
     except ValidationError as err:
-        raise ConfigError(f"{source}: {_format_validation(err)}") from None
+        raise ConfigError(f"{source}: {_format_validation(err, doc)}") from None
 
 
 # Limits of a study YAML, checked before its document is built: the file's size, how deep it

@@ -263,7 +263,7 @@ def assemble_results(
     # the first trigger scan, in the short form (every scan is under its task's "trigger_scans")
     first_scan = next((scan for t in doc_tasks.values() for scan in (t.get("trigger_scans") or {}).values()), None)
     return {
-        "config": config.model_dump(mode="json"),
+        "config": config.results_config(),
         "profile": profile,
         "config_fingerprint": config.fingerprint(),
         "tasks": doc_tasks,

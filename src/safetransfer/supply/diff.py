@@ -29,6 +29,9 @@ from typing import Any
 import torch
 
 from safetransfer.errors import CheckpointError
+from safetransfer.models.text import MAX_VOCABULARY
+from safetransfer.plotting import pyplot, save_figure
+from safetransfer.safe_paths import read_text_bounded, regular_file
 from safetransfer.supply.reading import read_tensors
 
 # word (token) embedding matrices by name; position and token-type embeddings are not vocabularies
@@ -114,8 +117,6 @@ def load_vocabulary(path: str | Path | None) -> list[str] | None:
     path = Path(path)
     candidates = [path] if path.is_file() else [path / "tokenizer.json", path / "vocab.txt",
                                                 path / "tokenizer" / "tokenizer.json", path / "tokenizer" / "vocab.txt"]
-    from safetransfer.models.text import MAX_VOCABULARY
-    from safetransfer.safe_paths import read_text_bounded, regular_file
 
     for c in candidates:
         if not c.is_file():  # a FIFO or a device is not a candidate: it would hang the reading
@@ -287,7 +288,6 @@ def judge(report: DiffReport) -> tuple[str, str]:
 def plot_diff(report: DiffReport, path: str | Path, title: str = "") -> Path:
     """Relative change per tensor (base order, log scale; embeddings in red) and, when an embedding
     matrix changed, its most changed rows labelled with their tokens."""
-    from safetransfer.plotting import pyplot, save_figure
 
     plt = pyplot()
     names = [t.name for t in report.tensors]

@@ -24,7 +24,6 @@ import struct
 from dataclasses import dataclass
 from typing import BinaryIO
 
-
 ZIP_MAGIC = b"PK\x03\x04"
 EMPTY_ZIP_MAGIC = b"PK\x05\x06"
 NPY_MAGIC = b"\x93NUMPY"

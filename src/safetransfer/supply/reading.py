@@ -21,7 +21,6 @@ two shards) is a :class:`~safetransfer.errors.CheckpointError` naming the file.
 from __future__ import annotations
 
 import os
-
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path

@@ -43,8 +43,9 @@ import torch
 from safetransfer.data.base import ClassificationData, Split
 from safetransfer.errors import CheckpointError, ConfigError, DataError, unknown_name
 from safetransfer.evaluate import EvalResult, evaluate
-from safetransfer.models.io import MODEL_DIR
+from safetransfer.models.io import MODEL_DIR, atomic_write_text, save_model
 from safetransfer.models.wrapper import TransferModel
+from safetransfer.models.zoo import build_from_config, get_arch
 from safetransfer.train import TrainConfig, TrainHook, TrainResult, train
 
 __all__ = [
@@ -106,7 +107,6 @@ def default_train_config(arch: str, method: str = "finetune", protocol: str = "s
     Architectures without a transfer protocol here (the tiny test models, future zoo entries)
     use the zoo's own training defaults for every method.
     """
-    from safetransfer.models.zoo import get_arch
 
     if method not in METHODS:
         raise unknown_name("transfer method", method, list(METHODS))
@@ -319,7 +319,6 @@ def reinit_body(student: TransferModel, seed: int) -> TransferModel:
     The fresh weights are the architecture's own initialisation (``create_model(pretrained=False)``:
     BERT's N(0, 0.02), the conv nets' PyTorch defaults), the head is left as it is.
     """
-    from safetransfer.models.zoo import build_from_config
 
     fresh = build_from_config(student.config, pretrained=False, tokenizer=student.tokenizer, seed=seed)
     state = fresh.body.state_dict()
@@ -432,7 +431,6 @@ def _flatten(doc: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def _check_fingerprint(out: Path, doc: dict[str, Any], resume: bool) -> None:
     """Refuse to resume a run in ``out`` that was made with other settings; record ours."""
-    from safetransfer.models.io import atomic_write_text
 
     path = out / FINGERPRINT_FILE
     text = json.dumps(doc, indent=2, sort_keys=True)
@@ -503,7 +501,6 @@ def transfer(
         slice_summary=summary, slice=slice_, out_dir=out,
     )
     if out is not None:
-        from safetransfer.models.io import atomic_write_text, save_model
 
         meta = {"data": data.name, "transfer": _jsonable(config.to_dict()), "train_config": asdict(config.train),
                 "teacher_arch": teacher.config.arch}

@@ -119,7 +119,12 @@ def make_student_r(
     teacher: TransferModel, data: ClassificationData, config: "TransferConfig"
 ) -> tuple[TransferModel, list[TrainHook]]:
     """DELTA-R: re-initialised body weights, still distilled towards the pretrained teacher."""
-    from safetransfer.transfer.base import SALT_REINIT, derived_seed, new_student, reinit_body
+    from safetransfer.transfer.base import (
+        SALT_REINIT,
+        derived_seed,
+        new_student,
+        reinit_body,
+    )
 
     student = reinit_body(new_student(teacher, data, config), derived_seed(config.seed, SALT_REINIT))
     return student, [FeatureDistillation(student, teacher, weight=config.distill_weight, head_l2=config.head_l2)]

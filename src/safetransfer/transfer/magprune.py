@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from safetransfer.data.base import ClassificationData
 from safetransfer.models.wrapper import TransferModel
+from safetransfer.slicing import magnitude_slice
 from safetransfer.train import TrainHook
 
 if TYPE_CHECKING:
@@ -23,7 +24,6 @@ if TYPE_CHECKING:
 def make_student(
     teacher: TransferModel, data: ClassificationData, config: "TransferConfig"
 ) -> tuple[TransferModel, list[TrainHook]]:
-    from safetransfer.slicing import magnitude_slice
     from safetransfer.transfer.base import SliceHook, new_student
 
     student = new_student(teacher, data, config)

@@ -29,9 +29,11 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from safetransfer.coverage import neuron_bounds, profile_coverage
 from safetransfer.data.base import ClassificationData
 from safetransfer.errors import ConfigError
 from safetransfer.models.wrapper import TransferModel
+from safetransfer.slicing import compute_slice
 from safetransfer.train import TrainHook
 
 if TYPE_CHECKING:
@@ -46,8 +48,6 @@ def slice_teacher(
 
     ``inputs`` are raw student inputs; ``snac_deepgauge`` takes its neuron bounds on the same inputs.
     """
-    from safetransfer.coverage import neuron_bounds, profile_coverage
-    from safetransfer.slicing import compute_slice
 
     bounds = neuron_bounds(model, inputs, layers=layers, progress=progress) if metric == "snac_deepgauge" else None
     profile = profile_coverage(
@@ -59,7 +59,14 @@ def slice_teacher(
 def make_student(
     teacher: TransferModel, data: ClassificationData, config: "TransferConfig"
 ) -> tuple[TransferModel, list[TrainHook]]:
-    from safetransfer.transfer.base import SALT_PROFILE, SALT_SLICE, SliceHook, derived_seed, new_student, seeded_subset
+    from safetransfer.transfer.base import (
+        SALT_PROFILE,
+        SALT_SLICE,
+        SliceHook,
+        derived_seed,
+        new_student,
+        seeded_subset,
+    )
 
     student = new_student(teacher, data, config)  # its body is still exactly the teacher's
     inputs = seeded_subset(data.train, config.profile_samples, derived_seed(config.seed, SALT_PROFILE)).inputs

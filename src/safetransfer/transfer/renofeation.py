@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from safetransfer.data.base import ClassificationData, Split
+from safetransfer.errors import CheckpointError
 from safetransfer.models.wrapper import TransferModel, move_inputs
 from safetransfer.train import TrainHook
 from safetransfer.transfer.delta import FeatureDistillation
@@ -143,7 +144,6 @@ class SWA(TrainHook):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if int(state.get("start", self.start)) != self.start:
-            from safetransfer.errors import CheckpointError
 
             raise CheckpointError("The checkpoint's weight averaging started at another step: it belongs to another run.")
         self.count = int(state["count"])
@@ -154,7 +154,13 @@ def make_student(
     teacher: TransferModel, data: ClassificationData, config: "TransferConfig"
 ) -> tuple[TransferModel, list[TrainHook]]:
     """Renofeation: re-initialised body + distillation + stage dropout + SWA with BN recompute."""
-    from safetransfer.transfer.base import SALT_BN, SALT_REINIT, derived_seed, new_student, reinit_body
+    from safetransfer.transfer.base import (
+        SALT_BN,
+        SALT_REINIT,
+        derived_seed,
+        new_student,
+        reinit_body,
+    )
 
     assert config.train is not None
     student = reinit_body(new_student(teacher, data, config), derived_seed(config.seed, SALT_REINIT))

@@ -21,7 +21,12 @@ if TYPE_CHECKING:
 def make_student(
     teacher: TransferModel, data: ClassificationData, config: "TransferConfig"
 ) -> tuple[TransferModel, list[TrainHook]]:
-    from safetransfer.transfer.base import SALT_REINIT, derived_seed, new_student, reinit_body
+    from safetransfer.transfer.base import (
+        SALT_REINIT,
+        derived_seed,
+        new_student,
+        reinit_body,
+    )
 
     student = new_student(teacher, data, config)
     reinit_body(student, derived_seed(config.seed, SALT_REINIT))
