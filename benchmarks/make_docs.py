@@ -1213,7 +1213,7 @@ def supply_page(results: Path) -> Page:
     rows = [[c["name"], c["kind"], c["argv"][0], c["description"], ours(c["ours"]), f"{c['ours']['seconds']:.2f}",
              f"{c['ours']['peak_mb']:.1f}", other(c.get("picklescan")), other(c.get("modelscan")),
              "yes" if c["ours"]["meets_acceptance"] else "**no**"] for c in h["cases"]]
-    others = s["payloads_others_call_clean"]
+    others = s["payloads_others_call_clean_or_skip"]
     p.add("## The hostile corpus",
           f"{h['what'][:1].upper()}{h['what'][1:]}. A case meets the acceptance when it ends within {acc['seconds']:g} s and {acc['peak_mb']:,.0f} MB with "
           f"the outcome asked: a payload {acc['payload']}; a benign file {acc['benign']}; a hostile input {acc['hostile']}.",
