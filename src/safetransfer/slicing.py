@@ -38,7 +38,6 @@ Extra memory is about 5× the weights' float32 size at the peak.
 from __future__ import annotations
 
 import math
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Sequence
@@ -54,6 +53,7 @@ from safetransfer.coverage import (
 )
 from safetransfer.errors import CheckpointError, ConfigError, unknown_name
 from safetransfer.models.io import load_tensors_and_json, save_tensors_and_json
+from safetransfer.seeding import named_seed
 
 SLICE_FORMAT = "safetransfer-slice/1"
 MASKS_FILE = "masks.safetensors"
@@ -348,7 +348,7 @@ class Slice:
                     w.masked_fill_(~keep, 0.0)
                 else:
                     fresh = torch.empty(w.shape, dtype=torch.float32)
-                    gen = torch.Generator().manual_seed(_layer_seed(seed, name))
+                    gen = torch.Generator().manual_seed(named_seed(seed, name))
                     nn.init.kaiming_uniform_(fresh, a=math.sqrt(5), generator=gen)
                     w.copy_(torch.where(keep, w, fresh.to(w.device, w.dtype)))
         return model
@@ -380,10 +380,6 @@ class Slice:
             masks[name] = tensors[name].bool()
             stats[name] = {k: v for k, v in entry.items() if k != "name"}
         return cls(masks, float(doc["ratio"]), doc.get("method", "remos"), doc.get("metric"), doc.get("params", {}), stats)
-
-
-def _layer_seed(seed: int, name: str) -> int:
-    return (int(seed) * 1_000_003 + zlib.crc32(name.encode())) % (2**63)
 
 
 def _mask_only_stats(mask: torch.Tensor) -> dict[str, float]:

@@ -27,6 +27,7 @@ from safetransfer.data.base import Split
 from safetransfer.errors import CheckpointError, ConfigError, DataError
 from safetransfer.evaluate import predict_logits
 from safetransfer.models.wrapper import TransferModel, move_inputs
+from safetransfer.seeding import epoch_seed
 from safetransfer.validation import loop_problems
 
 CHECKPOINT_FILE = "last.pt"
@@ -132,7 +133,7 @@ class BatchOrder:
     def indices(self, step: int) -> torch.Tensor:
         epoch, j = divmod(step, self.per_epoch)
         if epoch != self._epoch:
-            gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            gen = torch.Generator().manual_seed(epoch_seed(self.seed, epoch))
             self._epoch, self._perm = epoch, torch.randperm(self.n, generator=gen)
         return self._perm[j * self.batch_size : (j + 1) * self.batch_size]
 

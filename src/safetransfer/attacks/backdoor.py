@@ -36,10 +36,9 @@ from safetransfer.errors import ConfigError, DataError
 from safetransfer.evaluate import predict_logits
 from safetransfer.metrics import accuracy, backdoor_dir
 from safetransfer.models.wrapper import TransferModel
+from safetransfer.seeding import SALT_POISON, derived_seed
 from safetransfer.train import TrainConfig, TrainHook, TrainResult, train
-from safetransfer.transfer.base import default_train_config, derived_seed
-
-SALT_POISON = 11  # see safetransfer.transfer.base.derived_seed
+from safetransfer.transfer.base import default_train_config
 
 
 @dataclass

@@ -33,7 +33,7 @@ from safetransfer.attacks.triggers import (
 )
 from safetransfer.data.base import ClassificationData, Split
 from safetransfer.errors import ConfigError, DataError
-from safetransfer.transfer.base import derived_seed
+from safetransfer.seeding import derived_seed
 
 SALT_DATA_POISON = 13  # see safetransfer.transfer.base.derived_seed
 TRIGGERS: tuple[str, ...] = ("watermark", "square", "blend", "words")

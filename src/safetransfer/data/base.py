@@ -231,3 +231,12 @@ def endless_batches(n: int, batch_size: int, generator: torch.Generator) -> Iter
             order, cursor = torch.randperm(n, generator=generator), 0
         yield order[cursor : cursor + batch_size]
         cursor += batch_size
+
+
+def seeded_subset(split: Split, n: int, seed: int, keep_order: bool = False) -> Split:
+    """``n`` samples of ``split`` drawn without replacement by ``seed`` (all of them when ``n`` is 0 or ≥ len);
+    ``keep_order``: in the split's own order rather than the draw's."""
+    if n <= 0 or n >= len(split):
+        return split
+    idx = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))[:n]
+    return split.subset(idx.sort().values if keep_order else idx)

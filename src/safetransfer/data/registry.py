@@ -34,6 +34,7 @@ from safetransfer.data.text import (
 )
 from safetransfer.errors import DataError, unknown_name
 from safetransfer.safe_paths import regular_file
+from safetransfer.seeding import mixed_seed
 
 SPLITS = ("train", "val", "test")
 TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json")
@@ -144,7 +145,7 @@ def _apply_limit(data: ClassificationData, limit: dict[str, int], seed: int) -> 
             raise DataError(f"limit for split '{split_name}' must be a non-negative integer, got {n!r}.")
         split = data.split(split_name)
         if n < len(split):
-            gen = torch.Generator().manual_seed(seed * 1_000_003 + 7_919 * (i + 1))
+            gen = torch.Generator().manual_seed(mixed_seed(seed, i + 1))
             index = torch.randperm(len(split), generator=gen)[:n]
             setattr(data, split_name, split.subset(index))
             caps[split_name] = n

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from safetransfer.data import ClassificationData, load_data
+from safetransfer.data.base import seeded_subset
 from safetransfer.errors import DataError
 from safetransfer.evaluate import EvalResult, evaluate
 from safetransfer.models import create_model, load_model, save_model
@@ -26,7 +27,6 @@ from safetransfer.models.zoo import MODELS, get_arch, hf_bert_teacher, is_hf_ber
 from safetransfer.plotting import plot_confusion, plot_training_curve
 from safetransfer.train import TrainConfig, TrainResult, train
 from safetransfer.transfer import TransferConfig, default_train_config, transfer
-from safetransfer.transfer.base import seeded_subset
 from safetransfer.transfer.remos import slice_teacher
 
 METRICS_FILE = "metrics.json"

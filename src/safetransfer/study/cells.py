@@ -34,7 +34,7 @@ from safetransfer.attacks.backdoor import (
     trigger_success,
 )
 from safetransfer.attacks.triggers import PatchTrigger
-from safetransfer.data.base import ClassificationData, Split
+from safetransfer.data.base import ClassificationData, Split, seeded_subset
 from safetransfer.data.registry import load_data
 from safetransfer.errors import ConfigError
 from safetransfer.evaluate import predict_logits
@@ -48,6 +48,7 @@ from safetransfer.models.io import (
     save_tensors_and_json,
 )
 from safetransfer.models.wrapper import TransferModel
+from safetransfer.seeding import SALT_SURROGATE, derived_seed
 from safetransfer.study.config import (
     DEFECT_KINDS,
     DefectSpec,
@@ -63,7 +64,6 @@ from safetransfer.train import TrainConfig, curve_schedule
 from safetransfer.transfer.base import (
     RESULT_FILE,
     TransferConfig,
-    derived_seed,
     transfer,
     weights_digest,
 )
@@ -71,7 +71,6 @@ from safetransfer.transfer.base import (
 CLEAN = "clean"  # the name of the unmodified teacher among the teacher variants
 TEACHER_FREE_METHODS = ("retrain",)  # students that use the teacher's architecture only
 CellKind = Literal["crafted", "teacher", "student", "scan"]
-SALT_SURROGATE = 23  # the attacker's surrogate (word swap, Embedding Surgery's source); see derived_seed
 
 
 def default_cache_dir() -> Path:
@@ -558,7 +557,6 @@ def eval_subset(test: Split, n: int, seed: int) -> Split:
         from safetransfer.errors import DataError
 
         raise DataError("The task's test split is empty: nothing to measure DIR on.")
-    from safetransfer.transfer.base import seeded_subset
 
     return seeded_subset(test, n, seed + 7919, keep_order=True)
 

@@ -40,7 +40,7 @@ from typing import Any, Callable, Literal
 
 import torch
 
-from safetransfer.data.base import ClassificationData, Split
+from safetransfer.data.base import ClassificationData
 from safetransfer.errors import CheckpointError, ConfigError, DataError, unknown_name
 from safetransfer.evaluate import EvalResult, evaluate
 from safetransfer.models.io import MODEL_DIR, atomic_write_text, save_model
@@ -300,14 +300,6 @@ def _jsonable(x: Any) -> Any:
 # ---------------------------------------------------------------------------- shared building blocks
 
 
-def derived_seed(seed: int, salt: int) -> int:
-    """A seed for one random choice of a method (distinct per ``salt``, never the model-zoo's ``seed``)."""
-    return (seed * 1_000_003 + 7919 * salt) % (2**62)
-
-
-SALT_REINIT, SALT_SLICE, SALT_PROFILE, SALT_BN = 1, 2, 3, 4
-
-
 def new_student(teacher: TransferModel, data: ClassificationData, config: TransferConfig) -> TransferModel:
     """The teacher's copy with a new seeded head for ``data`` (the teacher untouched)."""
     return teacher.with_head(data.num_classes, seed=config.seed, class_names=list(data.class_names))
@@ -334,15 +326,6 @@ def frozen_copy(model: TransferModel) -> TransferModel:
     for p in copy_.parameters():
         p.requires_grad_(False)
     return copy_.eval()
-
-
-def seeded_subset(split: Split, n: int, seed: int, keep_order: bool = False) -> Split:
-    """``n`` samples of ``split`` drawn without replacement by ``seed`` (all of them when ``n`` is 0 or ≥ len);
-    ``keep_order``: in the split's own order rather than the draw's."""
-    if n <= 0 or n >= len(split):
-        return split
-    idx = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))[:n]
-    return split.subset(idx.sort().values if keep_order else idx)
 
 
 class SliceHook(TrainHook):

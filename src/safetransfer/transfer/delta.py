@@ -29,6 +29,7 @@ import torch
 
 from safetransfer.data.base import ClassificationData
 from safetransfer.models.wrapper import TransferModel
+from safetransfer.seeding import SALT_REINIT, derived_seed
 from safetransfer.train import TrainHook
 from safetransfer.transfer.stages import StageHooks, stage_names
 
@@ -119,12 +120,7 @@ def make_student_r(
     teacher: TransferModel, data: ClassificationData, config: "TransferConfig"
 ) -> tuple[TransferModel, list[TrainHook]]:
     """DELTA-R: re-initialised body weights, still distilled towards the pretrained teacher."""
-    from safetransfer.transfer.base import (
-        SALT_REINIT,
-        derived_seed,
-        new_student,
-        reinit_body,
-    )
+    from safetransfer.transfer.base import new_student, reinit_body
 
     student = reinit_body(new_student(teacher, data, config), derived_seed(config.seed, SALT_REINIT))
     return student, [FeatureDistillation(student, teacher, weight=config.distill_weight, head_l2=config.head_l2)]

@@ -30,9 +30,10 @@ import torch
 from torch import nn
 
 from safetransfer.coverage import neuron_bounds, profile_coverage
-from safetransfer.data.base import ClassificationData
+from safetransfer.data.base import ClassificationData, seeded_subset
 from safetransfer.errors import ConfigError
 from safetransfer.models.wrapper import TransferModel
+from safetransfer.seeding import SALT_PROFILE, SALT_SLICE, derived_seed
 from safetransfer.slicing import compute_slice
 from safetransfer.train import TrainHook
 
@@ -59,14 +60,7 @@ def slice_teacher(
 def make_student(
     teacher: TransferModel, data: ClassificationData, config: "TransferConfig"
 ) -> tuple[TransferModel, list[TrainHook]]:
-    from safetransfer.transfer.base import (
-        SALT_PROFILE,
-        SALT_SLICE,
-        SliceHook,
-        derived_seed,
-        new_student,
-        seeded_subset,
-    )
+    from safetransfer.transfer.base import SliceHook, new_student
 
     student = new_student(teacher, data, config)  # its body is still exactly the teacher's
     inputs = seeded_subset(data.train, config.profile_samples, derived_seed(config.seed, SALT_PROFILE)).inputs

@@ -26,9 +26,10 @@ from typing import TYPE_CHECKING, Any, Sequence
 import torch
 from torch import nn
 
-from safetransfer.data.base import ClassificationData, Split
+from safetransfer.data.base import ClassificationData, Split, seeded_subset
 from safetransfer.errors import CheckpointError
 from safetransfer.models.wrapper import TransferModel, move_inputs
+from safetransfer.seeding import SALT_BN, SALT_REINIT, derived_seed
 from safetransfer.train import TrainHook
 from safetransfer.transfer.delta import FeatureDistillation
 from safetransfer.transfer.stages import StageHooks, stage_names
@@ -66,7 +67,6 @@ def recompute_batchnorm(
     the global RNG (dropout in train mode) is forked and seeded, so the result is a function of
     the model, the data and ``seed``. Returns the number of BatchNorm layers recomputed (0: none).
     """
-    from safetransfer.transfer.base import seeded_subset
 
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
     if not bns:
@@ -154,13 +154,7 @@ def make_student(
     teacher: TransferModel, data: ClassificationData, config: "TransferConfig"
 ) -> tuple[TransferModel, list[TrainHook]]:
     """Renofeation: re-initialised body + distillation + stage dropout + SWA with BN recompute."""
-    from safetransfer.transfer.base import (
-        SALT_BN,
-        SALT_REINIT,
-        derived_seed,
-        new_student,
-        reinit_body,
-    )
+    from safetransfer.transfer.base import new_student, reinit_body
 
     assert config.train is not None
     student = reinit_body(new_student(teacher, data, config), derived_seed(config.seed, SALT_REINIT))

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from safetransfer.data.base import ClassificationData
 from safetransfer.models.wrapper import TransferModel
+from safetransfer.seeding import SALT_REINIT, derived_seed
 from safetransfer.train import TrainHook
 
 if TYPE_CHECKING:
@@ -21,12 +22,7 @@ if TYPE_CHECKING:
 def make_student(
     teacher: TransferModel, data: ClassificationData, config: "TransferConfig"
 ) -> tuple[TransferModel, list[TrainHook]]:
-    from safetransfer.transfer.base import (
-        SALT_REINIT,
-        derived_seed,
-        new_student,
-        reinit_body,
-    )
+    from safetransfer.transfer.base import new_student, reinit_body
 
     student = new_student(teacher, data, config)
     reinit_body(student, derived_seed(config.seed, SALT_REINIT))
