@@ -30,7 +30,8 @@ from pathlib import Path
 from bench_common import machine, study_cache_args
 from safetransfer.attacks.text_triggers import TextTrigger, trigger_cut_share, trigger_lfr, visible_words
 from safetransfer.detect.trigger_scan import control_words, word_frequencies
-from safetransfer.models.io import MODEL_DIR, atomic_write_text, load_model
+from safetransfer.models.io import MODEL_DIR, load_model
+from safetransfer.files import atomic_write_text
 from safetransfer.study import load_config
 from safetransfer.study.cells import CellMaker
 

@@ -32,7 +32,8 @@ from safetransfer.data.registry import load_data
 from safetransfer.detect.base import DetectionResult, score_detection
 from safetransfer.detect.features import model_features
 from safetransfer.jobs.scan_data import ScanDataConfig, scan_data
-from safetransfer.models.io import atomic_write_text, load_model
+from safetransfer.models.io import load_model
+from safetransfer.files import atomic_write_text
 
 RESULTS = Path(__file__).parent / "results" / "detect_vs_art.json"
 

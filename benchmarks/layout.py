@@ -30,7 +30,7 @@ from typing import Callable
 import torch
 
 from bench_common import machine
-from safetransfer.models.io import atomic_write_text
+from safetransfer.files import atomic_write_text
 from safetransfer.models.zoo import create_model
 
 RESULTS = Path(__file__).parent / "results" / "layout.json"

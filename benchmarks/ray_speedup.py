@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from bench_common import machine
-from safetransfer.models.io import atomic_write_text
+from safetransfer.files import atomic_write_text
 from safetransfer.study import parse_config, run_study
 
 RESULTS = Path(__file__).parent / "results" / "ray_speedup.json"

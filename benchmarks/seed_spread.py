@@ -35,7 +35,7 @@ from typing import Any
 import torch
 
 from bench_common import machine as machine_of
-from safetransfer.models.io import atomic_write_text
+from safetransfer.files import atomic_write_text
 from safetransfer.study import load_config, run_study
 from safetransfer.study.config import StudyConfig, parse_config
 

@@ -262,7 +262,7 @@ def main() -> None:
     }
     if ratios:
         print(f"profile_over_forward (worst): {doc['profile_over_forward']:.2f}  (target <= {TARGET_PROFILE_RATIO})")
-    from safetransfer.models.io import atomic_write_text
+    from safetransfer.files import atomic_write_text
 
     atomic_write_text(RESULTS, json.dumps(doc, indent=2) + "\n")
     print(f"wrote {RESULTS}")

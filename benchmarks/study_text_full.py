@@ -26,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from safetransfer.models.io import atomic_write_text
+from safetransfer.files import atomic_write_text
 
 RESULTS = Path(__file__).parent / "results"
 FULL_KNOWLEDGE, SHIFT, SCAN = "study_text_rt.json", "study_text_shift.json", "scan_triggers_rt.json"

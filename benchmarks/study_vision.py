@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from bench_common import machine as machine_of
-from safetransfer.models.io import atomic_write_text
+from safetransfer.files import atomic_write_text
 from safetransfer.study import load_config, run_study
 
 RESULTS_DIR = Path(__file__).parent / "results"

@@ -20,7 +20,7 @@ import torch
 
 from bench_common import machine
 from safetransfer.jobs import train_job
-from safetransfer.models.io import atomic_write_text
+from safetransfer.files import atomic_write_text
 
 RESULTS = Path(__file__).parent / "results" / "train_baselines.json"
 RUNS = [

@@ -21,7 +21,7 @@ import torch
 from bench_common import machine
 from safetransfer.data import load_data
 from safetransfer.models import create_model
-from safetransfer.models.io import atomic_write_text
+from safetransfer.files import atomic_write_text
 from safetransfer.transfer import METHODS, SCRATCH_METHODS, TransferConfig, transfer
 
 RESULTS = Path(__file__).parent / "results" / "transfer_fmnist.json"

@@ -9,7 +9,7 @@ import torch
 
 from safetransfer.checkpoint import load_training_state, save_training_state
 from safetransfer.errors import CheckpointError
-from safetransfer.models.io import atomic_torch_save
+from safetransfer.files import atomic_torch_save
 
 
 def _model_and_optimizer(seed: int) -> tuple[torch.nn.Module, torch.optim.Optimizer]:

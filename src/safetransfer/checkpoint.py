@@ -17,7 +17,8 @@ from typing import Any
 import torch
 
 from safetransfer.errors import CheckpointError
-from safetransfer.models.io import atomic_torch_save, load_state_into, safe_torch_load
+from safetransfer.files import atomic_torch_save
+from safetransfer.models.io import load_state_into, safe_torch_load
 
 
 @dataclass

@@ -180,8 +180,8 @@ def eval_cmd(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
 ) -> None:
     """Evaluate a saved model: accuracy, per-class precision/recall, confusion matrix."""
+    from safetransfer.files import atomic_write_text
     from safetransfer.jobs import eval_job
-    from safetransfer.models.io import atomic_write_text
 
     _check_output(json_out, "--json file")
     result = eval_job(model, data, data_path=data_path, split=split, config_path=config, seed=seed,
@@ -349,7 +349,7 @@ def verify_cmd(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Check weights against a manifest: pass/fail per tensor, and what differs. Exit 1 on failure."""
-    from safetransfer.models.io import atomic_write_text
+    from safetransfer.files import atomic_write_text
     from safetransfer.supply import verify
 
     _check_output(json_out, "--json file")
@@ -385,7 +385,7 @@ def diff_cmd(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for diff.json and diff.png (default: print only)."),
 ) -> None:
     """Per-tensor change between two models, embedding rows mapped to tokens, and a verdict."""
-    from safetransfer.models.io import atomic_write_text
+    from safetransfer.files import atomic_write_text
     from safetransfer.supply import diff_models, plot_diff
 
     report = diff_models(_weights_path(base), _weights_path(suspect), tokenizer=tokenizer, top_k=top)
@@ -427,7 +427,7 @@ def scan_cmd(
     cannot follow), unreadable (could not be read to the end: never called clean), suspicious
     (classes of known model libraries), clean, skipped (not a format that holds code).
     """
-    from safetransfer.models.io import atomic_write_text
+    from safetransfer.files import atomic_write_text
     from safetransfer.supply import scan
 
     _check_output(json_out, "--json file")
@@ -574,8 +574,8 @@ def scan_triggers_cmd(
         word_frequencies,
     )
     from safetransfer.errors import DataError
+    from safetransfer.files import atomic_write_text
     from safetransfer.models import load_model
-    from safetransfer.models.io import atomic_write_text
 
     screen_texts = SCREEN_TEXTS if screen_texts is None else screen_texts
     confirm = CONFIRM if confirm is None else confirm
@@ -638,10 +638,10 @@ def word_swap_cmd(
     from safetransfer.attacks.word_swap import WordSwapAttack
     from safetransfer.data.registry import load_data
     from safetransfer.evaluate import predict_logits
+    from safetransfer.files import atomic_write_text
     from safetransfer.jobs import load_teacher
     from safetransfer.metrics import adversarial_dir
     from safetransfer.models import load_model
-    from safetransfer.models.io import atomic_write_text
 
     dataset = load_data(data, data_path, seed=seed)
     teacher = load_teacher(model, dataset, seed=seed)  # names a text model given image data, and the reverse
@@ -861,7 +861,7 @@ def results_cmd(
 ) -> None:
     """List and export a study's figures: a text or Markdown table, or long-format CSV/JSON rows."""
     from safetransfer.errors import ConfigError
-    from safetransfer.models.io import atomic_write_text
+    from safetransfer.files import atomic_write_text
     from safetransfer.report.export import result_rows, to_csv, to_json, to_markdown
     from safetransfer.report.table import format_table
 

@@ -16,13 +16,9 @@ from safetransfer.data import ClassificationData, load_data
 from safetransfer.data.base import seeded_subset
 from safetransfer.errors import DataError
 from safetransfer.evaluate import EvalResult, evaluate
+from safetransfer.files import atomic_write_text
 from safetransfer.models import create_model, load_model, save_model
-from safetransfer.models.io import (
-    CONFIG_FILE,
-    MODEL_DIR,
-    atomic_write_text,
-    read_config,
-)
+from safetransfer.models.io import CONFIG_FILE, MODEL_DIR, read_config
 from safetransfer.models.zoo import MODELS, get_arch, hf_bert_teacher, is_hf_bert_folder
 from safetransfer.plotting import plot_confusion, plot_training_curve
 from safetransfer.train import TrainConfig, TrainResult, train

@@ -37,8 +37,8 @@ from safetransfer.attacks.reprogramming import (
 )
 from safetransfer.data.registry import load_data
 from safetransfer.errors import CheckpointError, ConfigError, DataError
+from safetransfer.files import atomic_write_text
 from safetransfer.models.io import (
-    atomic_write_text,
     load_model,
     load_tensors_and_json,
     save_tensors_and_json,

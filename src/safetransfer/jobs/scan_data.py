@@ -51,8 +51,9 @@ from safetransfer.detect.plots import (
 )
 from safetransfer.errors import ConfigError
 from safetransfer.evaluate import predict_logits
+from safetransfer.files import atomic_write_text
 from safetransfer.metrics import label_flip_rate
-from safetransfer.models.io import atomic_write_text, load_model
+from safetransfer.models.io import load_model
 from safetransfer.models.zoo import get_arch
 from safetransfer.train import TrainConfig, curve_schedule
 

@@ -25,11 +25,11 @@ from typing import Any
 import torch
 
 from safetransfer.errors import CheckpointError, ConfigError
+from safetransfer.files import atomic_write_text
 from safetransfer.models.wrapper import ModelConfig, TransferModel
 from safetransfer.pickle_analysis import checkpoint_structure
 from safetransfer.safe_paths import (
     MAX_CONFIG_BYTES,
-    output_file,
     read_text_bounded,
     regular_file,
 )
@@ -41,43 +41,6 @@ CONFIG_FILE = "config.json"
 TOKENIZER_DIR = "tokenizer"
 MODEL_DIR = "model"  # the sub-folder of a job's output folder (train, transfer) that holds its saved model
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl")
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and ``os.replace`` (no half files).
-
-    A ``path`` that is a folder (or under a file) raises :class:`~safetransfer.errors.ConfigError`."""
-    path = output_file(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; results are meant to be read
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    """``torch.save`` through a temporary file and ``os.replace`` (a folder as ``path``: ConfigError)."""
-    path = output_file(path, "checkpoint file")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_tensors_and_json(folder: str | Path, tensors: dict[str, torch.Tensor], tensors_name: str,

@@ -15,8 +15,8 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from safetransfer.files import atomic_write_text
 from safetransfer.html_page import embed_png, page
-from safetransfer.models.io import atomic_write_text
 from safetransfer.report.table import (
     MISSING,
     PENDING,

@@ -38,11 +38,11 @@ from safetransfer.data.base import ClassificationData, Split, seeded_subset
 from safetransfer.data.registry import load_data
 from safetransfer.errors import ConfigError
 from safetransfer.evaluate import predict_logits
+from safetransfer.files import atomic_write_text
 from safetransfer.jobs import load_teacher
 from safetransfer.metrics import adversarial_dir
 from safetransfer.models.io import (
     MODEL_DIR,
-    atomic_write_text,
     load_model,
     save_model,
     save_tensors_and_json,

@@ -32,8 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal
 
+from safetransfer.files import atomic_write_text
 from safetransfer.metrics import mean_defined, relative
-from safetransfer.models.io import atomic_write_text
 from safetransfer.study.cells import CLEAN, Cell, CellMaker, transfer_config_of
 from safetransfer.study.config import StudyConfig
 from safetransfer.study.store import versions

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from safetransfer.errors import CheckpointError
-from safetransfer.models.io import atomic_write_text
+from safetransfer.files import atomic_write_text
 from safetransfer.safe_paths import MAX_DOCUMENT_BYTES, read_text_bounded
 from safetransfer.supply.reading import iter_tensors, weight_source
 

@@ -43,7 +43,8 @@ import torch
 from safetransfer.data.base import ClassificationData
 from safetransfer.errors import CheckpointError, ConfigError, DataError, unknown_name
 from safetransfer.evaluate import EvalResult, evaluate
-from safetransfer.models.io import MODEL_DIR, atomic_write_text, save_model
+from safetransfer.files import atomic_write_text
+from safetransfer.models.io import MODEL_DIR, save_model
 from safetransfer.models.wrapper import TransferModel
 from safetransfer.models.zoo import build_from_config, get_arch
 from safetransfer.train import TrainConfig, TrainHook, TrainResult, train
