@@ -513,3 +513,13 @@ def test_slice_hook_masks_with_one_multiply(cnn_teacher: TransferModel, tiny_ima
     hook.after_step(student, 1)
     w = sliced_weights(student)
     assert all(bool((w[n][~m] == 0).all()) and bool((w[n][m] != 0).all()) for n, m in hook.slice.masks.items())
+
+
+def test_a_bad_transfer_config_fails_at_construction() -> None:
+    from safetransfer.errors import ConfigError, UnknownNameError
+
+    with pytest.raises(UnknownNameError, match="Did you mean 'remos'"):
+        TransferConfig(method="remoss")
+    with pytest.raises(ConfigError, match=r"ratio must lie in \[0, 1\) \(got 2.0\)"):
+        TransferConfig(method="remos", ratio=2.0)
+    assert TransferConfig(method="remos", ratio=0.3).ratio == 0.3

@@ -182,6 +182,9 @@ class TransferConfig:
     bn_samples: int = 2000
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        self.validate()  # a bad config fails where it is written, not steps later
+
     def validate(self) -> "TransferConfig":
         if self.method not in METHODS:
             raise unknown_name("transfer method", self.method, list(METHODS))
