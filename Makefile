@@ -8,12 +8,13 @@ STAMPS := $(VENV)/.stamps
 TORCH  := torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: setup assets browser demo test test-slow bench docs clean help
+.PHONY: setup assets browser demo test test-slow check-results bench docs clean help
 
 help:
 	@echo "make demo       set up (venv, torch, package, offline assets), then the quick inheritance study (~8 min on 2 cores)"
 	@echo "make test       set up, then run the test suite (the slow end-to-end tests are excluded)"
 	@echo "make test-slow  the slow end-to-end tests on the real assets"
+	@echo "make check-results  the committed benchmark results still match the configs in the repository"
 	@echo "make bench      the benchmarks (writes benchmarks/results/*.json)"
 	@echo "make docs       the results pages under docs/ from benchmarks/results/*.json (set-up only, no assets)"
 
@@ -45,8 +46,14 @@ demo: assets
 
 test: assets browser
 	$(BIN)/lint-imports --no-cache
-	@$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS); rc=$$?; \
+	@$(BIN)/python -m pytest -q -m "not slow and not results" $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
+
+# Every figure under benchmarks/results was made by the config now in the repository: an edited
+# config (or a new word-swap search version) means its figures must be made again.
+check-results: setup
+	@$(BIN)/python -m pytest -q -m results; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no results checks: failing"; exit 1; fi; exit $$rc
 
 test-slow: assets
 	@$(BIN)/python -m pytest -q -m slow $(PYTEST_ARGS); rc=$$?; \

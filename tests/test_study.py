@@ -107,6 +107,7 @@ COMMITTED_STUDIES = [  # (the config: a benchmark YAML or an embedded study, the
 ]
 
 
+@pytest.mark.results
 @pytest.mark.parametrize("config,results", COMMITTED_STUDIES)
 def test_committed_study_results_come_from_the_committed_config(config: str, results: str) -> None:
     """Every study figure in benchmarks/results was made by the config in the repository as it is
