@@ -147,12 +147,12 @@ def main() -> None:
 
     if args.vary == "students":
         config = cut_config(base, args.tasks, methods, args.defects, student_seeds=tuple(args.seeds))
-        doc = run_study(config, Path("runs/bench-seeds/students"), args.cache_dir, progress=False)
+        doc = run_study(config, Path("runs/bench-seeds/students"), args.cache_dir, progress=False, log=print)
         rows = [r for s in args.seeds for r in records(doc, s, methods, args.defects, named=True)]
     else:
         for seed in args.seeds:
             config = cut_config(base, args.tasks, methods, args.defects, study_seed=seed)
-            doc = run_study(config, Path("runs/bench-seeds") / f"seed-{seed}", args.cache_dir, progress=False)
+            doc = run_study(config, Path("runs/bench-seeds") / f"seed-{seed}", args.cache_dir, progress=False, log=print)
             rows += records(doc, seed, methods, args.defects, named=False)
             save()
     save()

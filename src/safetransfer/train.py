@@ -238,7 +238,7 @@ def train(
     val_split: Split | None = None,
     checkpoint_dir: str | Path | None = None,
     resume: bool = True,
-    progress: bool = True,
+    progress: bool = False,
     hooks: Sequence[TrainHook] = (),
     on_step: Callable[[int, float], None] | None = None,
 ) -> TrainResult:

@@ -179,7 +179,7 @@ def plant_backdoor(
     config: BackdoorConfig | None = None,
     *,
     checkpoint_dir: str | Path | None = None,
-    progress: bool = True,
+    progress: bool = False,
     ripple: Any = None,
 ) -> BackdoorResult:
     """Fine-tune a copy of ``teacher`` (new head for ``attacker_data``) on poisoned data.

@@ -91,7 +91,7 @@ def poison_weights(
     pretrained: str | Path, proxy: ClassificationData, out: str | Path, *, method: str = "ripples",
     triggers: tuple[str, ...] = DEFAULT_TRIGGER_WORDS, target: int = 1, rate: float = 0.5,
     ripple: RippleConfig | None = None, n_words: int = 10, source: str | Path | None = None, seed: int = 0,
-    progress: bool = True,
+    progress: bool = False,
 ) -> WeightPoisoningResult:
     """Poison the BERT folder ``pretrained`` with ``proxy`` data and write the published folder ``out``."""
     import time

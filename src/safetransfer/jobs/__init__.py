@@ -60,7 +60,7 @@ def train_job(
     limit: dict[str, int] | None = None,
     overrides: dict[str, Any] | None = None,
     resume: bool = True,
-    progress: bool = True,
+    progress: bool = False,
     plots: bool = True,
 ) -> TrainJobResult:
     """Fine-tune zoo model ``model_name`` (a new head sized for the data) on ``data`` and test it.
@@ -130,7 +130,7 @@ def eval_job(
     config_path: str | Path | None = None,
     limit: dict[str, int] | None = None,
     seed: int | None = None,
-    progress: bool = True,
+    progress: bool = False,
 ) -> EvalResult:
     """Evaluate a saved model on a split of a data set.
 
@@ -201,7 +201,7 @@ def slice_job(
     data_path: str | Path | None = None,
     image_size: int | None = None,
     seed: int = 0,
-    progress: bool = True,
+    progress: bool = False,
 ):
     """ReMoS's slice of ``teacher`` for the student data ``data``: profile coverage, score, save.
 
@@ -233,7 +233,7 @@ def transfer_job(
     options: dict[str, Any] | None = None,
     train_overrides: dict[str, Any] | None = None,
     resume: bool = True,
-    progress: bool = True,
+    progress: bool = False,
 ):
     """Make a student from ``teacher`` for ``data`` with transfer ``method``, train, test and save it.
 

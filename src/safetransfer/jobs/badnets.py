@@ -51,7 +51,7 @@ class DamageReport:
 
 def badnets_experiment(
     model_name: str, data: ClassificationData, spec: PlantSpec, out_dir: str | Path, *,
-    overrides: dict[str, Any] | None = None, progress: bool = True,
+    overrides: dict[str, Any] | None = None, progress: bool = False,
 ) -> DamageReport:
     """Train ``model_name`` on the clean and on the poisoned data with identical settings; compare.
 

@@ -158,7 +158,7 @@ def no_program_accuracy(target: LoadedModel, program: AdversarialProgram, data: 
 def reprogram_job(
     model: str, task: str, out_dir: str | Path, *, weights: str = "pretrained", canvas: int | None = None,
     config: ReprogramConfig | None = None, apply: str | Path | None = None, data_path: str | Path | None = None,
-    limit_train: int | None = None, progress: bool = True,
+    limit_train: int | None = None, progress: bool = False,
 ) -> dict[str, Any]:
     """Learn (or, with ``apply``, re-use) a program for ``model`` on ``task``; returns ``results.json``'s content."""
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -132,9 +133,10 @@ def run_detector(name: str, features: np.ndarray, labels: np.ndarray, cfg: ScanD
     return centroid_distance(features, labels, k=cfg.k_centroid, name=cfg.resolved_embedding)
 
 
-def scan_data(cfg: ScanDataConfig, out_dir: str | Path, progress: bool = True,
-              log: Callable[[str], None] = print) -> ScanDataResult:
+def scan_data(cfg: ScanDataConfig, out_dir: str | Path, progress: bool = False,
+              log: Callable[[str], None] | None = None) -> ScanDataResult:
     """Run the scan (see the module doc) and write its files under ``out_dir``."""
+    log = log or logging.getLogger(__name__).info  # quiet by default: the CLI passes its console
 
     cfg.validate()
     out = Path(out_dir)

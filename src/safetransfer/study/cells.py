@@ -117,7 +117,7 @@ class TaskContext:
 class CellMaker:
     """Makes the cells of one :class:`StudyConfig` (see the module doc), one at a time."""
 
-    def __init__(self, config: StudyConfig, cache_dir: str | Path | None = None, *, progress: bool = True) -> None:
+    def __init__(self, config: StudyConfig, cache_dir: str | Path | None = None, *, progress: bool = False) -> None:
         self.config = config
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         self.progress = progress

@@ -46,7 +46,7 @@ CRAFTERS: dict[str, Callable[..., tuple[torch.Tensor, Any, dict[str, Any]]]] = {
 
 
 def craft(
-    teacher: TransferModel, x: torch.Tensor, defect: DefectSpec, seed: int = 0, progress: bool = True
+    teacher: TransferModel, x: torch.Tensor, defect: DefectSpec, seed: int = 0, progress: bool = False
 ) -> tuple[torch.Tensor, dict[str, Any]]:
     """Adversarial versions of raw images ``x`` for ``defect`` (penultimate or coverage_guided).
 

@@ -27,6 +27,7 @@ same table.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,8 @@ from safetransfer.metrics import mean_defined, relative
 from safetransfer.study.cells import CLEAN, Cell, CellMaker, transfer_config_of
 from safetransfer.study.config import StudyConfig
 from safetransfer.study.store import versions
+
+_LOG = logging.getLogger(__name__)
 
 RESULTS_FILE = "results.json"
 RECORD_KEYS = ("acc", "dir", "seconds", "key")  # a student cell's raw record in results.json (views apart)
@@ -59,7 +62,7 @@ class StudyRunner:
 
     def __init__(
         self, config: StudyConfig, out_dir: str | Path, cache_dir: str | Path | None = None, *,
-        progress: bool = True, log: Callable[[str], None] = print, profile: str | None = None,
+        progress: bool = False, log: Callable[[str], None] | None = None, profile: str | None = None,
         store: str | Path | None = None,
     ) -> None:
         from safetransfer.study.store import STORE_FILE, ResultsStore
@@ -71,7 +74,7 @@ class StudyRunner:
         self.config_hash = config.fingerprint()
         self.maker = CellMaker(config, cache_dir, progress=progress)
         self.cache_dir = self.maker.cache_dir
-        self.log = log
+        self.log = log or _LOG.info  # quiet by default: the CLI passes its console
         self.profile = profile
         self.tasks: dict[str, TaskState] = {}
         self.prior = load_prior(self.out_dir / RESULTS_FILE, self.config_hash)
@@ -307,8 +310,8 @@ def load_prior(path: Path, config_hash: str) -> dict[str, TaskState]:
 
 
 def run_study(
-    config: StudyConfig, out_dir: str | Path, cache_dir: str | Path | None = None, *, progress: bool = True,
-    log: Callable[[str], None] = print, profile: str | None = None, store: str | Path | None = None,
+    config: StudyConfig, out_dir: str | Path, cache_dir: str | Path | None = None, *, progress: bool = False,
+    log: Callable[[str], None] | None = None, profile: str | None = None, store: str | Path | None = None,
     backend: Backend = "local", **backend_options: Any,
 ) -> dict[str, Any]:
     """Run ``config``, writing ``out_dir/results.json`` and a row per cell into the results store

@@ -441,7 +441,7 @@ def transfer(
     data: ClassificationData,
     config: TransferConfig,
     out_dir: str | Path | None = None,
-    progress: bool = True,
+    progress: bool = False,
     *,
     resume: bool = True,
     on_step: Callable[[int, float], None] | None = None,
