@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from safetransfer.errors import CheckpointError
+from safetransfer.models.io import safe_torch_load
 from safetransfer.pickle_analysis import (
     DANGEROUS,
     INNOCUOUS_SAFETY,
@@ -123,8 +124,7 @@ def test_checkpoint_structure_refuses_billion_laughs_and_oversized_storages(tmp_
     problems = checkpoint_structure(str(tmp_path / "dag.pt")).problems
     assert any("billion-laughs" in p for p in problems)
     with pytest.raises(CheckpointError, match="billion-laughs"):
-        weight_source(tmp_path / "dag.pt") and __import__("safetransfer.models.io", fromlist=["x"]).safe_torch_load(
-            tmp_path / "dag.pt")
+        safe_torch_load(tmp_path / "dag.pt")
     torch.save({"w": torch.zeros(4)}, tmp_path / "ok.pt")
     assert checkpoint_structure(str(tmp_path / "ok.pt")).problems == []
     raw = (tmp_path / "ok.pt").read_bytes()

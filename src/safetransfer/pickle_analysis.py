@@ -38,8 +38,10 @@ from __future__ import annotations
 
 import codecs
 import io
+import os
 import re
 import struct
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO
@@ -501,9 +503,12 @@ def _op_float(m: _Machine, off: int) -> bool:
     return False
 
 
+_BOOL_INTS = {b"00": False, b"01": True}
+
+
 def _op_int(m: _Machine, off: int) -> bool:
     text = m.r.line()
-    m.push({b"00": False, b"01": True}.get(text) if text in (b"00", b"01") else _c_int(text))
+    m.push(_BOOL_INTS[text] if text in _BOOL_INTS else _c_int(text))  # protocol 0 writes bools as 00/01
     return False
 
 
@@ -576,27 +581,13 @@ def _op_string(m: _Machine, off: int) -> bool:
     return False
 
 
-def _sized(n: int, text: bool, signed: bool = False):
+def _sized(n: int, kind: str = "bytes", signed: bool = False):
+    """A length-prefixed argument (``n``-byte length, or a signed 4-byte one): ``kind`` ``bytes``,
+    ``text`` (UTF-8) or ``str1`` (a protocol 0/1 ``str``: ASCII where it decodes, else bytes)."""
     def handler(m: _Machine, off: int) -> bool:
         size = struct.unpack("<i", m.r.read(4))[0] if signed else m.r.uint(n)
-        value = m.r.value(size, text=False)
-        if text and isinstance(value, bytes):
-            try:
-                value = value.decode("utf-8", "surrogatepass")
-            except UnicodeDecodeError:
-                raise PickleFormatError("a string that is not UTF-8") from None
-        m.push(value)
-        return False
-
-    return handler
-
-
-def _op_binstring_legacy(n: int, signed: bool):
-    """``BINSTRING``/``SHORT_BINSTRING`` (protocol 1 str): bytes decoded as ASCII where they can be."""
-    def handler(m: _Machine, off: int) -> bool:
-        size = struct.unpack("<i", m.r.read(4))[0] if signed else m.r.uint(n)
-        value = m.r.value(size, text=False)
-        if isinstance(value, bytes):
+        value = m.r.value(size, text=kind == "text")
+        if kind == "str1" and isinstance(value, bytes):
             try:
                 value = value.decode("ascii")
             except UnicodeDecodeError:
@@ -804,8 +795,8 @@ _HANDLERS = {
     ord("("): _op_mark, ord("."): _op_stop, ord("0"): _op_pop, ord("1"): _op_pop_mark, ord("2"): _op_dup,
     ord("F"): _op_float, ord("I"): _op_int, ord("J"): _op_binint, ord("K"): _uint_op(1), ord("L"): _op_long,
     ord("M"): _uint_op(2), ord("N"): _push_const(None), ord("P"): _op_persid, ord("Q"): _op_binpersid,
-    ord("R"): _op_reduce, ord("S"): _op_string, ord("T"): _op_binstring_legacy(4, signed=True),
-    ord("U"): _op_binstring_legacy(1, signed=False), ord("V"): _op_unicode, ord("X"): _sized(4, text=True),
+    ord("R"): _op_reduce, ord("S"): _op_string, ord("T"): _sized(4, "str1", signed=True),
+    ord("U"): _sized(1, "str1"), ord("V"): _op_unicode, ord("X"): _sized(4, "text"),
     ord("a"): _adder("APPEND", lambda m: [m.pop()]), ord("b"): _adder("BUILD", lambda m: [m.pop()]), ord("c"): _op_global, ord("d"): _op_dict, ord("}"): _op_empty(_Dict),
     ord("e"): _adder("APPENDS", _Machine.pop_mark), ord("g"): _op_get, ord("h"): _get_n(1, "BINGET"), ord("i"): _op_inst,
     ord("j"): _get_n(4, "LONG_BINGET"), ord("l"): _op_list, ord("]"): _op_empty(list), ord("o"): _op_obj,
@@ -814,10 +805,10 @@ _HANDLERS = {
     0x80: _op_proto, 0x81: _op_newobj, 0x82: _op_ext(1, "EXT1"), 0x83: _op_ext(2, "EXT2"), 0x84: _op_ext(4, "EXT4"),
     0x85: _op_tuple_n(1), 0x86: _op_tuple_n(2), 0x87: _op_tuple_n(3), 0x88: _push_const(True),
     0x89: _push_const(False), 0x8A: _op_long_n(1), 0x8B: _op_long_n(4),
-    ord("B"): _sized(4, text=False), ord("C"): _sized(1, text=False),
-    0x8C: _sized(1, text=True), 0x8D: _sized(8, text=True), 0x8E: _sized(8, text=False), 0x8F: _op_empty(_Set),
+    ord("B"): _sized(4), ord("C"): _sized(1),
+    0x8C: _sized(1, "text"), 0x8D: _sized(8, "text"), 0x8E: _sized(8), 0x8F: _op_empty(_Set),
     0x90: _adder("ADDITEMS", _Machine.pop_mark), 0x91: _op_frozenset, 0x92: _op_newobj_ex, 0x93: _op_stack_global, 0x94: _op_memoize,
-    0x95: _op_frame, 0x96: _sized(8, text=False), 0x97: _op_next_buffer, 0x98: _op_readonly_buffer,
+    0x95: _op_frame, 0x96: _sized(8), 0x97: _op_next_buffer, 0x98: _op_readonly_buffer,
 }
 
 
@@ -843,8 +834,7 @@ def measure_graph(root: object) -> tuple[int, int]:
     size: dict[int, int] = {}
     depth: dict[int, int] = {}
     on_path: set[int] = set()
-    stack: list[tuple[object, bool]] = [(root, False)]
-    keep: list[object] = []  # ids stay valid while the objects are alive
+    stack: list[tuple[object, bool]] = [(root, False)]  # ids stay valid: the graph holds every node
     while stack:
         node, done = stack.pop()
         key = id(node)
@@ -862,10 +852,8 @@ def measure_graph(root: object) -> tuple[int, int]:
         kids = _children(node)
         if not kids:
             size[key], depth[key] = 1, 1
-            keep.append(node)
             continue
         on_path.add(key)
-        keep.append(node)
         stack.append((node, True))
         stack.extend((k, False) for k in kids if id(k) not in size)
     return depth.get(id(root), 1), size.get(id(root), 1)
@@ -964,9 +952,6 @@ class CheckpointStructure:
 def checkpoint_structure(path: str, max_depth: int = 64, max_nodes: int = 5_000_000,
                          limits: Limits = Limits()) -> CheckpointStructure:
     """Check a ``torch.save`` file (zip or legacy) without loading it (see :class:`CheckpointStructure`)."""
-    import os
-    import zipfile
-
     out = CheckpointStructure()
     size = os.path.getsize(path)
     with open(path, "rb") as f:

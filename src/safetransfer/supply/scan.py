@@ -366,13 +366,12 @@ class _Scanner:
                                       f"({'truncated' if expected > size else 'hidden data after the array'})")
 
 
-def _picklescan_opinion(path: Path, result: FileScan) -> str | None:
+def _picklescan_opinion(path: Path, result: FileScan) -> None:
     """picklescan's dangerous globals on ``path``, added to ``result`` (its clean never overrides ours)."""
     try:
-        import picklescan
-        from picklescan import scanner
+        from picklescan import scanner  # a dependency; optional here so a broken install cannot stop the scan
     except ImportError:
-        return None
+        return
     log = logging.getLogger("picklescan")
     level = log.level
     log.setLevel(logging.CRITICAL)
@@ -382,14 +381,13 @@ def _picklescan_opinion(path: Path, result: FileScan) -> str | None:
             found = scanner.scan_bytes(f, str(path), suffix)
     except Exception as err:  # its own parsing failures are not ours to report as verdicts
         result.notes.append(f"picklescan could not read it ({type(err).__name__})")
-        return getattr(picklescan, "__version__", "")
+        return
     finally:
         log.setLevel(level)
     ours = {(g.module, g.name) for g in result.globals}
     for g in found.globals:
         if g.safety.value == "dangerous" and (g.module, g.name) not in ours:
             result.globals.append(GlobalImport(g.module, g.name, DANGEROUS, "picklescan's deny-list", "picklescan"))
-    return getattr(picklescan, "__version__", "")
 
 
 def scan_file(path: str | Path, strict: bool = False, limits: ScanLimits = ScanLimits(),
