@@ -48,7 +48,7 @@ def test_penultimate_attack_blows_up_target_feature_and_flips_the_student(traine
     clean_right = predict_logits(student, x).argmax(1) == y
     assert clean_right.float().mean() > 0.9
 
-    res = PenultimateAttack(teacher, eps=0.3, eps_space="pixel", step_size=0.03, seed=0).run(x)
+    res = PenultimateAttack(teacher, eps=0.3, eps_space="pixel", step_size=0.03, seed=0).generate(x)
     fc, fa = feats(teacher, x), feats(teacher, res.x_adv)
     k = res.target.unsqueeze(1)
     tc, ta = fc.gather(1, k).squeeze(1), fa.gather(1, k).squeeze(1)
@@ -109,7 +109,7 @@ def test_gradients_flow_through_resize_and_channels() -> None:
     model.train()
     attack = PenultimateAttack(model, eps=0.2, eps_space="pixel", step_size=0.02, steps=15, target="max",
                                random_start=False)
-    res = attack.run(x)
+    res = attack.generate(x)
     assert res.x_adv.shape == x.shape and (res.x_adv - x).abs().max() == pytest.approx(0.2, abs=1e-6)
     k = res.target.unsqueeze(1)  # an untrained model barely reacts; the gradient still gets through
     assert (feats(model.eval(), res.x_adv).gather(1, k) > feats(model, x).gather(1, k)).all()
@@ -142,7 +142,7 @@ def test_coverage_guided_raises_the_selected_neurons(trained, tiny_images, strat
     teacher, _ = trained
     x = tiny_images.test.inputs
     attack = CoverageGuidedAttack(teacher, strategy, metric, eps=0.2, eps_space="pixel", step_size=0.02, seed=0)
-    res = attack.run(x)
+    res = attack.generate(x)
     r = 3 if strategy == "dlfuzz_rr" else 1
     assert res.selections.shape == (x.shape[0], r, 10) and res.counts.shape == (attack.num_neurons,)
     assert attack.num_neurons == 4 + 4 + 8 + 8 + 16 + 16
@@ -196,13 +196,13 @@ def test_deepxplore_run_uses_reference_coverage(trained, tiny_images) -> None:
     x = tiny_images.test.inputs[:12]
     # top-1 coverage over 3 reference images covers at most 3 neurons per layer: plenty stay uncovered
     attack = CoverageGuidedAttack(teacher, "deepxplore", "tknc", k=1, reference=tiny_images.train.inputs[:3], steps=3)
-    res = attack.run(x)
+    res = attack.generate(x)
     assert (res.counts[res.selections] == 0).all()
     assert res.counts.sum() == 3 * 6  # 3 samples x 6 layers x top-1
     # snac: a neuron is covered when it reaches its maximum on the reference set (each max is reached once)
-    snac = CoverageGuidedAttack(teacher, "dlfuzz", "snac", steps=1).run(x)
+    snac = CoverageGuidedAttack(teacher, "dlfuzz", "snac", steps=1).generate(x)
     assert (snac.counts >= 1).all()
-    one_layer = CoverageGuidedAttack(teacher, "dlfuzz", "nc", layers=["body.fc.0"], steps=1).run(x)
+    one_layer = CoverageGuidedAttack(teacher, "dlfuzz", "nc", layers=["body.fc.0"], steps=1).generate(x)
     assert one_layer.counts.shape == (16,) and one_layer.selections.max() < 16
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from safetransfer import cli
+from safetransfer.cli import listings
 from safetransfer.cli import main
 from safetransfer.data import DATASETS
 from safetransfer.models import MODELS, load_model
@@ -73,7 +73,7 @@ def image_run(data_files, tmp_path_factory: pytest.TempPathFactory) -> tuple[Pat
 
 
 def test_models_lists_the_zoo(capsys, monkeypatch) -> None:
-    monkeypatch.setattr(cli, "console", Console(width=400))  # no truncated cells
+    monkeypatch.setattr(listings, "console", Console(width=400))  # no truncated cells
     r = run(["models"], capsys)
     assert r.code == 0 and r.err == ""
     rows = {line.split("│")[1].strip(): line for line in r.out.splitlines() if line.count("│") > 2}
@@ -84,7 +84,7 @@ def test_models_lists_the_zoo(capsys, monkeypatch) -> None:
 
 
 def test_datasets_lists_the_registry(capsys, monkeypatch) -> None:
-    monkeypatch.setattr(cli, "console", Console(width=400))
+    monkeypatch.setattr(listings, "console", Console(width=400))
     r = run(["datasets"], capsys)
     assert r.code == 0 and r.err == ""
     rows = {line.split("│")[1].strip(): line for line in r.out.splitlines() if line.count("│") > 2}

@@ -18,7 +18,8 @@ from torch import nn
 from safetransfer import assets
 from safetransfer.errors import CheckpointError, ConfigError, UnknownNameError
 from safetransfer.models import MODELS, TransferModel, create_model, load_model, save_model
-from safetransfer.models.io import CONFIG_FILE, TOKENIZER_DIR, WEIGHTS_FILE, read_config, read_state_dict
+from safetransfer.models.io import CONFIG_FILE, TOKENIZER_DIR, WEIGHTS_FILE, read_config
+from safetransfer.models.serialization import read_state_dict
 from safetransfer.models.zoo import build_from_config
 
 # --------------------------------------------------------------------------- the models under test

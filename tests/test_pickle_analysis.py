@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from safetransfer.errors import CheckpointError
-from safetransfer.models.io import safe_torch_load
+from safetransfer.models.serialization import safe_torch_load
 from safetransfer.pickle_analysis import (
     DANGEROUS,
     INNOCUOUS_SAFETY,

@@ -248,7 +248,7 @@ def test_label_map_chosen_by_the_data_is_the_best_assignment_by_hand() -> None:
     # the command passes only the settings given, so a task's measured defaults are not overridden
     import inspect
 
-    from safetransfer.cli import reprogram_cmd
+    from safetransfer.cli.reprogram import reprogram_cmd
 
     options = inspect.signature(reprogram_cmd).parameters
     for name in ("steps", "batch_size", "lr", "weight_decay", "schedule", "task_scale", "labels_per_class",

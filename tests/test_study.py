@@ -148,9 +148,11 @@ def test_study_runs_caches_and_resumes(tmp_path: Path, data_files, monkeypatch: 
     assert task["defects"]["backdoor"]["teacher_success"] > 0.8  # the planted backdoor works
     methods = task["methods"]
     assert list(methods) == ["finetune", "retrain", "remos"]
-    for entry in methods.values():
-        assert 0.0 <= entry["acc"] <= 1.0
-        assert entry["dir"]["backdoor"] is None or 0.0 <= entry["dir"]["backdoor"] <= 1.0
+    for method, by_variant in task["students"].items():  # each figure is the one its student's folder records
+        for record in by_variant.values():
+            recorded = json.loads((cache / "students" / record["key"] / "result.json").read_text())
+            assert record["acc"] == recorded["test_accuracy"]
+        assert methods[method]["dir"]["backdoor"] == by_variant["backdoor"]["dir"]["backdoor"]
     assert methods["finetune"]["racc"] == pytest.approx(1.0)
     assert methods["remos"]["racc"] == pytest.approx(methods["remos"]["acc"] / methods["finetune"]["acc"])
     assert results["methods"]["finetune"]["acc"] == methods["finetune"]["acc"]
@@ -228,8 +230,6 @@ def test_assemble_results_relative_figures_by_hand() -> None:
 def test_study_resumes_from_results_json_alone_on_a_machine_without_the_cache(
     tmp_path: Path, data_files, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import safetransfer.study.defects as defects_mod
-
     base = tiny_study(data_files.images_npz)
     doc = tiny_study(data_files.images_npz, methods=["finetune", "retrain"], defects=base["defects"] + [
         {"name": "penultimate", "kind": "penultimate", "eps": 0.3, "eps_space": "pixel", "steps": 5, "step_size": 0.1}])
@@ -238,10 +238,10 @@ def test_study_resumes_from_results_json_alone_on_a_machine_without_the_cache(
     first = json.loads(json.dumps(run_study(config, out, tmp_path / "cache1", progress=False, log=lambda line: None)))
 
     def counted() -> tuple[Counter, Counter, Counter]:
-        calls = Counter(cells_mod.transfer), Counter(cells_mod.plant_backdoor), Counter(defects_mod.craft)
+        calls = Counter(cells_mod.transfer), Counter(cells_mod.plant_backdoor), Counter(cells_mod.craft)
         monkeypatch.setattr(cells_mod, "transfer", calls[0])
         monkeypatch.setattr(cells_mod, "plant_backdoor", calls[1])
-        monkeypatch.setattr(defects_mod, "craft", calls[2])
+        monkeypatch.setattr(cells_mod, "craft", calls[2])
         return calls
 
     # Another machine, an empty cache, the same results.json: nothing is made again.
@@ -277,16 +277,14 @@ def test_study_resumes_from_results_json_alone_on_a_machine_without_the_cache(
 
 
 def test_adversarial_defects_are_crafted_once_and_measured(tmp_path: Path, data_files, monkeypatch) -> None:
-    import safetransfer.study.defects as defects_mod
-
     doc = tiny_study(data_files.images_npz, methods=["finetune", "retrain"], defects=[
         {"name": "penultimate", "kind": "penultimate", "eps": 0.3, "eps_space": "pixel", "steps": 10, "step_size": 0.05},
         {"name": "dlfuzz_nc", "kind": "coverage_guided", "strategy": "dlfuzz", "metric": "nc", "eps": 0.3,
          "eps_space": "pixel", "steps": 5, "step_size": 0.1},
     ])
     config = parse_config(doc)
-    crafts = Counter(defects_mod.craft)
-    monkeypatch.setattr(defects_mod, "craft", crafts)
+    crafts = Counter(cells_mod.craft)
+    monkeypatch.setattr(cells_mod, "craft", crafts)
     results = run_study(config, tmp_path / "out", tmp_path / "cache", progress=False, log=lambda line: None)
     assert crafts.calls == 2
     task = results["tasks"]["tiny_images"]
@@ -301,7 +299,7 @@ def test_adversarial_defects_are_crafted_once_and_measured(tmp_path: Path, data_
     # inputs crafted anew (here by a crafting that changes nothing, under a new key, as after a
     # change to an attack) are measured anew on the cached students: no DIR is left from the old ones
     assert any(task["methods"][m]["dir"][name] > 0 for m in ("finetune", "retrain") for name in ("penultimate", "dlfuzz_nc"))
-    monkeypatch.setattr(defects_mod, "craft", lambda teacher, x, defect, **kw: (x.clone(), {"teacher_success": 0.0}))
+    monkeypatch.setattr(cells_mod, "craft", lambda teacher, x, defect, **kw: (x.clone(), {"teacher_success": 0.0}))
     old_key = cells_mod.CellMaker._crafted_key
     monkeypatch.setattr(cells_mod.CellMaker, "_crafted_key", lambda self, ctx, defect: old_key(self, ctx, defect) + "-2")
     again = run_study(config, tmp_path / "out-2", tmp_path / "cache", progress=False, log=lambda line: None)
@@ -535,7 +533,7 @@ def test_per_kind_defect_models_keep_the_keys_of_the_single_flat_model(tmp_path:
 def test_a_new_word_swap_search_is_a_new_config_to_resume_from(monkeypatch) -> None:
     """A results file made with an older word-swap search must not be resumed from (its texts and
     DIRs would be taken for the new search's); configs without word swaps keep their fingerprint."""
-    import safetransfer.attacks.word_swap as word_swap
+    import safetransfer.study.config as word_swap  # the search version the config's key reads
 
     swaps = parse_config(tiny_study(Path("x.csv"), defects=[{"name": "ws", "kind": "word_swap"}]))
     plain = parse_config(tiny_study(Path("x.npz"), defects=[{"name": "b", "kind": "backdoor"}]))

@@ -14,7 +14,7 @@ from safetransfer.data import ClassificationData, Split
 from safetransfer.errors import CheckpointError, ConfigError, DataError
 from safetransfer.evaluate import confusion_matrix, evaluate, metrics_from_predictions, predict_logits
 from safetransfer.models import TransferModel, create_model
-from safetransfer.models.io import safe_torch_load
+from safetransfer.models.serialization import safe_torch_load
 from safetransfer.train import CHECKPOINT_FILE, BatchOrder, TrainConfig, lr_factor, train
 
 

@@ -23,7 +23,8 @@ from safetransfer.models import TransferModel, create_model, load_model
 from safetransfer.slicing import Slice
 from safetransfer.train import TrainConfig, train
 from safetransfer.transfer import METHODS, SCRATCH_METHODS, TransferConfig, default_train_config, make_student, stage_names, transfer
-from safetransfer.transfer.base import RESULT_FILE, SliceHook
+from safetransfer.transfer.common import SliceHook
+from safetransfer.transfer.runner import RESULT_FILE
 from safetransfer.transfer.delta import FeatureDistillation
 from safetransfer.transfer.remos import word_embedding
 from safetransfer.transfer.renofeation import SWA

@@ -81,7 +81,7 @@ def test_scan_triggers_command(poisoned_tiny_bert, data_files, tmp_path, capsys)
              "--no-progress"], capsys)
     assert r.code == 0, r.text
     doc = json.loads((tmp_path / "scan" / "suspects.json").read_text())
-    assert doc["planted"]["cf"]["rank"] <= 2 and doc["candidates"] == 6
+    assert doc["ranks"]["cf"] <= 2 and doc["candidates"] == 6
     assert (tmp_path / "scan" / "lfr_vs_frequency.png").exists()
     assert_one_line_error(run(["scan-triggers", "--model", tmp_path / "nope", "--data", data_files.texts_csv], capsys),
                           "No such model")

@@ -27,7 +27,7 @@ def sentiment_model():
 def test_swaps_only_within_the_cap_and_flips(sentiment_model, method: str) -> None:
     model, data = sentiment_model
     attack = WordSwapAttack(model, method=method, max_change=0.25, candidates=lambda w: FLIP.get(w, []))
-    results = attack.attack_all(data.test.inputs[:40], data.test.labels[:40])
+    results = attack.generate(data.test.inputs[:40], data.test.labels[:40])
     done = [r for r in results if r.status != "skipped"]
     assert done and sum(r.status == "succeeded" for r in done) / len(done) >= 0.8
     for r in results:
@@ -50,7 +50,7 @@ def test_feature_objective_moves_the_teachers_features_more_than_random_swaps(se
     texts, labels = data.test.inputs[:40], data.test.labels[:40]
     candidates = {w: ["bad", "poor", "awful", "good", "fine", "great"] for w in FLIP}
     attack = WordSwapAttack(model, max_change=0.25, candidates=lambda w: candidates.get(w, []), objective="features")
-    results = attack.attack_all(texts, labels)
+    results = attack.generate(texts, labels)
     assert all(r.status != "skipped" for r in results)  # no prediction to be wrong about
     done = [r for r in results if r.status == "succeeded"]
     assert len(done) >= 30
@@ -84,7 +84,7 @@ def test_importance_keeps_only_swaps_that_lower_the_true_label(sentiment_model) 
     model, data = sentiment_model
     same = {"good": ["great"], "great": ["good"], "fine": ["great"], "bad": ["awful"], "awful": ["bad"], "poor": ["awful"]}
     attack = WordSwapAttack(model, max_change=0.25, candidates=lambda w: same.get(w, []))
-    results = [r for r in attack.attack_all(data.test.inputs[:40], data.test.labels[:40]) if r.status != "skipped"]
+    results = [r for r in attack.generate(data.test.inputs[:40], data.test.labels[:40]) if r.status != "skipped"]
     probs = attack._probs([r.original for r in results] + [r.perturbed for r in results])
     rows = torch.arange(len(results))
     labels = torch.tensor([r.label for r in results])
@@ -142,10 +142,17 @@ def test_word_swap_command(tiny_hf_bert, data_files, tmp_path, capsys) -> None:
              "--student", model, "--out", tmp_path / "ws", "--no-progress"], capsys)
     assert r.code == 0, r.text
     doc = json.loads((tmp_path / "ws" / "word_swap.json").read_text())
-    assert doc["samples"] == 20 and 0.0 <= (doc["success_rate"] or 0.0) <= 1.0
-    assert str(model) in doc["students"]
     examples = json.loads((tmp_path / "ws" / "examples.json").read_text())
     assert len(examples) == 20 and all(len(e["original"].split()) == len(e["perturbed"].split()) for e in examples)
+    # the figures are those of the examples written beside them
+    attempted = [e for e in examples if e["status"] != "skipped"]
+    won = sum(e["status"] == "succeeded" for e in attempted)
+    assert doc["samples"] == 20 and doc["skipped"] == 20 - len(attempted)
+    assert doc["success_rate"] == pytest.approx(won / len(attempted))
+    # the crafting teacher is the student here: its DIR is the share of its right answers the swaps flipped
+    right = [e for e in examples if e["original_prediction"] == e["label"]]
+    flipped = sum(e["prediction"] != e["label"] for e in right)
+    assert doc["students"][str(model)]["dir"] == pytest.approx(flipped / len(right))
     assert_one_line_error(run(["word-swap", "--model", model, "--data", data_files.texts_csv, "--method", "magic",
                                "--out", tmp_path / "x", "--no-progress"], capsys), "method")
     # on the public teacher's features: the HF folder itself, with no head for the task
@@ -154,7 +161,17 @@ def test_word_swap_command(tiny_hf_bert, data_files, tmp_path, capsys) -> None:
     assert r.code == 0, r.text
     doc = json.loads((tmp_path / "wf" / "word_swap.json").read_text())
     assert doc["objective"] == "features" and doc["skipped"] == 0 and doc["mean_feature_shift"] > 0.0
-    assert 0.0 <= doc["students"][str(model)]["dir"] <= 1.0
+    # the student's DIR from its own predictions on the written texts
+    from safetransfer.data.base import Split
+    from safetransfer.evaluate import predict_logits
+    from safetransfer.metrics import adversarial_dir
+    from safetransfer.models import load_model
+
+    examples = json.loads((tmp_path / "wf" / "examples.json").read_text())
+    student, labels = load_model(model), torch.tensor([e["label"] for e in examples])
+    clean = predict_logits(student, Split([e["original"] for e in examples], labels).inputs).argmax(1)
+    crafted = predict_logits(student, [e["perturbed"] for e in examples]).argmax(1)
+    assert doc["students"][str(model)]["dir"] == pytest.approx(adversarial_dir(clean, crafted, labels))
     assert_one_line_error(run(["word-swap", "--model", tiny_hf_bert, "--data", data_files.images_npz,
                                "--out", tmp_path / "y", "--no-progress"], capsys), "takes text inputs")
 
@@ -207,4 +224,4 @@ def test_only_the_words_the_model_reads_are_swapped_and_counted(sentiment_model)
         assert result.words_changed >= 1 and all(i < n_long for i in result.changed_positions)
         assert result.perturbed.split()[-2:] == ["great", "fine"]
         assert result.words_changed <= max(1, int(max_change * n_long))
-        assert attack.attack_all([long], torch.tensor([label]))[0].perturbed == result.perturbed
+        assert attack.generate([long], torch.tensor([label]))[0].perturbed == result.perturbed

@@ -18,7 +18,7 @@ import torch
 
 from safetransfer.errors import CheckpointError
 from safetransfer.files import atomic_torch_save
-from safetransfer.models.io import load_state_into, safe_torch_load
+from safetransfer.models.serialization import load_state_into, safe_torch_load
 
 
 @dataclass

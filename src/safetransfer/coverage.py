@@ -54,7 +54,10 @@ from torch import nn
 
 from safetransfer.data.base import Split
 from safetransfer.errors import CheckpointError, ConfigError, DataError, unknown_name
-from safetransfer.models.io import load_tensors_and_json, save_tensors_and_json
+from safetransfer.models.serialization import (
+    load_tensors_and_json,
+    save_tensors_and_json,
+)
 
 METRICS: tuple[str, ...] = ("nc", "tknc", "snac_deepgauge", "snac_relative")
 SIDES: tuple[str, str] = ("input", "output")

@@ -8,6 +8,7 @@ import torch
 
 from safetransfer.data.base import Split
 from safetransfer.errors import DataError
+from safetransfer.metrics import adversarial_dir
 from safetransfer.models.wrapper import TransferModel, move_inputs
 
 
@@ -113,3 +114,16 @@ def evaluate(
         raise DataError(f"Labels go up to {int(split.labels.max())} but the model has {model.num_classes} classes.")
     logits = predict_logits(model, split.inputs, batch_size, progress=progress)
     return metrics_from_predictions(split.labels, logits.argmax(1), names)
+
+
+def crafted_input_dir(
+    model: TransferModel, clean: Split, crafted_inputs: torch.Tensor | list[str],
+    clean_pred: torch.Tensor | None = None,
+) -> float:
+    """The DIR of crafted inputs on ``model``: among the ``clean`` inputs it gets right, the share
+    whose crafted version (``crafted_inputs``, in the same order) it gets wrong. ``clean_pred``:
+    its predictions on ``clean`` where they are already known."""
+    if clean_pred is None:
+        clean_pred = predict_logits(model, clean.inputs).argmax(1)
+    crafted_pred = predict_logits(model, crafted_inputs).argmax(1)
+    return adversarial_dir(clean_pred, crafted_pred, clean.labels)

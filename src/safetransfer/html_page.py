@@ -8,6 +8,8 @@ import datetime as _dt
 from html import escape
 from pathlib import Path
 
+from safetransfer import __version__
+
 _CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 2rem auto; max-width: 1200px;
        padding: 0 1rem; color: #1d1d1f; line-height: 1.45; }
@@ -42,10 +44,6 @@ def embed_png(path: str | Path, caption: str) -> str:
 
 def page(title: str, parts: list[str]) -> str:
     """A whole self-contained HTML page: the shared CSS, ``title``, the ``parts`` and a footer."""
-    from safetransfer import (
-        __version__,  # the package root: a leaf that imports only errors
-    )
-
     stamp = _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     footer = f"<footer>Written by safetransfer {escape(__version__)} on {escape(stamp)}.</footer>"
     return ('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'

@@ -12,9 +12,11 @@ and :mod:`safetransfer.errors` (a leaf module).
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 from pathlib import Path
+from typing import Any
 
 from safetransfer.errors import ConfigError, SafetransferError
 
@@ -78,6 +80,17 @@ def read_text_bounded(path: str | Path, what: str, max_bytes: int = MAX_CONFIG_B
     except UnicodeDecodeError as err:
         raise error(f"{p} is not UTF-8 text ({err.reason} at byte {err.start}): not a {what}.") from None
 
+
+
+def read_json_bounded(path: str | Path, what: str, max_bytes: int = MAX_CONFIG_BYTES,
+                      error: type[SafetransferError] = SafetransferError) -> Any:
+    """The JSON document in the regular file ``path`` (:func:`read_text_bounded`); text that is not
+    JSON, or is nested too deeply to parse, raises ``error`` naming the file."""
+    text = read_text_bounded(path, what, max_bytes, error)
+    try:
+        return json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as err:
+        raise error(f"{path} is not valid JSON ({type(err).__name__}: {err}).") from None
 
 def output_file(path: str | Path, what: str = "output file") -> Path:
     """``path`` as a :class:`~pathlib.Path` once it can be written as a file: not an existing

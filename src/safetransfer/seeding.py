@@ -18,6 +18,7 @@ SALT_SLICE = 2       # the weights a slice resets (ReMoS, magprune)
 SALT_PROFILE = 3     # the samples ReMoS profiles coverage on
 SALT_BN = 4          # Renofeation's BatchNorm re-estimation samples
 SALT_POISON = 11     # the samples a backdoor attacker poisons
+SALT_DATA_POISON = 13  # the samples a data-poisoning attacker (BadNets, scan-data --plant) poisons
 SALT_SURROGATE = 23  # the attacker's surrogate (word swap, Embedding Surgery's source)
 
 

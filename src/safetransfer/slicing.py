@@ -52,7 +52,10 @@ from safetransfer.coverage import (
     resolve_layers,
 )
 from safetransfer.errors import CheckpointError, ConfigError, unknown_name
-from safetransfer.models.io import load_tensors_and_json, save_tensors_and_json
+from safetransfer.models.serialization import (
+    load_tensors_and_json,
+    save_tensors_and_json,
+)
 from safetransfer.seeding import named_seed
 
 SLICE_FORMAT = "safetransfer-slice/1"

@@ -58,6 +58,9 @@ class TrainConfig:
     checkpoint_every: int = 200
     device: str = "cpu"
 
+    def __post_init__(self) -> None:
+        self.validate()  # a bad config fails where it is written
+
     def validate(self) -> "TrainConfig":
         problems = loop_problems(self.steps, self.batch_size, self.lr)
         if self.head_lr_mult <= 0:

@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 
+from safetransfer.attacks.ripple import ripple_train
 from safetransfer.attacks.triggers import PatchTrigger, poison_images
 from safetransfer.data.base import ClassificationData, Split
 from safetransfer.errors import ConfigError, DataError
@@ -38,7 +39,7 @@ from safetransfer.metrics import accuracy, backdoor_dir
 from safetransfer.models.wrapper import TransferModel
 from safetransfer.seeding import SALT_POISON, derived_seed
 from safetransfer.train import TrainConfig, TrainHook, TrainResult, train
-from safetransfer.transfer.base import default_train_config
+from safetransfer.transfer.config import default_train_config
 
 
 @dataclass
@@ -50,7 +51,7 @@ class BackdoorConfig:
     - ``target``: the label poisoned images get (0).
     - ``train``: the attacker's fine-tuning (``None``: the fine-tuning protocol of the ReMoS
       paper that the study's students use too, see
-      :func:`safetransfer.transfer.base.default_train_config`); ``steps`` overrides its number
+      :func:`safetransfer.transfer.config.default_train_config`); ``steps`` overrides its number
       of steps when given. (On EfficientNet-Lite0 a one-cycle schedule at lr 0.05 with momentum
       0.9 did not learn a 5x5 trigger at all in 800 steps; the gentle protocol learns it.)
     - ``latent_weight``: weight of the latent alignment term (:class:`LatentAlignment`; 0 = plain
@@ -65,6 +66,9 @@ class BackdoorConfig:
     steps: int | None = None
     seed: int = 0
     latent_weight: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.validate()  # a bad config fails where it is written
 
     def validate(self) -> "BackdoorConfig":
         self.trigger.validate()
@@ -205,8 +209,6 @@ def plant_backdoor(
     model = teacher.with_head(attacker_data.num_classes, class_names=list(attacker_data.class_names), seed=config.seed)
     rippled = None
     if ripple is not None:
-        from safetransfer.attacks.ripple import ripple_train
-
         rippled = ripple_train(model, poisoned, attacker_data.train, ripple, progress=progress,
                                checkpoint_dir=checkpoint_dir)
         result = None

@@ -280,9 +280,9 @@ class CoverageGuidedAttack:
     # ---- the attack -----------------------------------------------------------------------
     def __call__(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """Adversarial versions of raw images ``x`` ``[N, C, H, W]`` in ``[0, 1]`` (``y`` is ignored)."""
-        return self.run(x).x_adv
+        return self.generate(x).x_adv
 
-    def run(self, x: torch.Tensor) -> CoverageGuidedResult:
+    def generate(self, x: torch.Tensor) -> CoverageGuidedResult:
         """The attack on ``x``, with the neurons it selected and the coverage counts used."""
         check_image_attack_input(self.model, x)
         if self.reference is not None:

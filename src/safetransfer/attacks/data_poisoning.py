@@ -33,9 +33,8 @@ from safetransfer.attacks.triggers import (
 )
 from safetransfer.data.base import ClassificationData, Split
 from safetransfer.errors import ConfigError, DataError
-from safetransfer.seeding import derived_seed
+from safetransfer.seeding import SALT_DATA_POISON, derived_seed
 
-SALT_DATA_POISON = 13  # see safetransfer.transfer.base.derived_seed
 TRIGGERS: tuple[str, ...] = ("watermark", "square", "blend", "words")
 
 

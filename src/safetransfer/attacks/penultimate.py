@@ -81,7 +81,7 @@ class PenultimateAttack:
       the same seed and batch size give identical results).
 
     Call ``attack(x)`` (``y`` is accepted for the torchattacks signature and ignored: the attack
-    is untargeted and label-free) for the images, or :meth:`run` for the chosen targets too.
+    is untargeted and label-free) for the images, or :meth:`generate` for a result with the chosen targets too.
     The model is put in eval mode for the attack and its mode restored; its parameters get no
     gradients.
     """
@@ -137,7 +137,7 @@ class PenultimateAttack:
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """Adversarial versions of raw images ``x`` ``[N, C, H, W]`` in ``[0, 1]`` (``y`` is ignored)."""
-        return self.run(x).x_adv
+        return self.generate(x).x_adv
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The teacher's penultimate features ``[B, D]`` of raw images (differentiable in ``x``)."""
@@ -156,7 +156,7 @@ class PenultimateAttack:
             return score.argmax(dim=1).to(clean_features.device)
         return torch.full((b,), int(self.target), dtype=torch.long, device=clean_features.device)
 
-    def run(self, x: torch.Tensor) -> PenultimateResult:
+    def generate(self, x: torch.Tensor) -> PenultimateResult:
         """The attack on ``x``, with the targets it chose."""
         check_image_attack_input(self.model, x)
         model = self.model

@@ -150,6 +150,9 @@ class ReprogramConfig:
             task_defaults.pop("remap_every", None)
         return cls(**{**task_defaults, **given, "label_map": label_map})
 
+    def __post_init__(self) -> None:
+        self.validate()  # a bad config fails where it is written
+
     def validate(self) -> "ReprogramConfig":
         problems = loop_problems(self.steps, self.batch_size, self.lr)
         if self.weight_decay < 0:

@@ -67,6 +67,9 @@ class RippleConfig:
     restricted: bool = True
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        self.validate()  # a bad config fails where it is written
+
     def validate(self) -> "RippleConfig":
         problems = loop_problems(self.steps, self.batch_size, self.lr)
         if self.lam < 0:

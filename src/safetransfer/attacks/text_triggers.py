@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from safetransfer.attacks.triggers import choose_poisoned
 from safetransfer.errors import ConfigError
 from safetransfer.evaluate import predict_logits
 from safetransfer.metrics import label_flip_rate
@@ -130,8 +131,6 @@ def poison_texts(
     The texts are drawn as in :func:`safetransfer.attacks.triggers.poison_images`. Returns
     ``(texts, labels, poisoned_mask)``; the inputs are not modified.
     """
-    from safetransfer.attacks.triggers import choose_poisoned
-
     mask = choose_poisoned(labels, rate, target, seed, keep_target, source)
     chosen = torch.nonzero(mask).flatten().tolist()
     triggered = trigger.apply([texts[i] for i in chosen], seed=seed)

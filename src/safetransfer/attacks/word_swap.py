@@ -32,6 +32,7 @@ from typing import Literal
 
 import torch
 
+from safetransfer.attacks.text_triggers import visible_words
 from safetransfer.errors import ConfigError
 from safetransfer.evaluate import predict_features, predict_logits
 
@@ -63,6 +64,38 @@ class WordSwapResult:
     words_changed: int
     changed_positions: list[int] = field(default_factory=list)
     feature_shift: float | None = None
+
+
+
+@dataclass
+class WordSwapSummary:
+    """The figures of a batch of :class:`WordSwapResult` s. ``success_rate``: the share of the
+    attempted (not skipped) texts whose prediction the swaps flipped; ``mean_feature_shift``: the
+    mean ``1 − cos`` of the ``features`` objective (``None`` with ``prediction``); the means are
+    ``None`` where nothing was counted."""
+
+    samples: int
+    succeeded: int
+    failed: int
+    skipped: int
+    success_rate: float | None
+    mean_feature_shift: float | None
+    mean_queries: float | None
+    mean_words_changed: float | None  # over the succeeded texts
+
+    @classmethod
+    def of(cls, results: list[WordSwapResult]) -> WordSwapSummary:
+        attempted = [r for r in results if r.status != "skipped"]
+        won = [r for r in attempted if r.status == "succeeded"]
+        shifts = [r.feature_shift for r in results if r.feature_shift is not None]
+        return cls(
+            samples=len(results), succeeded=len(won), failed=len(attempted) - len(won),
+            skipped=len(results) - len(attempted),
+            success_rate=len(won) / len(attempted) if attempted else None,
+            mean_feature_shift=sum(shifts) / len(shifts) if shifts else None,
+            mean_queries=sum(r.queries for r in results) / len(results) if results else None,
+            mean_words_changed=sum(r.words_changed for r in won) / len(won) if won else None,
+        )
 
 
 class EmbeddingNeighbours:
@@ -116,8 +149,6 @@ def swap_options(words: Sequence[str], candidates: Candidates, stop_words: froze
 def readable_words(model, texts: Sequence[str]) -> list[int]:
     """For each text, how many of its leading words ``model`` reads whole through its token window
     (``config.max_length`` tokens; every word when it has no window or the text fits)."""
-    from safetransfer.attacks.text_triggers import visible_words
-
     window = int(getattr(model.config, "max_length", 0) or 0)
     if not window or not texts:
         return [len(t.split()) for t in texts]
@@ -248,7 +279,7 @@ class WordSwapAttack:
         return WordSwapResult("succeeded" if prediction != label else "failed", text, perturbed, label, first,
                               prediction, queries, len(changed), sorted(changed))
 
-    def attack_all(self, texts: Sequence[str], labels: torch.Tensor, progress: bool = False) -> list[WordSwapResult]:
+    def generate(self, texts: Sequence[str], labels: torch.Tensor, progress: bool = False) -> list[WordSwapResult]:
         """Attack every text (one search each; each search's candidates are scored in batches)."""
         texts = list(texts)
         triples = list(zip(texts, labels.tolist(), readable_words(self.model, texts)))

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from safetransfer.detect.features import pca_embedding, tsne_embedding
 from safetransfer.plotting import pyplot, save_figure
 
 SCATTER_MAX = 5000
@@ -45,8 +46,6 @@ def plot_scatter(features: np.ndarray, labels: np.ndarray, flagged: np.ndarray, 
                  seed: int = 0, truth: np.ndarray | None = None, title: str = "") -> Path:
     """2-D PCA (or t-SNE) of the features, coloured by label; flagged samples as black crosses,
     planted poison (when known) circled. At most 5,000 points (a seeded sample, every flagged one kept)."""
-    from safetransfer.detect.features import pca_embedding, tsne_embedding
-
     plt = pyplot()
     rng = np.random.default_rng(seed)
     keep = np.flatnonzero(flagged | (truth if truth is not None else False))

@@ -29,12 +29,14 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from safetransfer.errors import ConfigError, DataError
 from safetransfer.evaluate import predict_logits
+from safetransfer.json_values import finite_or_none
 from safetransfer.plotting import pyplot, save_figure
 
 SCREEN_TEXTS = 2
@@ -83,6 +85,20 @@ class TriggerScanResult:
 
     def top(self, k: int = 10) -> list[tuple[str, float, int]]:
         return [(self.words[i], float(self.lfr[i]), int(self.frequency[i])) for i in self.ranking()[:k]]
+
+    def summary(self, planted: Sequence[str] = (), top: int = 20) -> dict[str, Any]:
+        """The record a scan leaves (the CLI's ``suspects.json``, the study's trigger-scan cell):
+        the ``top`` suspects with their LFR, frequency and texts, the top five words, and where each
+        ``planted`` word ranks (``None``: not a candidate) with its LFR."""
+        ranking = self.ranking()
+        return {
+            "candidates": len(self.words), "texts": self.texts, "confirmed": int(self.confirmed.sum()),
+            "planted": list(planted), "ranks": {w: self.rank_of(w) for w in planted},
+            "planted_lfr": {w: finite_or_none(lfr_of(self, w)) for w in planted},
+            "top5": [self.words[i] for i in ranking[:5]],
+            "top": [{"word": self.words[i], "lfr": float(self.lfr[i]), "frequency": int(self.frequency[i]),
+                     "texts": int(self.texts_used[i])} for i in ranking[:top]],
+        }
 
 
 def word_frequencies(texts: Sequence[str]) -> Counter:

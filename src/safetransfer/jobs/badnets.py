@@ -23,7 +23,7 @@ from safetransfer.data.base import ClassificationData
 from safetransfer.detect.plots import plot_training_curves
 from safetransfer.evaluate import predict_logits
 from safetransfer.files import atomic_write_text
-from safetransfer.jobs import train_job
+from safetransfer.jobs.train import train_job
 from safetransfer.metrics import backdoor_dir as dir_of
 from safetransfer.models.io import load_model
 

@@ -38,8 +38,8 @@ from safetransfer.attacks.reprogramming import (
 from safetransfer.data.registry import load_data
 from safetransfer.errors import CheckpointError, ConfigError, DataError
 from safetransfer.files import atomic_write_text
-from safetransfer.models.io import (
-    load_model,
+from safetransfer.models.io import load_model
+from safetransfer.models.serialization import (
     load_tensors_and_json,
     save_tensors_and_json,
 )

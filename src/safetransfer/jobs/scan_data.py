@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -53,13 +53,12 @@ from safetransfer.detect.plots import (
 from safetransfer.errors import ConfigError
 from safetransfer.evaluate import predict_logits
 from safetransfer.files import atomic_write_text
+from safetransfer.jobs.scan_page import write_scan_page
+from safetransfer.jobs.train import TrainJobResult, train_job
 from safetransfer.metrics import label_flip_rate
 from safetransfer.models.io import load_model
 from safetransfer.models.zoo import get_arch
 from safetransfer.train import TrainConfig, curve_schedule
-
-if TYPE_CHECKING:
-    from safetransfer.jobs import TrainJobResult
 
 METHODS: tuple[str, ...] = ("spectral", "spectral_fixed", "activation_clustering", "ac_silhouette", "ac_tight",
                             "centroid")
@@ -214,8 +213,6 @@ def _model_for(cfg: ScanDataConfig, data: ClassificationData, out: Path, progres
     if path.exists():
         log(f"features of the saved model {path}")
         return load_model(path), None
-    from safetransfer.jobs import train_job
-
     log(f"training {cfg.model} on {data.name} (saved under {out}; resumes)")
     steps = cfg.steps or TrainConfig.from_overrides(get_arch(cfg.model).train_defaults, {}).steps
     overrides = {**curve_schedule(steps), "seed": cfg.seed, "steps": steps}  # held-out accuracy for the curves
@@ -262,8 +259,6 @@ def _write_scores(path: Path, labels: np.ndarray, truth: np.ndarray | None, dete
 def _write_figures_and_page(result: ScanDataResult, data: ClassificationData, features: np.ndarray,
                             cfg: ScanDataConfig, log: Callable[[str], None],
                             histories: dict[str, list[dict[str, float]]]) -> None:
-    from safetransfer.jobs.scan_page import write_scan_page
-
     name = result.results["best"] or cfg.methods[0]
     det = result.detections[name]
     figures: list[tuple[Path, str]] = []

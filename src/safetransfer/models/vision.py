@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from safetransfer.errors import AssetMissingError, CheckpointError
+from safetransfer.models.serialization import safe_torch_load
 
 # EfficientNet-Lite's input normalisation (255·x − 127) / 128, written for pixels x in [0, 1].
 EFFICIENTNET_MEAN = 127.0 / 255.0
@@ -49,8 +50,6 @@ class EfficientNetBody(nn.Module):
 
     def load_imagenet(self, weights_path: Path) -> None:
         """Load the ImageNet trunk weights (the 1000-class classifier is dropped)."""
-        from safetransfer.models.io import safe_torch_load
-
         state = safe_torch_load(weights_path)
         state = {k: v for k, v in state.items() if not k.startswith("_fc.")}
         result = self.net.load_state_dict(state, strict=False)

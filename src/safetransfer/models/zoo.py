@@ -21,6 +21,12 @@ from safetransfer.errors import (
     SafetransferError,
     unknown_name,
 )
+from safetransfer.models.serialization import (
+    read_state_dict,
+    safe_torch_load,
+    safetensors_shapes,
+    shape_mismatches,
+)
 from safetransfer.models.text import (
     BertBody,
     bert_config_dict,
@@ -111,8 +117,6 @@ def _minilm_build(config: ModelConfig, pretrained: bool, tokenizer: Any = None) 
 
 def _load_hf_bert_weights(body: BertBody, weights: Path) -> None:
     """A Hugging Face BERT checkpoint (``bert.``-prefixed or not; the pooler is dropped) into ``body``."""
-    from safetransfer.models.io import read_state_dict
-
     state = read_state_dict(weights)
     state = {k.removeprefix("bert."): v for k, v in state.items() if not k.startswith(("pooler.", "bert.pooler."))}
     state.pop("embeddings.position_ids", None)
@@ -158,8 +162,6 @@ def _check_hf_bert_shapes(bert: dict[str, Any], weights: Path) -> None:
     """The tensor shapes ``bert`` (a checked BERT config) implies against those the safetensors
     header of ``weights`` declares, before the model is allocated: a config.json that asks for a
     bigger model than its weights hold is refused (:class:`CheckpointError` naming both files)."""
-    from safetransfer.models.io import safetensors_shapes, shape_mismatches
-
     with torch.device("meta"):
         skeleton = BertBody(bert)
     expected = {k: tuple(v.shape) for k, v in skeleton.bert.state_dict().items() if k != "embeddings.position_ids"}
@@ -341,8 +343,6 @@ def imagenet_classifier(image_size: int = 224, pretrained: bool = True, seed: in
     model = create_model("efficientnet-lite0", IMAGENET_CLASSES, pretrained=pretrained, image_size=image_size,
                          in_channels=3, seed=seed)
     if pretrained:
-        from safetransfer.models.io import safe_torch_load
-
         state = safe_torch_load(assets.require("efficientnet-lite0-weights"))
         if "_fc.weight" not in state or tuple(state["_fc.weight"].shape) != (IMAGENET_CLASSES, EFFICIENTNET_FEATURES):
             raise CheckpointError("the EfficientNet-Lite0 weights hold no 1000-class ImageNet classifier (_fc).")
@@ -364,3 +364,31 @@ def list_models() -> list[dict[str, Any]]:
         }
         for s in MODELS.values()
     ]
+
+
+def pretrained_weights(name: str, text_only: bool = False) -> Path:
+    """The installed pretrained weights of the zoo model ``name`` (``text_only``: a text model's);
+    an unknown name, or one without pretrained weights, is an error listing those that have them."""
+    spec = MODELS.get(name)
+    if spec is None or not spec.asset or (text_only and spec.modality != "text"):
+        kind = "pretrained text model (or folder)" if text_only else "file, folder or pretrained zoo model"
+        raise unknown_name(kind, name, [n for n, s in MODELS.items() if s.asset and (s.modality == "text" or not text_only)])
+    return assets.require(spec.asset)
+
+
+def weights_location(model: str) -> Path:
+    """A weights file or model folder: ``model`` itself when it exists or reads as a path, else
+    the zoo model ``model``'s installed pretrained weights."""
+    path = Path(model)
+    if path.exists() or ("/" in model or "." in path.name):
+        return path
+    return pretrained_weights(model)
+
+
+def pretrained_text_folder(model: str) -> Path:
+    """The Hugging Face model folder a text attacker or defender starts from: ``model`` itself when
+    it is a folder, else the text zoo model ``model``'s installed pretrained folder."""
+    path = Path(model)
+    if path.is_dir():
+        return path
+    return pretrained_weights(model, text_only=True).parent

@@ -17,6 +17,7 @@ from typing import Any
 
 from safetransfer.files import atomic_write_text
 from safetransfer.html_page import embed_png, page
+from safetransfer.report import plots
 from safetransfer.report.table import (
     MISSING,
     PENDING,
@@ -199,8 +200,6 @@ def render_report(results: dict, title: str | None = None, plot_dir: str | Path 
     if plot_dir is None:
         with tempfile.TemporaryDirectory(prefix="safetransfer-report-") as tmp:
             return render_report(results, title, tmp, sections)
-    from safetransfer.report import plots
-
     folder = Path(plot_dir)
     folder.mkdir(parents=True, exist_ok=True)
     config = results.get("config") if isinstance(results.get("config"), Mapping) else {}

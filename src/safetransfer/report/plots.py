@@ -7,6 +7,23 @@ from pathlib import Path
 from typing import Any
 
 from safetransfer.plotting import pyplot, save_figure
+from safetransfer.report.table import (
+    METRICS,
+    MISSING,
+    PENDING,
+    REFERENCE_METHOD,
+    STRATEGIES,
+    UNDEFINED,
+    coverage_cell,
+    defect_names,
+    lookup,
+    mean_of,
+    method_names,
+    section,
+    task_names,
+    teacher_success,
+    value_or_none,
+)
 
 # ------------------------------------------------------------------ the inheritance study
 # The figures below read the study's results document (see safetransfer.report.table):
@@ -36,15 +53,6 @@ def plot_acc_vs_dir(
     One panel for ``task``; with ``task=None`` one panel per task, plus the mean over tasks
     when there are several. Up and to the left is better.
     """
-    from safetransfer.report.table import (
-        REFERENCE_METHOD,
-        mean_of,
-        method_names,
-        section,
-        task_names,
-        value_or_none,
-    )
-
     plt = pyplot()
     methods = method_names(results)
     colours = _method_colours(methods)
@@ -105,18 +113,6 @@ def plot_dir_by_defect(results: Mapping[str, Any], path: str | Path, task: str |
     Aggregated over tasks (``task=None``) or for one task. A bar not measured yet is left out
     and marked ``…`` at its foot (``–`` when undefined).
     """
-    from safetransfer.report.table import (
-        MISSING,
-        PENDING,
-        UNDEFINED,
-        defect_names,
-        lookup,
-        method_names,
-        section,
-        teacher_success,
-        value_or_none,
-    )
-
     plt = pyplot()
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
@@ -178,21 +174,6 @@ def plot_coverage_grid(
     defect). Returns ``None`` (and writes nothing) when the study has no coverage-guided defect.
     """
     import numpy as np
-
-    from safetransfer.report.table import (
-        METRICS,
-        MISSING,
-        PENDING,
-        STRATEGIES,
-        UNDEFINED,
-        coverage_cell,
-        defect_names,
-        lookup,
-        method_names,
-        section,
-        teacher_success,
-        value_or_none,
-    )
 
     cells = {d: c for d in defect_names(results) if (c := coverage_cell(results, d)) is not None}
     if not cells:

@@ -9,7 +9,6 @@ folder is recognised by its ``results.json``.
 
 from __future__ import annotations
 
-import json
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,10 @@ from typing import Any
 from safetransfer.errors import ConfigError, DataError
 from safetransfer.html_page import embed_png
 from safetransfer.jobs.scan_page import detectors_table
-from safetransfer.safe_paths import MAX_DOCUMENT_BYTES, read_text_bounded
+from safetransfer.safe_paths import (
+    MAX_DOCUMENT_BYTES,
+    read_json_bounded,
+)
 
 
 def _read(folder: Path) -> dict[str, Any]:
@@ -25,11 +27,7 @@ def _read(folder: Path) -> dict[str, Any]:
     path = folder / "results.json"
     if not path.exists():
         raise DataError(f"{folder}: no results.json here (give a folder written by scan-data or reprogram).")
-    text = read_text_bounded(path, "run's results.json", MAX_DOCUMENT_BYTES, DataError)
-    try:
-        doc = json.loads(text)
-    except (ValueError, RecursionError) as exc:
-        raise DataError(f"{path}: not valid JSON ({exc}).") from exc
+    doc = read_json_bounded(path, "run's results.json", MAX_DOCUMENT_BYTES, DataError)
     if not isinstance(doc, dict):
         raise DataError(f"{path}: not a results document.")
     return doc

@@ -19,7 +19,6 @@ measured on) come from the cache, made first when missing. What a cell returns i
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -27,27 +26,36 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+from safetensors.torch import load_file
 
+from safetransfer.assets import data_home
 from safetransfer.attacks.backdoor import (
     BackdoorConfig,
     plant_backdoor,
     trigger_success,
 )
+from safetransfer.attacks.ripple import RippleConfig
+from safetransfer.attacks.text_triggers import TextTrigger, trigger_lfr
 from safetransfer.attacks.triggers import PatchTrigger
+from safetransfer.attacks.weight_poisoning import poison_weights
+from safetransfer.attacks.word_swap import WordSwapAttack, WordSwapSummary
 from safetransfer.data.base import ClassificationData, Split, seeded_subset
 from safetransfer.data.registry import load_data
-from safetransfer.errors import ConfigError
-from safetransfer.evaluate import predict_logits
+from safetransfer.detect.trigger_scan import (
+    CONFIRM,
+    SCREEN_TEXTS,
+    scan_triggers,
+    word_frequencies,
+)
+from safetransfer.errors import ConfigError, DataError
+from safetransfer.evaluate import crafted_input_dir, predict_logits
 from safetransfer.files import atomic_write_text
 from safetransfer.jobs import load_teacher
-from safetransfer.metrics import adversarial_dir
-from safetransfer.models.io import (
-    MODEL_DIR,
-    load_model,
-    save_model,
-    save_tensors_and_json,
-)
+from safetransfer.json_values import finite_or_none
+from safetransfer.models.io import MODEL_DIR, load_model, save_model
+from safetransfer.models.serialization import save_tensors_and_json
 from safetransfer.models.wrapper import TransferModel
+from safetransfer.models.zoo import pretrained_text_folder
 from safetransfer.seeding import SALT_SURROGATE, derived_seed
 from safetransfer.study.config import (
     DEFECT_KINDS,
@@ -60,13 +68,12 @@ from safetransfer.study.config import (
     WeightPoisoningDefect,
     digest,
 )
+from safetransfer.study.defects import craft
+from safetransfer.study.views import VIEWS_VERSION, student_views, trigger_shift
 from safetransfer.train import TrainConfig, curve_schedule
-from safetransfer.transfer.base import (
-    RESULT_FILE,
-    TransferConfig,
-    transfer,
-    weights_digest,
-)
+from safetransfer.transfer import TransferConfig, transfer
+from safetransfer.transfer.common import weights_digest
+from safetransfer.transfer.runner import RESULT_FILE
 
 CLEAN = "clean"  # the name of the unmodified teacher among the teacher variants
 TEACHER_FREE_METHODS = ("retrain",)  # students that use the teacher's architecture only
@@ -74,8 +81,6 @@ CellKind = Literal["crafted", "teacher", "student", "scan"]
 
 
 def default_cache_dir() -> Path:
-    from safetransfer.assets import data_home
-
     return data_home() / "cache" / "study"
 
 
@@ -208,8 +213,6 @@ class CellMaker:
         """Word-swap texts for the evaluation subset, crafted against the attacker's surrogate: the
         public teacher fine-tuned on the task (``finetune``, a seed of its own, ``defect.steps``);
         or (``swap_against: teacher``) on the public teacher's pooled features alone."""
-        from safetransfer.attacks.word_swap import WordSwapAttack
-
         split = ctx.eval_split
         folder = self._cache("crafted", self._crafted_key(ctx, defect))
         texts_path, meta_path = folder / "texts.json", folder / "meta.json"
@@ -222,23 +225,20 @@ class CellMaker:
                 objective, extra = "prediction", {"surrogate_acc": surrogate_result["test_accuracy"]}
             attack = WordSwapAttack(target, method=defect.swap_method, k=defect.neighbours,
                                     max_change=defect.max_change, objective=objective)
-            results = attack.attack_all(list(split.inputs), split.labels, progress=self.progress)
-            attempted = [r for r in results if r.status != "skipped"]
-            succeeded = [r for r in attempted if r.status == "succeeded"]
+            results = attack.generate(list(split.inputs), split.labels, progress=self.progress)
+            summary = WordSwapSummary.of(results)
             if objective == "features":
-                success = {"teacher_success": sum(r.feature_shift for r in results) / len(results) if results else None,
+                success = {"teacher_success": summary.mean_feature_shift,
                            "teacher_success_means": "mean 1 - cos between the teacher's pooled features of the "
                                                     "swapped and the original texts"}
             else:
-                success = {"teacher_success": len(succeeded) / len(attempted) if attempted else None,
+                success = {"teacher_success": summary.success_rate,
                            "teacher_success_means": "share of the texts the surrogate gets right that the swaps "
                                                     "flip on it"}
             meta = {
                 "kind": defect.kind, "method": defect.swap_method, "against": defect.swap_against, **success, **extra,
-                "succeeded": len(succeeded), "failed": len(attempted) - len(succeeded),
-                "skipped": len(results) - len(attempted),
-                "mean_words_changed": sum(r.words_changed for r in succeeded) / len(succeeded) if succeeded else None,
-                "mean_queries": sum(r.queries for r in results) / len(results) if results else None,
+                "succeeded": summary.succeeded, "failed": summary.failed, "skipped": summary.skipped,
+                "mean_words_changed": summary.mean_words_changed, "mean_queries": summary.mean_queries,
                 "seconds": round(time.perf_counter() - started, 2),
             }
             atomic_write_text(texts_path, json.dumps([r.perturbed for r in results]))
@@ -273,9 +273,6 @@ class CellMaker:
     def _weight_poisoned(self, ctx: TaskContext, defect: DefectSpec) -> tuple[TransferModel, str, dict[str, Any]]:
         """The teacher's BERT weights poisoned by the attacker (Embedding Surgery, RIPPLe or both),
         published as a pretrained folder in the cache, loaded with a new head for the task."""
-        from safetransfer.attacks.ripple import RippleConfig
-        from safetransfer.attacks.weight_poisoning import poison_weights
-
         c = self.config
         attacker_name, attacker, attacker_key = self._attacker_data(ctx.task, ctx.data, defect)
         key = digest({"kind": "weight_poisoning", "teacher": ctx.teacher_key, "attacker": attacker_key, "seed": c.seed,
@@ -290,7 +287,7 @@ class CellMaker:
             source = None  # Embedding Surgery's embeddings: the pretrained ones, or a proxy-fine-tuned model's
             if defect.source_steps and defect.poison_method in ("es", "ripples"):
                 source = self._surrogate(ctx, attacker, attacker_key, defect.source_steps)[2] / MODEL_DIR
-            result = poison_weights(_pretrained_bert_folder(c.teacher.model), attacker, published,
+            result = poison_weights(pretrained_text_folder(c.teacher.model), attacker, published,
                                     method=defect.poison_method, triggers=tuple(defect.words), target=defect.target,
                                     rate=defect.rate, ripple=ripple, n_words=defect.n_words, source=source,
                                     seed=c.seed, progress=self.progress)
@@ -311,14 +308,10 @@ class CellMaker:
 
 
     def _crafted(self, ctx: TaskContext, defect: DefectSpec) -> tuple[Split, dict[str, Any]]:
-        from safetransfer.study.defects import craft
-
         teacher, eval_split = ctx.teacher, ctx.eval_split
         folder = self._cache("crafted", self._crafted_key(ctx, defect))
         tensors, meta_path = folder / "inputs.safetensors", folder / "meta.json"
         if tensors.exists() and meta_path.exists():
-            from safetensors.torch import load_file
-
             x = load_file(str(tensors))["inputs"]
             meta = json.loads(meta_path.read_text())
         else:
@@ -352,8 +345,6 @@ class CellMaker:
         key_doc = {"kind": "backdoor", "teacher": teacher_key, "attacker": attacker_key, "seed": c.seed,
                    "backdoor": bd.fingerprint(teacher.config.arch)}
         if isinstance(defect, RippleTraining):
-            from safetransfer.attacks.ripple import RippleConfig
-
             ripple = RippleConfig(steps=defect.steps or 800, batch_size=bd.resolved_train(teacher.config.arch).batch_size,
                                   lr=defect.attacker_training[0], optimizer=defect.attacker_training[1],
                                   lam=defect.lam, restricted=defect.restricted,
@@ -390,8 +381,6 @@ class CellMaker:
         shifts = dict(summary.get("trigger_shifts") or {})
         shift_key = f"{task.name}:{task.eval_samples}:{c.seed}"
         if shift_key not in shifts:
-            from safetransfer.study.views import trigger_shift
-
             shifts[shift_key] = trigger_shift(model, eval_subset(data.test, task.eval_samples, c.seed), trigger,
                                               defect.target)
             summary = {**summary, "trigger_shifts": shifts}
@@ -423,13 +412,6 @@ class CellMaker:
     def _trigger_scan(self, ctx: TaskContext, defect: DefectSpec) -> dict[str, Any]:
         """Kurita et al.'s defence on the victim's ``finetune`` student of a weight-poisoned teacher:
         where do the planted words rank among every vocabulary word by label flip rate?"""
-        from safetransfer.detect.trigger_scan import (
-            CONFIRM,
-            SCREEN_TEXTS,
-            scan_triggers,
-            word_frequencies,
-        )
-
         teacher, teacher_key, _ = self._variant(ctx, defect.name)
         student, _, key, folder = self._trained_student(ctx, teacher, teacher_key, self.method("finetune"))
         screen = {"screen_texts": SCREEN_TEXTS, "confirm": CONFIRM}  # named in the file's key
@@ -440,10 +422,7 @@ class CellMaker:
             result = scan_triggers(student, list(clean.inputs), clean.labels, defect.target,
                                    frequencies=word_frequencies(list(ctx.data.train.inputs)), n_texts=defect.scan_texts,
                                    seed=self.config.seed, progress=self.progress, **screen)
-            rank = {w: result.rank_of(w) for w in defect.words}
-            doc = {"planted": list(defect.words), "ranks": rank, "top5": [w for w, _, _ in result.top(5)],
-                   "top": [{"word": w, "lfr": lfr, "frequency": f} for w, lfr, f in result.top(20)],
-                   "candidates": len(result.words), "texts": result.texts, "student": key,
+            doc = {**result.summary(defect.words, top=20), "student": key,
                    "seconds": round(time.perf_counter() - started, 2)}
             atomic_write_text(path, json.dumps(doc, indent=2))
         return json.loads(path.read_text())
@@ -484,8 +463,6 @@ class CellMaker:
     def _text_trigger_dir(self, ctx: TaskContext, defect: WeightPoisoningDefect, student: TransferModel,
                           clean_pred: torch.Tensor) -> float:
         """The label flip rate of the trigger words on the evaluation texts."""
-        from safetransfer.attacks.text_triggers import TextTrigger, trigger_lfr
-
         trigger = TextTrigger(words=tuple(defect.words), count=1, seed=self.config.seed)
         return trigger_lfr(student, ctx.eval_split.inputs, ctx.eval_split.labels, trigger, defect.target)
 
@@ -493,14 +470,11 @@ class CellMaker:
                      clean_pred: torch.Tensor) -> float:
         """The share of the crafted inputs that change the student's right answer."""
         crafted = self._crafted_split(ctx, defect)[0]
-        crafted_pred = predict_logits(student, crafted.inputs).argmax(1)
-        return adversarial_dir(clean_pred, crafted_pred, ctx.eval_split.labels)
+        return crafted_input_dir(student, ctx.eval_split, crafted.inputs, clean_pred)
 
     def _views(self, folder: Path, teacher: TransferModel, student: TransferModel, result: dict[str, Any],
                variant: str, eval_split: Split) -> dict[str, Any]:
         """The interpretation views of a student (see :mod:`safetransfer.study.views`), cached in its folder."""
-        from safetransfer.study.views import VIEWS_VERSION, student_views
-
         path = folder / "views.json"
         if path.exists():
             cached = json.loads(path.read_text())
@@ -546,16 +520,9 @@ if set(KIND_CELLS) != set(DEFECT_KINDS):
     raise AssertionError(f"defect kinds without cells, or cells without a kind: {set(KIND_CELLS) ^ set(DEFECT_KINDS)}")
 
 
-def finite_or_none(value: float | None) -> float | None:
-    """``None`` for NaN (e.g. a DIR with no eligible input), so results.json stays strict JSON."""
-    return None if value is None or math.isnan(value) else value
-
-
 def eval_subset(test: Split, n: int, seed: int) -> Split:
     """The ``n`` test inputs (a seeded draw, in the split's order) on which defects are crafted and DIR measured."""
     if len(test) == 0:
-        from safetransfer.errors import DataError
-
         raise DataError("The task's test split is empty: nothing to measure DIR on.")
 
     return seeded_subset(test, n, seed + 7919, keep_order=True)
@@ -607,16 +574,3 @@ def _check_modality(defect: DefectSpec, ctx: TaskContext) -> None:
     if ctx.data.modality != needs:
         raise ConfigError(f"defect '{defect.name}' ({defect.kind}) needs {needs} data; task '{ctx.task.name}' is "
                           f"{ctx.data.modality}.")
-
-
-def _pretrained_bert_folder(model: str) -> Path:
-    """The Hugging Face BERT folder a weight-poisoning attacker starts from: the teacher's."""
-    from safetransfer import assets
-    from safetransfer.models.zoo import is_hf_bert_folder
-
-    if is_hf_bert_folder(Path(model)):
-        return Path(model)
-    if model == "minilm-l6":
-        return assets.require("minilm-l6").parent
-    raise ConfigError(f"weight poisoning needs a BERT teacher (minilm-l6 or a Hugging Face BERT folder); "
-                      f"the study's teacher is '{model}'.")

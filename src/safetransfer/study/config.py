@@ -26,8 +26,10 @@ from pydantic import (
 )
 
 from safetransfer.attacks.text_triggers import DEFAULT_TRIGGER_WORDS
-from safetransfer.errors import ConfigError
+from safetransfer.attacks.word_swap import SEARCH_VERSION
+from safetransfer.errors import ConfigError, unknown_name
 from safetransfer.safe_paths import read_text_bounded
+from safetransfer.transfer import METHOD_NAMES, TransferConfig
 
 DEFAULT_CONFIG = "default_vision.yaml"
 EMBEDDED = {"vision": DEFAULT_CONFIG, "text": "default_text.yaml"}  # the studies that come with the package
@@ -263,8 +265,6 @@ class WordSwapDefect(_Defect):
 
     @property
     def search_doc(self) -> dict[str, int]:
-        from safetransfer.attacks.word_swap import SEARCH_VERSION
-
         return {"search": SEARCH_VERSION}
 
 
@@ -304,7 +304,7 @@ _FLAT_DEFAULTS = _flat_defaults()
 
 class MethodSpec(_Strict):
     """A student-making method: ``method`` (one of the seven) and its options
-    (:class:`~safetransfer.transfer.base.TransferConfig` fields), under a display ``name``.
+    (:class:`~safetransfer.transfer.config.TransferConfig` fields), under a display ``name``.
     ``options: {seed: N}`` seeds this method's students (head, subsets, training) with ``N``
     instead of the study's seed; the teachers and crafted inputs stay the study's (e.g.
     ``{name: remos_seed1, method: remos, options: {seed: 1}}`` beside ``remos`` measures how much
@@ -340,18 +340,14 @@ class StudyConfig(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> "StudyConfig":
-        from safetransfer.transfer.base import METHODS, TransferConfig
-
         for label, names in (("defect", [d.name for d in self.defects]), ("method", [m.name for m in self.methods]),
                              ("task", [t.name for t in self.tasks])):
             dupes = sorted({n for n in names if names.count(n) > 1})
             if dupes:
                 raise ValueError(f"{label} names must be unique (repeated: {', '.join(dupes)})")
         for m in self.methods:
-            if m.base_method not in METHODS:
-                from safetransfer.errors import unknown_name
-
-                raise ValueError(str(unknown_name("transfer method", m.base_method, list(METHODS))))
+            if m.base_method not in METHOD_NAMES:
+                raise ValueError(str(unknown_name("transfer method", m.base_method, list(METHOD_NAMES))))
             seed = m.options.get("seed", 0)
             if isinstance(seed, bool) or not isinstance(seed, int):
                 raise ValueError(f"method '{m.name}': options.seed must be an integer (got {seed!r})")

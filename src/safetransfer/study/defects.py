@@ -27,7 +27,7 @@ def _top_feature(model: TransferModel, x: torch.Tensor, batch_size: int = 256) -
 def _penultimate(teacher: TransferModel, x: torch.Tensor, defect: PenultimateDefect, common: dict[str, Any]
                  ) -> tuple[torch.Tensor, Any, dict[str, Any]]:
     attack = PenultimateAttack(teacher, steps=defect.steps or 40, **common)
-    result = attack.run(x)
+    result = attack.generate(x)
     hit = (_top_feature(teacher, result.x_adv) == result.target).float().mean()
     return result.x_adv, attack, {"target_hit": float(hit)}
 

@@ -33,11 +33,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal
 
+from safetransfer.errors import ConfigError
 from safetransfer.files import atomic_write_text
 from safetransfer.metrics import mean_defined, relative
 from safetransfer.study.cells import CLEAN, Cell, CellMaker, transfer_config_of
-from safetransfer.study.config import StudyConfig
-from safetransfer.study.store import versions
+from safetransfer.study.config import StudyConfig, digest
+from safetransfer.study.ray_backend import make_cells_on_ray
+from safetransfer.study.store import STORE_FILE, ResultsStore, versions
 
 _LOG = logging.getLogger(__name__)
 
@@ -65,8 +67,6 @@ class StudyRunner:
         progress: bool = False, log: Callable[[str], None] | None = None, profile: str | None = None,
         store: str | Path | None = None,
     ) -> None:
-        from safetransfer.study.store import STORE_FILE, ResultsStore
-
         self.config = config
         self.out_dir = Path(out_dir)
         # one row per finished cell (see safetransfer.study.store); default: next to results.json
@@ -97,8 +97,6 @@ class StudyRunner:
 
     def accept(self, cell: Cell, record: dict[str, Any]) -> None:
         """Take a finished cell's record: into the table, a row in the store, results.json rewritten."""
-        from safetransfer.study.config import digest
-
         state = self.tasks.setdefault(cell.task, TaskState())
         if cell.kind == "student":
             assert cell.variant is not None
@@ -157,8 +155,6 @@ class StudyRunner:
         """Make every cell not found in results.json, with ``backend`` (``local`` or ``ray``;
         ``backend_options`` go to :func:`safetransfer.study.ray_backend.make_cells_on_ray`)."""
         if backend not in ("local", "ray"):
-            from safetransfer.errors import ConfigError
-
             raise ConfigError(f"Unknown study backend '{backend}' (use local or ray).")
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.log(f"study '{self.config.name}'" + (f" (profile {self.profile})" if self.profile else "")
@@ -177,8 +173,6 @@ class StudyRunner:
                 self._announce(cell.describe())
                 self.accept(cell, self.maker.make(cell))
         else:
-            from safetransfer.study.ray_backend import make_cells_on_ray
-
             stages = [[cell for s, cell in todo if s == stage] for stage in (0, 1, 2)]
             for cell, record in make_cells_on_ray(self.config, stages, self.cache_dir, **backend_options):
                 self._announce(f"{cell.describe()} (done)")

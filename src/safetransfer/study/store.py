@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import math
 import platform
 import sqlite3
 from collections.abc import Iterator
@@ -25,7 +24,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from safetransfer import __version__
 from safetransfer.errors import DataError
+from safetransfer.json_values import nan_to_none
 
 STORE_FILE = "results.sqlite"
 COLUMNS = ("cell_key", "config_hash", "study", "task", "kind", "name", "variant", "metrics", "seconds", "seed",
@@ -42,23 +45,8 @@ CREATE TABLE IF NOT EXISTS cells (
 def versions() -> dict[str, str | int]:
     """What the numbers were computed with. Training on a CPU sums in an order that depends on
     torch's thread count, so a figure is reproduced to the last digit with the same count."""
-    import torch
-
-    from safetransfer import __version__
-
     return {"safetransfer": __version__, "torch": torch.__version__, "python": platform.python_version(),
             "torch_threads": torch.get_num_threads()}
-
-
-def _finite(value: Any) -> Any:
-    """``value`` with every NaN or infinite float replaced by ``None`` (strict JSON)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
 
 
 class ResultsStore:
@@ -90,7 +78,7 @@ class ResultsStore:
         """Insert or replace the row of one finished cell (atomic; idempotent for the same cell)."""
         created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
         row = (cell_key, config_hash, study, task, kind, name, variant,
-               json.dumps(_finite(metrics), allow_nan=False, default=str), seconds, seed, json.dumps(self._versions),
+               json.dumps(nan_to_none(metrics), allow_nan=False, default=str), seconds, seed, json.dumps(self._versions),
                created)
         with self._connect() as db:
             db.execute(f"INSERT OR REPLACE INTO cells ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",

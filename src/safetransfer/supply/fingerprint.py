@@ -25,7 +25,10 @@ import torch
 
 from safetransfer.errors import CheckpointError
 from safetransfer.files import atomic_write_text
-from safetransfer.safe_paths import MAX_DOCUMENT_BYTES, read_text_bounded
+from safetransfer.safe_paths import (
+    MAX_DOCUMENT_BYTES,
+    read_json_bounded,
+)
 from safetransfer.supply.reading import iter_tensors, weight_source
 
 MANIFEST_FORMAT = "safetransfer-manifest/1"
@@ -123,11 +126,7 @@ class Manifest:
         path = Path(path)
         if not path.exists():
             raise CheckpointError(f"No such manifest: {path}")
-        text = read_text_bounded(path, "manifest", MAX_DOCUMENT_BYTES, CheckpointError)
-        try:
-            doc = json.loads(text)
-        except (json.JSONDecodeError, RecursionError) as err:
-            raise CheckpointError(f"{path} is not valid JSON ({type(err).__name__}: {err}).") from None
+        doc = read_json_bounded(path, "manifest", MAX_DOCUMENT_BYTES, CheckpointError)
         return cls.from_dict(doc, str(path))
 
 

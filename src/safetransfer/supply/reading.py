@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from safetransfer.errors import CheckpointError
-from safetransfer.models.io import PICKLE_SUFFIXES, safe_torch_load
+from safetransfer.models.serialization import PICKLE_SUFFIXES, safe_torch_load
 from safetransfer.safe_paths import outside_folder, regular_file
 from safetransfer.supply.formats import sniff
 

@@ -1,22 +1,27 @@
-"""Transfer methods: the seven ways to make a student from a teacher (see :mod:`safetransfer.transfer.base`).
+"""Transfer methods: the seven ways to make a student from a teacher.
 
-``transfer(teacher, data, TransferConfig(method="remos"))`` runs one end to end;
-``METHODS`` maps each method name to its ``make_student(teacher, data, config)``.
+``transfer(teacher, data, TransferConfig(method="remos"))`` runs one end to end
+(:mod:`safetransfer.transfer.runner`); ``METHODS`` (:mod:`safetransfer.transfer.registry`) maps
+each method name to its ``make_student(teacher, data, config)``; the config and the training
+protocols are in :mod:`safetransfer.transfer.config`, the pieces the methods share in
+:mod:`safetransfer.transfer.common`.
 """
 
-from safetransfer.transfer.base import (
-    METHODS,
+from safetransfer.transfer.config import (
+    METHOD_NAMES,
+    PROTOCOLS,
     SCRATCH_METHODS,
     TransferConfig,
-    TransferResult,
     default_train_config,
-    make_student,
-    transfer,
 )
+from safetransfer.transfer.registry import METHODS, make_student
+from safetransfer.transfer.runner import TransferResult, transfer
 from safetransfer.transfer.stages import stage_names
 
 __all__ = [
     "METHODS",
+    "METHOD_NAMES",
+    "PROTOCOLS",
     "SCRATCH_METHODS",
     "TransferConfig",
     "TransferResult",

@@ -23,7 +23,7 @@ distillation target stays the pretrained teacher.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
 import torch
 
@@ -31,10 +31,9 @@ from safetransfer.data.base import ClassificationData
 from safetransfer.models.wrapper import TransferModel
 from safetransfer.seeding import SALT_REINIT, derived_seed
 from safetransfer.train import TrainHook
+from safetransfer.transfer.common import frozen_copy, new_student, reinit_body
+from safetransfer.transfer.config import TransferConfig
 from safetransfer.transfer.stages import StageHooks, stage_names
-
-if TYPE_CHECKING:
-    from safetransfer.transfer.base import TransferConfig
 
 __all__ = ["FeatureDistillation", "make_student", "make_student_r"]
 
@@ -50,7 +49,6 @@ class FeatureDistillation(TrainHook):
         self, student: TransferModel, teacher: TransferModel, names: Sequence[str] | None = None,
         weight: float = 0.1, head_l2: float = 0.0, relative: bool = True,
     ) -> None:
-        from safetransfer.transfer.base import frozen_copy
 
         self.names = list(names) if names is not None else stage_names(student)
         self.weight, self.head_l2, self.relative = float(weight), float(head_l2), bool(relative)
@@ -107,20 +105,18 @@ class FeatureDistillation(TrainHook):
 
 
 def make_student(
-    teacher: TransferModel, data: ClassificationData, config: "TransferConfig"
+    teacher: TransferModel, data: ClassificationData, config: TransferConfig
 ) -> tuple[TransferModel, list[TrainHook]]:
     """DELTA: the teacher's weights, feature distillation to the teacher, L2 on the new head."""
-    from safetransfer.transfer.base import new_student
 
     student = new_student(teacher, data, config)
     return student, [FeatureDistillation(student, teacher, weight=config.distill_weight, head_l2=config.head_l2)]
 
 
 def make_student_r(
-    teacher: TransferModel, data: ClassificationData, config: "TransferConfig"
+    teacher: TransferModel, data: ClassificationData, config: TransferConfig
 ) -> tuple[TransferModel, list[TrainHook]]:
     """DELTA-R: re-initialised body weights, still distilled towards the pretrained teacher."""
-    from safetransfer.transfer.base import new_student, reinit_body
 
     student = reinit_body(new_student(teacher, data, config), derived_seed(config.seed, SALT_REINIT))
     return student, [FeatureDistillation(student, teacher, weight=config.distill_weight, head_l2=config.head_l2)]

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from safetransfer.data.base import ClassificationData
 from safetransfer.models.wrapper import TransferModel
 from safetransfer.train import TrainHook
-
-if TYPE_CHECKING:
-    from safetransfer.transfer.base import TransferConfig
+from safetransfer.transfer.common import new_student
+from safetransfer.transfer.config import TransferConfig
 
 
 def make_student(
-    teacher: TransferModel, data: ClassificationData, config: "TransferConfig"
+    teacher: TransferModel, data: ClassificationData, config: TransferConfig
 ) -> tuple[TransferModel, list[TrainHook]]:
-    from safetransfer.transfer.base import new_student
 
     return new_student(teacher, data, config), []

@@ -10,21 +10,17 @@ function of the teacher's weights only, so a resumed run rebuilds the same one.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from safetransfer.data.base import ClassificationData
 from safetransfer.models.wrapper import TransferModel
 from safetransfer.slicing import magnitude_slice
 from safetransfer.train import TrainHook
-
-if TYPE_CHECKING:
-    from safetransfer.transfer.base import TransferConfig
+from safetransfer.transfer.common import SliceHook, new_student
+from safetransfer.transfer.config import TransferConfig
 
 
 def make_student(
-    teacher: TransferModel, data: ClassificationData, config: "TransferConfig"
+    teacher: TransferModel, data: ClassificationData, config: TransferConfig
 ) -> tuple[TransferModel, list[TrainHook]]:
-    from safetransfer.transfer.base import SliceHook, new_student
 
     student = new_student(teacher, data, config)
     slice_ = magnitude_slice(student, config.ratio, layers=config.slice_layers)

@@ -19,12 +19,10 @@ Relevant Model Slicing").
    (:func:`reset_unused_token_rows`; see ``TransferConfig``).
 
 The :class:`~safetransfer.slicing.Slice` and its summary end up on the
-:class:`~safetransfer.transfer.base.TransferResult` (and in ``out_dir/slice``).
+:class:`~safetransfer.transfer.runner.TransferResult` (and in ``out_dir/slice``).
 """
 
 from __future__ import annotations
-
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -36,9 +34,8 @@ from safetransfer.models.wrapper import TransferModel
 from safetransfer.seeding import SALT_PROFILE, SALT_SLICE, derived_seed
 from safetransfer.slicing import compute_slice
 from safetransfer.train import TrainHook
-
-if TYPE_CHECKING:
-    from safetransfer.transfer.base import TransferConfig
+from safetransfer.transfer.common import SliceHook, new_student
+from safetransfer.transfer.config import TransferConfig
 
 
 def slice_teacher(
@@ -58,9 +55,8 @@ def slice_teacher(
 
 
 def make_student(
-    teacher: TransferModel, data: ClassificationData, config: "TransferConfig"
+    teacher: TransferModel, data: ClassificationData, config: TransferConfig
 ) -> tuple[TransferModel, list[TrainHook]]:
-    from safetransfer.transfer.base import SliceHook, new_student
 
     student = new_student(teacher, data, config)  # its body is still exactly the teacher's
     inputs = seeded_subset(data.train, config.profile_samples, derived_seed(config.seed, SALT_PROFILE)).inputs

@@ -21,7 +21,7 @@ resumes to the same weights.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import nn
@@ -31,11 +31,10 @@ from safetransfer.errors import CheckpointError
 from safetransfer.models.wrapper import TransferModel, move_inputs
 from safetransfer.seeding import SALT_BN, SALT_REINIT, derived_seed
 from safetransfer.train import TrainHook
+from safetransfer.transfer.common import new_student, reinit_body
+from safetransfer.transfer.config import TransferConfig
 from safetransfer.transfer.delta import FeatureDistillation
 from safetransfer.transfer.stages import StageHooks, stage_names
-
-if TYPE_CHECKING:
-    from safetransfer.transfer.base import TransferConfig
 
 __all__ = ["StageDropout", "SWA", "recompute_batchnorm", "make_student"]
 
@@ -151,10 +150,9 @@ class SWA(TrainHook):
 
 
 def make_student(
-    teacher: TransferModel, data: ClassificationData, config: "TransferConfig"
+    teacher: TransferModel, data: ClassificationData, config: TransferConfig
 ) -> tuple[TransferModel, list[TrainHook]]:
     """Renofeation: re-initialised body + distillation + stage dropout + SWA with BN recompute."""
-    from safetransfer.transfer.base import new_student, reinit_body
 
     assert config.train is not None
     student = reinit_body(new_student(teacher, data, config), derived_seed(config.seed, SALT_REINIT))

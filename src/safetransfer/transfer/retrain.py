@@ -8,21 +8,17 @@ from a seed derived from ``config.seed``; the head is the same as fine-tuning's 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from safetransfer.data.base import ClassificationData
 from safetransfer.models.wrapper import TransferModel
 from safetransfer.seeding import SALT_REINIT, derived_seed
 from safetransfer.train import TrainHook
-
-if TYPE_CHECKING:
-    from safetransfer.transfer.base import TransferConfig
+from safetransfer.transfer.common import new_student, reinit_body
+from safetransfer.transfer.config import TransferConfig
 
 
 def make_student(
-    teacher: TransferModel, data: ClassificationData, config: "TransferConfig"
+    teacher: TransferModel, data: ClassificationData, config: TransferConfig
 ) -> tuple[TransferModel, list[TrainHook]]:
-    from safetransfer.transfer.base import new_student, reinit_body
 
     student = new_student(teacher, data, config)
     reinit_body(student, derived_seed(config.seed, SALT_REINIT))
