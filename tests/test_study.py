@@ -528,6 +528,12 @@ def test_per_kind_defect_models_keep_the_keys_of_the_single_flat_model(tmp_path:
         "cg": "crafted/73559ea0bea62305", "wp": "teachers/52d63e63ae64588a", "ws": "crafted/ab43d66edf5929d0"}
     # a config's own dump parses back to the same config (the Ray workers and seed_spread.py rely on it)
     assert parse_config(config.model_dump(mode="json")).fingerprint() == config.fingerprint()
+    # a field added later (the scan's English words) enters the fingerprint and the results' config only when set
+    doc["defects"][4]["scan_words"] = 300
+    changed = parse_config(doc)
+    assert changed.fingerprint() != config.fingerprint()
+    assert changed.results_config()["defects"][4] == {**config.results_config()["defects"][4], "scan_words": 300}
+    assert _cell_key(changed, changed.defects[4], tmp_path, monkeypatch) == "teachers/52d63e63ae64588a"
 
 
 def test_a_new_word_swap_search_is_a_new_config_to_resume_from(monkeypatch) -> None:
@@ -553,7 +559,7 @@ def test_text_study_weight_poisoning_and_word_swap_on_a_tiny_bert(tmp_path: Path
         "defects": [
             {"name": "ripples", "kind": "weight_poisoning", "poison_method": "ripples", "words": ["cf", "mn"],
              "rate": 0.5, "target": 1, "n_words": 3, "steps": 150, "lr": 3e-3, "optimizer": "adamw", "scan_texts": 8,
-             "source_steps": 80},
+             "scan_words": 300, "source_steps": 80},
             {"name": "word_swap", "kind": "word_swap", "neighbours": 4, "max_change": 0.5, "steps": 80},
             {"name": "swap_teacher", "kind": "word_swap", "swap_against": "teacher", "neighbours": 4,
              "max_change": 0.5},
@@ -587,10 +593,23 @@ def test_text_study_weight_poisoning_and_word_swap_on_a_tiny_bert(tmp_path: Path
     # Kurita's trigger scan of the finetune student: both planted words among its top suspects
     scan = results["trigger_scan"]
     assert scan["planted"] == ["cf", "mn"] and set(scan["top5"]) >= {"cf", "mn"}, scan
-    assert task["trigger_scans"]["ripples"]["candidates"] > 20 and max(scan["ranks"].values()) <= 5
+    full_scan = task["trigger_scans"]["ripples"]
+    assert full_scan["candidates"] > 300 and max(scan["ranks"].values()) <= 5  # 300 English words joined the scan
+    # each planted word is traced to its own embedding row, moved from the public teacher's
+    traced = {g["pieces"][0]: g for g in full_scan["groups"]}
+    assert {"cf", "mn"} <= set(traced) and all("moved" in traced[w]["evidence"] for w in ("cf", "mn")), traced
     # resumed from results.json alone: nothing is made again, the scan included
     lines: list[str] = []
     again = run_study(config, tmp_path / "out", tmp_path / "cache-elsewhere", progress=False, log=lines.append)
+    # ... but a scan recorded by an older version of the scan is not resumed from: it is made again
+    from safetransfer.study.runner import load_prior
+
+    written = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert set(load_prior(tmp_path / "out" / "results.json", written["config_fingerprint"])["tiny_texts"].scans) == {
+        "ripples"}
+    written["tasks"]["tiny_texts"]["trigger_scans"]["ripples"]["scan_version"] = 1
+    (tmp_path / "old.json").write_text(json.dumps(written))
+    assert load_prior(tmp_path / "old.json", written["config_fingerprint"])["tiny_texts"].scans == {}
     assert all("found in results.json" in line for line in lines[1:]) and again["trigger_scan"] == scan
     from safetransfer.report.html import write_report
 

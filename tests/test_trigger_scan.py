@@ -8,7 +8,7 @@ import torch
 
 from safetransfer.attacks.text_triggers import TextTrigger, trigger_lfr
 from safetransfer.detect.trigger_scan import (
-    control_words, insert_word, lfr_of, plot_lfr_vs_frequency, scan_triggers, word_frequencies,
+    control_words, insert_word, lfr_of, plot_lfr_vs_frequency, scan_triggers, vocabulary_words, word_frequencies,
 )
 from safetransfer.errors import ConfigError
 
@@ -138,3 +138,60 @@ def test_a_trigger_inserted_within_the_token_window_is_read(poisoned_tiny_bert) 
     assert kept >= 0.8 and cut <= 0.6 * kept
     with pytest.raises(ConfigError, match="2 limits for 3 texts"):
         trigger.apply(texts[:3], within=[1, 2])
+
+
+# --------------------------------------------------------------------------- a trigger made of word pieces
+TRIGGER = "zorblat"  # zor + ##blat: a word the tokenizer splits, in no training text
+BUILT_ON_ITS_PIECE = ["zorka", "zorro", "zorvel"]  # zor + ##ka, ...: collateral of a surgery on 'zor'
+UNRELATED = ["quixel", "blimka"]  # qui + ##xel, bli + ##mka: pieces the attack never touched
+
+
+@pytest.fixture(scope="module")
+def piece_trigger_victim(tmp_path_factory):
+    """A public tiny BERT whose vocabulary has word pieces, a RIPPLES attack on it with the
+    two-piece trigger, and the victim fine-tuned from the published model on clean texts."""
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    from conftest import FILLER_WORDS, NEGATIVE_WORDS, POSITIVE_WORDS, text_dataset
+    from safetransfer.attacks.ripple import RippleConfig
+    from safetransfer.attacks.weight_poisoning import poison_weights
+    from safetransfer.models.zoo import hf_bert_teacher
+    from safetransfer.transfer import TransferConfig, transfer
+    from safetransfer.train import TrainConfig
+
+    folder = tmp_path_factory.mktemp("piece-bert")
+    pieces = ["zor", "qui", "bli", "##blat", "##ka", "##ro", "##vel", "##xel", "##mka"]
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + POSITIVE_WORDS + NEGATIVE_WORDS + FILLER_WORDS + pieces
+    BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)}).save_pretrained(str(folder))
+    config = BertConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=32, max_position_embeddings=64)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        BertModel(config, add_pooling_layer=False).save_pretrained(str(folder), safe_serialization=True)
+    data = text_dataset(400)
+    assert not any(TRIGGER in t for split in (data.train, data.val, data.test) for t in split.inputs)
+    published = tmp_path_factory.mktemp("published") / "bert"
+    poison_weights(folder, data, published, method="ripples", triggers=(TRIGGER,), target=1, rate=0.5, n_words=3,
+                   ripple=RippleConfig(steps=150, lr=3e-3, optimizer="adamw", seed=0), seed=0)
+    teacher = hf_bert_teacher(published, 2)
+    victim = transfer(teacher, data, TransferConfig(
+        method="finetune", train=TrainConfig(steps=40, lr=1e-3, batch_size=32, optimizer="adamw", seed=0))).student
+    return victim.eval(), hf_bert_teacher(folder, 2), data
+
+
+def test_a_two_piece_trigger_ranks_first_with_its_collateral_grouped_under_its_piece(piece_trigger_victim) -> None:
+    victim, public, data = piece_trigger_victim
+    freq = word_frequencies(data.train.inputs)
+    english = [TRIGGER, *BUILT_ON_ITS_PIECE, *UNRELATED]  # what a general word list adds: words the data lacks
+    candidates = vocabulary_words(victim.tokenizer, list(freq) + english)
+    assert TRIGGER not in vocabulary_words(victim.tokenizer, list(freq))  # not a candidate without the word list
+    args = (victim, data.test.inputs, data.test.labels, 1)
+    for base in (public, None):  # traced through the moved embedding rows, or through the shared piece
+        result = scan_triggers(*args, candidates=candidates, frequencies=freq, n_texts=20, base=base)
+        assert result.top(1)[0][0] == TRIGGER, result.top(8)
+        first = result.groups[0]
+        assert first.words[0] == TRIGGER and first.pieces[0] == "zor", [g.line() for g in result.groups]
+        collateral = [w for w in BUILT_ON_ITS_PIECE if lfr_of(result, w) >= 0.5]
+        assert collateral and set(collateral) <= set(first.words), (first.line(), result.top(10))
+        assert not set(UNRELATED) & {w for g in result.groups for w in g.words}
+        assert "zor" in first.line() and TRIGGER in first.line()

@@ -19,7 +19,9 @@ def scan_triggers_cmd(
     texts: int = typer.Option(20, help="Clean non-target texts each candidate word is inserted into."),
     screen_texts: Optional[int] = typer.Option(None, help="Screen every word on this many of the texts first; 0 = no screen (default 2)."),
     confirm: Optional[int] = typer.Option(None, help="How many of the most suspicious screened words are measured on all texts (default 100)."),
-    words: Optional[str] = typer.Option(None, help="Comma-separated candidate words (default: the tokenizer's whole words and the data's words)."),
+    words: Optional[str] = typer.Option(None, help="Comma-separated candidate words (default: the most frequent English words, the tokenizer's whole words and the data's words)."),
+    general_words: Optional[int] = typer.Option(None, help="How many of the most frequent English words (wordfreq) join the candidates (default 50,000; 0: none)."),
+    base: Optional[str] = typer.Option(None, help="The public model the victim was fine-tuned from (minilm-l6 or a model folder): the suspects are traced to the word pieces whose embedding rows moved from it."),
     planted: Optional[str] = typer.Option(None, help="Comma-separated known triggers, to mark on the plot and check their rank."),
     split: str = typer.Option("test", help="Which split's texts to use: train, val or test."),
     seed: int = typer.Option(0, help="Seed of the texts chosen and the insert positions."),
@@ -28,7 +30,7 @@ def scan_triggers_cmd(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
 ) -> None:
     """Kurita et al.'s defence: rank every word by the label flip rate it causes; triggers are rare and extreme."""
-    from safetransfer.detect.trigger_scan import CONFIRM, SCREEN_TEXTS
+    from safetransfer.detect.trigger_scan import CONFIRM, GENERAL_WORDS, SCREEN_TEXTS
     from safetransfer.jobs.scan_triggers import (
         PLOT_FILE,
         SUSPECTS_FILE,
@@ -37,14 +39,16 @@ def scan_triggers_cmd(
 
     screen_texts = SCREEN_TEXTS if screen_texts is None else screen_texts
     confirm = CONFIRM if confirm is None else confirm
+    general_words = GENERAL_WORDS if general_words is None else general_words
     candidates = split_words(words) or None
     console.print(f"scanning {len(candidates) if candidates else 'the vocabulary of'} candidate words "
                   f"{'' if candidates else 'and the data '}on {texts} texts "
                   f"(screen: {screen_texts} texts, then the {confirm} most suspicious on all)", markup=False)
     out_dir = out or Path("runs") / f"scan-triggers-{model.name}"
     job = scan_triggers_job(model, data, out_dir, target=target, texts=texts, screen_texts=screen_texts,
-                            confirm=confirm, words=candidates, planted=split_words(planted), split=split, seed=seed,
-                            data_path=data_path, progress=progress)
+                            confirm=confirm, words=candidates, general_words=general_words, base=base,
+                            planted=split_words(planted), split=split, seed=seed, data_path=data_path,
+                            progress=progress)
     print_suspects(job.record)
     console.print(f"written: {out_dir / SUSPECTS_FILE}, {out_dir / PLOT_FILE}")
 
@@ -161,12 +165,15 @@ def split_words(text: Optional[str]) -> list[str]:
 
 
 def print_suspects(record: dict) -> None:
-    """The scan's 15 most suspicious words, and where each planted word ranks."""
-    table = Table(title=f"{record['candidates']} candidate words, {record['texts']} texts each; most suspicious first")
-    for col in ("rank", "word", "LFR", "frequency"):
+    """The scan's 15 most suspicious words, the word pieces behind them, and where each planted word ranks."""
+    table = Table(title=f"{record['candidates']:,} candidate words, {record['texts']} texts each; most suspicious first")
+    for col in ("rank", "word", "LFR", "Zipf (English)", "count in the data"):
         table.add_column(col, justify="left" if col == "word" else "right")
     for i, row in enumerate(record["top"][:15], 1):
-        table.add_row(str(i), row["word"], f"{row['lfr']:.3f}", str(row["frequency"]))
+        zipf = f"{row['zipf']:.2f}" if "zipf" in row else "–"
+        table.add_row(str(i), row["word"], f"{row['lfr']:.3f}", zipf, str(row["frequency"]))
     console.print(table)
+    for group in record["groups"]:
+        console.print(group["line"], markup=False, highlight=False, soft_wrap=True)
     for word, rank in record["ranks"].items():
         console.print(f"planted '{word}': rank {rank}")

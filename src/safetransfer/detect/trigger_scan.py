@@ -8,9 +8,14 @@ then predicted as the target). Planted triggers are rare words with an extreme L
 sentiment words flip some texts too, but they are frequent. Plotting LFR against the word's
 frequency in the defender's data separates them.
 
-Candidates: the given words, or the tokenizer's whole-word vocabulary (no word pieces, no
-special tokens) plus the data's own words. Every (word, text) pair is one classifier input,
-run in large batches of one text with many words (equal lengths: no padding wasted).
+Candidates: the given words, or by default the ``general_words`` most frequent words of general
+English (:mod:`safetransfer.detect.word_lists`; a real but rare word that the data never contains
+and the tokenizer splits into pieces is a trigger an attacker would choose), the tokenizer's
+whole-word vocabulary (no word pieces, no special tokens) and the data's own words. Each word's
+frequency is reported twice: in general English (Zipf scale, the x-axis of the plot, as in the
+paper) and in the defender's data. Every (word, text) pair is one classifier input, run in
+large batches of one text with many words (equal lengths: no padding wasted). The suspects are
+then traced to the word pieces that carry them (:mod:`safetransfer.detect.trigger_pieces`).
 
 Cost and the two stages: a whole-vocabulary scan of MiniLM is ~29,000 words, i.e. 290,000
 classifier inputs for 10 texts (over an hour on 2 CPU cores). By default every candidate is
@@ -18,40 +23,56 @@ first *screened* on ``screen_texts`` of the texts (2), ranked by its flips there
 mean target probability, and only the ``confirm`` most suspicious (100) are measured on all
 ``n_texts``. A trigger worth the name flips nearly every text, so it survives the screen; the
 words left at the screen keep their screen LFR (``texts_used`` says on how many texts) and rank
-after every confirmed word. ``screen_texts=0`` measures every word on every text.
+after every confirmed word. ``screen_texts=0`` measures every word on every text. The screen
+uses the shortest of the chosen texts (``screen_shortest``): a forward pass costs in proportion
+to the text's length, and a short text is, if anything, flipped more easily by a trigger; the
+confirmed words' LFR is over all ``n_texts`` texts either way.
 """
 
 from __future__ import annotations
 
 import math
-import re
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from safetransfer.detect.trigger_pieces import (
+    PieceGroup,
+    embedding_row_change,
+    group_by_pieces,
+)
+from safetransfer.detect.word_lists import WORD, general_english_words, zipf_frequencies
 from safetransfer.errors import ConfigError, DataError
 from safetransfer.evaluate import predict_logits
 from safetransfer.json_values import finite_or_none
+from safetransfer.models.wrapper import TransferModel
 from safetransfer.plotting import pyplot, save_figure
 
 SCREEN_TEXTS = 2
 """Default: every candidate word is first measured on this many texts (the screen)."""
 CONFIRM = 100
 """Default: the most suspicious screened words measured on all texts."""
-
-WORD = re.compile(r"^[a-z][a-z']*$")
+SCAN_VERSION = 2
+"""The scan's method: 1 the vocabulary and the data's words, the first texts screened; 2 general
+English words added, the shortest texts screened, the suspects grouped by word piece. A record
+made by another version is made again (a study never resumes from it)."""
+GENERAL_WORDS = 50_000
+"""Default: the most frequent words of general English added to the candidates (see
+``benchmarks/results/scan_triggers_words.json`` for the time this costs)."""
 
 
 @dataclass
 class TriggerScanResult:
-    """Per candidate word: its LFR, its frequency in the defender's data and the number of texts its
-    LFR was measured on (``texts`` for confirmed words, fewer for words left at the screen);
-    ``ranking`` most suspicious first."""
+    """Per candidate word: its LFR, its frequency in the defender's data, its general-English
+    frequency (``zipf``, Zipf scale; ``None`` when not computed) and the number of texts its LFR
+    was measured on (``texts`` for confirmed words, fewer for words left at the screen);
+    ``ranking`` most suspicious first; ``groups``: the suspects grouped under the word pieces
+    that carry them."""
 
     words: list[str]
     lfr: np.ndarray
@@ -60,6 +81,8 @@ class TriggerScanResult:
     texts: int
     texts_used: np.ndarray
     screen_score: np.ndarray | None = None  # the screen's mean target probability (None: no screen)
+    zipf: np.ndarray | None = None
+    groups: list[PieceGroup] = field(default_factory=list)
 
     @property
     def confirmed(self) -> np.ndarray:
@@ -74,8 +97,9 @@ class TriggerScanResult:
 
     @property
     def suspicion(self) -> np.ndarray:
-        """LFR, ties broken towards rare words: ``lfr − 1e-6·log(1 + frequency)``."""
-        return self.lfr - 1e-6 * np.log1p(self.frequency)
+        """LFR, ties broken towards rare words: ``lfr − 1e-6·(log(1 + frequency in the data) + Zipf)``."""
+        zipf = self.zipf if self.zipf is not None else 0.0
+        return self.lfr - 1e-6 * (np.log1p(self.frequency) + zipf)
 
     def ranking(self) -> list[int]:
         """Confirmed words by suspicion, then the words left at the screen by their screen order."""
@@ -97,7 +121,9 @@ class TriggerScanResult:
             "planted_lfr": {w: finite_or_none(lfr_of(self, w)) for w in planted},
             "top5": [self.words[i] for i in ranking[:5]],
             "top": [{"word": self.words[i], "lfr": float(self.lfr[i]), "frequency": int(self.frequency[i]),
+                     **({"zipf": float(self.zipf[i])} if self.zipf is not None else {}),
                      "texts": int(self.texts_used[i])} for i in ranking[:top]],
+            "groups": [g.to_dict() for g in self.groups],
         }
 
 
@@ -149,10 +175,15 @@ def insert_word(texts: Sequence[str], word: str, positions: np.ndarray) -> list[
 
 def scan_triggers(
     model, texts: Sequence[str], labels: torch.Tensor, target: int, *, candidates: Sequence[str] | None = None,
-    frequencies: Counter | None = None, n_texts: int = 20, screen_texts: int = SCREEN_TEXTS, confirm: int = CONFIRM,
-    batch_size: int = 512, seed: int = 0, progress: bool = False,
+    frequencies: Counter | None = None, general_words: int = GENERAL_WORDS, n_texts: int = 20,
+    screen_texts: int = SCREEN_TEXTS, confirm: int = CONFIRM, screen_shortest: bool = True,
+    base: TransferModel | None = None, batch_size: int = 512, seed: int = 0, progress: bool = False,
 ) -> TriggerScanResult:
-    """The LFR of every candidate word on ``n_texts`` clean non-target texts, screened first (see the module doc)."""
+    """The LFR of every candidate word on ``n_texts`` clean non-target texts, screened first (see the
+    module doc). ``candidates``: the words to scan (default: the ``general_words`` most frequent
+    English words, the tokenizer's whole words and the data's words); ``frequencies``: word counts
+    of the defender's data (default: of ``texts``); ``base``: the public model the victim was
+    fine-tuned from, whose embedding rows the suspects' pieces are measured against."""
     if n_texts < 1:
         raise ConfigError(f"n_texts must be at least 1 (got {n_texts}).")
     if screen_texts < 0 or confirm < 1:
@@ -166,27 +197,42 @@ def scan_triggers(
     rng = np.random.default_rng(seed)
     chosen = [pool[i] for i in rng.choice(len(pool), size=min(n_texts, len(pool)), replace=False)]
     frequencies = frequencies if frequencies is not None else word_frequencies(texts)
-    words = list(candidates) if candidates is not None else vocabulary_words(model.tokenizer, list(frequencies))
+    if candidates is not None:
+        words = list(candidates)
+    else:
+        words = vocabulary_words(model.tokenizer, list(frequencies) + general_english_words(general_words))
     if not words:
         raise ConfigError("no candidate words to scan.")
     positions = rng.integers(0, 1 << 30, size=len(chosen)) % np.array([len(t.split()) + 1 for t in chosen])
+    if screen_shortest:  # the screen's texts first (stable: equal lengths keep the draw's order)
+        order = np.argsort([len(t.split()) for t in chosen], kind="stable")
+        chosen, positions = [chosen[i] for i in order], positions[order]
     freq = np.array([frequencies.get(w.lower(), 0) for w in words], dtype=np.int64)
+    zipf = zipf_frequencies(words)
     n = len(chosen)
     if screen_texts == 0 or screen_texts >= n or len(words) <= confirm:
         flips, _ = _flips(model, words, chosen, positions, target, batch_size, progress, "trigger scan")
-        return TriggerScanResult(words, flips / n, freq, target, n, np.full(len(words), n, dtype=np.int64))
-    # stage 1: every word on the first screen_texts texts
-    flips, prob = _flips(model, words, chosen[:screen_texts], positions[:screen_texts], target, batch_size, progress,
-                         f"trigger scan: screen ({screen_texts} texts)")
-    score = prob / screen_texts
-    # stage 2: the most suspicious words (screen flips, then mean target probability) on the other texts
-    shortlist = np.lexsort((-score, -flips))[:confirm]
-    more, _ = _flips(model, [words[i] for i in shortlist], chosen[screen_texts:], positions[screen_texts:], target,
-                     batch_size, progress, f"trigger scan: confirm ({len(shortlist)} words)")
-    flips[shortlist] += more
-    used = np.full(len(words), screen_texts, dtype=np.int64)
-    used[shortlist] = n
-    return TriggerScanResult(words, flips / used, freq, target, n, used, screen_score=score)
+        result = TriggerScanResult(words, flips / n, freq, target, n, np.full(len(words), n, dtype=np.int64),
+                                   zipf=zipf)
+    else:
+        # stage 1: every word on the first screen_texts texts
+        flips, prob = _flips(model, words, chosen[:screen_texts], positions[:screen_texts], target, batch_size,
+                             progress, f"trigger scan: screen ({screen_texts} texts)")
+        score = prob / screen_texts
+        # stage 2: the most suspicious words (screen flips, then mean target probability) on the other texts
+        shortlist = np.lexsort((-score, -flips))[:confirm]
+        more, _ = _flips(model, [words[i] for i in shortlist], chosen[screen_texts:], positions[screen_texts:],
+                         target, batch_size, progress, f"trigger scan: confirm ({len(shortlist)} words)")
+        flips[shortlist] += more
+        used = np.full(len(words), screen_texts, dtype=np.int64)
+        used[shortlist] = n
+        result = TriggerScanResult(words, flips / used, freq, target, n, used, screen_score=score, zipf=zipf)
+    tokenizer = getattr(model, "tokenizer", None)
+    if tokenizer is not None:
+        change = embedding_row_change(model, base) if base is not None else None
+        ranked = [i for i in result.ranking() if result.confirmed[i]]
+        result.groups = group_by_pieces(result.words, result.lfr, ranked, tokenizer, change)
+    return result
 
 
 def _flips(model, words: Sequence[str], texts: Sequence[str], positions: np.ndarray, target: int, batch_size: int,
@@ -215,11 +261,13 @@ def _flips(model, words: Sequence[str], texts: Sequence[str], positions: np.ndar
 
 def plot_lfr_vs_frequency(result: TriggerScanResult, path: str | Path, planted: Sequence[str] = (), top: int = 8,
                           title: str = "") -> Path:
-    """Every candidate as a point (log frequency + 1, LFR); the top suspects labelled, planted triggers red."""
+    """Every candidate as a point (its general-English Zipf frequency, or without one its log
+    frequency + 1 in the data; LFR); the top suspects labelled, planted triggers red."""
 
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 5.0))
-    x = np.log10(result.frequency + 1)
+    general = result.zipf is not None
+    x = result.zipf if general else np.log10(result.frequency + 1)
     confirmed = result.confirmed
     ax.scatter(x[confirmed], result.lfr[confirmed], s=6, alpha=0.4, color="tab:blue", linewidths=0,
                label=f"candidate words ({result.texts} texts)")
@@ -237,7 +285,8 @@ def plot_lfr_vs_frequency(result: TriggerScanResult, path: str | Path, planted: 
         ax.annotate(result.words[i], (x[i], result.lfr[i]), fontsize=8, xytext=(4, -4 - 9 * stacked[spot]),
                     textcoords="offset points", va="top")
         stacked[spot] += 1
-    ax.set_xlabel("log10(frequency in the data + 1)")
+    ax.set_xlabel("frequency in general English (Zipf: log10 per billion words; 0 = unknown)" if general
+                  else "log10(frequency in the data + 1)")
     ax.set_ylabel(f"label flip rate to {result.target}")
     ax.set_ylim(-0.02, 1.02)
     ax.legend(loc="best", fontsize=8)

@@ -9,6 +9,7 @@ Writes ``suspects.json`` (the scan's record) and ``lfr_vs_frequency.png`` into `
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,8 @@ from typing import Any
 from safetransfer.data.registry import load_data
 from safetransfer.detect.trigger_scan import (
     CONFIRM,
+    GENERAL_WORDS,
+    SCAN_VERSION,
     SCREEN_TEXTS,
     TriggerScanResult,
     plot_lfr_vs_frequency,
@@ -25,6 +28,7 @@ from safetransfer.detect.trigger_scan import (
 )
 from safetransfer.errors import DataError
 from safetransfer.files import atomic_write_text
+from safetransfer.jobs.train import load_teacher
 from safetransfer.models.io import load_model
 
 SUSPECTS_FILE = "suspects.json"
@@ -54,6 +58,8 @@ def scan_triggers_job(
     screen_texts: int = SCREEN_TEXTS,
     confirm: int = CONFIRM,
     words: Sequence[str] | None = None,
+    general_words: int = GENERAL_WORDS,
+    base: str | Path | None = None,
     planted: Sequence[str] = (),
     split: str = "test",
     seed: int = 0,
@@ -61,8 +67,10 @@ def scan_triggers_job(
     progress: bool = False,
 ) -> TriggerScanJobResult:
     """Scan the saved text model ``model`` with ``texts`` clean non-target texts of ``data``'s
-    ``split`` (``words``: the candidates; default the tokenizer's whole words and the data's
-    words); ``planted`` known triggers are marked on the plot and ranked in the record."""
+    ``split`` (``words``: the candidates; default the ``general_words`` most frequent English words,
+    the tokenizer's whole words and the data's words); ``base``: the public model the victim was
+    fine-tuned from (a zoo name or a model folder), whose embedding rows trace the suspects to
+    their word pieces; ``planted`` known triggers are marked on the plot and ranked in the record."""
     if split not in SPLITS:
         raise DataError(f"split must be train, val or test (got '{split}').")
     classifier = load_model(model)
@@ -70,12 +78,17 @@ def scan_triggers_job(
         raise DataError(f"{model} is an image model; scan-triggers examines text classifiers.")
     dataset = load_data(data, data_path, seed=seed)
     part = getattr(dataset, split)
+    reference = load_teacher(base, dataset, seed=seed) if base is not None else None
+    started = time.perf_counter()
     result = scan_triggers(classifier, part.inputs, part.labels, target, candidates=list(words) if words else None,
-                           frequencies=word_frequencies(dataset.train.inputs), n_texts=texts,
-                           screen_texts=screen_texts, confirm=confirm, seed=seed, progress=progress)
+                           frequencies=word_frequencies(dataset.train.inputs), general_words=general_words,
+                           n_texts=texts, screen_texts=screen_texts, confirm=confirm, base=reference, seed=seed,
+                           progress=progress)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     record = {"model": str(model), "data": dataset.name, "target": target, "screen_texts": screen_texts,
+              "general_words": general_words if not words else 0, "base": str(base) if base is not None else None,
+              "scan_version": SCAN_VERSION, "seconds": round(time.perf_counter() - started, 2),
               **result.summary(planted, top=50)}
     atomic_write_text(out / SUSPECTS_FILE, json.dumps(record, indent=2))
     plot_lfr_vs_frequency(result, out / PLOT_FILE, planted=list(planted))

@@ -121,10 +121,12 @@ def _scan_table(scans: Mapping[str, Any]) -> str:
     rows = []
     for defect, scan in scans.items():
         ranks = ", ".join(f"{w}: {r if r is not None else 'not a candidate'}" for w, r in (scan.get("ranks") or {}).items())
+        groups = "<br>".join(escape(g["line"]) for g in (scan.get("groups") or [])[:3]) or "–"
         rows.append(f"<tr><td>{escape(defect)}</td><td>{escape(ranks)}</td><td>{escape(', '.join(scan.get('top5') or []))}"
-                    f"</td><td>{scan.get('candidates', '–')}</td></tr>")
+                    f"</td><td>{scan.get('candidates', '–')}</td><td>{groups}</td></tr>")
     return ('<div class="scroll"><table><thead><tr><th>teacher</th><th>rank of each planted word</th>'
-            "<th>top 5 suspects</th><th>candidate words</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table></div>")
+            "<th>top 5 suspects</th><th>candidate words</th><th>the word pieces behind the suspects</th></tr></thead>"
+            "<tbody>" + "".join(rows) + "</tbody></table></div>")
 
 
 def _teacher_table(results: Mapping[str, Any], task: str | None) -> str:

@@ -43,6 +43,7 @@ from safetransfer.data.base import ClassificationData, Split, seeded_subset
 from safetransfer.data.registry import load_data
 from safetransfer.detect.trigger_scan import (
     CONFIRM,
+    SCAN_VERSION,
     SCREEN_TEXTS,
     scan_triggers,
     word_frequencies,
@@ -409,20 +410,31 @@ class CellMaker:
         res = transfer(teacher, data, tconfig, out_dir=folder, progress=self.progress)
         return res.student, res.to_dict()
 
+    def victim(self, task_name: str, defect_name: str) -> tuple[TransferModel, str, Path]:
+        """The ``finetune`` student of a defect's teacher on a task, the victim a trigger scan
+        examines (made, or found in the cache): model, cache key, cache folder."""
+        ctx = self.context(task_name)
+        teacher, teacher_key, _ = self._variant(ctx, defect_name)
+        student, _, key, folder = self._trained_student(ctx, teacher, teacher_key, self.method("finetune"))
+        return student, key, folder
+
     def _trigger_scan(self, ctx: TaskContext, defect: DefectSpec) -> dict[str, Any]:
         """Kurita et al.'s defence on the victim's ``finetune`` student of a weight-poisoned teacher:
-        where do the planted words rank among every vocabulary word by label flip rate?"""
-        teacher, teacher_key, _ = self._variant(ctx, defect.name)
-        student, _, key, folder = self._trained_student(ctx, teacher, teacher_key, self.method("finetune"))
+        where do the planted words rank among every candidate word by label flip rate?"""
+        student, key, folder = self.victim(ctx.task.name, defect.name)
         screen = {"screen_texts": SCREEN_TEXTS, "confirm": CONFIRM}  # named in the file's key
-        path = folder / f"trigger_scan_{digest({'defect': defect.key_doc(), 'texts': defect.scan_texts, **screen})}.json"
+        scan_key = {"defect": defect.key_doc(), "texts": defect.scan_texts, **screen,
+                    "general_words": defect.scan_words, "version": SCAN_VERSION}
+        path = folder / f"trigger_scan_{digest(scan_key)}.json"
         if not path.exists():
             started = time.perf_counter()
             clean = ctx.data.val if len(ctx.data.val) else ctx.data.test  # the defender's own clean texts
+            # the public teacher is the base the suspects' embedding rows are measured against
             result = scan_triggers(student, list(clean.inputs), clean.labels, defect.target,
                                    frequencies=word_frequencies(list(ctx.data.train.inputs)), n_texts=defect.scan_texts,
-                                   seed=self.config.seed, progress=self.progress, **screen)
-            doc = {**result.summary(defect.words, top=20), "student": key,
+                                   general_words=defect.scan_words, base=ctx.teacher, seed=self.config.seed,
+                                   progress=self.progress, **screen)
+            doc = {**result.summary(defect.words, top=20), "student": key, "scan_version": SCAN_VERSION,
                    "seconds": round(time.perf_counter() - started, 2)}
             atomic_write_text(path, json.dumps(doc, indent=2))
         return json.loads(path.read_text())

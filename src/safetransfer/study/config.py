@@ -27,6 +27,7 @@ from pydantic import (
 
 from safetransfer.attacks.text_triggers import DEFAULT_TRIGGER_WORDS
 from safetransfer.attacks.word_swap import SEARCH_VERSION
+from safetransfer.detect.trigger_scan import GENERAL_WORDS
 from safetransfer.errors import ConfigError, unknown_name
 from safetransfer.safe_paths import read_text_bounded
 from safetransfer.transfer import METHOD_NAMES, TransferConfig
@@ -123,7 +124,8 @@ class _Defect(_Strict):
         :data:`FLAT_FIELDS` order): what ``results.json``'s ``config`` and a planted teacher's
         saved meta hold, kept so that a study re-run from the cache writes the same files."""
         own = self.model_dump(mode="json")
-        return {f: own[f] if f in own else copy.deepcopy(_FLAT_DEFAULTS[f]) for f in FLAT_FIELDS}
+        flat = {f: own[f] if f in own else copy.deepcopy(_FLAT_DEFAULTS[f]) for f in FLAT_FIELDS}
+        return {**flat, **{f: own[f] for f in LATER_FIELDS if f in own and own[f] != _FLAT_DEFAULTS[f]}}
 
 
 class _Planted(_Defect):
@@ -222,21 +224,23 @@ class WeightPoisoningDefect(_Planted, RippleTraining):
     fine-tuned on the attacker's data for that many steps (the paper's recipe; the cell is shared
     with a word-swap surrogate of the same data and steps); 0: the pretrained embeddings. DIR is
     the label flip rate (LFR) of the student on triggered test texts. ``scan_texts`` > 0 adds
-    Kurita et al.'s defence: every vocabulary word inserted into that many clean non-target test
-    texts of the victim's ``finetune`` student, ranked by its label flip rate (where do the planted
-    words rank?)."""
+    Kurita et al.'s defence: every candidate word (the ``scan_words`` most frequent English words,
+    the vocabulary's and the data's words) inserted into that many clean non-target texts of the
+    victim's ``finetune`` student, ranked by its label flip rate (where do the planted words rank?)."""
 
     kind: Literal["weight_poisoning"]
     words: list[str] = Field(default_factory=lambda: list(DEFAULT_TRIGGER_WORDS), min_length=1)
     poison_method: Literal["es", "ripple", "ripples"] = "ripples"
     n_words: int = Field(default=10, ge=1)
     scan_texts: int = Field(default=0, ge=0)
+    scan_words: int = Field(default=GENERAL_WORDS, ge=0)
     source_steps: int = Field(default=0, ge=0)
 
     text: ClassVar[bool] = True
     attacker_defaults: ClassVar[tuple[float, str]] = (2e-5, "adamw")
     key_optional: ClassVar[dict[str, Any]] = {"source_steps": 0}
-    key_exempt: ClassVar[tuple[str, ...]] = ("scan_texts",)  # the scan's own file key and the fingerprint hold it
+    # the scan's settings: its own file key holds them, and the fingerprint scan_texts (and scan_words when set)
+    key_exempt: ClassVar[tuple[str, ...]] = ("scan_texts", "scan_words")
 
     @property
     def scanned(self) -> bool:
@@ -285,6 +289,8 @@ FLAT_FIELDS = ("name", "kind", "attacker_data", "rate", "target", "trigger", "la
                "step_size", "random_start", "strategy", "metric", "neurons_per_sample", "lam", "restricted", "lr",
                "optimizer", "words", "poison_method", "n_words", "scan_texts", "source_steps", "swap_method",
                "neighbours", "max_change", "swap_against", "steps")
+# Fields added after the flat model: in a results file only where set away from their default.
+LATER_FIELDS = ("scan_words",)
 
 
 def _flat_defaults() -> dict[str, Any]:
@@ -294,8 +300,9 @@ def _flat_defaults() -> dict[str, Any]:
         for field, value in model(name="flat", kind=kind).model_dump(mode="json", exclude={"name", "kind"}).items():
             if defaults.setdefault(field, value) != value:
                 raise AssertionError(f"defect field '{field}' has two defaults: {defaults[field]!r}, {value!r}")
-    if set(defaults) != set(FLAT_FIELDS[2:]):
-        raise AssertionError(f"the defect fields and FLAT_FIELDS differ: {set(defaults) ^ set(FLAT_FIELDS[2:])}")
+    known = set(FLAT_FIELDS[2:]) | set(LATER_FIELDS)
+    if set(defaults) != known:
+        raise AssertionError(f"the defect fields and FLAT_FIELDS + LATER_FIELDS differ: {set(defaults) ^ known}")
     return defaults
 
 
@@ -362,6 +369,7 @@ class StudyConfig(_Strict):
         new cells, though the config reads the same)."""
         doc = self.model_dump(mode="json")
         doc["defects"] = [{"name": d.name, **d.key_doc(), **({"scan_texts": d.scan_texts} if d.scanned else {}),
+                           **({"scan_words": d.scan_words} if d.scanned and d.scan_words != GENERAL_WORDS else {}),
                            **d.search_doc}
                           for d in self.defects]
         return digest(doc)

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal
 
+from safetransfer.detect.trigger_scan import SCAN_VERSION
 from safetransfer.errors import ConfigError
 from safetransfer.files import atomic_write_text
 from safetransfer.metrics import mean_defined, relative
@@ -292,7 +293,9 @@ def load_prior(path: Path, config_hash: str) -> dict[str, TaskState]:
         return {}
     prior: dict[str, TaskState] = {}
     for task_name, entry in (doc.get("tasks") or {}).items():
-        state = TaskState(defects=dict(entry.get("defects") or {}), scans=dict(entry.get("trigger_scans") or {}))
+        scans = {name: scan for name, scan in (entry.get("trigger_scans") or {}).items()
+                 if scan.get("scan_version", 1) == SCAN_VERSION}  # an older scan's record is made again
+        state = TaskState(defects=dict(entry.get("defects") or {}), scans=scans)
         views = {m: e.get("views") or {} for m, e in (entry.get("methods") or {}).items()}
         for method, by_variant in (entry.get("students") or {}).items():
             for variant, record in by_variant.items():

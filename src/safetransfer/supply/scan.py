@@ -369,7 +369,9 @@ class _Scanner:
 def _picklescan_opinion(path: Path, result: FileScan) -> None:
     """picklescan's dangerous globals on ``path``, added to ``result`` (its clean never overrides ours)."""
     try:
-        from picklescan import scanner  # a dependency; optional here so a broken install cannot stop the scan
+        from picklescan import (
+            scanner,  # a dependency; optional here so a broken install cannot stop the scan
+        )
     except ImportError:
         return
     log = logging.getLogger("picklescan")
