@@ -7,7 +7,9 @@ import pytest
 import torch
 
 from safetransfer.attacks.triggers import BADNETS_WATERMARK, BlendTrigger, PixelTrigger, poison_images
-from safetransfer.detect import activation_clustering, centroid_distance, score_detection, spectral_signature
+from safetransfer.detect import (
+    activation_clustering, centroid_distance, scan_untangling, score_detection, spectral_signature,
+)
 from safetransfer.detect.spectral import spectral_scores
 from safetransfer.errors import ConfigError, DataError
 
@@ -32,6 +34,7 @@ def planted_features(seed: int = 0, n_per_class: int = 400, poisoned: int = 30, 
     lambda f, y: activation_clustering(f, y, reduce="pca", analysis="silhouette"),
     lambda f, y: activation_clustering(f, y, reduce="pca", analysis="tight"),
     lambda f, y: centroid_distance(f, y),
+    lambda f, y: scan_untangling(f, y),
 ])
 def test_each_detector_finds_the_planted_samples(detector) -> None:
     f, y, truth = planted_features()
@@ -42,6 +45,42 @@ def test_each_detector_finds_the_planted_samples(detector) -> None:
     limit = 0.17 if "fixed" in result.method else 0.03  # the fixed rule removes 15% of every label
     assert q.fpr <= limit, q
     assert result.seconds >= 0 and set(np.flatnonzero(~result.is_clean)) == set(result.flagged)
+
+
+def shared_variation_classes(seed: int = 0, classes: int = 10, n: int = 300, dim: int = 24, poisoned: int = 60):
+    """SCAn's model: class identities plus one variation all classes share (a random covariance);
+    ``poisoned`` samples of other classes relabelled 3, carrying an identity of their own."""
+    rng = np.random.default_rng(seed)
+    identities, mixing = rng.normal(0, 3, (classes, dim)), rng.normal(0, 1, (dim, dim)) / np.sqrt(dim)
+    f = np.concatenate([identities[c] + rng.normal(0, 1, (n, dim)) @ mixing for c in range(classes)])
+    y = np.repeat(np.arange(classes), n)
+    bad = rng.choice(np.flatnonzero(y != 3), poisoned, replace=False)
+    poisoned_f = f.copy()
+    poisoned_f[bad] = rng.normal(0, 3, dim) + rng.normal(0, 1, (poisoned, dim)) @ mixing
+    poisoned_y = y.copy()
+    poisoned_y[bad] = 3
+    truth = np.zeros(len(y), bool)
+    truth[bad] = True
+    return f, y, poisoned_f, poisoned_y, truth
+
+
+def test_scan_names_the_poisoned_class_and_flags_nothing_elsewhere() -> None:
+    clean_f, clean_y, f, y, truth = shared_variation_classes()
+    result = scan_untangling(f, y)
+    assert [c for c, info in result.per_class.items() if info["poisoned"]] == [3], result.per_class
+    q = score_detection(result, truth)
+    assert q.recall == 1.0 and q.fpr == 0.0, q
+    assert all(info["flagged"] == 0 for c, info in result.per_class.items() if c != 3)
+    # the reference's setting: the global model fitted on a clean set the defender holds
+    with_clean = scan_untangling(f, y, clean_features=clean_f[::3], clean_labels=clean_y[::3])
+    assert score_detection(with_clean, truth).recall == 1.0 and with_clean.params["global_model"] == "clean set"
+    # a clean training set: no class is called poisoned, nothing is flagged
+    untouched = scan_untangling(clean_f, clean_y)
+    assert untouched.is_clean.all() and not any(info["poisoned"] for info in untouched.per_class.values())
+    # the same seed, the same verdicts
+    assert np.array_equal(scan_untangling(f, y, seed=4).is_clean, scan_untangling(f, y, seed=4).is_clean)
+    with pytest.raises(DataError, match="at least 3"):
+        scan_untangling(f[y < 2], y[y < 2])
 
 
 def test_robust_spectral_and_clustering_leave_clean_labels_alone() -> None:
@@ -182,7 +221,9 @@ def test_scan_data_command_writes_its_files_and_ranks_the_poison(data_files, tmp
     assert r.code == 0, r.text
     doc = json.loads((out / "results.json").read_text())
     assert doc["poisoned"] > 0 and set(doc["detectors"]) == {"spectral", "spectral_fixed", "activation_clustering",
-                                                               "ac_silhouette", "ac_tight", "centroid"}
+                                                               "ac_silhouette", "ac_tight", "centroid", "untangling"}
+    # SCAn names the class it calls poisoned (or none) in the per-class record
+    assert all("poisoned" in info for info in doc["detectors"]["untangling"]["per_class"].values())
     assert doc["model_attack_success"] >= 0.8  # the tiny model learned the watermark, so there is a poison to find
     assert max(e["auroc"] for e in doc["detectors"].values()) >= 0.85, doc["detectors"]
     with (out / "scores.csv").open() as f:

@@ -56,7 +56,7 @@ def badnets_cmd(
 def scan_data_cmd(
     data: str = typer.Option(..., "--data", "-d", help="Data set name, or your folder / .npz / CSV."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="A saved model folder, or a zoo model to train on the data first (features for the detectors)."),
-    method: Optional[list[str]] = typer.Option(None, "--method", help="Detectors (repeatable): spectral, spectral_fixed, activation_clustering, ac_silhouette, ac_tight, centroid (default: all)."),
+    method: Optional[list[str]] = typer.Option(None, "--method", help="Detectors (repeatable): spectral, spectral_fixed, activation_clustering, ac_silhouette, ac_tight, centroid, untangling (SCAn) (default: all)."),
     embedding: Optional[str] = typer.Option(None, help="model, pca, pixels or tsne (default: model with --model, else pca)."),
     plant: Optional[str] = typer.Option(None, help="Plant a known poison first to measure the detectors: watermark, square, blend or words."),
     rate: float = typer.Option(0.01, help="With --plant: share of the non-target samples poisoned."),

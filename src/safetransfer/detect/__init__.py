@@ -4,7 +4,8 @@ Detectors (each returns a :class:`DetectionResult` with per-sample scores and ``
 
 - :func:`centroid_distance`: per-label outliers in an embedding (pixels, PCA, t-SNE, model features);
 - :func:`spectral_signature`: Tran et al. 2018, on centred per-label features;
-- :func:`activation_clustering`: Chen et al. 2018, ICA + 2-means per label.
+- :func:`activation_clustering`: Chen et al. 2018, ICA + 2-means per label;
+- :func:`scan_untangling`: SCAn (Tang et al. 2021): which class is poisoned, then its two subgroups.
 
 :func:`score_detection` compares a result with the known poison mask (recall, FPR, precision, AUROC).
 """
@@ -13,8 +14,9 @@ from safetransfer.detect.base import DetectionQuality, DetectionResult, score_de
 from safetransfer.detect.centroid import centroid_distance
 from safetransfer.detect.clustering import activation_clustering
 from safetransfer.detect.spectral import spectral_signature
+from safetransfer.detect.untangling import scan_untangling
 
 __all__ = [
     "DetectionQuality", "DetectionResult", "activation_clustering", "centroid_distance", "score_detection",
-    "spectral_signature",
+    "scan_untangling", "spectral_signature",
 ]

@@ -40,6 +40,7 @@ from safetransfer.data.registry import load_data
 from safetransfer.detect import (
     activation_clustering,
     centroid_distance,
+    scan_untangling,
     spectral_signature,
 )
 from safetransfer.detect.base import DetectionResult, score_detection
@@ -61,7 +62,7 @@ from safetransfer.models.zoo import get_arch
 from safetransfer.train import TrainConfig, curve_schedule
 
 METHODS: tuple[str, ...] = ("spectral", "spectral_fixed", "activation_clustering", "ac_silhouette", "ac_tight",
-                            "centroid")
+                            "centroid", "untangling")
 RESULTS_FILE = "results.json"
 
 
@@ -129,6 +130,8 @@ def run_detector(name: str, features: np.ndarray, labels: np.ndarray, cfg: ScanD
         return activation_clustering(features, labels, analysis="silhouette", seed=cfg.seed)
     if name == "ac_tight":  # PCA: ICA's unit-variance components blur a small tight cluster
         return activation_clustering(features, labels, reduce="pca", analysis="tight", seed=cfg.seed)
+    if name == "untangling":  # SCAn: which class is poisoned, then its two subgroups
+        return scan_untangling(features, labels, seed=cfg.seed)
     return centroid_distance(features, labels, k=cfg.k_centroid, name=cfg.resolved_embedding)
 
 
