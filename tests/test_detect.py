@@ -238,7 +238,11 @@ def test_scan_data_command_writes_its_files_and_ranks_the_poison(data_files, tmp
     assert runs["poisoned data (scanned)"]["attack_success"] == doc["model_attack_success"]
     assert runs["clean data"]["attack_success"] <= 0.2  # trained without the poison, it ignores the watermark
     assert abs(runs["clean data"]["test_accuracy"] - runs["poisoned data (scanned)"]["test_accuracy"]) <= 0.1
-    assert "Detectors" in (out / "scan.html").read_text() and "clean data" in (out / "scan.html").read_text()
+    page = (out / "scan.html").read_text()
+    assert "Detectors" in page and "clean data" in page
+    called = [doc["classes"][int(c)] for c, info in doc["detectors"]["untangling"]["per_class"].items() if info["poisoned"]]
+    assert "Which label is poisoned (SCAn)" in page
+    assert (f"SCAn calls {', '.join(called)} poisoned" if called else "SCAn calls no label poisoned") in page
     # without a planted poison: counts only, no truth columns
     r = run(["scan-data", "--data", data_files.images_npz, "--method", "spectral", "--out", tmp_path / "plain",
              "--no-progress"], capsys)

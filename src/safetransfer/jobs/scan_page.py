@@ -33,6 +33,26 @@ def detectors_table(results: dict[str, Any]) -> str:
             + "</tr></thead><tbody>" + "".join(rows) + "</tbody></table></div>")
 
 
+def class_verdicts(results: dict[str, Any]) -> str:
+    """SCAn's per-class statistic, when it ran: which label it calls poisoned and by how much (its
+    anomaly index against the threshold), in one sentence and a table."""
+    scan = results["detectors"].get("untangling")
+    if scan is None:
+        return ""
+    names, threshold = results["classes"], scan["params"]["threshold"]
+    per_class = sorted(scan["per_class"].items(), key=lambda kv: -(kv[1]["anomaly_index"] or float("inf")))
+    called = [names[int(c)] for c, info in per_class if info["poisoned"]]
+    verdict = (f"SCAn calls {', '.join(called)} poisoned (anomaly index above {threshold:.2f})" if called else
+               f"SCAn calls no label poisoned: every anomaly index is at most {threshold:.2f}, so it flags nothing")
+    rows = []
+    for c, info in per_class:
+        index = "–" if info["anomaly_index"] is None else f"{info['anomaly_index']:.2f}"
+        rows.append(f"<tr><td>{escape(names[int(c)])}</td><td>{index}</td><td>{'yes' if info['poisoned'] else 'no'}"
+                    f"</td><td>{info['flagged']}</td></tr>")
+    return (f"<p>{escape(verdict)}.</p>" + '<div class="scroll"><table><thead><tr><th>label</th><th>anomaly index</th>'
+            "<th>called poisoned</th><th>flagged</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table></div>")
+
+
 def training_table(results: dict[str, Any]) -> str:
     """The model(s) trained for the scan: steps, test accuracy and, with a planted poison, trigger response."""
     runs = results.get("training") or {}
@@ -54,6 +74,9 @@ def write_scan_page(results: dict[str, Any], figures: list[tuple[Path, str]], ou
              "<p>Recall: the share of the poisoned samples flagged; FPR: the share of the clean ones flagged.</p>"
              if known else "<p>No known poison: the counts say how many samples each detector flags.</p>",
              detectors_table(results)]
+    verdicts = class_verdicts(results)
+    if verdicts:
+        parts += ["<h2>Which label is poisoned (SCAn)</h2>", verdicts]
     if results.get("training"):
         parts += ["<h2>The model trained on the data</h2>", training_table(results)]
     parts += ["<h2>Figures</h2>"]
