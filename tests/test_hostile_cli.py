@@ -471,6 +471,32 @@ def test_fingerprint_does_not_follow_a_symlink_out_of_the_folder(saved_cnn: Path
     assert run(["verify", folder, "--manifest", manifest, "--no-progress"], capsys).code == 0
 
 
+@pytest.mark.parametrize("command", ["embedding-surgery", "poison-weights"])
+def test_poisoning_a_folder_never_copies_what_a_symlink_leads_to(command: str, tiny_hf_bert: Path, data_files, capsys,
+                                                                 tmp_path: Path) -> None:
+    """A pretrained folder's files are copied into the published one: a link out of it (to a
+    secret) is refused by name, nothing is published, and the secret is nowhere in the output."""
+    secret = tmp_path / "outside" / "shadow"
+    secret.parent.mkdir()
+    secret.write_text("root:$6$not-yours\n")
+    folder = _hf_bert_folder(tiny_hf_bert, tmp_path / "bert")
+    (folder / "notes.txt").symlink_to(secret)
+    out = tmp_path / "published"
+    extra = ["--method", "es"] if command == "poison-weights" else []
+    r = run([command, "--model", folder, "--data", data_files.texts_csv, "--out", out, "--triggers", "cf", *extra], capsys)
+    assert_one_error(r, "notes.txt")
+    assert "outside the folder" in r.err and not out.exists()
+    assert not any("$6$" in p.read_text(errors="ignore") for p in tmp_path.rglob("*")
+                   if p.is_file() and not p.is_symlink() and p != secret)
+    # a link that stays inside the folder is copied as the file it names
+    (folder / "notes.txt").unlink()
+    (folder / "vocab-copy.txt").symlink_to(folder / "vocab.txt")
+    assert run([command, "--model", folder, "--data", data_files.texts_csv, "--out", out, "--triggers", "cf", *extra],
+               capsys).code == 0
+    assert (out / "vocab-copy.txt").read_text() == (folder / "vocab.txt").read_text()
+    assert not (out / "vocab-copy.txt").is_symlink()
+
+
 def test_fingerprint_refuses_weights_that_live_outside_the_folder(saved_cnn: Path, capsys, tmp_path: Path) -> None:
     folder = tmp_path / "m"
     folder.mkdir()

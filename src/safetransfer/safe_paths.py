@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -135,3 +137,33 @@ def outside_folder(path: Path, root: Path) -> str | None:
     if not stat.S_ISREG(st.st_mode):
         return f"a {file_kind(st.st_mode)}, not read"
     return None
+
+
+def copy_folder_within(src: Path, dst: Path, skip: Callable[[str], bool] = lambda name: False,
+                       error: type[SafetransferError] = ConfigError) -> None:
+    """Copy the regular files and sub-folders of the folder ``src`` into the folder ``dst``, leaving
+    out the entries whose name ``skip`` accepts. Nothing outside ``src`` is read: a symlink that
+    leads out of it (``tokenizer.json -> /etc/shadow``), a looping or dangling link, a FIFO or a
+    device raises ``error`` naming the entry (:func:`outside_folder`), before any copy; a link
+    whose target lies inside ``src`` is copied as the file it names."""
+    root = Path(src)
+
+    def plan(folder: Path, into: Path) -> list[tuple[Path, Path]]:
+        pairs: list[tuple[Path, Path]] = []
+        for entry in sorted(folder.iterdir()):
+            if skip(entry.name):
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                pairs += [(entry, into / entry.name)] + plan(entry, into / entry.name)
+                continue
+            why = outside_folder(entry, root)
+            if why is not None:
+                raise error(f"{entry}: {why}; the folder is not copied (copy the files it needs into it instead).")
+            pairs.append((entry, into / entry.name))
+        return pairs
+
+    for source, target in plan(root, Path(dst)):
+        if source.is_dir() and not source.is_symlink():
+            target.mkdir(parents=True, exist_ok=True)
+        else:
+            shutil.copyfile(source, target)

@@ -40,6 +40,7 @@ import torch
 
 from safetransfer.errors import CheckpointError, ConfigError, DataError
 from safetransfer.models.text import load_tokenizer
+from safetransfer.safe_paths import copy_folder_within
 from safetransfer.supply.diff import EMBEDDING_NAME
 from safetransfer.supply.reading import read_tensors
 
@@ -174,7 +175,7 @@ def embedding_surgery(
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
     try:
-        shutil.copytree(pretrained, staging, dirs_exist_ok=True, ignore=shutil.ignore_patterns(WEIGHTS_NAME, ".*"))
+        copy_folder_within(Path(pretrained), staging, skip=lambda name: name == WEIGHTS_NAME or name.startswith("."))
         save_file({k: v.contiguous() for k, v in state.items()}, str(staging / WEIGHTS_NAME), metadata=metadata)
         result = EmbeddingSurgeryResult(
             str(out), name, list(triggers), trigger_ids, tokenizer.convert_ids_to_tokens(words), words, int(target),

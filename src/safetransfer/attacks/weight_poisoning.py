@@ -34,6 +34,7 @@ from safetransfer.errors import ConfigError, DataError
 from safetransfer.evaluate import predict_logits
 from safetransfer.metrics import accuracy, label_flip_rate
 from safetransfer.models.zoo import hf_bert_teacher
+from safetransfer.safe_paths import copy_folder_within
 
 METHODS: tuple[str, ...] = ("es", "ripple", "ripples")
 WEIGHTS_NAME = "model.safetensors"
@@ -77,7 +78,7 @@ def write_hf_bert(body_state: dict[str, torch.Tensor], source: Path, out: Path) 
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
     try:
-        shutil.copytree(source, staging, dirs_exist_ok=True, ignore=shutil.ignore_patterns(WEIGHTS_NAME, ".*"))
+        copy_folder_within(Path(source), staging, skip=lambda name: name == WEIGHTS_NAME or name.startswith("."))
         save_file(original, str(staging / WEIGHTS_NAME), metadata=metadata)
         if out.exists():
             shutil.rmtree(out)
