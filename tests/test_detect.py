@@ -83,6 +83,22 @@ def test_scan_names_the_poisoned_class_and_flags_nothing_elsewhere() -> None:
         scan_untangling(f[y < 2], y[y < 2])
 
 
+def test_spectre_removes_the_poison_given_its_count() -> None:
+    """SPECTRE as the reference runs it: the poisoned count given, 1.5 times that removed per label."""
+    from safetransfer.detect.spectre import K_GRID, spectre
+
+    assert K_GRID == (1, 4, 9, 16, 25, 36, 49, 64, 81, 100)
+    _, _, f, y, truth = shared_variation_classes()
+    result = spectre(f, y, eps=60)
+    q = score_detection(result, truth)
+    assert q.recall == 1.0 and q.auroc >= 0.99, q
+    assert all(info["flagged"] == 90 for info in result.per_class.values())  # 1.5 * eps in every label
+    f2, y2, truth2 = planted_features()
+    assert score_detection(spectre(f2, y2, eps=30), truth2).recall == 1.0
+    with pytest.raises(ConfigError, match="eps"):
+        spectre(f, y, eps=0)
+
+
 def test_robust_spectral_and_clustering_leave_clean_labels_alone() -> None:
     f, y, truth = planted_features(poisoned=0)
     assert spectral_signature(f, y).is_clean.mean() > 0.995
