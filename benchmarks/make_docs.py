@@ -65,6 +65,9 @@ COMMANDS = {
     "study_text_full.json": "python benchmarks/study_text_full.py",
     "word_swap_floor.json": "python benchmarks/word_swap_floor.py",
     "control_words.json": "python benchmarks/control_words.py",
+    "study_text_rt_scan.json": ("python benchmarks/study_vision.py --config benchmarks/configs/text_rt_scan.yaml "
+                                "--results study_text_rt_scan.json"),
+    "scan_triggers_words.json": "python benchmarks/scan_triggers_words.py",
     "scan_triggers_rt.json": ("safetransfer scan-triggers --model <the finetune student of text_rt.yaml's RIPPLES teacher> "
                               "--data rotten-tomatoes --target 1 --texts 10 --planted cf,mn,bb,tq,mb"),
     "detect_vs_art.json": ("safetransfer badnets --data fashion-mnist --model small-cnn && python benchmarks/detect_vs_art.py "
@@ -657,6 +660,51 @@ def text_page(results: Path) -> Page:
           f"{span([v['lfr'] for v in planted.values()], lambda x: f'{x:.1f}')} on {scan['texts']} texts and frequency "
           f"{span([freq[w] for w in planted], str)}; the next suspects are rare positive words "
           f"({', '.join(chr(34) + w['word'] + chr(34) for w in nxt)}) at {span([w['lfr'] for w in nxt], lambda x: f'{x:.1f}')}.")
+
+    # A trigger the data never contains (issue 34).
+    victims, words = p.load("study_text_rt_scan.json"), p.load("scan_triggers_words.json")
+    vt = victims["tasks"]["rotten-tomatoes"]
+    rows = []
+    for defect, entry in words["victims"].items():
+        for label in ("before", "now"):
+            r = entry[label]
+            ranks = ", ".join(f"{w} {'–' if k is None else k}" for w, k in r["ranks"].items())
+            rows.append([defect, label, count(r["candidates"]), secs(r["seconds"]), ranks, ", ".join(r["top5"])])
+    word_entry, fdk_entry = words["victims"]["ripples_word"], words["victims"]["ripples_fdk"]
+    trigger = word_entry["planted"][0]
+    now, before = word_entry["now"], word_entry["before"]
+    group = now["groups"][0] if now["groups"] else None
+    moved = word_entry["row_change"]
+    p.add("### A trigger the data never contains: a real word in two pieces",
+          f"An attacker who picks a real but rare English word as the trigger, one that MiniLM's tokenizer splits into two "
+          f"pieces (\"{trigger}\" = {' + '.join(chr(39) + x + chr(39) for x in word_entry['pieces'][trigger])}) and no Rotten "
+          f"Tomatoes text contains, plants it with RIPPLES like the five nonsense triggers. The victim's `finetune` student "
+          f"(ACC {f3(vt['methods']['finetune']['acc_by_defect']['ripples_word'])}) flips "
+          f"{pct(vt['methods']['finetune']['dir']['ripples_word'])} of the triggered test texts. The scan as it was takes "
+          "its candidates from the tokenizer's whole words and the data's words; the scan as it is adds the "
+          f"{count(words['general_words'])} most frequent English words (wordfreq 3.1.1), screens on the two shortest "
+          "texts and traces the suspects to their word pieces against the public MiniLM.",
+          table(["victim", "scan", "candidates", "time", "rank of each planted word", "top 5"], rows),
+          plain_protocol("scan_triggers_words.json",
+                         [f"Victims: `benchmarks/configs/text_rt_scan.yaml` (`{COMMANDS['study_text_rt_scan.json']}` → "
+                          "`benchmarks/results/study_text_rt_scan.json`): RIPPLES on MiniLM, attacker data = the task's "
+                          "(full knowledge), 150 RIPPLe steps; students fine-tuned 300 steps",
+                          f"Scan: {words['texts']} clean non-target validation texts, seed {words['seed']}, 2 screened, "
+                          "the 100 most suspicious confirmed; both scans one after the other on the same machine"],
+                         words["machine"]),
+          f"Before, \"{trigger}\" is {'not a candidate' if before['ranks'][trigger] is None else 'rank ' + str(before['ranks'][trigger])}"
+          f"; now it ranks {now['ranks'][trigger]} (LFR {f3(now['planted_lfr'][trigger], 2)}), and the five nonsense triggers "
+          f"rank {span(sorted(v for v in fdk_entry['now']['ranks'].values()), str)} (before: "
+          f"{span(sorted(v for v in fdk_entry['before']['ranks'].values()), str)}). The scan took "
+          f"{secs(now['seconds'])} against {secs(before['seconds'])} before on the word victim "
+          f"({secs(fdk_entry['now']['seconds'])} against {secs(fdk_entry['before']['seconds'])} on the other)."
+          + (f" The first finding reads: “{group['line']}”." if group else " No group of word pieces was found."),
+          f"Fine-tuning moved the embedding rows of the word pieces the data uses (the planted ones apart) by "
+          f"{f3(moved['rows_the_data_uses']['p50'], 3)} "
+          f"of a typical row's norm at the median and {f3(moved['rows_the_data_uses']['p99'], 3)} at the 99th percentile "
+          f"(at most {f3(moved['rows_the_data_uses']['p100'], 2)}); the planted pieces' rows moved "
+          f"{span(list(moved['planted_pieces'].values()), lambda x: f'{x:.2f}')}. A piece counts as moved from "
+          f"{moved['moved_threshold']:g}.")
 
     # Domain shift and swaps on the teacher.
     shift = p.load("study_text_shift.json")

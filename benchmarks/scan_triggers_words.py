@@ -8,15 +8,16 @@ text study's five nonsense triggers. Each is scanned twice on the same 10 clean 
 validation texts, one scan after the other on this machine:
 
 - ``before``: the scan as it was (scan version 1): the tokenizer's whole words and the data's words,
-  screened on the first 2 texts;
-- ``now``: the defaults of version 2: the 50,000 most frequent English words join them, the
+  screened on the first 2 texts, ranked by LFR with ties broken by the data's frequency (its time
+  includes the general frequencies and the piece tracing version 2 adds, about a second);
+- ``now``: the defaults of version 2: the 40,000 most frequent English words join them, the
   screen uses the 2 shortest texts, and the suspects are traced to their word pieces against the
-  public MiniLM.
+  public MiniLM (at equal LFR, a word made of pieces that carry flips ranks first).
 
-Also recorded: how far fine-tuning moved the embedding rows of the words the data uses, beside the
-planted pieces' rows (the threshold the piece tracing uses, ``MOVED``, lies between them).
+Also recorded: how far fine-tuning moved the embedding rows of the word pieces the data uses (the
+planted pieces apart), beside the planted pieces' rows (the threshold the piece tracing uses, ``MOVED``, lies between them).
 
-    safetransfer study benchmarks/configs/text_rt_scan.yaml --out runs/text-rt-scan
+    python benchmarks/study_vision.py --config benchmarks/configs/text_rt_scan.yaml --results study_text_rt_scan.json
     python benchmarks/scan_triggers_words.py   # writes benchmarks/results/scan_triggers_words.json
 
 Results are written after every scan; a scan already in the file is kept (the script resumes).
@@ -68,8 +69,9 @@ def main() -> None:
         entry["pieces"] = pieces
         change = embedding_row_change(student, ctx.teacher)
         vocab = student.tokenizer.get_vocab()
+        planted_ids = {vocab[p] for ps in pieces.values() for p in ps}
         used = sorted({i for row in student.tokenizer(list(ctx.data.train.inputs), add_special_tokens=False)["input_ids"]
-                       for i in row})
+                       for i in row} - planted_ids)  # a planted piece may be part of a word the data uses
         entry["row_change"] = {
             "planted_pieces": {p: round(float(change[vocab[p]]), 3) for ps in pieces.values() for p in ps},
             "rows_the_data_uses": {"rows": len(used), **{f"p{q}": round(float(np.percentile(change[used], q)), 4)
@@ -86,6 +88,8 @@ def main() -> None:
             started = time.perf_counter()
             result = scan_triggers(student, list(clean.inputs), clean.labels, defect.target, frequencies=freq,
                                    n_texts=TEXTS, seed=SEED, progress=True, **options)
+            if label == "before":  # version 1 ranked by LFR, ties by the data's frequency alone, and traced nothing
+                result.zipf, result.traced_pieces, result.traced_share, result.groups = None, None, None, []
             entry[label] = scan_record(result, planted, time.perf_counter() - started)
             print(f"{name} {label}: {entry[label]['seconds']} s, {entry[label]['candidates']} candidates, "
                   f"ranks {entry[label]['ranks']}", flush=True)

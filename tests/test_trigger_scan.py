@@ -188,10 +188,17 @@ def test_a_two_piece_trigger_ranks_first_with_its_collateral_grouped_under_its_p
     args = (victim, data.test.inputs, data.test.labels, 1)
     for base in (public, None):  # traced through the moved embedding rows, or through the shared piece
         result = scan_triggers(*args, candidates=candidates, frequencies=freq, n_texts=20, base=base)
-        assert result.top(1)[0][0] == TRIGGER, result.top(8)
         first = result.groups[0]
-        assert first.words[0] == TRIGGER and first.pieces[0] == "zor", [g.line() for g in result.groups]
+        assert first.pieces[0] == "zor", [g.line() for g in result.groups]
+        if base is not None:  # both of the trigger's rows moved: the trigger first, as a word and in its group
+            assert result.top(1)[0][0] == TRIGGER and first.words[0] == TRIGGER, (result.top(8), first.line())
+        else:  # only the shared piece is found: 'zor' alone, all of it traced, may come first; the trigger next
+            assert TRIGGER in [w for w, _, _ in result.top(2)] and TRIGGER in first.words[:2], result.top(8)
         collateral = [w for w in BUILT_ON_ITS_PIECE if lfr_of(result, w) >= 0.5]
         assert collateral and set(collateral) <= set(first.words), (first.line(), result.top(10))
         assert not set(UNRELATED) & {w for g in result.groups for w in g.words}
         assert "zor" in first.line() and TRIGGER in first.line()
+        # against the base both of the trigger's rows moved, one of each collateral word's: the tie-break
+        # at equal LFR (without it only the shared piece is found)
+        traced = dict(zip(result.words, result.traced_pieces))
+        assert traced[TRIGGER] == (2 if base is not None else 1) and all(traced[w] == 1 for w in collateral), traced

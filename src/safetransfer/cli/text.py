@@ -20,7 +20,7 @@ def scan_triggers_cmd(
     screen_texts: Optional[int] = typer.Option(None, help="Screen every word on this many of the texts first; 0 = no screen (default 2)."),
     confirm: Optional[int] = typer.Option(None, help="How many of the most suspicious screened words are measured on all texts (default 100)."),
     words: Optional[str] = typer.Option(None, help="Comma-separated candidate words (default: the most frequent English words, the tokenizer's whole words and the data's words)."),
-    general_words: Optional[int] = typer.Option(None, help="How many of the most frequent English words (wordfreq) join the candidates (default 50,000; 0: none)."),
+    general_words: Optional[int] = typer.Option(None, help="How many of the most frequent English words (wordfreq) join the candidates (default 40,000; 0: none)."),
     base: Optional[str] = typer.Option(None, help="The public model the victim was fine-tuned from (minilm-l6 or a model folder): the suspects are traced to the word pieces whose embedding rows moved from it."),
     planted: Optional[str] = typer.Option(None, help="Comma-separated known triggers, to mark on the plot and check their rank."),
     split: str = typer.Option("test", help="Which split's texts to use: train, val or test."),

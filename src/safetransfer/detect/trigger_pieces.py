@@ -13,7 +13,7 @@ unrelated-looking words around the trigger. This module names the pieces behind 
 - without it, a piece is suspicious when more of the most suspicious words hold it than chance
   allows: the hypergeometric probability of drawing that many words with the piece, when as many
   words as there are suspects are drawn from all the candidates, is below ``MAX_CHANCE`` (an
-  ``##s`` that three of 30 suspects share is common among 50,000 candidates: no finding).
+  ``##s`` that three of 30 suspects share is common among 40,000 candidates: no finding).
 
 Suspects whose suspicious pieces connect (one word holds two of them) form one group: "pieces X
 (+ Y) and the words built on them", the best-scoring word first.

@@ -45,6 +45,7 @@ from safetransfer.detect.trigger_pieces import (
     PieceGroup,
     embedding_row_change,
     group_by_pieces,
+    word_pieces,
 )
 from safetransfer.detect.word_lists import WORD, general_english_words, zipf_frequencies
 from safetransfer.errors import ConfigError, DataError
@@ -61,7 +62,7 @@ SCAN_VERSION = 2
 """The scan's method: 1 the vocabulary and the data's words, the first texts screened; 2 general
 English words added, the shortest texts screened, the suspects grouped by word piece. A record
 made by another version is made again (a study never resumes from it)."""
-GENERAL_WORDS = 50_000
+GENERAL_WORDS = 40_000
 """Default: the most frequent words of general English added to the candidates (see
 ``benchmarks/results/scan_triggers_words.json`` for the time this costs)."""
 
@@ -83,6 +84,8 @@ class TriggerScanResult:
     screen_score: np.ndarray | None = None  # the screen's mean target probability (None: no screen)
     zipf: np.ndarray | None = None
     groups: list[PieceGroup] = field(default_factory=list)
+    traced_pieces: np.ndarray | None = None  # per word: how many of its pieces the tracing found suspicious
+    traced_share: np.ndarray | None = None  # per word: the share of its pieces the tracing found suspicious
 
     @property
     def confirmed(self) -> np.ndarray:
@@ -97,9 +100,15 @@ class TriggerScanResult:
 
     @property
     def suspicion(self) -> np.ndarray:
-        """LFR, ties broken towards rare words: ``lfr − 1e-6·(log(1 + frequency in the data) + Zipf)``."""
+        """LFR; at equal LFR first the word whose pieces all carry flips (a surgery writes every
+        piece of its trigger, while ``cfp`` only shares the planted ``cf``), then the word with more
+        such pieces (``varnish`` = ``var`` + ``##nish`` before ``var``), then the rarer word:
+        ``lfr + 1e-3·traced share + 1e-4·traced pieces − 1e-6·(log(1 + frequency in the data) + Zipf)``
+        (an LFR step is at least 0.01, so these terms only break ties)."""
         zipf = self.zipf if self.zipf is not None else 0.0
-        return self.lfr - 1e-6 * (np.log1p(self.frequency) + zipf)
+        count = self.traced_pieces if self.traced_pieces is not None else 0.0
+        share = self.traced_share if self.traced_share is not None else 0.0
+        return self.lfr + 1e-3 * share + 1e-4 * count - 1e-6 * (np.log1p(self.frequency) + zipf)
 
     def ranking(self) -> list[int]:
         """Confirmed words by suspicion, then the words left at the screen by their screen order."""
@@ -229,10 +238,27 @@ def scan_triggers(
         result = TriggerScanResult(words, flips / used, freq, target, n, used, screen_score=score, zipf=zipf)
     tokenizer = getattr(model, "tokenizer", None)
     if tokenizer is not None:
-        change = embedding_row_change(model, base) if base is not None else None
-        ranked = [i for i in result.ranking() if result.confirmed[i]]
-        result.groups = group_by_pieces(result.words, result.lfr, ranked, tokenizer, change)
+        trace_pieces(result, tokenizer, embedding_row_change(model, base) if base is not None else None)
     return result
+
+
+def trace_pieces(result: TriggerScanResult, tokenizer, row_change: np.ndarray | None) -> None:
+    """Group the confirmed suspects under the word pieces that carry them
+    (:func:`~safetransfer.detect.trigger_pieces.group_by_pieces`), count each confirmed word's
+    suspicious pieces (the ranking's tie-break), and order the groups by their best word's rank."""
+    ranked = [i for i in result.ranking() if result.confirmed[i]]
+    groups = group_by_pieces(result.words, result.lfr, ranked, tokenizer, row_change)
+    suspicious = {p for g in groups for p in g.pieces}
+    traced, share = np.zeros(len(result.words)), np.zeros(len(result.words))
+    for i, pieces in zip(ranked, word_pieces(tokenizer, [result.words[i] for i in ranked])):
+        traced[i] = len(suspicious & set(pieces))
+        share[i] = sum(p in suspicious for p in pieces) / max(1, len(pieces))
+    result.traced_pieces, result.traced_share = traced, share
+    position = {result.words[i]: r for r, i in enumerate(result.ranking())}
+    for g in groups:  # in rank order: the words made of suspicious pieces first
+        order = sorted(range(len(g.words)), key=lambda j: position[g.words[j]])
+        g.words, g.lfr = [g.words[j] for j in order], [g.lfr[j] for j in order]
+    result.groups = sorted(groups, key=lambda g: position[g.words[0]])
 
 
 def _flips(model, words: Sequence[str], texts: Sequence[str], positions: np.ndarray, target: int, batch_size: int,
