@@ -240,6 +240,8 @@ def test_scan_data_command_writes_its_files_and_ranks_the_poison(data_files, tmp
                                                                "ac_silhouette", "ac_tight", "centroid", "untangling"}
     # SCAn names the class it calls poisoned (or none) in the per-class record
     assert all("poisoned" in info for info in doc["detectors"]["untangling"]["per_class"].values())
+    # with a planted poison the held-out split is clean: SCAn fits its global model there
+    assert doc["detectors"]["untangling"]["params"]["global_model"] == "clean set"
     assert doc["model_attack_success"] >= 0.8  # the tiny model learned the watermark, so there is a poison to find
     assert max(e["auroc"] for e in doc["detectors"].values()) >= 0.85, doc["detectors"]
     with (out / "scores.csv").open() as f:

@@ -18,10 +18,11 @@ identities (its own and the trigger's), so two subgroups explain it much better 
 
 Where we differ from the reference, and why:
 
-- Threat model without clean data: the global model is fitted on the inspected training set
-  itself (the reference fits it on a small clean set the defender holds); the poison is a few
-  percent of one class, which moves the shared covariance little. ``clean_features`` /
-  ``clean_labels`` give the reference's setting.
+- Threat model without clean data: by default the global model is fitted on the inspected
+  training set itself (the reference fits it on a small clean set the defender holds).
+  ``clean_features`` / ``clean_labels`` give the reference's setting, and ``scan-data`` passes its
+  held-out split when it planted the poison (clean by construction). The fit on the poisoned set
+  itself can miss the poison entirely: the poison bends the shared variation enough to hide in it.
 - Which samples are flagged: in a class called poisoned, the smaller of its two subgroups (the
   paper untangles the class into the two; backdoor-toolbox's cleanser flags the whole class).
   Nothing is flagged in the other classes.

@@ -118,7 +118,10 @@ class ScanDataResult:
     poisoned: np.ndarray | None = None
 
 
-def run_detector(name: str, features: np.ndarray, labels: np.ndarray, cfg: ScanDataConfig) -> DetectionResult:
+def run_detector(name: str, features: np.ndarray, labels: np.ndarray, cfg: ScanDataConfig,
+                 clean: tuple[np.ndarray, np.ndarray] | None = None) -> DetectionResult:
+    """Run the detector ``name`` on the training features; ``clean``: features and labels of a set the
+    defender trusts (SCAn fits its global model on it, as its reference does)."""
 
     if name == "spectral":
         return spectral_signature(features, labels, removal="robust", k=cfg.k_spectral)
@@ -131,6 +134,8 @@ def run_detector(name: str, features: np.ndarray, labels: np.ndarray, cfg: ScanD
     if name == "ac_tight":  # PCA: ICA's unit-variance components blur a small tight cluster
         return activation_clustering(features, labels, reduce="pca", analysis="tight", seed=cfg.seed)
     if name == "untangling":  # SCAn: which class is poisoned, then its two subgroups
+        if clean is not None:
+            return scan_untangling(features, labels, seed=cfg.seed, clean_features=clean[0], clean_labels=clean[1])
         return scan_untangling(features, labels, seed=cfg.seed)
     return centroid_distance(features, labels, k=cfg.k_centroid, name=cfg.resolved_embedding)
 
@@ -177,12 +182,20 @@ def scan_data(cfg: ScanDataConfig, out_dir: str | Path, progress: bool = False,
     features = embed(embedding, data.train.inputs, model=model, seed=cfg.seed, progress=progress)
     embed_seconds = time.perf_counter() - t0
     labels = data.train.labels.numpy()
+    # SCAn's threat model holds a small clean set: with a planted poison the held-out split is one by
+    # construction (only the training split is poisoned); a scan of unplanted data has none
+    clean = None
+    if "untangling" in cfg.methods and cfg.plant is not None and embedding == "model":
+        held_out = data.val if len(data.val) else data.test
+        log(f"embedding the {len(held_out)} held-out samples (clean: SCAn's global model is fitted on them)")
+        clean = (embed(embedding, held_out.inputs, model=model, seed=cfg.seed, progress=progress),
+                 held_out.labels.numpy())
 
     detections: dict[str, DetectionResult] = {}
     summary: dict[str, Any] = {}
     for name in cfg.methods:
         log(f"detector {name}")
-        det = run_detector(name, features, labels, cfg)
+        det = run_detector(name, features, labels, cfg, clean)
         detections[name] = det
         entry: dict[str, Any] = {"method": det.method, "flagged": int((~det.is_clean).sum()),
                                  "seconds": round(det.seconds, 3), "params": det.params,
