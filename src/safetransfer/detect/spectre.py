@@ -69,10 +69,6 @@ def _k_lowest(values: np.ndarray, k: int) -> np.ndarray:
     return values <= np.sort(values)[min(k, values.size) - 1]
 
 
-def _tail(t: float, eps: float) -> float:
-    return 1.0 if t <= 10 * math.log(1 / eps) else 3 * eps / (t * math.log(t)) ** 2
-
-
 def _filter(s: np.ndarray, eps: float, tau: float, limit: int) -> np.ndarray | None:
     """One pass of ``cov_estimation_filter`` on the rows of ``s``: the keep mask, or ``None`` when
     the data passes the Gaussian test (or no threshold is found): stop."""
@@ -98,13 +94,15 @@ def _filter(s: np.ndarray, eps: float, tau: float, limit: int) -> np.ndarray | N
     sym = (p + p.T) / 2
     ps = (np.einsum("ij,jk,ik->i", y, sym, y) - np.trace(sym)) / math.sqrt(2)
     diffs = np.abs(ps - np.median(ps))
-    for i, diff in enumerate(np.sort(diffs), 1):
-        t = diff - 3
-        if diff < 3 or t <= 0:
-            continue
-        if i / n >= _tail(t, eps):
-            return (diffs <= t) | _k_lowest(diffs, max(0, n - limit))
-    return None
+    t = np.sort(diffs) - 3  # the candidate thresholds, in the reference's ascending scan
+    tail = np.ones(n)
+    beyond = t > 10 * math.log(1 / eps)
+    with np.errstate(divide="ignore"):  # t·log t = 0 at t = 1: an infinite tail, never met
+        tail[beyond] = 3 * eps / (t[beyond] * np.log(t[beyond])) ** 2
+    found = np.flatnonzero((t > 0) & (np.arange(1, n + 1) / n >= tail))
+    if not found.size:
+        return None
+    return (diffs <= t[found[0]]) | _k_lowest(diffs, max(0, n - limit))
 
 
 def robust_selection(s: np.ndarray, eps: float, tau: float, limit: int) -> np.ndarray:
@@ -130,11 +128,11 @@ def _que(white: np.ndarray, alpha: float) -> tuple[np.ndarray, float]:
     return np.einsum("ij,jk,ik->i", white, m, white), float(np.trace(sigma @ m))
 
 
-def quantum_filter(x: np.ndarray, eps: int, k: int, alpha: float = ALPHA, tau: float = TAU
+def quantum_filter(proj: np.ndarray, eps: int, alpha: float = ALPHA, tau: float = TAU
                    ) -> tuple[np.ndarray, np.ndarray]:
-    """``rcov_quantum_filter``: the keep mask and the QUE scores of one label's features with ``k`` directions."""
-    n = len(x)
-    proj = _pca(x, k)
+    """``rcov_quantum_filter``: the keep mask and the QUE scores of one label's features projected on
+    their top ``k`` principal directions (``proj [n, k]``)."""
+    n, k = proj.shape
     if k == 1:
         scores = proj[:, 0] ** 2
     else:
@@ -151,7 +149,7 @@ def auto_quantum_filter(x: np.ndarray, eps: int, alpha: float = ALPHA, tau: floa
     base = _pca(x, dims)
     best = (-math.inf, None, None, None)
     for k in (k for k in K_GRID if k <= dims):
-        keep, scores = quantum_filter(x, eps, k, alpha, tau)
+        keep, scores = quantum_filter(base[:, :k], eps, alpha, tau)  # the top k of the same PCA
         white = base @ _inv_sqrt(np.cov(base[keep], rowvar=False))
         _, energy = _que(white, alpha)
         if energy > best[0]:

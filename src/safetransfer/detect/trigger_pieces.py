@@ -8,8 +8,8 @@ unrelated-looking words around the trigger. This module names the pieces behind 
 
 - with the public base model the victim was fine-tuned from (``row_change``), a piece is
   suspicious when its input-embedding row moved far from the base's: fine-tuning moves the rows
-  of the words the task uses a little (about 0.03 of a typical row's norm on MiniLM), a surgery
-  moves a trigger's rows by about one row norm;
+  of the words the task uses by a small fraction of a row's norm, a surgery moves a trigger's
+  rows by about a whole one (the measured rows: ``benchmarks/results/scan_triggers_words.json``);
 - without it, a piece is suspicious when more of the most suspicious words hold it than chance
   allows: the hypergeometric probability of drawing that many words with the piece, when as many
   words as there are suspects are drawn from all the candidates, is below ``MAX_CHANCE`` (an

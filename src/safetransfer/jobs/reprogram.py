@@ -51,8 +51,8 @@ from safetransfer.models.zoo import (
 )
 
 PROGRAM_TENSORS, PROGRAM_JSON, PROGRAM_FORMAT = "program.safetensors", "program.json", "safetransfer-program/1"
-# EfficientNet-Lite0's canvas: at 80 px its last feature map is 3x3 (2x2 at 64 px, where MNIST
-# plateaus at 0.89 however long it trains) and a step takes ~0.4 s on 2 cores (MNIST 0.926 in 14 min)
+# EfficientNet-Lite0's canvas in pixels: at 80 px its last feature map is 3x3 (2x2 at 64 px); the
+# measured effect of the size is on docs/results/reprogramming.md (benchmarks/results/reprogram.json)
 DEFAULT_CANVAS = 80
 
 
