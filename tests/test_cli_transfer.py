@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 
 import pytest
 
@@ -31,7 +30,7 @@ def test_slice_saves_a_slice_with_the_exact_share_excluded(tiny_teacher, data_fi
     assert r.code == 0, r.text
     the_slice = Slice.load(tmp_path / "s" / "slice")
     n = the_slice.num_weights
-    assert the_slice.num_excluded == math.floor(0.2 * n + 0.5)
+    assert the_slice.num_excluded >= int(0.2 * n) + 1  # the artifact's cut: every score <= sorted[int(α·N)]
     assert f"{the_slice.num_excluded:,} of {n:,} weights excluded" in r.out
     assert (tmp_path / "s" / "coverage" / "coverage.json").exists()
 
@@ -47,7 +46,7 @@ def test_transfer_runs_every_method_from_a_saved_teacher(method, tiny_teacher, d
     assert printed_accuracy(r.out) == pytest.approx(result["test_accuracy"], abs=1e-4)
     assert result["test_accuracy"] > 1 / 3 + 0.15  # three classes; every method learns the tiny task
     assert (out / "model" / "model.safetensors").exists()
-    assert (out / "slice" / "slice.json").exists() == (method in ("remos", "magprune"))
+    assert (out / "slice" / "slice.json").exists() == (method in ("remos", "magprune", "remos_strong"))
 
 
 def test_transfer_errors_are_one_line(tiny_teacher, data_files, tmp_path, capsys):
@@ -101,7 +100,7 @@ def test_every_method_on_the_real_teacher_and_data(method, tmp_path, capsys):
     result = json.loads((out / "result.json").read_text())
     assert result["steps"] == 8 and result["test"]["n"] == 100
     if method == "remos":
-        assert result["slice"]["excluded"] == math.floor(0.1 * result["slice"]["weights"] + 0.5)
+        assert int(0.1 * result["slice"]["weights"]) < result["slice"]["excluded"] <= 0.1 * result["slice"]["weights"] + 100
 
 
 @pytest.mark.assets

@@ -51,7 +51,7 @@ def counts_of(profile: CoverageProfile) -> dict[str, tuple[list[int], list[int]]
 def test_nc_counts_by_hand() -> None:
     profile = profile_coverage(hand_net(), X, metric="nc", threshold=0.5, batch_size=2)
     assert counts_of(profile) == NC_COUNTS
-    assert profile.n_samples == 3 and profile.metric == "nc" and profile.params == {"threshold": 0.5}
+    assert profile.n_samples == 3 and profile.metric == "nc" and profile.params == {"threshold": 0.5, "scaling": "tensor"}
     assert all(lc.input_counts.dtype == torch.int64 for lc in profile.layers.values())
     assert profile.frequency("0", "input").tolist() == pytest.approx([2 / 3, 1 / 3, 1 / 3])
     assert profile.coverage_rate("0", "output") == 0.5
@@ -125,8 +125,13 @@ def test_conv_channels_are_spatial_means() -> None:
     # 1x1 conv commutes with the mean: s1 out [2, 3, 5] -> scaled [0, 1/3, 1] -> F F T
     #                                  s2 out [3.5, 0, 3.5] -> [1, 0, 1] -> T F T          output counts [1, 0, 2]
     assert neuron_values(x, conv).tolist() == [[2.0, 3.0], [3.5, 0.0]]
-    p = profile_coverage(nn.Sequential(conv), x)
+    p = profile_coverage(nn.Sequential(conv), x, scaling="neuron")
     assert counts_of(p)["0"] == ([1, 1], [1, 0, 2])
+    # the artifact's scaling: by each sample's whole tensor, then the channel means
+    #   inputs:  s1 range [0, 8] -> threshold 4: means [2, 3] -> F F;  s2 range [-1, 5] -> 2: [3.5, 0] -> T F
+    #   outputs: s1 (o2 = ch0 + ch1 reaches 11) -> 5.5: [2, 3, 5] -> F F F;  s2 -> 2: [3.5, 0, 3.5] -> T F T
+    p = profile_coverage(nn.Sequential(conv), x)
+    assert counts_of(p)["0"] == ([1, 0], [1, 0, 1])
 
 
 def test_masked_token_mean() -> None:

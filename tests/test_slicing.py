@@ -1,4 +1,5 @@
-"""ReMoS slicing (Zhang et al. 2022): scores, ranks, tie rule and masks checked by hand."""
+"""ReMoS slicing (Zhang et al. 2022): scores, ranks, tie rule and masks checked by hand (our minimum-rank
+rule, ``ranking="min"``; the artifact's ordinal rule is checked against its loops in test_remos_artifact.py)."""
 
 from __future__ import annotations
 
@@ -58,9 +59,9 @@ def test_hand_weight_coverage_ranks_scores_and_slice() -> None:
     flat_cov = np.array([v for n in ("0", "2") for row in WEIGHT_COVERAGE[n] for v in row])
     assert min_ranks_int(flat_cov).tolist() == COVERAGE_RANKS
     assert magnitude_min_ranks([net[0].weight.detach().numpy(), net[2].weight.detach().numpy()]).tolist() == MAGNITUDE_RANKS
-    scores = ordinal_scores(net, profile)
+    scores = ordinal_scores(net, profile, ranking="min")
     assert scores["0"].flatten().tolist() + scores["2"].flatten().tolist() == SCORES
-    sl = compute_slice(net, profile, ratio=0.3)
+    sl = compute_slice(net, profile, ratio=0.3, ranking="min")
     assert {n: m.tolist() for n, m in sl.masks.items()} == KEPT_03
     assert (sl.num_excluded, sl.method, sl.metric) == (3, "remos", "nc")
 
@@ -68,9 +69,9 @@ def test_hand_weight_coverage_ranks_scores_and_slice() -> None:
 def test_hand_ratio_rounding_and_ties() -> None:
     net, profile = hand_net(), hand_profile()
     # 0.25 * 10 = 2.5 rounds half up to 3 (Python's round would give 2): the same three.
-    assert {n: m.tolist() for n, m in compute_slice(net, profile, 0.25).masks.items()} == KEPT_03
+    assert {n: m.tolist() for n, m in compute_slice(net, profile, 0.25, ranking="min").masks.items()} == KEPT_03
     # ratio 0.4 -> 4: the two lower-index -3s (flat 4 and 5) go, flat 7 stays.
-    m = compute_slice(net, profile, 0.4).masks
+    m = compute_slice(net, profile, 0.4, ranking="min").masks
     assert m["0"].tolist() == [[True, True, True], [True, False, False]]
     assert m["2"].tolist() == [[False, True], [True, False]]
 
@@ -157,7 +158,7 @@ def test_conv_model_slice_exact_count_and_determinism() -> None:
     profile = profile_coverage(net, x)
     n = sum(m.weight.numel() for m in net.modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
     for ratio in (0.03, 0.1, 0.5):
-        a, b = compute_slice(net, profile, ratio), compute_slice(net, profile, ratio)
+        a, b = compute_slice(net, profile, ratio, ranking="min"), compute_slice(net, profile, ratio, ranking="min")
         assert a.num_excluded == math.floor(ratio * n + 0.5)
         assert all(torch.equal(a.masks[k], b.masks[k]) for k in a.masks)
     # scores inside one 3x3 kernel differ only by the magnitude rank
@@ -196,7 +197,7 @@ def test_apply_zero_reinit_enforce() -> None:
 
 def test_summary_and_save_load(tmp_path) -> None:
     net = hand_net()
-    sl = compute_slice(net, hand_profile(), 0.3)
+    sl = compute_slice(net, hand_profile(), 0.3, ranking="min")
     s = sl.summary()
     first = s["layers"][0]
     # layer "0": W1 |w| [1,1,0,0,1,1], flat 4 (|w| 1) excluded

@@ -15,7 +15,7 @@ from safetransfer.errors import CheckpointError, ConfigError, DataError
 from safetransfer.evaluate import confusion_matrix, evaluate, metrics_from_predictions, predict_logits
 from safetransfer.models import TransferModel, create_model
 from safetransfer.models.serialization import safe_torch_load
-from safetransfer.train import CHECKPOINT_FILE, BatchOrder, TrainConfig, lr_factor, train
+from safetransfer.train import CHECKPOINT_FILE, BatchOrder, TrainConfig, lr_factor, superft_lr, train
 
 
 def cnn(seed: int = 0, num_classes: int = 3) -> TransferModel:
@@ -351,3 +351,20 @@ def test_evaluate_agrees_with_the_logits(tiny_images: ClassificationData) -> Non
     assert [sum(row) for row in r.confusion] == torch.bincount(tiny_images.test.labels, minlength=3).tolist()
     with pytest.raises(DataError, match="3 classes but the model's head has 2"):
         evaluate(cnn(num_classes=2), tiny_images.test, tiny_images.class_names)
+
+
+def test_superft_schedule_as_backdoor_toolbox_sets_it() -> None:
+    """Triangle cycles of 20 steps between lr and the peak, the peak lowered after 40% of the steps;
+    each step runs at the rate set after the step before it (step 0 at the base rate)."""
+    cfg = TrainConfig(steps=100, lr=0.03, momentum=0.0, schedule="superft", peak_lr=2.5, late_peak_lr=0.05)
+    rates = [superft_lr(s, cfg) for s in range(100)]
+    assert rates[0] == rates[1] == pytest.approx(0.03)
+    assert rates[11] == pytest.approx(2.5)  # iteration 10: the top of the first cycle
+    assert rates[6] == pytest.approx(0.03 + (2.5 - 0.03) * 0.5)  # half-way up
+    assert rates[21] == pytest.approx(0.03)  # iteration 20: back at the base
+    assert max(rates[41:]) == pytest.approx(0.05)  # after 40 steps the second, lower peak
+    assert lr_factor(11, cfg) == pytest.approx(2.5 / 0.03)
+    # the cyclic fields enter a run's fingerprint under that schedule only (older keys stay)
+    assert "peak_lr" in cfg.result_fingerprint() and "peak_lr" not in TrainConfig().result_fingerprint()
+    with pytest.raises(ConfigError, match="superft"):
+        TrainConfig(schedule="superft", lr=0.1, peak_lr=0.05, late_peak_lr=0.2)

@@ -15,14 +15,28 @@ Neurons
       ``attention_mask`` of the current batch (padding never moves a neuron's value);
       any other extra dimensions are averaged.
 
-    Values are in the layer's own units (pre-activation for outputs). For the relative
-    metrics each sample's values are min-max scaled over the whole layer side (all input
-    neurons, or all output neurons) to ``[0, 1]``; a constant layer scales to all zeros.
+    Values are in the layer's own units (pre-activation for outputs).
+
+Scaling (``scaling``; what "min-max scaled" means for ``nc``)
+    ``"tensor"`` (the default, as the ReMoS artifact's ``MyNeuronCoverage``,
+    ``CV_backdoor/remos/coverage/my_neuron_coverage.py``): each sample's *whole* layer tensor
+    (all ``C×H×W`` values of a conv side, all ``T×F`` values of a token side) is min-max scaled
+    to ``[0, 1]``, then each neuron's mean is taken. By linearity this is
+    ``neuron value > min + threshold · (max − min)`` with ``min`` / ``max`` over the whole tensor
+    of that sample, which is how it is computed (no scaled copy is made). ``"neuron"`` (ours,
+    the first round's rule): the neuron values (channel means) are min-max scaled among
+    themselves. The two differ for conv and token layers only (for a ``[B, F]`` side the tensor
+    *is* the neuron values). Padding (text): the artifact pads every text to the maximum length
+    and takes padding positions into both the scaling and the means; here padding never counts
+    (the minimum, maximum and means are over the real tokens of the ``attention_mask``), so a
+    neuron's coverage does not depend on how long the batch's longest text is.
+    ``tknc`` and ``snac_relative`` rank and threshold the neuron means *relative to each other*,
+    which a per-sample affine scaling cannot change: both scalings give the same coverage.
 
 Metrics (each a function ``values [B, N] -> covered bool [B, N]``)
     ``nc``
-        Neuron coverage (Pei et al. 2017, DeepXplore, as used by ReMoS): scaled value
-        ``> threshold`` (default 0.5).
+        Neuron coverage (Pei et al. 2017, DeepXplore, as used by ReMoS): the neuron's scaled
+        value ``> threshold`` (default 0.5), scaled as ``scaling`` says (above).
     ``tknc``
         Top-k neuron coverage (Ma et al. 2018, DeepGauge): the ``k`` largest neurons of the
         layer per sample (``k`` clamped to the layer size). Ties at the k-th value go to
@@ -61,11 +75,13 @@ from safetransfer.models.serialization import (
 
 METRICS: tuple[str, ...] = ("nc", "tknc", "snac_deepgauge", "snac_relative")
 SIDES: tuple[str, str] = ("input", "output")
+SCALINGS: tuple[str, str] = ("tensor", "neuron")  # "tensor": the ReMoS artifact's; "neuron": ours
 PROFILE_FORMAT = "safetransfer-coverage/1"
 COUNTS_FILE = "coverage.safetensors"
 PROFILE_JSON = "coverage.json"
 
 RawInputs = torch.Tensor | list[str] | Mapping[str, torch.Tensor]  # or a data-set Split
+ValueRange = tuple[torch.Tensor, torch.Tensor]  # per-sample (min, max) of a layer tensor, [B, 1] each
 
 
 # ---- neuron values ----------------------------------------------------------------------------
@@ -92,6 +108,30 @@ def neuron_values(x: torch.Tensor, module: nn.Module, attention_mask: torch.Tens
     if x.dim() >= 3:
         return x.flatten(1, -2).mean(dim=1).float()
     return x.float().reshape(1, -1)
+
+
+def tensor_range(x: torch.Tensor, module: nn.Module, attention_mask: torch.Tensor | None = None) -> ValueRange:
+    """Each sample's minimum and maximum over its whole layer tensor, two float32 ``[B, 1]``.
+
+    The range the ReMoS artifact min-max scales a sample's layer tensor by (``scaling="tensor"``):
+    all ``C×H×W`` values of a conv tensor, all ``F`` of a ``[B, F]`` one, the real tokens' ``T×F``
+    values of a ``[B, T, F]`` one with an ``attention_mask`` (padding excluded), every value of
+    other shapes. One reduction pass per bound over a ``[B, -1]`` view in memory order (a
+    channels-last map is read as it lies, never copied).
+    """
+    if isinstance(module, nn.Conv2d) and x.dim() == 3:  # unbatched conv input [C, H, W]
+        x = x.unsqueeze(0)
+    if x.dim() == 3 and attention_mask is not None and attention_mask.shape == x.shape[:2]:
+        real = attention_mask.bool()  # [B, T]: each token's own min / max first (one pass each), then the real ones'
+        inf = torch.tensor(float("inf"), dtype=x.dtype, device=x.device)
+        lo = torch.where(real, x.amin(dim=2), inf).amin(dim=1, keepdim=True)
+        hi = torch.where(real, x.amax(dim=2), -inf).amax(dim=1, keepdim=True)
+        return lo.float(), hi.float()
+    if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        x = x.permute(0, 2, 3, 1)  # the same values in memory order: the flat view below copies nothing
+    flat = x.reshape(x.shape[0], -1) if x.dim() >= 2 else x.reshape(1, -1)
+    # amin and amax separately: one fast pass each (torch.aminmax along a dimension is ~6x slower on CPU)
+    return flat.amin(dim=1, keepdim=True).float(), flat.amax(dim=1, keepdim=True).float()
 
 
 def _spatial_mean(x: torch.Tensor) -> torch.Tensor:
@@ -180,9 +220,18 @@ def _above_scaled(values: torch.Tensor, level: float) -> torch.Tensor:
     return values > torch.lerp(lo, hi, level)  # lo + level * (hi - lo), per sample
 
 
-def nc(values: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
-    """Neuron coverage: the per-sample min-max scaled value is ``> threshold``."""
-    return _above_scaled(values, float(threshold))
+def nc(values: torch.Tensor, threshold: float = 0.5, value_range: ValueRange | None = None) -> torch.Tensor:
+    """Neuron coverage: the neuron's min-max scaled value is ``> threshold``.
+
+    With ``value_range`` (each sample's ``(min, max)`` over its whole layer tensor, ``[B, 1]``
+    each, from :func:`tensor_range`) the scaling is the ReMoS artifact's: covered when
+    ``value > min + threshold · (max − min)``; a constant tensor covers nothing. Without it the
+    neuron values are scaled among themselves (``scaling="neuron"``).
+    """
+    if value_range is None:
+        return _above_scaled(values, float(threshold))
+    lo, hi = value_range
+    return values > torch.lerp(lo, hi, float(threshold))
 
 
 def tknc(values: torch.Tensor, k: int = 10) -> torch.Tensor:
@@ -404,22 +453,28 @@ def _run(model: nn.Module, x: Any) -> None:
         model(x)
 
 
-class _Hooks:
-    """Forward hooks passing each layer's input and output neuron values to ``consume``."""
+Consumer = Callable[[str, str, torch.Tensor, ValueRange | None], None]
 
-    def __init__(
-        self,
-        layers: list[tuple[str, nn.Module]],
-        consume: Callable[[str, str, torch.Tensor], None],
-    ) -> None:
+
+class _Hooks:
+    """Forward hooks passing each layer's input and output neuron values to ``consume``.
+
+    ``consume(layer, side, values, value_range)``: ``value_range`` is the side's per-sample
+    :func:`tensor_range` when ``ranges`` is set, else ``None`` (not computed).
+    """
+
+    def __init__(self, layers: list[tuple[str, nn.Module]], consume: Consumer, ranges: bool = False) -> None:
         self.mask: torch.Tensor | None = None
+        self.ranges = ranges
         self.handles = [m.register_forward_hook(self._make(name, m, consume)) for name, m in layers]
 
-    def _make(self, name: str, module: nn.Module, consume: Callable[[str, str, torch.Tensor], None]) -> Callable:
+    def _make(self, name: str, module: nn.Module, consume: Consumer) -> Callable:
         def hook(mod: nn.Module, args: tuple, output: torch.Tensor) -> None:
-            values_in = neuron_values(args[0], module, self.mask)
-            consume(name, "input", values_in)
-            consume(name, "output", output_values(module, args[0], output, values_in, self.mask))
+            x = args[0]
+            values_in = neuron_values(x, module, self.mask)
+            consume(name, "input", values_in, tensor_range(x, module, self.mask) if self.ranges else None)
+            values_out = output_values(module, x, output, values_in, self.mask)
+            consume(name, "output", values_out, tensor_range(output, module, self.mask) if self.ranges else None)
 
         return hook
 
@@ -433,10 +488,11 @@ def _traverse(
     model: nn.Module,
     inputs: RawInputs,
     layers: list[tuple[str, nn.Module]],
-    consume: Callable[[str, str, torch.Tensor], None],
+    consume: Consumer,
     batch_size: int,
     progress: bool,
     desc: str,
+    ranges: bool = False,
 ) -> int:
     """Run ``model`` (eval mode, no grad) over ``inputs`` in batches with the hooks; returns the sample count."""
     if batch_size < 1:
@@ -446,7 +502,7 @@ def _traverse(
     if n == 0:
         raise DataError("no inputs to profile: the input set is empty.")
     prepare = _forward_fn(model)
-    hooks = _Hooks(layers, consume)
+    hooks = _Hooks(layers, consume, ranges)
     was_training = model.training
     model.eval()
     batches: Iterator[RawInputs] = _batches(inputs, batch_size)
@@ -465,9 +521,11 @@ def _traverse(
     return n
 
 
-def _check_metric(metric: str, threshold: float, k: int) -> None:
+def _check_metric(metric: str, threshold: float, k: int, scaling: str = "tensor") -> None:
     if metric not in METRICS:
         raise unknown_name("coverage metric", metric, list(METRICS))
+    if scaling not in SCALINGS:
+        raise unknown_name("coverage scaling", scaling, list(SCALINGS))
     if not 0.0 <= float(threshold) < 1.0:
         raise ConfigError(f"threshold must lie in [0, 1) (scaled neuron values), got {threshold}.")
     if int(k) < 1 or int(k) != k:
@@ -484,6 +542,7 @@ def profile_coverage(
     layers: Sequence[str] | None = None,
     batch_size: int = 256,
     bounds: NeuronBounds | None = None,
+    scaling: str = "tensor",
     progress: bool = False,
 ) -> CoverageProfile:
     """Count, for every input and output neuron of each layer, the samples that cover it.
@@ -497,9 +556,11 @@ def profile_coverage(
 
     ``metric``: ``"nc"`` (``threshold``), ``"tknc"`` (``k``), ``"snac_relative"`` (``k``) or
     ``"snac_deepgauge"`` (``bounds`` from :func:`neuron_bounds` on the reference set).
+    ``scaling`` (``nc`` only; see the module doc): ``"tensor"``, the ReMoS artifact's min-max
+    scaling of each sample's whole layer tensor, or ``"neuron"``, ours among the neuron values.
     A layer that runs more than once per forward pass counts every call.
     """
-    _check_metric(metric, threshold, k)
+    _check_metric(metric, threshold, k, scaling)
     if metric == "snac_deepgauge" and bounds is None:
         raise ConfigError(
             "metric 'snac_deepgauge' needs each neuron's maximum on a reference set: "
@@ -522,16 +583,17 @@ def profile_coverage(
 
     covered = _covered_fn(metric, float(threshold), int(k), uppers)
 
-    def consume(name: str, side: str, values: torch.Tensor) -> None:
+    def consume(name: str, side: str, values: torch.Tensor, value_range: ValueRange | None) -> None:
         target = counts[name][side]
         if values.shape[1] != target.shape[0]:
             raise ConfigError(
                 f"layer '{name}' {side} has {values.shape[1]} neurons in the forward pass, expected {target.shape[0]}."
             )
-        target += covered(name, side, values).sum(dim=0, dtype=torch.int32)
+        target += covered(name, side, values, value_range).sum(dim=0, dtype=torch.int32)
 
-    n = _traverse(model, inputs, chosen, consume, batch_size, progress, f"coverage ({metric})")
-    params: dict[str, Any] = {"threshold": float(threshold)} if metric == "nc" else {}
+    by_tensor = metric == "nc" and scaling == "tensor"
+    n = _traverse(model, inputs, chosen, consume, batch_size, progress, f"coverage ({metric})", ranges=by_tensor)
+    params: dict[str, Any] = {"threshold": float(threshold), "scaling": scaling} if metric == "nc" else {}
     if metric in ("tknc", "snac_relative"):
         params["k"] = int(k)
     if metric == "snac_deepgauge":
@@ -543,13 +605,14 @@ def profile_coverage(
 
 def _covered_fn(
     metric: str, threshold: float, k: int, uppers: dict[tuple[str, str], torch.Tensor]
-) -> Callable[[str, str, torch.Tensor], torch.Tensor]:
-    """The metric as ``(layer, side, values) -> covered`` (a dict of callables, no names evaluated)."""
-    table: dict[str, Callable[[str, str, torch.Tensor], torch.Tensor]] = {
-        "nc": lambda name, side, v: nc(v, threshold),
-        "tknc": lambda name, side, v: tknc(v, k),
-        "snac_relative": lambda name, side, v: snac_relative(v, k),
-        "snac_deepgauge": lambda name, side, v: snac_deepgauge(v, uppers[(name, side)]),
+) -> Callable[[str, str, torch.Tensor, ValueRange | None], torch.Tensor]:
+    """The metric as ``(layer, side, values, value_range) -> covered`` (a dict of callables, no names
+    evaluated); ``value_range`` is ``None`` unless ``nc`` scales by the whole tensor."""
+    table: dict[str, Callable[[str, str, torch.Tensor, ValueRange | None], torch.Tensor]] = {
+        "nc": lambda name, side, v, r: nc(v, threshold, r),
+        "tknc": lambda name, side, v, r: tknc(v, k),
+        "snac_relative": lambda name, side, v, r: snac_relative(v, k),
+        "snac_deepgauge": lambda name, side, v, r: snac_deepgauge(v, uppers[(name, side)]),
     }
     return table[metric]
 
@@ -577,7 +640,7 @@ def neuron_bounds(
             store[name][f"{side}_min"] = torch.full((size,), math.inf, device=device)
             store[name][f"{side}_max"] = torch.full((size,), -math.inf, device=device)
 
-    def consume(name: str, side: str, values: torch.Tensor) -> None:
+    def consume(name: str, side: str, values: torch.Tensor, value_range: ValueRange | None) -> None:
         lo, hi = store[name][f"{side}_min"], store[name][f"{side}_max"]
         torch.minimum(lo, values.amin(dim=0), out=lo)
         torch.maximum(hi, values.amax(dim=0), out=hi)

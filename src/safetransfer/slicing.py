@@ -15,13 +15,33 @@ teacher on the student's data:
    hides. They are then reset (zeroed, as the ReMoS code does, or re-initialised) and the
    student is fine-tuned.
 
-Tie rule (deterministic, documented and tested)
-    - rank = *minimum* rank: the number of sliced weights with a strictly smaller value
-      (so equal coverages share a rank, equal |w| share a rank);
-    - exactly ``n_excluded = floor(α·N + 0.5)`` weights are excluded (α·N rounded half up);
-    - the lowest scores are excluded; among weights tied on the score at the cut, the one
-      with the lower flat index is excluded first. The flat index follows the layers in
-      the order sliced (the model's order) and each weight tensor in row-major (C) order.
+Ranks, ties and the cut (``ranking``; deterministic, documented and tested)
+    ``"ordinal"`` (the default): the ReMoS artifact's rule (``CV_backdoor/remos/remos_pruner.py``,
+    ``ReMoSPruner.weight_prune``):
+
+    - coverage rank: the (output neuron, input neuron) pairs of all layers are sorted by their
+      weight coverage with a *stable* sort, ties kept in the order the artifact enumerates
+      them (layers in the order sliced, then input neuron, then output neuron); a pair's rank
+      is the number of weights of the pairs before it (each pair holds its ``kh·kw`` kernel
+      weights, which share its rank);
+    - magnitude rank: the weights sorted by |w| with a stable sort, ties in flat order (layers
+      in the order sliced, each weight tensor in row-major order); a weight's rank is its
+      position;
+    - the cut: with the scores sorted, ``threshold = sorted[int(α·N)]`` (``N − 1`` at most), and
+      every weight scoring ``<= threshold`` is excluded: about ``α·N + 1`` weights, more where
+      scores tie at the threshold. α = 0 excludes nothing (the artifact would still exclude
+      the lowest-scoring weights).
+
+    A grouped or depthwise conv (EfficientNet's), which the artifact's code cannot index (it
+    assumes every input channel meets every output channel), enumerates the pairs that exist:
+    output channel ``o`` meets input channel ``(o // (out/groups)) · (in/groups) + j``.
+
+    ``"min"`` (ours, the first round's rule): rank = *minimum* rank, the number of sliced weights
+    with a strictly smaller value (equal coverages share a rank, equal |w| share a rank);
+    exactly ``floor(α·N + 0.5)`` weights are excluded, the lowest scores, ties at the cut
+    broken by the lower flat index. It does not depend on the order the layers are listed in,
+    and it excludes exactly the share asked for; its slices differ from the artifact's in the
+    weights whose coverage or magnitude ties (see ``benchmarks/results/remos_rules.json``).
 
 Biases are never sliced: a bias connects to no input neuron, so ReMoS's weight coverage
 (input neuron + output neuron) is undefined for it; biases are also a tiny share (< 0.5%)
@@ -38,6 +58,7 @@ Extra memory is about 5× the weights' float32 size at the peak.
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Sequence
@@ -65,6 +86,7 @@ _CHUNK = 1 << 22  # elements per chunk of the chunked passes (keeps temporaries 
 
 Method = Literal["remos", "magnitude"]
 ApplyMode = Literal["zero", "reinit"]
+RANKINGS = ("ordinal", "min")  # "ordinal": the ReMoS artifact's ranks and cut; "min": ours
 
 
 # ---- small exact building blocks --------------------------------------------------------------
@@ -112,6 +134,30 @@ def magnitude_min_ranks(weights: Sequence[np.ndarray]) -> np.ndarray:
     give each position the start of its tie group, and a scatter returns the ranks to flat
     order. NaN weights rank above everything.
     """
+    keys = _sorted_magnitude_keys(weights)
+    n = int(keys.size)
+    dtype = _rank_dtype(n)
+    run_start = np.empty(n, dtype=dtype)
+    if n:
+        run_start[0] = 0
+    for a in range(1, n, _CHUNK):
+        b = min(n, a + _CHUNK)
+        new_value = np.bitwise_xor(keys[a:b], keys[a - 1 : b - 1]) >= (1 << 32)
+        np.multiply(np.arange(a, b, dtype=dtype), new_value, out=run_start[a:b])
+    np.maximum.accumulate(run_start, out=run_start)  # each position -> start of its tie group
+    np.bitwise_and(keys, np.int64(0xFFFFFFFF), out=keys)  # keys now hold flat indices, sorted by |w|
+    ranks = np.empty(n, dtype=dtype)
+    ranks[keys] = run_start
+    return ranks
+
+
+def _sorted_magnitude_keys(weights: Sequence[np.ndarray]) -> np.ndarray:
+    """int64 keys ``bits(|w|) << 32 | flat index`` of the concatenated ``weights``, sorted in place.
+
+    The IEEE bit pattern of a non-negative float32 (sign bit cleared) orders like the value and
+    fits 31 bits, so the sorted keys order the weights by |w|, ties by flat index (a stable
+    sort's order) with one sort of plain integers.
+    """
     n = int(sum(int(w.size) for w in weights))
     if n >= 2**32:
         raise ConfigError(f"{n} weights: the packed sort key holds at most 2**32 indices.")
@@ -127,19 +173,35 @@ def magnitude_min_ranks(weights: Sequence[np.ndarray]) -> np.ndarray:
             out |= np.arange(start + a, start + a + part.size, dtype=np.int64)
         start += flat.size
     keys.sort()
-    dtype = _rank_dtype(n)
-    run_start = np.empty(n, dtype=dtype)
-    if n:
-        run_start[0] = 0
-    for a in range(1, n, _CHUNK):
-        b = min(n, a + _CHUNK)
-        new_value = np.bitwise_xor(keys[a:b], keys[a - 1 : b - 1]) >= (1 << 32)
-        np.multiply(np.arange(a, b, dtype=dtype), new_value, out=run_start[a:b])
-    np.maximum.accumulate(run_start, out=run_start)  # each position -> start of its tie group
-    np.bitwise_and(keys, np.int64(0xFFFFFFFF), out=keys)  # keys now hold flat indices, sorted by |w|
-    ranks = np.empty(n, dtype=dtype)
-    ranks[keys] = run_start
+    return keys
+
+
+def magnitude_ordinal_ranks(weights: Sequence[np.ndarray], dtype: Any = None) -> np.ndarray:
+    """Ordinal ranks of ``|w|`` over the concatenated ``weights`` (position in a stable sort; flat order).
+
+    The ReMoS artifact's magnitude rank (``sorted(..., key=|w|)`` over the weights in flat order):
+    one sort of packed keys, then one scatter of the positions.
+    """
+    keys = _sorted_magnitude_keys(weights)
+    ranks = np.empty(keys.size, dtype=dtype or _rank_dtype(keys.size))
+    for a in range(0, keys.size, _CHUNK):
+        ranks[keys[a : a + _CHUNK] & np.int64(0xFFFFFFFF)] = np.arange(a, a + min(_CHUNK, keys.size - a), dtype=ranks.dtype)
     return ranks
+
+
+def threshold_mask(scores: np.ndarray, ratio: float) -> np.ndarray:
+    """The ReMoS artifact's cut: True (excluded) where ``score <= sorted(scores)[int(ratio·N)]``.
+
+    ``int(ratio·N)`` is clamped to ``N − 1``; ratio 0 excludes nothing. Every weight tied with
+    the threshold score is excluded, so at least ``int(ratio·N) + 1`` are.
+    """
+    check_ratio(ratio)
+    n = int(scores.size)
+    if ratio == 0 or n == 0:
+        return np.zeros(n, dtype=bool)
+    k = min(int(n * ratio), n - 1)
+    threshold = np.partition(scores, k)[k]
+    return scores <= threshold
 
 
 def lowest_mask(scores: np.ndarray, n_exclude: int) -> np.ndarray:
@@ -229,15 +291,27 @@ def _weights_np(module: nn.Module) -> np.ndarray:
     return module.weight.detach().to("cpu", torch.float32).numpy()
 
 
+def _profiled_pair_coverage(profile: CoverageProfile, name: str, module: nn.Module) -> np.ndarray:
+    """The ``[out, in/groups]`` weight coverage of one profiled layer, its counts checked first."""
+    lc = profile.layer(name)
+    _check_counts(module, name, lc.input_counts, lc.output_counts)
+    pair = _pair_coverage(module, lc.input_counts.cpu().numpy(), lc.output_counts.cpu().numpy())
+    if pair.size and pair.min() < 0:
+        raise ConfigError(f"negative coverage counts in layer '{name}'.")
+    return pair
+
+
+def _broadcast_pairs(layout: _Layout, i: int, pair_values: np.ndarray, out: np.ndarray) -> None:
+    """Write ``[out, in/groups]`` per-pair values into layer ``i``'s view of ``out``, over each kernel."""
+    target = layout.view(out, i)
+    target[...] = pair_values.reshape(pair_values.shape + (1,) * (target.ndim - 2))
+
+
 def _coverage_ranks(layout: _Layout, profile: CoverageProfile, out: np.ndarray) -> None:
     """Write rank(weight coverage) of every weight into ``out`` (flat), by histogram."""
     pairs, hist = [], np.zeros(1, dtype=np.int64)
     for name, module in zip(layout.names, layout.modules):
-        lc = profile.layer(name)
-        _check_counts(module, name, lc.input_counts, lc.output_counts)
-        pair = _pair_coverage(module, lc.input_counts.cpu().numpy(), lc.output_counts.cpu().numpy())
-        if pair.size and pair.min() < 0:
-            raise ConfigError(f"negative coverage counts in layer '{name}'.")
+        pair = _profiled_pair_coverage(profile, name, module)
         kernel = int(np.prod(module.weight.shape[2:], dtype=np.int64))
         h = np.bincount(pair.ravel()) * kernel
         if h.size > hist.size:
@@ -248,13 +322,82 @@ def _coverage_ranks(layout: _Layout, profile: CoverageProfile, out: np.ndarray) 
         pairs.append(pair)
     before = np.cumsum(hist, dtype=np.int64) - hist
     for i, pair in enumerate(pairs):
-        rank = before[pair].astype(out.dtype, copy=False)
-        target = layout.view(out, i)
-        target[...] = rank.reshape(rank.shape + (1,) * (target.ndim - 2))
+        _broadcast_pairs(layout, i, before[pair].astype(out.dtype, copy=False), out)
 
 
-def _flat_scores(model: nn.Module, profile: CoverageProfile | None, layers: Sequence[str] | None) -> tuple[_Layout, np.ndarray]:
-    """ReMoS ordinal scores as one flat array; with ``profile=None`` the magnitude score rank(|w|)."""
+def _artifact_pair_coverage(module: nn.Module, input_counts: np.ndarray, output_counts: np.ndarray) -> np.ndarray:
+    """The layer's pair coverages in the artifact's enumeration order, flat (int64).
+
+    The artifact loops over input neurons, then output neurons. Arranged ``[groups, in/groups,
+    out/groups]`` (input neuron ``g·in_g + j`` meets output neuron ``g·per_group + o'``), the
+    row-major order of that array is exactly that order over the pairs that exist.
+    """
+    groups = int(getattr(module, "groups", 1))
+    in_g = int(module.weight.shape[1])
+    per_group = int(module.weight.shape[0]) // groups
+    inputs = input_counts.astype(np.int64).reshape(groups, in_g)[:, :, None]
+    outputs = output_counts.astype(np.int64).reshape(groups, per_group)[:, None, :]
+    return (inputs + outputs).ravel()
+
+
+def _to_weight_layout(module: nn.Module, artifact_order: np.ndarray) -> np.ndarray:
+    """Per-pair values in the artifact's order (see :func:`_artifact_pair_coverage`) as ``[out, in/groups]``."""
+    groups = int(getattr(module, "groups", 1))
+    out_c, in_g = int(module.weight.shape[0]), int(module.weight.shape[1])
+    return artifact_order.reshape(groups, in_g, out_c // groups).transpose(0, 2, 1).reshape(out_c, in_g)
+
+
+def _coverage_ordinal_ranks(layout: _Layout, profile: CoverageProfile, out: np.ndarray) -> None:
+    """Write the artifact's ordinal coverage rank of every weight into ``out`` (flat).
+
+    The pairs of all layers, in the artifact's enumeration order, get one int64 key each,
+    ``coverage << 32 | position``; one sort orders them as the artifact's stable sort does. An
+    exclusive running sum of the pairs' kernel sizes in that order is each pair's rank; the
+    positions (the keys' low bits) say where it goes back. No division, no gather of layer
+    parameters where all layers share one kernel size (Linear stacks, BERT).
+    """
+    sizes, kernels = [], []
+    for name, module in zip(layout.names, layout.modules):
+        _check_counts(module, name, profile.layer(name).input_counts, profile.layer(name).output_counts)
+        sizes.append(int(module.weight.shape[0]) * int(module.weight.shape[1]))
+        kernels.append(int(np.prod(module.weight.shape[2:], dtype=np.int64)))
+    bases = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)])
+    total = int(bases[-1])
+    if total >= 2**32:
+        raise ConfigError(f"{total} neuron pairs: the packed sort key holds at most 2**32 positions.")
+    keys = np.empty(total, dtype=np.int64)
+    for idx, (name, module) in enumerate(zip(layout.names, layout.modules)):
+        lc = profile.layer(name)
+        cov = _artifact_pair_coverage(module, lc.input_counts.cpu().numpy(), lc.output_counts.cpu().numpy())
+        if cov.size and (cov.min() < 0 or cov.max() >= 2**31):
+            raise ConfigError(f"coverage counts of layer '{name}' out of range (negative, or 2**31 samples or more).")
+        block = keys[bases[idx] : bases[idx + 1]]
+        np.left_shift(cov, 32, out=block)
+        block |= np.arange(bases[idx], bases[idx + 1], dtype=np.int64)
+    keys.sort()
+    pair_rank = np.empty(total, dtype=out.dtype)
+    one_kernel = len(set(kernels)) == 1
+    kern_arr = np.asarray(kernels, dtype=np.int64)
+    running = 0
+    for a in range(0, total, _CHUNK):
+        position = keys[a : a + _CHUNK] & np.int64(0xFFFFFFFF)
+        if one_kernel:
+            starts = np.arange(a, a + position.size, dtype=np.int64) * kernels[0]
+        else:
+            kern = kern_arr[np.searchsorted(bases, position, side="right") - 1]
+            starts = np.cumsum(kern) - kern + running
+            running += int(kern.sum())
+        pair_rank[position] = starts
+    del keys
+    for idx, module in enumerate(layout.modules):
+        _broadcast_pairs(layout, idx, _to_weight_layout(module, pair_rank[bases[idx] : bases[idx + 1]]), out)
+
+
+def _flat_scores(
+    model: nn.Module, profile: CoverageProfile | None, layers: Sequence[str] | None, ranking: str = "min"
+) -> tuple[_Layout, np.ndarray]:
+    """ReMoS scores as one flat array (``ranking``: ``"ordinal"`` or ``"min"`` ranks); with
+    ``profile=None`` the magnitude score rank(|w|) (minimum ranks)."""
     if profile is not None and layers is None:
         layers = profile.layer_names
     pairs = resolve_layers(model, layers)
@@ -262,6 +405,18 @@ def _flat_scores(model: nn.Module, profile: CoverageProfile | None, layers: Sequ
     n = layout.total
     if n == 0:
         raise ConfigError("the chosen layers hold no weights to slice.")
+    if ranking not in RANKINGS:
+        raise unknown_name("slice ranking", ranking, list(RANKINGS))
+    if profile is not None and ranking == "ordinal":
+        dtype = np.int64 if n >= 2**30 else np.int32
+        scores = np.empty(n, dtype=dtype)
+        # The two rankings are independent and numpy's sorts and scatters release the GIL: the |w|
+        # ranks are made on a second thread while this one makes the coverage ranks.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            magnitude = pool.submit(magnitude_ordinal_ranks, [_weights_np(m) for m in layout.modules], dtype)
+            _coverage_ordinal_ranks(layout, profile, scores)
+            np.subtract(scores, magnitude.result(), out=scores)
+        return layout, scores
     mag_rank = magnitude_min_ranks([_weights_np(m) for m in layout.modules])
     if profile is None:
         return layout, mag_rank  # magnitude pruning: score = rank(|w|)
@@ -271,13 +426,16 @@ def _flat_scores(model: nn.Module, profile: CoverageProfile | None, layers: Sequ
     return layout, scores
 
 
-def ordinal_scores(model: nn.Module, profile: CoverageProfile, layers: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
+def ordinal_scores(
+    model: nn.Module, profile: CoverageProfile, layers: Sequence[str] | None = None, ranking: str = "ordinal"
+) -> dict[str, torch.Tensor]:
     """ReMoS's ordinal score of each weight, rank(weight coverage) − rank(|w|), per layer (int tensors).
 
-    Ranks are minimum ranks (0 = smallest) over all weights of ``layers`` (default: the
-    profile's layers) together.
+    Ranks (0 = smallest) over all weights of ``layers`` (default: the profile's layers)
+    together; ``ranking``: ``"ordinal"`` (the artifact's stable-sort ranks) or ``"min"`` (minimum
+    ranks), see the module doc.
     """
-    layout, scores = _flat_scores(model, profile, layers)
+    layout, scores = _flat_scores(model, profile, layers, ranking)
     return {name: torch.from_numpy(layout.view(scores, i)) for i, name in enumerate(layout.names)}
 
 
@@ -408,9 +566,13 @@ def _layer_stats(weight: np.ndarray, excluded: np.ndarray) -> dict[str, float]:
 
 
 def _make_slice(
-    layout: _Layout, scores: np.ndarray, ratio: float, method: str, metric: str | None, params: dict[str, Any]
+    layout: _Layout, scores: np.ndarray, ratio: float, method: str, metric: str | None, params: dict[str, Any],
+    ranking: str = "min",
 ) -> Slice:
-    excluded = lowest_mask(scores, exclusion_count(ratio, layout.total))
+    if ranking == "ordinal":
+        excluded = threshold_mask(scores, ratio)
+    else:
+        excluded = lowest_mask(scores, exclusion_count(ratio, layout.total))
     del scores
     masks, stats = {}, {}
     for i, (name, module) in enumerate(zip(layout.names, layout.modules)):
@@ -421,16 +583,20 @@ def _make_slice(
 
 
 def compute_slice(
-    model: nn.Module, profile: CoverageProfile, ratio: float = 0.1, layers: Sequence[str] | None = None
+    model: nn.Module, profile: CoverageProfile, ratio: float = 0.1, layers: Sequence[str] | None = None,
+    ranking: str = "ordinal",
 ) -> Slice:
     """ReMoS's slice: keep the top ``1 − ratio`` weights by ordinal score, exclude the rest.
 
     ``layers`` defaults to the profile's layers (all sliceable layers of the model when it
-    was profiled with the defaults). See the module docstring for the tie rule.
+    was profiled with the defaults). ``ranking``: ``"ordinal"``, the artifact's ranks and cut
+    (about ``α·N + 1`` excluded, more on ties at the threshold), or ``"min"``, ours (exactly
+    ``floor(α·N + 0.5)``); see the module docstring.
     """
     check_ratio(ratio)
-    layout, scores = _flat_scores(model, profile, layers)
-    return _make_slice(layout, scores, ratio, "remos", profile.metric, dict(profile.params))
+    layout, scores = _flat_scores(model, profile, layers, ranking)
+    params = {**profile.params, "ranking": ranking}
+    return _make_slice(layout, scores, ratio, "remos", profile.metric, params, ranking)
 
 
 def magnitude_slice(model: nn.Module, ratio: float, layers: Sequence[str] | None = None) -> Slice:

@@ -33,6 +33,10 @@ from safetransfer.validation import loop_problems
 CHECKPOINT_FILE = "last.pt"
 # Fields that do not change the numbers a run produces (may differ on resume).
 _NON_RESULT_FIELDS = {"checkpoint_every", "log_every", "eval_every", "eval_samples", "device"}
+# The cyclic schedule's fields: in a run's fingerprint only under that schedule (the keys of runs
+# made before they existed stay).
+_CYCLIC_FIELDS = ("peak_lr", "late_peak_lr", "cycle_steps", "peak_fraction")
+SCHEDULES = ("constant", "linear", "cosine", "onecycle", "superft")
 
 
 @dataclass
@@ -46,8 +50,15 @@ class TrainConfig:
     head_lr_mult: float = 1.0  # the head's lr = lr × this (ReMoS's protocol uses 10)
     momentum: float = 0.9  # SGD only
     weight_decay: float = 0.0
-    schedule: Literal["constant", "linear", "cosine", "onecycle"] = "constant"
+    schedule: Literal["constant", "linear", "cosine", "onecycle", "superft"] = "constant"
     warmup_fraction: float = 0.0  # share of steps of linear warm-up (onecycle: 0.25 if left at 0)
+    # schedule "superft" (Sha et al. 2022, as backdoor-toolbox's SFT): triangular cycles of
+    # cycle_steps from lr up to peak_lr and back for the first peak_fraction of the steps, then
+    # up to late_peak_lr; see lr_factor.
+    peak_lr: float = 0.0
+    late_peak_lr: float = 0.0
+    cycle_steps: int = 20
+    peak_fraction: float = 0.4
     label_smoothing: float = 0.0
     grad_clip: float = 0.0  # max global grad norm; 0 = off
     freeze_body: bool = False  # train the head only (linear probe)
@@ -67,8 +78,12 @@ class TrainConfig:
             problems.append(f"head_lr_mult must be positive (got {self.head_lr_mult})")
         if self.optimizer not in ("sgd", "adamw"):
             problems.append(f"optimizer must be 'sgd' or 'adamw' (got '{self.optimizer}')")
-        if self.schedule not in ("constant", "linear", "cosine", "onecycle"):
-            problems.append(f"schedule must be constant, linear, cosine or onecycle (got '{self.schedule}')")
+        if self.schedule not in SCHEDULES:
+            problems.append(f"schedule must be one of {', '.join(SCHEDULES)} (got '{self.schedule}')")
+        if self.schedule == "superft" and (self.peak_lr < self.lr or self.late_peak_lr < self.lr
+                                           or self.cycle_steps < 2 or not 0.0 <= self.peak_fraction <= 1.0):
+            problems.append("schedule 'superft' needs peak_lr and late_peak_lr >= lr, cycle_steps >= 2 and "
+                            "peak_fraction in [0, 1]")
         if not 0.0 <= self.warmup_fraction < 1.0:
             problems.append(f"warmup_fraction must lie in [0, 1) (got {self.warmup_fraction})")
         if not 0.0 <= self.label_smoothing < 1.0:
@@ -90,7 +105,11 @@ class TrainConfig:
         return cls(**merged).validate()
 
     def result_fingerprint(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if k not in _NON_RESULT_FIELDS}
+        doc = {k: v for k, v in asdict(self).items() if k not in _NON_RESULT_FIELDS}
+        if self.schedule != "superft":
+            for name in _CYCLIC_FIELDS:
+                del doc[name]
+        return doc
 
 
 CURVE_POINTS = 8  # held-out accuracy measured this many times per run: the convergence view
@@ -105,8 +124,32 @@ def curve_schedule(steps: int, log_every: int = 50) -> dict[str, int]:
     return {"log_every": log_every, "eval_every": every, "eval_samples": CURVE_SAMPLES}
 
 
+def superft_lr(step: int, config: TrainConfig) -> float:
+    """The learning rate of step ``step`` (0-based) under super-fine-tuning's cyclic schedule.
+
+    Sha et al. 2022 ("Fine-Tuning Is All You Need to Mitigate Backdoor Attacks") move the rate
+    linearly up and down in two phases; this is the schedule of backdoor-toolbox's ``SFT``
+    (``other_defenses_tool_box/super_finetuning.py``, ``adjust_lr``), whose rate for a step is
+    set after the step before it: step 0 runs at ``lr``; step ``s`` at
+    ``lr + (peak − lr) · tri(s − 1)``, ``tri`` a triangle wave of period ``cycle_steps`` (up over
+    the first half, down over the second), with ``peak = peak_lr`` while ``s − 1`` lies in the
+    first ``peak_fraction`` of the steps (their 40 of 100 epochs) and ``late_peak_lr`` after.
+    """
+    if step <= 0:
+        return config.lr
+    i = step - 1
+    up = config.cycle_steps // 2
+    down = config.cycle_steps - up
+    phase = i % config.cycle_steps
+    tri = phase / up if phase < up else (config.cycle_steps - phase) / down
+    peak = config.peak_lr if i < config.peak_fraction * config.steps else config.late_peak_lr
+    return config.lr + (peak - config.lr) * tri
+
+
 def lr_factor(step: int, config: TrainConfig) -> float:
     """The multiplier of the base learning rate at ``step`` (0-based), a pure function of the step."""
+    if config.schedule == "superft":
+        return superft_lr(step, config) / config.lr
     total = config.steps
     warm_frac = config.warmup_fraction or (0.25 if config.schedule == "onecycle" else 0.0)
     warm = int(round(warm_frac * total))

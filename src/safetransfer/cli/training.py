@@ -92,7 +92,8 @@ def eval_cmd(
     console.print(f"[bold]{split} accuracy: {result.accuracy:.4f}[/bold]")
 
 
-TRANSFER_METHODS_HELP = "finetune, retrain, magprune, delta, delta_r, renofeation or remos."
+TRANSFER_METHODS_HELP = ("finetune, retrain, magprune, delta, delta_r, renofeation, remos (the ReMoS paper's seven), "
+                         "finetune_strong, superft or remos_strong (strong simple defences).")
 
 
 @app.command("slice")
@@ -139,6 +140,9 @@ def transfer_cmd(
     excluded: Optional[str] = typer.Option(None, help="remos: 'zero' (as published) or 'reinit' the excluded weights."),
     frozen: Optional[bool] = typer.Option(None, "--frozen/--retrain-excluded", help="remos: keep excluded weights at zero."),
     slice_metric: Optional[str] = typer.Option(None, help="remos coverage metric (nc, tknc, snac_relative, snac_deepgauge)."),
+    slice_scaling: Optional[str] = typer.Option(None, help="remos neuron coverage scaling: 'tensor' (the artifact's, default) or 'neuron' (ours)."),
+    slice_ranking: Optional[str] = typer.Option(None, help="remos ranks and cut: 'ordinal' (the artifact's, default) or 'min' (ours)."),
+    profile_samples: Optional[int] = typer.Option(None, help="remos: profile this many training samples (default 0 = all, as the artifact)."),
     reset_unused_tokens: Optional[bool] = typer.Option(
         None, "--reset-unused-tokens", help="remos on a text model: also zero the token-embedding rows the student's "
         "training texts never use (where Embedding Surgery plants triggers; beyond the paper)."),
@@ -155,12 +159,13 @@ def transfer_cmd(
     resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue from the checkpoint in the output folder."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
 ) -> None:
-    """Make a student from a teacher with one of the seven transfer methods; train, test, save it."""
+    """Make a student from a teacher with one of the transfer methods; train, test, save it."""
     from safetransfer.jobs import transfer_job
 
     out_dir = out or Path("runs") / f"transfer-{method}-{Path(teacher).name}-{Path(data).name}"
     options = {"ratio": ratio, "excluded": excluded, "frozen": frozen, "slice_metric": slice_metric, "seed": seed,
-               "protocol": protocol, "reset_unused_tokens": reset_unused_tokens}
+               "protocol": protocol, "reset_unused_tokens": reset_unused_tokens, "slice_scaling": slice_scaling,
+               "slice_ranking": slice_ranking, "profile_samples": profile_samples}
     result = transfer_job(
         method, teacher, data, out_dir, data_path=data_path, image_size=image_size,
         limit=limits(limit_train, limit_test), options=options,

@@ -310,7 +310,7 @@ _FLAT_DEFAULTS = _flat_defaults()
 
 
 class MethodSpec(_Strict):
-    """A student-making method: ``method`` (one of the seven) and its options
+    """A student-making method: ``method`` (one of METHOD_NAMES) and its options
     (:class:`~safetransfer.transfer.config.TransferConfig` fields), under a display ``name``.
     ``options: {seed: N}`` seeds this method's students (head, subsets, training) with ``N``
     instead of the study's seed; the teachers and crafted inputs stay the study's (e.g.

@@ -1,4 +1,4 @@
-"""Transfer methods: the seven ways to make a student from a teacher.
+"""Transfer methods: the ways to make a student from a teacher (the ReMoS paper's seven, and strong simple defences).
 
 ``transfer(teacher, data, TransferConfig(method="remos"))`` runs one end to end
 (:mod:`safetransfer.transfer.runner`); ``METHODS`` (:mod:`safetransfer.transfer.registry`) maps

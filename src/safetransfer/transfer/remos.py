@@ -1,22 +1,33 @@
 """ReMoS (Zhang et al., ICSE 2022, "ReMoS: Reducing Defect Inheritance in Transfer Learning via
-Relevant Model Slicing").
+Relevant Model Slicing"), by default as the authors' artifact does it (ziqi-zhang/ReMoS_artifact).
 
 1. Profile the neuron coverage of the teacher (eval mode, no gradients) on the student's
-   training data — ``profile_samples`` of them, a seeded random subset (0 = all) — with
-   ``slice_metric`` (``nc`` with ``slice_threshold`` 0.5 as in the paper; ``tknc`` /
-   ``snac_relative`` use ``slice_k``; ``snac_deepgauge`` first takes each neuron's bounds on
-   the same subset). The profile runs on the student right after it is copied from the
-   teacher, so it sees exactly the teacher's body weights while the teacher itself is
-   never touched (the head, the only difference, is not profiled).
-2. :func:`safetransfer.slicing.compute_slice`: ordinal score rank(weight coverage) − rank(|w|)
-   over all sliced weights, keep the top ``1 − ratio``.
-3. Reset the excluded weights of the student (``excluded``: ``"zero"`` as the ReMoS code, or
-   ``"reinit"`` from the layer's default init, seeded), then fine-tune everything. With
-   ``frozen`` the excluded weights are re-zeroed after every step (a variant; the paper
-   retrains them freely).
+   training data: all of it by default, as the artifact's ``remos/my_profile.py`` does
+   (``profile_samples`` N: a seeded random subset), with ``slice_metric`` (``nc`` with
+   ``slice_threshold`` 0.5 as in the paper, each sample's whole layer tensor min-max scaled as
+   the artifact's ``MyNeuronCoverage`` does, ``slice_scaling="tensor"``; ``"neuron"`` is ours;
+   ``tknc`` / ``snac_relative`` use ``slice_k``; ``snac_deepgauge`` first takes each neuron's
+   bounds on the same samples). The profile runs on the student right after it is copied from
+   the teacher, so it sees exactly the teacher's body weights while the teacher itself is never
+   touched (the head, the only difference, is not profiled).
+2. :func:`safetransfer.slicing.compute_slice`: score rank(weight coverage) − rank(|w|) over all
+   sliced weights; with ``slice_ranking="ordinal"`` (default) the artifact's stable-sort ranks and
+   its cut (``remos/remos_pruner.py``: exclude every score ``<= sorted[int(α·N)]``), with
+   ``"min"`` ours (minimum ranks, exactly ``floor(α·N + 0.5)`` excluded).
+3. Reset the excluded weights of the student (``excluded``: ``"zero"`` as the artifact's
+   ``module.weight.data.mul_(mask)``, or ``"reinit"`` from the layer's default init, seeded), then
+   fine-tune everything under the method's recipe (``remos``: the shared protocol, the artifact's;
+   ``remos_strong``: the strong standard recipe, beyond the paper). With ``frozen`` the excluded
+   weights are re-zeroed after every step (a variant; the artifact retrains them freely: its
+   ``prune_interval`` is never reached).
 4. ``reset_unused_tokens`` (text models; a variant beyond the paper, off by default): the
    token-embedding rows of every token the student's training texts never use are zeroed too
    (:func:`reset_unused_token_rows`; see ``TransferConfig``).
+
+The artifact's CV code slices the ``Conv2d`` layers of its ResNet (which has no other layer in
+the body) and its NLP code BERT's ``Linear`` layers; here every ``Conv2d`` and ``Linear`` of the
+body is sliced, which is the same set for both kinds of model (EfficientNet-Lite0's body is all
+convolutions, MiniLM's encoder all Linear layers but its embeddings).
 
 The :class:`~safetransfer.slicing.Slice` and its summary end up on the
 :class:`~safetransfer.transfer.runner.TransferResult` (and in ``out_dir/slice``).
@@ -40,18 +51,20 @@ from safetransfer.transfer.config import TransferConfig
 
 def slice_teacher(
     model: TransferModel, inputs, *, ratio: float = 0.1, metric: str = "nc", threshold: float = 0.5, k: int = 10,
-    layers: list[str] | None = None, progress: bool = False,
+    layers: list[str] | None = None, scaling: str = "tensor", ranking: str = "ordinal", progress: bool = False,
 ):
     """Steps 1 and 2 of ReMoS on ``model``'s current weights: ``(Slice, CoverageProfile)``.
 
     ``inputs`` are raw student inputs; ``snac_deepgauge`` takes its neuron bounds on the same inputs.
+    ``scaling`` and ``ranking``: the artifact's (defaults) or ours, see the module doc.
     """
 
     bounds = neuron_bounds(model, inputs, layers=layers, progress=progress) if metric == "snac_deepgauge" else None
     profile = profile_coverage(
-        model, inputs, metric=metric, threshold=threshold, k=k, layers=layers, bounds=bounds, progress=progress,
+        model, inputs, metric=metric, threshold=threshold, k=k, layers=layers, bounds=bounds, scaling=scaling,
+        progress=progress,
     )
-    return compute_slice(model, profile, ratio=ratio, layers=layers), profile
+    return compute_slice(model, profile, ratio=ratio, layers=layers, ranking=ranking), profile
 
 
 def make_student(
@@ -62,7 +75,7 @@ def make_student(
     inputs = seeded_subset(data.train, config.profile_samples, derived_seed(config.seed, SALT_PROFILE)).inputs
     slice_, profile = slice_teacher(
         student, inputs, ratio=config.ratio, metric=config.slice_metric, threshold=config.slice_threshold,
-        k=config.slice_k, layers=config.slice_layers,
+        k=config.slice_k, layers=config.slice_layers, scaling=config.slice_scaling, ranking=config.slice_ranking,
     )
     slice_.apply(student, mode=config.excluded, seed=derived_seed(config.seed, SALT_SLICE))
     if config.reset_unused_tokens:  # recorded with the slice (its summary lands in the student's result)

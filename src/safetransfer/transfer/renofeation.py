@@ -21,7 +21,7 @@ resumes to the same weights.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -34,26 +34,11 @@ from safetransfer.train import TrainHook
 from safetransfer.transfer.common import new_student, reinit_body
 from safetransfer.transfer.config import TransferConfig
 from safetransfer.transfer.delta import FeatureDistillation
-from safetransfer.transfer.stages import StageHooks, stage_names
+from safetransfer.transfer.stages import StageDropout, stage_names
 
 __all__ = ["StageDropout", "SWA", "recompute_batchnorm", "make_student"]
 
 BN_BATCH_SIZE = 256
-
-
-class StageDropout(TrainHook):
-    """Dropout after each stage module of the student, in training mode only (forward hooks)."""
-
-    def __init__(self, student: TransferModel, p: float, names: Sequence[str] | None = None) -> None:
-        self.names = list(names) if names is not None else stage_names(student)
-        self.p = float(p)
-        self._hooks = StageHooks(student, self.names, dropout=self.p)
-
-    def after_training(self, model: TransferModel) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self._hooks.remove()
 
 
 @torch.no_grad()

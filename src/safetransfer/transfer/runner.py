@@ -1,4 +1,4 @@
-"""Running a transfer method end to end; the seven ways to make a student from a teacher, as strategies over the one training loop.
+"""Running a transfer method end to end; the ways to make a student from a teacher, as strategies over the one training loop.
 
 Every method is a ``make_student(teacher, data, config) -> (student, hooks)``: it builds the
 student (always a copy, ``teacher.with_head(num_classes, seed)``: the teacher is never
@@ -15,9 +15,13 @@ delta      DELTA (Li et al. 2019): feature-map distillation to the teacher's sta
 delta_r    DELTA from re-initialised body weights (the target is still the pretrained teacher)
 renofeation Renofeation (Chin et al. 2020): re-init + distillation + stage dropout + SWA (+ BN recompute)
 remos      ReMoS (Zhang et al. 2022): coverage-guided slice of the teacher, excluded weights reset
+finetune_strong  finetune under the strong standard recipe (SGD momentum 0.9, one-cycle to 0.05)
+superft    super-fine-tuning (Sha et al. 2022): finetune under their cyclic learning-rate schedule
+remos_strong     ReMoS's slice trained under the strong standard recipe (beyond the paper)
 ========== =====================================================================================
 
-The training protocols are in :mod:`safetransfer.transfer.config`.
+The training protocols are in :mod:`safetransfer.transfer.config`; every method also trains with
+its recipe's stage dropout (:func:`safetransfer.transfer.registry.make_student`).
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from safetransfer.models.wrapper import TransferModel
 from safetransfer.train import TrainResult, train
 from safetransfer.transfer.common import weights_digest
 from safetransfer.transfer.config import TransferConfig
-from safetransfer.transfer.registry import METHODS, check_data
+from safetransfer.transfer.registry import check_data, make_student
 
 CHECKPOINT_DIR = "checkpoints"
 SLICE_DIR = "slice"
@@ -143,7 +147,7 @@ def transfer(
              "data": data.name, "train_samples": len(data.train), "num_classes": data.num_classes},
             resume,
         )
-    student, hooks = METHODS[config.method](teacher, data, config)
+    student, hooks = make_student(teacher, data, config)
     try:
         result = train(
             student, data.train, config.train, val_split=data.val,

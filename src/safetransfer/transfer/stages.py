@@ -26,6 +26,7 @@ from torch.utils.hooks import RemovableHandle
 
 from safetransfer.errors import ConfigError
 from safetransfer.models.wrapper import TransferModel
+from safetransfer.train import TrainHook
 
 __all__ = ["stage_names", "stage_tensor", "replace_stage_tensor", "StageHooks"]
 
@@ -147,3 +148,18 @@ class StageHooks:
     @property
     def attached(self) -> bool:
         return bool(self._handles)
+
+
+class StageDropout(TrainHook):
+    """Dropout after each stage module of the student, in training mode only (forward hooks)."""
+
+    def __init__(self, student: TransferModel, p: float, names: Sequence[str] | None = None) -> None:
+        self.names = list(names) if names is not None else stage_names(student)
+        self.p = float(p)
+        self._hooks = StageHooks(student, self.names, dropout=self.p)
+
+    def after_training(self, model: TransferModel) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._hooks.remove()
