@@ -161,7 +161,7 @@ def test_tensor_scaling_of_token_features_ignores_padding() -> None:
 def test_transfer_config_defaults_are_the_artifacts_and_other_methods_keep_their_keys() -> None:
     config = TransferConfig(method="remos")
     assert (config.slice_scaling, config.slice_ranking, config.profile_samples) == ("tensor", "ordinal", 0)
-    resolved = config.resolved("efficientnet-lite0")
+    resolved = TransferConfig(method="remos", protocol="artifact").resolved("efficientnet-lite0")
     assert resolved.train.weight_decay == 1e-4 and resolved.train.label_smoothing == 0.1
     assert resolved.train.head_lr_mult == 1.0 and resolved.stage_dropout == 0.1
     # a method that never profiles keeps the fingerprint it had before these options existed
@@ -172,8 +172,9 @@ def test_transfer_config_defaults_are_the_artifacts_and_other_methods_keep_their
         TransferConfig(method="remos", slice_scaling="channel")
 
 
-def test_stage_dropout_comes_with_the_shared_vision_recipe_only() -> None:
-    assert TransferConfig(method="finetune").resolved("small-cnn").stage_dropout == 0.1
+def test_stage_dropout_comes_with_the_artifact_vision_recipe_only() -> None:
+    assert TransferConfig(method="finetune", protocol="artifact").resolved("small-cnn").stage_dropout == 0.1
+    assert TransferConfig(method="finetune").resolved("small-cnn").stage_dropout == 0.0
     assert TransferConfig(method="finetune_strong").resolved("small-cnn").stage_dropout == 0.0
     assert TransferConfig(method="retrain", protocol="scratch").resolved("small-cnn").stage_dropout == 0.0
     assert TransferConfig(method="finetune").resolved("minilm-l6").stage_dropout == 0.0

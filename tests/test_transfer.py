@@ -458,10 +458,12 @@ def test_bad_configs_are_refused() -> None:
 
 def test_default_training_protocols() -> None:
     ft = default_train_config("efficientnet-lite0", "remos")
-    # the ReMoS artifact's fine-tuning (finetuner.py, remos.sh): one rate, weight decay, label smoothing
-    assert (ft.optimizer, ft.lr, ft.momentum, ft.head_lr_mult, ft.schedule, ft.batch_size) == ("sgd", 5e-3, 0.0, 1.0, "constant", 64)
-    assert (ft.weight_decay, ft.label_smoothing) == (1e-4, 0.1)
+    assert (ft.optimizer, ft.lr, ft.momentum, ft.head_lr_mult, ft.schedule, ft.batch_size) == ("sgd", 5e-3, 0.0, 10.0, "constant", 64)
     assert default_train_config("efficientnet-lite0", "finetune") == ft == default_train_config("efficientnet-lite0", "magprune")
+    # the ReMoS artifact's fine-tuning (finetuner.py, remos.sh): one rate, weight decay, label smoothing
+    art = default_train_config("efficientnet-lite0", "finetune", "artifact")
+    assert (art.lr, art.momentum, art.head_lr_mult, art.weight_decay, art.label_smoothing) == (5e-3, 0.0, 1.0, 1e-4, 0.1)
+    assert default_train_config("efficientnet-lite0", "retrain", "artifact") == art
     # the shared protocol (default): the paper's seven methods train the same way
     paper = ("finetune", "retrain", "magprune", "delta", "delta_r", "renofeation", "remos")
     assert all(default_train_config("efficientnet-lite0", m) == ft for m in paper)
