@@ -204,7 +204,8 @@ class CoverageGuidedAttack:
             )
             profile = profile_coverage(self.model, reference, metric="snac_deepgauge", bounds=inclusive, **common)
         else:
-            profile = profile_coverage(self.model, reference, metric=self.metric, threshold=self.threshold, k=self.k, **common)
+            profile = profile_coverage(self.model, reference, metric=self.metric, threshold=self.threshold, k=self.k,
+                                       scaling="neuron", **common)  # the rule the cached crafted inputs were made with
         return torch.cat([profile.layer(name).output_counts for name in names]).to(torch.int64)
 
     def weight_scores(self) -> torch.Tensor:
