@@ -130,7 +130,7 @@ def tensor_range(x: torch.Tensor, module: nn.Module, attention_mask: torch.Tenso
     if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
         x = x.permute(0, 2, 3, 1)  # the same values in memory order: the flat view below copies nothing
     flat = x.reshape(x.shape[0], -1) if x.dim() >= 2 else x.reshape(1, -1)
-    # amin and amax separately: one fast pass each (torch.aminmax along a dimension is ~6x slower on CPU)
+    # amin and amax separately: one fast pass each (torch.aminmax along a dimension is several times slower on CPU)
     return flat.amin(dim=1, keepdim=True).float(), flat.amax(dim=1, keepdim=True).float()
 
 
@@ -209,14 +209,17 @@ def minmax_scale(values: torch.Tensor) -> torch.Tensor:
 
 
 # ---- metrics: values [B, N] -> covered bool [B, N] --------------------------------------------
-def _above_scaled(values: torch.Tensor, level: float) -> torch.Tensor:
-    """``minmax_scale(values) > level`` without a division: ``v > min + level · (max − min)``.
+def _above_scaled(values: torch.Tensor, level: float, value_range: ValueRange | None = None) -> torch.Tensor:
+    """``v > min + level · (max − min)`` per sample: min-max scaled value ``> level``, no division.
 
-    A constant sample (``max == min``) covers nothing for ``level >= 0``. (``amin`` and
-    ``amax`` separately: ``torch.aminmax`` along a dimension is ~20× slower on CPU.)
+    ``min`` / ``max``: ``value_range`` (a whole layer tensor's, :func:`tensor_range`) or else the
+    sample's ``values`` themselves. A constant sample (``max == min``) covers nothing for
+    ``level >= 0``. (``amin`` and ``amax`` separately: ``torch.aminmax`` along a dimension is ~20×
+    slower on CPU.)
     """
-    lo = values.amin(dim=1, keepdim=True)
-    hi = values.amax(dim=1, keepdim=True)
+    if value_range is None:
+        value_range = values.amin(dim=1, keepdim=True), values.amax(dim=1, keepdim=True)
+    lo, hi = value_range
     return values > torch.lerp(lo, hi, level)  # lo + level * (hi - lo), per sample
 
 
@@ -228,10 +231,7 @@ def nc(values: torch.Tensor, threshold: float = 0.5, value_range: ValueRange | N
     ``value > min + threshold · (max − min)``; a constant tensor covers nothing. Without it the
     neuron values are scaled among themselves (``scaling="neuron"``).
     """
-    if value_range is None:
-        return _above_scaled(values, float(threshold))
-    lo, hi = value_range
-    return values > torch.lerp(lo, hi, float(threshold))
+    return _above_scaled(values, float(threshold), value_range)
 
 
 def tknc(values: torch.Tensor, k: int = 10) -> torch.Tensor:

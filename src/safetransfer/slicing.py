@@ -47,12 +47,16 @@ Biases are never sliced: a bias connects to no input neuron, so ReMoS's weight c
 (input neuron + output neuron) is undefined for it; biases are also a tiny share (< 0.5%)
 of the parameters. Only ``module.weight`` of each sliced ``Conv2d`` / ``Linear`` is masked.
 
-Speed: everything runs in numpy on flat arrays. Coverage ranks need no sort (integer
-histogram + cumulative sum, then a gather); |w| ranks come from one in-place sort of int64
-keys ``(float32 bits of |w|) << 32 | flat index`` (the bit pattern of a non-negative float
-is monotone), run starts and ``np.maximum.accumulate`` give the minimum rank of each tie
-group, and a scatter puts ranks back in flat order. The cut is one ``np.partition``.
-Extra memory is about 5× the weights' float32 size at the peak.
+Speed: everything runs in numpy on flat arrays, no Python loop over weights. ``"min"``:
+coverage ranks need no sort (integer histogram + cumulative sum, then a gather); |w| ranks come
+from one in-place sort of int64 keys ``(float32 bits of |w|) << 32 | flat index`` (the bit
+pattern of a non-negative float is monotone), run starts and ``np.maximum.accumulate`` give the
+minimum rank of each tie group, and a scatter puts ranks back in flat order; the cut is one
+``np.partition``. ``"ordinal"``: one sort of int64 keys ``coverage << 32 | artifact position``
+for the pairs and one of the |w| keys (on a second thread), each followed by one scatter of
+positions; the cut is one ``np.partition``. Extra memory at the peak: a few times the
+weights' float32 size, more for ``"ordinal"`` (both sorts at once); measured in
+``benchmarks/results/slicing.json``.
 """
 
 from __future__ import annotations

@@ -12,9 +12,9 @@ SGD lr 5e-3, momentum 0, weight decay 1e-4, one rate for head and body
 0.1 (``CrossEntropyLabelSmooth`` in its ``utils.py``) and spatial dropout 0.1 after each body stage
 (its ``resnet50_dropout(dropout=0.1)``; ``TransferConfig.stage_dropout``); text as ``shared``.
 The artifact ran 10,000 steps of ResNet-50 on natural photos; at this project's CPU budgets
-(200-800 steps) its single small rate leaves the new head under-trained (Fashion-MNIST quick
-study, 200 steps: finetune 47% against retrain's 55%; see ``benchmarks/results/transfer_regime.json``),
-so it becomes the default only with the study regime that gives it the steps it needs.
+(200-800 steps) its single small rate leaves the new head under-trained (measured: the vision
+docs page, section "Does transfer pay?"), so it becomes the default only with the study regime
+that gives it the steps it needs.
 Under either the methods that start from random weights (``retrain``, ``delta_r``,
 ``renofeation``) are under-trained by design of the budget.
 ``protocol="scratch"`` gives those three the zoo's own from-scratch recipe instead (vision: SGD
@@ -58,7 +58,7 @@ _REMOS_VISION = {"optimizer": "sgd", "lr": 5e-3, "momentum": 0.0, "head_lr_mult"
                  "batch_size": 64, "steps": 800, "weight_decay": 0.0}
 _ARTIFACT_VISION = {"optimizer": "sgd", "lr": 5e-3, "momentum": 0.0, "head_lr_mult": 1.0, "schedule": "constant",
                     "batch_size": 64, "steps": 800, "weight_decay": 1e-4, "label_smoothing": 0.1}
-# Spatial dropout after each body stage under the shared vision protocol (the artifact's remos.sh: --dropout 1e-1).
+# Spatial dropout after each body stage under the artifact's vision protocol (its remos.sh: --dropout 1e-1).
 _ARTIFACT_STAGE_DROPOUT = {"efficientnet-lite0": 0.1, "small-cnn": 0.1}
 _BERT_FINETUNE = {"optimizer": "adamw", "lr": 5e-5, "head_lr_mult": 20.0, "schedule": "linear",
                   "warmup_fraction": 0.06, "weight_decay": 0.01, "batch_size": 32, "steps": 700}
@@ -113,20 +113,20 @@ def _protocol_table(method: str, protocol: str) -> dict[str, dict[str, Any]]:
 
 def default_stage_dropout(arch: str, method: str = "finetune", protocol: str = "shared") -> float:
     """The spatial dropout after each body stage that ``method`` trains with by default: the
-    artifact's 0.1 under the shared vision protocol, none under any other recipe (or for text)."""
+    artifact's 0.1 under its vision protocol (``protocol="artifact"``), none under any other recipe
+    (or for text)."""
     return _ARTIFACT_STAGE_DROPOUT.get(arch, 0.0) if _protocol_table(method, protocol) is _ARTIFACT_PROTOCOL else 0.0
 
 
-# The attacker's fine-tuning when it plants a backdoor in a vision teacher: the first round's shared
-# protocol (SGD 5e-3, momentum 0, head ×10, constant, batch 64, no weight decay), with which the
-# attacks' strengths were calibrated; the victims' protocol moving to the artifact's does not change the threat.
-_ATTACKER_VISION = dict(_REMOS_VISION)
-_ATTACKER_PROTOCOL: dict[str, dict[str, Any]] = {"efficientnet-lite0": _ATTACKER_VISION, "small-cnn": _ATTACKER_VISION,
+# The attacker's fine-tuning when it plants a backdoor: the first round's shared protocol, with
+# which the attacks' strengths were calibrated. Pinned here, apart from _FINETUNE_PROTOCOL, so
+# that moving the victims' default protocol (to the artifact's) does not change the threat.
+_ATTACKER_PROTOCOL: dict[str, dict[str, Any]] = {"efficientnet-lite0": _REMOS_VISION, "small-cnn": _REMOS_VISION,
                                                  "minilm-l6": _BERT_FINETUNE}
 
 
 def attacker_train_config(arch: str, **overrides: Any) -> TrainConfig:
-    """The training run an attacker fine-tunes a teacher with (see ``_ATTACKER_VISION``); other
+    """The training run an attacker fine-tunes a teacher with (see ``_ATTACKER_PROTOCOL``); other
     architectures use the zoo's own defaults. ``overrides`` as in :func:`default_train_config`."""
     defaults = _ATTACKER_PROTOCOL.get(arch)
     if defaults is None:

@@ -16,8 +16,11 @@ Relevant Model Slicing"), by default as the authors' artifact does it (ziqi-zhan
    ``"min"`` ours (minimum ranks, exactly ``floor(α·N + 0.5)`` excluded).
 3. Reset the excluded weights of the student (``excluded``: ``"zero"`` as the artifact's
    ``module.weight.data.mul_(mask)``, or ``"reinit"`` from the layer's default init, seeded), then
-   fine-tune everything under the method's recipe (``remos``: the shared protocol, the artifact's;
-   ``remos_strong``: the strong standard recipe, beyond the paper). With ``frozen`` the excluded
+   fine-tune everything under the method's recipe. ``remos`` trains under ``protocol``, by
+   default ``"shared"`` (every method alike: SGD 5e-3, head ×10, no weight decay), which is not the
+   artifact's fine-tuning (one rate, weight decay 1e-4, label smoothing 0.1, stage dropout 0.1):
+   that one is ``protocol="artifact"`` (see :mod:`safetransfer.transfer.config` for why it is
+   not the default yet). ``remos_strong``: the strong standard recipe, beyond the paper. With ``frozen`` the excluded
    weights are re-zeroed after every step (a variant; the artifact retrains them freely: its
    ``prune_interval`` is never reached).
 4. ``reset_unused_tokens`` (text models; a variant beyond the paper, off by default): the
