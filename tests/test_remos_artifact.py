@@ -18,6 +18,7 @@ from torch import nn
 
 from safetransfer.coverage import profile_coverage
 from safetransfer.data.base import ClassificationData, Split
+from safetransfer.errors import ConfigError, UnknownNameError
 from safetransfer.models.zoo import create_model
 from safetransfer.slicing import compute_slice
 from safetransfer.transfer import TransferConfig
@@ -130,7 +131,7 @@ def test_our_rules_are_named_options_and_differ_from_the_artifacts() -> None:
     assert by_min.num_excluded == round(0.3 * by_min.num_weights)  # ours: exactly floor(α·N + 0.5)
     by_order = compute_slice(net, artifact, 0.3)
     assert any(not torch.equal(by_min.masks[n], by_order.masks[n]) for n in by_min.masks)
-    with pytest.raises(Exception, match="ranking"):
+    with pytest.raises(UnknownNameError, match="slice ranking 'dense'"):
         compute_slice(net, artifact, 0.3, ranking="dense")
 
 
@@ -168,7 +169,7 @@ def test_transfer_config_defaults_are_the_artifacts_and_other_methods_keep_their
     finetune = TransferConfig(method="finetune").fingerprint()
     assert finetune["profile_samples"] == 2000 and "slice_scaling" not in finetune and "stage_dropout" not in finetune
     assert TransferConfig(method="remos").fingerprint()["slice_ranking"] == "ordinal"
-    with pytest.raises(Exception, match="slice_scaling"):
+    with pytest.raises(ConfigError, match="slice_scaling"):
         TransferConfig(method="remos", slice_scaling="channel")
 
 
