@@ -49,8 +49,11 @@ COMMANDS = {
     "transfer_regime.json": "python benchmarks/transfer_regime.py",
     "remos_rules.json": "python benchmarks/remos_rules.py",
     "study_vision_full.json": "python benchmarks/study_vision.py --profile full",
-    "seed_spread_students.json": "python benchmarks/seed_spread.py --vary students --defects backdoor",
-    "seed_spread_study.json": "python benchmarks/seed_spread.py --vary study --defects penultimate",
+    "study_vision_large.json": "python benchmarks/study_vision.py --profile large",
+    "study_few_labels_protocols.json": ("python benchmarks/study_vision.py --config benchmarks/configs/few_labels_protocols.yaml "
+                                        "--profile full --results study_few_labels_protocols.json"),
+    "seed_spread_students.json": "python benchmarks/seed_spread.py --profile large --vary students --defects backdoor",
+    "seed_spread_study.json": "python benchmarks/seed_spread.py --profile large --vary study --defects penultimate",
     "remos_alpha.json": "python benchmarks/study_vision.py --config benchmarks/configs/remos_alpha.yaml --results remos_alpha.json",
     "beyond.json": "python benchmarks/study_vision.py --config benchmarks/configs/beyond_vision.yaml --results beyond.json",
     "beyond_small_cnn.json": ("safetransfer train --model small-cnn --data mnist --steps 1500 --out runs/teachers/small-cnn-mnist && "
@@ -242,6 +245,8 @@ def method_protocol(m: dict, proto: dict | None) -> str:
 
 def task_protocol(t: dict) -> str:
     bits = [f"DIR on {t['eval_samples']:,} test inputs"]
+    if t.get("train_per_class"):
+        bits.append(f"{t['train_per_class']:,} training images per class")
     if t.get("limit_train"):
         bits.append(f"train limited to {t['limit_train']:,}")
     if t.get("limit_test"):
@@ -323,33 +328,32 @@ def vision_page(results: Path) -> Page:
              "backdoor the share of non-target inputs it gets right that the trigger sends to the target; rACC and "
              "rDIR are the same relative to the same task's `finetune` student (means over tasks where a table "
              "pools tasks).", results)
-    quick, full = p.load("study_vision_quick.json"), p.load("study_vision_full.json")
+    quick, few = p.load("study_vision_quick.json"), p.load("study_vision_full.json")
+    full = p.load("study_vision_large.json")  # the first round's regime (profile large)
     fm, mn = full["tasks"]["fashion-mnist"], full["tasks"]["mnist"]
 
     # The quick study.
     qtask = next(iter(quick["tasks"].values()))
     qdefects = [d["name"] for d in quick["config"]["defects"]]
-    rows = [[m, f3(v["acc"]), f3(v["racc"]), *(f3(v["dir"][d]) for d in qdefects)] for m, v in quick["methods"].items()]
-    gaps = [fm["methods"]["finetune"]["acc"] - t["methods"][m]["acc"] for t in (fm, mn) for m in ("remos", "retrain")]
-    qgaps = [qtask["methods"]["finetune"]["acc"] - qtask["methods"][m]["acc"] for m in ("remos", "retrain")]
+    rows = [[m, f3(v["acc"]), f3(v["racc"]), *(f3(v["dir"].get(d)) for d in qdefects)] for m, v in quick["methods"].items()]
+    qm = qtask["methods"]
     success = ", ".join(f"{d} {f3(v['teacher_success'])}" for d, v in qtask["defects"].items())
     p.add("## The quick study (`make demo`)",
-          "`make demo` runs `safetransfer study --profile quick`, the same study. Every student of the vision study trains "
-          "with the ReMoS paper's fine-tuning protocol, as `src/safetransfer/study/default_vision.yaml` sets it (the "
-          "`shared` protocol of the transfer table on the [benchmarks page](benchmarks.md)).",
+          "`make demo` runs `safetransfer study --profile quick`: the default study's regime (10 labelled training images "
+          "per class) and protocol on Fashion-MNIST alone, with three methods, three defects and a short budget.",
           table(["method", "ACC", "rACC", *(f"DIR {d}" for d in qdefects)], rows),
           study_protocol("study_vision_quick.json", quick),
-          f"{quick['config']['steps']} steps is a demo's budget, not convergence: ReMoS's and retrain's students, which start "
-          f"from a pruned or re-initialised body, are {span(qgaps, pts)} points of accuracy behind finetune here; with the "
-          f"full profile's {full['config']['steps']} steps the gap is {span([max(0.0, g) for g in gaps], pts)} points (below). "
-          f"With 300 steps ReMoS's rACC was 0.918 and finetune's ACC 0.752, and these figures move by a point or two with "
-          f"the memory layout of the batches {UNBACKED}.",
+          f"Accuracy: finetune {f3(qm['finetune']['acc'])}, remos {f3(qm['remos']['acc'])}, retrain (its own from-scratch "
+          f"recipe) {f3(qm['retrain']['acc'])}. {quick['config']['steps']} steps is a demo's budget, not the full profile's "
+          f"{few['config']['steps']:,} (below). The finetune student keeps DIR {f3(qm['finetune']['dir'].get('backdoor'))} "
+          f"of a backdoor its teacher obeys at {f3(qtask['defects']['backdoor']['teacher_success'])}, and "
+          f"{f3(qm['finetune']['dir'].get('penultimate'))} of the penultimate-layer attack (what each recipe leaves: below).",
           f"The teacher's own success per defect: {success} (the backdoor: the trigger's DIR on the attacker's test data; "
-          f"the adversarial inputs: {qtask['defects'][qdefects[1]].get('teacher_success_means', '')}).",
-          f"From an empty cache the quick study took 5 min 55 s on 2 cores {UNBACKED}; the cells' own time is in the "
-          f"protocol above.")
+          f"the adversarial inputs: {qtask['defects'][qdefects[1]].get('teacher_success_means', '')}).")
+    few_labels_section(p, few)
+    protocols_section(p)
 
-    # The full profile.
+    # The large profile (the first round's full profile).
     cg = [d for d, v in fm["defects"].items() if v["kind"] == "coverage_guided"]
     rows = []
     for t, task in full["tasks"].items():
@@ -361,7 +365,12 @@ def vision_page(results: Path) -> Page:
     rm = {t: full["tasks"][t]["methods"]["remos"] for t in full["tasks"]}
     bd_racc = {t: rm[t]["acc_by_defect"]["backdoor"] / ft[t]["acc_by_defect"]["backdoor"] for t in full["tasks"]}
     dropping = ("retrain", "delta_r", "renofeation")
-    p.add("## The full profile",
+    p.add("## The large profile: every training image (the first round's regime)",
+          "`safetransfer study --profile large`: the tasks of the first round, every training image (55,000 "
+          "Fashion-MNIST, 60,000 MNIST), the first round's `shared` protocol (SGD 5e-3, head rate ×10) and the seven methods "
+          "of the paper, with the domain-shift backdoor. **Made before issue 28**: its `remos` rows used the first round's "
+          "slice rules (now `slice_scaling: neuron`, `slice_ranking: min`, 2,000 profiled images); the config's "
+          "fingerprint is unchanged, its figures wait to be made again with the rules as published.",
           f"The coverage-guided column is the mean of the {len(cg)} strategy × metric sets ({', '.join(cg)}); each is in the "
           "JSON and in the report's grid.",
           table(["task", "method", "ACC", "rACC", "DIR backdoor (rDIR)", "DIR backdoor_shift", "DIR penultimate (rDIR)",
@@ -409,7 +418,7 @@ def vision_page(results: Path) -> Page:
                  "seeds"], rows),
           plain_protocol("seed_spread_students.json",
                          [f"and `{COMMANDS['seed_spread_study.json']}` → `benchmarks/results/seed_spread_study.json`",
-                          f"Protocol: the full profile's config (`{students['config']['name']}`, {students['config']['steps']} "
+                          f"Protocol: the large profile's config (the full profile when it was made; `{students['config']['name']}`, {students['config']['steps']} "
                           f"student steps, DIR on {students['config']['tasks'][0]['eval_samples']:,} inputs); seeds "
                           f"{', '.join(map(str, students['seeds']))}; rACC against the same seed's finetune"],
                          students["machine"]),
@@ -530,6 +539,93 @@ def vision_page(results: Path) -> Page:
     return p
 
 
+PAPER_REMOS = ("the ReMoS paper (Zhang et al. 2022, ResNet-50 on CUB, Flowers, MIT Indoor, Stanford Dogs and Actions): "
+               "DIR cut by 63-86% (rDIR 0.14-0.37) at about 3% accuracy (rACC about 0.97)")
+
+
+def few_labels_section(p: Page, doc: dict) -> None:
+    """The default (full) vision study: few labels, the artifact's protocol, the strong defences beside ReMoS.
+    Written for a partial document too (the study fills it cell by cell over hours)."""
+    c = doc["config"]
+    backdoors = [d["name"] for d in c["defects"] if d["kind"] in ("backdoor", "ripple_vision")]
+    cg = [d["name"] for d in c["defects"] if d["kind"] == "coverage_guided"]
+    expected = len(c["tasks"]) * len(c["methods"]) * (1 + len(backdoors))
+    made = sum(len(by) for t in doc["tasks"].values() for by in t.get("students", {}).values())
+    rows = []
+    for t, task in doc["tasks"].items():
+        for m, v in task["methods"].items():
+            d, r = v["dir"], v["rdir"]
+            rows.append([name(t), m, f3(v["acc"]), f3(v["racc"]),
+                         *(f"{f3(d.get(x))} ({f3(r.get(x))})" for x in backdoors),
+                         f"{f3(d.get('penultimate'))} ({f3(r.get('penultimate'))})",
+                         f"{f3(mean([d[x] for x in cg if x in d]) if any(x in d for x in cg) else None)} "
+                         f"({f3(mean([r[x] for x in cg if r.get(x) is not None]) if any(r.get(x) is not None for x in cg) else None)})"])
+    status = ("complete" if made >= expected else
+              f"**in progress: {made} of {expected} students made** (the study resumes where it stopped; rows and "
+              "checks below fill as it goes)")
+    checks = []
+    for t, task in doc["tasks"].items():
+        ms = task["methods"]
+        if "finetune" in ms and "retrain" in ms:
+            checks.append(f"{name(t)}: finetune − retrain (scratch recipe) = {pts(ms['finetune']['acc'] - ms['retrain']['acc'], 1)} "
+                          f"points; finetune DIR backdoor {f3(ms['finetune']['dir'].get('backdoor'))}, penultimate "
+                          f"{f3(ms['finetune']['dir'].get('penultimate'))}")
+    agg = doc.get("methods", {})
+    verdict = []
+    for defect in [*backdoors, "penultimate"]:
+        keep = [(m, v) for m, v in agg.items() if m != "finetune" and v.get("racc") is not None and v["racc"] >= 0.97
+                and v.get("dir", {}).get(defect) is not None]
+        if keep and len(doc["tasks"]) == len(c["tasks"]):
+            m, v = min(keep, key=lambda mv: mv[1]["dir"][defect])
+            verdict.append(f"{defect}: among methods within 3% of finetune's accuracy (rACC ≥ 0.97, mean over tasks), "
+                           f"`{m}` leaves the least (DIR {f3(v['dir'][defect])}, rDIR {f3(v['rdir'].get(defect))}, rACC "
+                           f"{f3(v['racc'])})")
+    remos = agg.get("remos")
+    p.add("## The full profile: few labels, where transfer pays (the default study)",
+          "`safetransfer study` (no profile): each task gives the student 10 labelled training images per class "
+          "(`train_per_class: 10`, a seeded balanced subset; the ReMoS paper's data sets have tens per class), every "
+          "method trains under the artifact's protocol with its 10,000-step budget compressed onto the study's steps "
+          "(`protocol: artifact_scaled`; why: \"Does transfer pay?\" below), `retrain` under its own from-scratch recipe "
+          "(and `retrain_artifact` under the shared one), `finetune_strong`, `remos_strong` and `superft` under their own "
+          "recipes. The backdoor attacker has the student's data (full knowledge). Status: " + status + ".",
+          table(["task", "method", "ACC", "rACC", *(f"DIR {x} (rDIR)" for x in backdoors), "DIR penultimate (rDIR)",
+                 f"DIR coverage-guided, mean of {len(cg)} (rDIR)"], rows) if rows else "No student made yet.",
+          study_protocol("study_vision_full.json", doc),
+          bullets(checks) if checks else "",
+          (f"ReMoS as published, mean over tasks: rACC {f3(remos['racc'])}, rDIR backdoor {f3(remos['rdir'].get('backdoor'))}, "
+           f"penultimate {f3(remos['rdir'].get('penultimate'))}; " + PAPER_REMOS + ".") if remos else PAPER_REMOS + ".",
+          ("Which method for which defect, from these figures: " + bullets(verdict)) if verdict else "")
+
+
+def protocols_section(p: Page) -> None:
+    """What a few-labels student inherits under each fine-tuning recipe (benchmarks/configs/few_labels_protocols.yaml)."""
+    doc = p.load("study_few_labels_protocols.json")
+    rows = []
+    for t, task in doc["tasks"].items():
+        retrain = task["methods"].get("retrain", {}).get("acc")
+        for m, v in task["methods"].items():
+            proto = doc.get("protocol", {}).get(m, {})
+            rows.append([name(t), m, "its own (strong)" if proto.get("method") == "finetune_strong" else proto.get("protocol", "–"),
+                         f3(v["acc"]), pts(None if retrain is None or m == "retrain" else v["acc"] - retrain, 1),
+                         f3(v["dir"].get("backdoor")), f3(v["dir"].get("penultimate"))])
+        success = ", ".join(f"{d} {f3(v['teacher_success'])}" for d, v in task["defects"].items())
+    p.add("### Does the fine-tuning recipe decide what a few-labels student inherits?",
+          "The full profile's Fashion-MNIST task and two of its defects, `finetune` under three recipes beside `retrain`: "
+          "`artifact_scaled`, the artifact's protocol with its budget compressed (the study's: SGD without momentum at "
+          "5e-3 × 10,000 / steps, one rate), the first round's gentle `shared` protocol (SGD 5e-3, head rate ×10: a "
+          "short walk from the teacher's body) and the strong recipe (SGD momentum 0.9, one-cycle to 0.05). Gain: ACC "
+          "minus retrain's.",
+          table(["task", "method", "protocol", "ACC", "gain (points)", "DIR backdoor",
+                 "DIR penultimate"], rows) if rows else "Not made yet.",
+          study_protocol("study_few_labels_protocols.json", doc),
+          f"The teacher's own success: {success}." if rows else "")
+
+
+REGIME_FINETUNES = {  # the fine-tuning runs of transfer_regime.json, as its table names them
+    "shared": "shared protocol", "artifact": "artifact's optimiser", "artifact+dropout": "artifact protocol",
+    "artifact_scaled": "artifact_scaled", "strong": "strong recipe"}
+
+
 def regime_section(p: Page) -> None:
     """Where transfer pays: fine-tuning against retraining with few labels (issue 28's measurements)."""
     doc = p.load("transfer_regime.json")
@@ -538,17 +634,21 @@ def regime_section(p: Page) -> None:
     for key, row in runs.items():
         data, per_class, teacher, method = key.split("/")
         groups.setdefault((data, per_class, row.get("steps", su["steps"])), {})[f"{teacher}/{method.split('@')[0]}"] = row["accuracy"]
+    found = {key.split("/finetune[", 1)[1].split("]")[0] for key in runs if "/finetune[" in key}
+    labels = [k for k in REGIME_FINETUNES if k in found] + sorted(found - set(REGIME_FINETUNES))
     rows = []
     for (data, per_class, steps), acc in groups.items():
         retrain = acc.get("scratch/retrain[strong]")
         for teacher in ("same-domain", "imagenet"):
-            tuned = [v for k, v in acc.items() if k.startswith(f"{teacher}/finetune")]
+            tuned = {k.split("[", 1)[1].rstrip("]"): v for k, v in acc.items() if k.startswith(f"{teacher}/finetune")}
             if not tuned:
                 continue
             rows.append([name(data.split(":")[0]) + (", all ten classes" if data.endswith(":all") else ""), per_class,
-                         f"{steps:,}", teacher, f3(acc.get(f"{teacher}/finetune[artifact]")),
-                         f3(acc.get(f"{teacher}/finetune[strong]")), f3(retrain),
-                         pts(None if retrain is None else max(tuned) - retrain, 1)])
+                         f"{steps:,}", teacher, *(f3(tuned.get(k)) for k in labels), f3(retrain),
+                         pts(None if retrain is None else max(tuned.values()) - retrain, 1)])
+        if retrain is not None and not any(k.startswith(t) for k in acc for t in ("same-domain", "imagenet")):
+            rows.append([name(data.split(":")[0]) + (", all ten classes" if data.endswith(":all") else ""), per_class,
+                         f"{steps:,}", "–", *("–" for _ in labels), f3(retrain), "–"])
     teachers = "; ".join(f"{k}: {v['source_train']:,} images of classes {v['source_classes']}, {v['steps']} steps, "
                          f"accuracy {f3(v['source_test_accuracy'])} on them" for k, v in doc.get("teachers", {}).items())
     p.add("## Does transfer pay? Few labels, two teachers",
@@ -556,11 +656,17 @@ def regime_section(p: Page) -> None:
           "or all ten where marked) with few training images per class, steps of 64, "
           f"{su['test']:,} test images of those classes. `same-domain`: the ImageNet weights first trained by the project "
           "on the other five classes with all their images (the strong recipe); `imagenet`: the public ImageNet weights. "
-          "`retrain`: random weights, strong recipe. The gain is the better fine-tuning minus retraining.",
-          table(["data", "images per class", "steps", "teacher", "finetune (artifact protocol)", "finetune (strong recipe)",
+          "`retrain`: random weights, strong recipe. The gain is the best fine-tuning minus retraining at the same steps. "
+          "Fine-tuning columns: the first round's shared protocol (head rate ×10); the artifact's optimiser settings "
+          "alone; the artifact's protocol whole (its stage dropout too, `protocol: artifact`); `artifact_scaled` (that "
+          "protocol with its 10,000-step budget at lr 5e-3 compressed onto the run's steps, the study's protocol; "
+          "`[artifact_scaled:N]` keys compress an N-step budget instead, a check of the compression against the verbatim "
+          "recipe at N steps); the strong recipe (`finetune_strong`'s).",
+          table(["data", "images per class", "steps", "teacher", *(f"finetune ({REGIME_FINETUNES.get(k, k)})" for k in labels),
                  "retrain (strong recipe)", "gain (points)"], rows),
           plain_protocol("transfer_regime.json",
                          [f"Artifact protocol: {su['artifact_protocol']}", f"Strong recipe: {su['strong_protocol']}",
+                          *([f"Shared protocol: {su['shared_protocol']}"] if su.get("shared_protocol") else []),
                           f"Same-domain teachers: {teachers}"], su["machine"]))
 
 

@@ -10,11 +10,17 @@ EfficientNet-Lite0 at 32 px:
   strong recipe), then transferred to a *target* task with few labels (classes 5-9, relabelled
   0-4); likewise MNIST digits 0-4 -> 5-9.
 
-For each target size (images per class) the students are: ``finetune`` under the ReMoS
-artifact's protocol (SGD lr 5e-3, momentum 0, weight decay 1e-4, label smoothing 0.1, one rate
-for head and body, constant), ``finetune`` under the strong recipe (SGD momentum 0.9, one-cycle
-to 0.05, weight decay 5e-5), and ``retrain`` under the strong (from-scratch) recipe; all with
-the same steps and batch. Accuracy on ``--test`` seeded test images of the target classes.
+For each target size (images per class) the students are (``--runs``): ``finetune`` under the
+first round's shared protocol (``[shared]``: SGD 5e-3, head rate x10), the ReMoS artifact's
+optimiser settings (``[artifact]``: SGD lr 5e-3, momentum 0, weight decay 1e-4, label smoothing
+0.1, one rate for head and body, constant), its whole protocol (``[artifact+dropout]``: with the
+stage dropout, the study's ``protocol: artifact``), that protocol with the artifact's
+10,000-step budget compressed onto the run's steps (``[artifact_scaled]``, the study's default;
+``--budget-steps N`` compresses an N-step budget instead, keys ``[artifact_scaled:N]``: compare
+with ``[artifact+dropout]`` at N steps to check the compression), the strong recipe
+(``[strong]``: SGD momentum 0.9, one-cycle to 0.05, weight decay 5e-5), and ``retrain`` under
+the strong (from-scratch) recipe; all with the same steps and batch. Accuracy on ``--test``
+seeded test images of the target classes.
 
 Writes ``benchmarks/results/transfer_regime.json`` after every run (atomically) and skips the
 runs already there, so an interrupted benchmark resumes.
@@ -40,13 +46,26 @@ from safetransfer.files import atomic_write_text
 from safetransfer.models import create_model
 from safetransfer.train import TrainConfig, train
 from safetransfer.transfer import TransferConfig, transfer
+from safetransfer.transfer.config import ARTIFACT_STEPS
 
 RESULTS = Path(__file__).parent / "results" / "transfer_regime.json"
 
 ARTIFACT = {"optimizer": "sgd", "lr": 5e-3, "momentum": 0.0, "weight_decay": 1e-4, "label_smoothing": 0.1,
             "head_lr_mult": 1.0, "schedule": "constant", "batch_size": 64}
+SHARED = {"optimizer": "sgd", "lr": 5e-3, "momentum": 0.0, "weight_decay": 0.0, "head_lr_mult": 10.0,
+          "schedule": "constant", "batch_size": 64}
 STRONG = {"optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-5, "head_lr_mult": 1.0,
           "schedule": "onecycle", "batch_size": 64}
+# (method, protocol label, training settings); "artifact" is the artifact's optimiser settings
+# alone, "artifact+dropout" adds its stage dropout (TransferConfig protocol "artifact", as the study);
+# "shared" is the first round's shared protocol (head rate x10, no weight decay or smoothing).
+# "artifact_scaled" is the study's protocol of that name: "artifact+dropout" with the rate scaled
+# so that rate x steps is the artifact's 5e-3 x 10,000.
+RUNS = [("finetune", "shared", SHARED), ("finetune", "artifact", ARTIFACT), ("finetune", "artifact+dropout", ARTIFACT),
+        ("finetune", "artifact_scaled", {**ARTIFACT, "budget_steps": ARTIFACT_STEPS}), ("finetune", "strong", STRONG),
+        ("retrain", "strong", STRONG)]
+# the TransferConfig protocol of each label (the stage dropout follows it)
+PROTOCOL_OF = {"artifact+dropout": "artifact", "artifact_scaled": "artifact_scaled"}
 SOURCE_CLASSES, TARGET_CLASSES = (0, 1, 2, 3, 4), (5, 6, 7, 8, 9)
 DEFAULT_STEPS = 500
 
@@ -102,8 +121,11 @@ def main() -> None:
     parser.add_argument("--all-classes", action="store_true",
                         help="the student's task is all ten classes (ImageNet teacher only; keys DATA:all/...)")
     parser.add_argument("--runs", nargs="*", default=["finetune[artifact]", "finetune[strong]", "retrain[strong]"],
-                        choices=["finetune[artifact]", "finetune[strong]", "retrain[strong]"], help="which students")
+                        choices=[f"{m}[{p}]" for m, p, _ in RUNS], help="which students")
     parser.add_argument("--teachers", nargs="*", default=["same-domain", "imagenet"], choices=["same-domain", "imagenet"])
+    parser.add_argument("--budget-steps", type=int, default=ARTIFACT_STEPS,
+                        help="finetune[artifact_scaled]'s rate x steps budget in steps of 5e-3 (other than the "
+                        "artifact's 10,000 recorded as [artifact_scaled:N]): a cheap check of the compression")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", default="runs/bench-regime", help="folder for the runs")
     args = parser.parse_args()
@@ -112,7 +134,7 @@ def main() -> None:
     # retrain starts from random weights whatever the teacher: one run per task, under "scratch"
     doc["runs"] = {k.replace("/same-domain/retrain", "/scratch/retrain"): v for k, v in doc["runs"].items()}
     doc["setup"] = {"model": "efficientnet-lite0", "image_size": 32, "steps": DEFAULT_STEPS, "test": args.test,
-                    "seed": args.seed, "target_classes": list(TARGET_CLASSES), "artifact_protocol": ARTIFACT,
+                    "seed": args.seed, "target_classes": list(TARGET_CLASSES), "artifact_protocol": ARTIFACT, "shared_protocol": SHARED,
                     "strong_protocol": STRONG, "machine": machine(torch.get_num_threads())}
     work = Path(args.work)
     if args.all_classes and "same-domain" in args.teachers:
@@ -130,16 +152,20 @@ def main() -> None:
                     teachers[teacher_name] = (model, info)
                     doc.setdefault("teachers", {})[f"{name}/{teacher_name}"] = info
                 teacher = teachers[teacher_name][0]
-                runs = [("finetune", "artifact", ARTIFACT), ("finetune", "strong", STRONG), ("retrain", "strong", STRONG)]
-                for method, proto, settings in runs:
+                for method, proto, settings in RUNS:
                     if f"{method}[{proto}]" not in args.runs:
                         continue
+                    label = proto
+                    if proto == "artifact_scaled" and args.budget_steps != ARTIFACT_STEPS:
+                        settings, label = {**settings, "budget_steps": args.budget_steps}, f"{proto}:{args.budget_steps}"
                     owner = "scratch" if method == "retrain" else teacher_name  # random weights: any teacher's
-                    key = f"{name}/{per_class}/{owner}/{method}[{proto}]"
+                    key = f"{name}/{per_class}/{owner}/{method}[{label}]"
                     key += "" if args.steps == DEFAULT_STEPS else f"@{args.steps}"
                     if key in doc["runs"]:
                         continue
+                    # "artifact+dropout" is the study's protocol "artifact" whole (its stage dropout included)
                     config = TransferConfig(method=method, seed=args.seed,
+                                            protocol=PROTOCOL_OF.get(proto, "shared"),
                                             train=TrainConfig(steps=args.steps, seed=args.seed, **settings))
                     result = transfer(teacher, target, config, out_dir=work / key.replace("/", "_"), progress=True)
                     doc["runs"][key] = {"accuracy": result.test.accuracy, "seconds": result.seconds,

@@ -473,6 +473,30 @@ def test_load_data_limit(tmp_path: Path) -> None:
         load_data(tmp_path / "d.npz", limit={"training": 5})
 
 
+def test_train_per_class_is_a_seeded_balanced_subset(tmp_path: Path) -> None:
+    labels = np.r_[np.zeros(150), np.ones(150), np.full(150, 2), np.full(12, 3)].astype(int)  # class 3 is rare
+    x = np.random.default_rng(0).integers(0, 256, (len(labels), 3, 3), dtype=np.uint8)
+    np.savez(tmp_path / "d.npz", x=x, y=labels)
+    full = load_data(tmp_path / "d.npz")
+    a = load_data(tmp_path / "d.npz", train_per_class=5)
+    counts = torch.bincount(a.train.labels, minlength=4).tolist()
+    rare = int((full.train.labels == 3).sum())
+    assert counts == [5, 5, 5, min(5, rare)]
+    assert key(a.train) == key(load_data(tmp_path / "d.npz", train_per_class=5).train)  # seeded
+    assert key(a.train) != key(load_data(tmp_path / "d.npz", seed=1, train_per_class=5).train)
+    assert set(key(a.train)) <= set(key(full.train))
+    position = {k: i for i, k in enumerate(key(full.train))}
+    kept = [position[k] for k in key(a.train)]
+    assert kept == sorted(kept)  # the split's own order
+    assert (len(a.val), len(a.test)) == (len(full.val), len(full.test))  # the training split only
+    assert a.meta["train_per_class"] == 5
+    both = load_data(tmp_path / "d.npz", train_per_class=5, limit={"train": 7})
+    assert len(both.train) == 7 and set(key(both.train)) <= set(key(a.train))  # per class first, then the cap
+    for bad in (0, -1, True, 2.5):
+        with pytest.raises(DataError, match="train_per_class"):
+            load_data(tmp_path / "d.npz", train_per_class=bad)
+
+
 def test_load_data_unknown_and_missing(tmp_path: Path) -> None:
     with pytest.raises(UnknownNameError, match="Did you mean 'fashion-mnist'"):
         load_data("fashion-mnsit")

@@ -50,15 +50,25 @@ class Counter:
 def test_embedded_default_and_profiles() -> None:
     full = load_config(profile="full")
     quick = load_config(profile="quick")
+    large = load_config(profile="large")
     assert full.teacher.model == "efficientnet-lite0"
     assert [t.data for t in full.tasks] == ["fashion-mnist", "mnist"]
-    assert [m.name for m in full.methods] == ["finetune", "remos", "retrain", "magprune", "delta", "delta_r", "renofeation"]
+    # the few-labels regime under the artifact's protocol (its budget compressed), retrain under its own recipe
+    assert [t.train_per_class for t in full.tasks] == [10, 10] and full.protocol == "artifact_scaled"
+    assert {m.name for m in full.methods} == {"finetune", "remos", "retrain", "retrain_artifact", "magprune", "delta",
+                                              "delta_r", "renofeation", "finetune_strong", "superft", "remos_strong"}
+    assert full.methods[2].options == {"protocol": "scratch"} and full.methods[2].name == "retrain"
     kinds = {d.kind for d in full.defects}
     assert kinds == {"backdoor", "penultimate", "coverage_guided"}
     grid = {(d.strategy, d.metric) for d in full.defects if d.kind == "coverage_guided"}
     assert len(grid) == 9
     assert [t.data for t in quick.tasks] == ["fashion-mnist"] and quick.steps < full.steps
-    assert full.fingerprint() != quick.fingerprint()
+    assert quick.tasks[0].train_per_class == 10
+    assert len({full.fingerprint(), quick.fingerprint(), large.fingerprint()}) == 3
+    # the first round's regime: every training image, its protocol, its seven methods, the shift backdoor
+    assert [t.train_per_class for t in large.tasks] == [None, None] and large.protocol == "shared"
+    assert [m.name for m in large.methods] == ["finetune", "remos", "retrain", "magprune", "delta", "delta_r", "renofeation"]
+    assert "backdoor_shift" in [d.name for d in large.defects] and "backdoor_shift" not in [d.name for d in full.defects]
     text = load_config("text", "full")
     assert text.teacher.model == "minilm-l6" and {d.kind for d in text.defects} == {"weight_poisoning", "word_swap"}
     assert [t.data for t in text.tasks] == ["rotten-tomatoes", "amazon-reviews"]
@@ -94,15 +104,53 @@ def test_malformed_yaml_missing_file_and_profile(tmp_path: Path) -> None:
         load_config(listy)
     with pytest.raises(ConfigError, match="no such study config"):
         load_config(tmp_path / "missing.yaml")
-    with pytest.raises(ConfigError, match="no profile 'huge'.*full, quick"):
+    with pytest.raises(ConfigError, match="no profile 'huge'.*full, large, quick"):
         load_config(profile="huge")
+
+
+def test_study_protocol_and_per_class_regime(tmp_path: Path, data_files) -> None:
+    """A study-wide ``protocol`` reaches every student unless a method names its own, and
+    ``train_per_class`` gives each task a balanced few-labels training set with its own keys; a
+    config that sets neither keeps the fingerprint it had before the fields existed."""
+    base = tiny_study(data_files.images_npz)
+    plain = parse_config(base)
+    assert parse_config({**base, "protocol": "shared"}).fingerprint() == plain.fingerprint()
+    tasks = [{**base["tasks"][0], "train_per_class": None}]
+    assert parse_config({**base, "tasks": tasks}).fingerprint() == plain.fingerprint()
+    methods = ["finetune", {"name": "remos", "options": {"protocol": "shared"}}]
+    artifact = parse_config({**base, "protocol": "artifact", "methods": methods})
+    assert artifact.fingerprint() != plain.fingerprint()
+    of = cells_mod.transfer_config_of
+    assert of(artifact, artifact.methods[0], "small-cnn").protocol == "artifact"
+    assert of(artifact, artifact.methods[0], "small-cnn").train.label_smoothing == 0.1
+    assert of(artifact, artifact.methods[1], "small-cnn").protocol == "shared"  # the method's own wins
+    assert of(plain, plain.methods[0], "small-cnn").protocol == "shared"
+    with pytest.raises(ConfigError, match="protocol"):
+        parse_config({**base, "protocol": "gentle"})
+    few = parse_config({**base, "tasks": [{**base["tasks"][0], "train_per_class": 3}]})
+    assert few.fingerprint() != plain.fingerprint()
+    ctx, whole = cells_mod.CellMaker(few, tmp_path).context(few.tasks[0].name), cells_mod.CellMaker(plain, tmp_path)
+    counts = torch.bincount(ctx.data.train.labels)
+    assert counts.max().item() == 3 and len(ctx.data.train) == 3 * int((counts > 0).sum())
+    assert ctx.task_key["train_per_class"] == 3
+    assert "train_per_class" not in whole.context(plain.tasks[0].name).task_key  # old keys kept
+    with pytest.raises(ConfigError, match="train_per_class"):
+        parse_config({**base, "tasks": [{**base["tasks"][0], "train_per_class": 0}]})
+    # attacker_data "full": the whole data set the student's few labels come from (still full knowledge)
+    maker = cells_mod.CellMaker(few, tmp_path)
+    defect = few.defects[0].model_copy(update={"attacker_data": "full"})
+    name, attacker, key = maker._attacker_data(few.tasks[0], ctx.data, defect)
+    assert name == "full" and len(attacker.train) == len(whole.context(plain.tasks[0].name).data.train)
+    assert key != maker._attacker_data(few.tasks[0], ctx.data, few.defects[0])[2]  # "same": the student's 3 per class
+    assert cells_mod.attack_setting(name) == cells_mod.attack_setting("same") == "full-knowledge"
+    assert whole._attacker_data(plain.tasks[0], ctx.data, defect)[0] == "same"  # no subset: the same data
 
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 COMMITTED_STUDIES = [  # (the config: a benchmark YAML or an embedded study, the results file it made)
     *((p.name, m.group(1) if (m := re.search(r"--results (\S+\.json)", p.read_text())) else None)
       for p in sorted((BENCHMARKS / "configs").glob("*.yaml"))),
-    ("vision", "study_vision_full.json"), ("vision", "study_vision_quick.json"),
+    ("vision", "study_vision_full.json"), ("vision", "study_vision_quick.json"), ("vision", "study_vision_large.json"),
     ("text", "study_text_quick.json"), ("text", "study_text_full_profile.json"),
 ]
 

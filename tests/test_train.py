@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import signal
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from safetransfer.errors import CheckpointError, ConfigError, DataError
 from safetransfer.evaluate import confusion_matrix, evaluate, metrics_from_predictions, predict_logits
 from safetransfer.models import TransferModel, create_model
 from safetransfer.models.serialization import safe_torch_load
-from safetransfer.train import CHECKPOINT_FILE, BatchOrder, TrainConfig, lr_factor, superft_lr, train
+from safetransfer.train import CHECKPOINT_FILE, BatchOrder, TrainConfig, _make_optimizer, lr_factor, superft_lr, train
 
 
 def cnn(seed: int = 0, num_classes: int = 3) -> TransferModel:
@@ -368,3 +369,20 @@ def test_superft_schedule_as_backdoor_toolbox_sets_it() -> None:
     assert "peak_lr" in cfg.result_fingerprint() and "peak_lr" not in TrainConfig().result_fingerprint()
     with pytest.raises(ConfigError, match="superft"):
         TrainConfig(schedule="superft", lr=0.1, peak_lr=0.05, late_peak_lr=0.2)
+
+
+def test_budget_steps_compress_a_longer_recipe_onto_this_run(tiny_images) -> None:
+    """``budget_steps`` N: the run trains at lr × N / steps (the optimiser's groups say so), the
+    head multiplier on top; 0 leaves the rate and the run's fingerprint as before the field."""
+    cfg = TrainConfig(steps=100, lr=5e-3, budget_steps=1000, head_lr_mult=2.0, momentum=0.0)
+    assert cfg.run_lr == pytest.approx(0.05)
+    model = cnn(num_classes=3)
+    opt = _make_optimizer(model, cfg)
+    assert sorted(g["lr"] for g in opt.param_groups) == pytest.approx([0.05, 0.1])
+    assert TrainConfig(steps=100, lr=5e-3).run_lr == 5e-3
+    assert "budget_steps" not in TrainConfig().result_fingerprint() and cfg.result_fingerprint()["budget_steps"] == 1000
+    result = train(model, tiny_images.train, replace(cfg, steps=4, batch_size=8, log_every=1))
+    assert result.history[0]["lr"] == pytest.approx(5e-3 * 1000 / 4)
+    for bad in ({"budget_steps": -1}, {"budget_steps": 10, "schedule": "superft", "peak_lr": 1.0, "late_peak_lr": 1.0}):
+        with pytest.raises(ConfigError, match="budget_steps"):
+            TrainConfig(**bad)

@@ -12,6 +12,7 @@ import math
 import os
 import signal
 from pathlib import Path
+from dataclasses import replace
 
 import pytest
 import torch
@@ -24,6 +25,7 @@ from safetransfer.slicing import Slice
 from safetransfer.train import TrainConfig, train
 from safetransfer.transfer import METHODS, SCRATCH_METHODS, TransferConfig, default_train_config, make_student, stage_names, transfer
 from safetransfer.transfer.common import SliceHook
+from safetransfer.transfer.config import default_stage_dropout
 from safetransfer.transfer.runner import RESULT_FILE
 from safetransfer.transfer.delta import FeatureDistillation
 from safetransfer.transfer.remos import word_embedding
@@ -464,6 +466,12 @@ def test_default_training_protocols() -> None:
     art = default_train_config("efficientnet-lite0", "finetune", "artifact")
     assert (art.lr, art.momentum, art.head_lr_mult, art.weight_decay, art.label_smoothing) == (5e-3, 0.0, 1.0, 1e-4, 0.1)
     assert default_train_config("efficientnet-lite0", "retrain", "artifact") == art
+    # ... and at the artifact's rate x steps budget (5e-3 x 10,000) compressed onto the run's steps
+    scaled = default_train_config("efficientnet-lite0", "finetune", "artifact_scaled", steps=1000)
+    assert scaled.budget_steps == 10_000 and scaled.run_lr == pytest.approx(0.05)
+    assert replace(scaled, budget_steps=0) == replace(art, steps=1000)  # otherwise the artifact's recipe
+    assert default_stage_dropout("efficientnet-lite0", "finetune", "artifact_scaled") == 0.1
+    assert default_train_config("efficientnet-lite0", "finetune_strong", "artifact_scaled").budget_steps == 0
     # the shared protocol (default): the paper's seven methods train the same way
     paper = ("finetune", "retrain", "magprune", "delta", "delta_r", "renofeation", "remos")
     assert all(default_train_config("efficientnet-lite0", m) == ft for m in paper)

@@ -60,6 +60,10 @@ class TrainConfig:
     cycle_steps: int = 20
     peak_fraction: float = 0.4
     label_smoothing: float = 0.0
+    # 0: lr is this run's rate. N > 0: lr is the rate of a recipe written for N steps; this run of
+    # `steps` steps trains at lr × N / steps (run_lr): the same rate × steps budget, i.e. about the
+    # same distance along the gradient flow for SGD without momentum, compressed onto fewer steps.
+    budget_steps: int = 0
     grad_clip: float = 0.0  # max global grad norm; 0 = off
     freeze_body: bool = False  # train the head only (linear probe)
     seed: int = 0
@@ -88,6 +92,9 @@ class TrainConfig:
             problems.append(f"warmup_fraction must lie in [0, 1) (got {self.warmup_fraction})")
         if not 0.0 <= self.label_smoothing < 1.0:
             problems.append(f"label_smoothing must lie in [0, 1) (got {self.label_smoothing})")
+        if self.budget_steps < 0 or (self.budget_steps and self.schedule == "superft"):
+            problems.append(f"budget_steps must be 0 (off) or positive, and 0 under schedule 'superft' "
+                            f"(got {self.budget_steps})")
         if self.weight_decay < 0 or self.momentum < 0 or self.grad_clip < 0:
             problems.append("weight_decay, momentum and grad_clip must not be negative")
         if problems:
@@ -104,8 +111,15 @@ class TrainConfig:
         merged = {**defaults, **{k: v for k, v in overrides.items() if v is not None}}
         return cls(**merged).validate()
 
+    @property
+    def run_lr(self) -> float:
+        """The base rate this run trains at: ``lr``, scaled by ``budget_steps / steps`` when set."""
+        return self.lr * self.budget_steps / self.steps if self.budget_steps else self.lr
+
     def result_fingerprint(self) -> dict[str, Any]:
         doc = {k: v for k, v in asdict(self).items() if k not in _NON_RESULT_FIELDS}
+        if not self.budget_steps:  # runs made before the field existed keep their keys
+            del doc["budget_steps"]
         if self.schedule != "superft":
             for name in _CYCLIC_FIELDS:
                 del doc[name]
@@ -252,12 +266,13 @@ class _StopFlag:
 def _make_optimizer(model: TransferModel, config: TrainConfig) -> torch.optim.Optimizer:
     head = [p for p in model.head_parameters() if p.requires_grad]
     body = [] if config.freeze_body else [p for p in model.body_parameters() if p.requires_grad]
-    groups = [{"params": head, "lr": config.lr * config.head_lr_mult, "base_lr": config.lr * config.head_lr_mult}]
+    lr = config.run_lr
+    groups = [{"params": head, "lr": lr * config.head_lr_mult, "base_lr": lr * config.head_lr_mult}]
     if body:
-        groups.append({"params": body, "lr": config.lr, "base_lr": config.lr})
+        groups.append({"params": body, "lr": lr, "base_lr": lr})
     if config.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
-    return torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
+        return torch.optim.SGD(groups, lr=lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    return torch.optim.AdamW(groups, lr=lr, weight_decay=config.weight_decay)
 
 
 def check_labels(model: TransferModel, split: Split, what: str = "training") -> None:
@@ -350,7 +365,7 @@ def train(
                             loss = loss + term
                     if not torch.isfinite(loss):
                         raise ConfigError(
-                            f"The loss became {loss.item()} at step {step}: lower the learning rate (now {config.lr})."
+                            f"The loss became {loss.item()} at step {step}: lower the learning rate (now {config.run_lr})."
                         )
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
@@ -365,7 +380,7 @@ def train(
                     if bar is not None:
                         bar.update(1)
                     if step % config.log_every == 0 or step == config.steps:
-                        entry = {"step": step, "loss": running / count, "lr": config.lr * factor}
+                        entry = {"step": step, "loss": running / count, "lr": config.run_lr * factor}
                         if config.eval_every and (step % config.eval_every == 0 or step == config.steps) and val_split is not None and len(val_split):
                             entry["val_accuracy"] = _quick_accuracy(model, val_split, config)
                         history.append(entry)

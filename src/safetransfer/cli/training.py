@@ -146,7 +146,7 @@ def transfer_cmd(
     reset_unused_tokens: Optional[bool] = typer.Option(
         None, "--reset-unused-tokens", help="remos on a text model: also zero the token-embedding rows the student's "
         "training texts never use (where Embedding Surgery plants triggers; beyond the paper)."),
-    protocol: Optional[str] = typer.Option(None, help="'shared' (one training protocol for all methods, the default), 'scratch' (a from-scratch recipe for retrain, delta_r, renofeation) or 'artifact' (the ReMoS artifact's fine-tuning for all methods)."),
+    protocol: Optional[str] = typer.Option(None, help="'shared' (one training protocol for all methods, the default), 'scratch' (a from-scratch recipe for retrain, delta_r, renofeation), 'artifact' (the ReMoS artifact's fine-tuning for all methods) or 'artifact_scaled' (the same with its rate × steps budget compressed onto --steps)."),
     steps: Optional[int] = typer.Option(None, help="Optimiser steps (default: the method's protocol)."),
     batch_size: Optional[int] = typer.Option(None, help="Batch size."),
     lr: Optional[float] = typer.Option(None, help="Learning rate of the body."),

@@ -240,3 +240,19 @@ def seeded_subset(split: Split, n: int, seed: int, keep_order: bool = False) -> 
         return split
     idx = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))[:n]
     return split.subset(idx.sort().values if keep_order else idx)
+
+
+def per_class_subset(split: Split, per_class: int, seed: int) -> Split:
+    """At most ``per_class`` samples of each class of ``split``, drawn without replacement by ``seed``
+    (one seeded permutation of the whole split, then the first ``per_class`` of each label in it),
+    returned in the split's own order. A class with fewer samples keeps all of them."""
+    if per_class < 1:
+        raise ValueError(f"per_class must be at least 1 (got {per_class})")
+    order = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))
+    labels = split.labels[order]
+    # rank of each drawn sample within its class: a stable sort by label keeps the draw's order
+    by_label = torch.sort(labels, stable=True)
+    starts = torch.searchsorted(by_label.values, by_label.values, side="left")
+    rank = torch.empty_like(labels)
+    rank[by_label.indices] = torch.arange(len(labels)) - starts
+    return split.subset(order[rank < per_class].sort().values)

@@ -17,7 +17,7 @@ from typing import Callable
 import torch
 
 from safetransfer import assets
-from safetransfer.data.base import ClassificationData, Modality
+from safetransfer.data.base import ClassificationData, Modality, per_class_subset
 from safetransfer.data.counting import load_counting_squares
 from safetransfer.data.images import (
     has_idx_files,
@@ -159,11 +159,14 @@ def load_data(
     path: str | Path | None = None,
     seed: int = 0,
     limit: dict[str, int] | None = None,
+    train_per_class: int | None = None,
 ) -> ClassificationData:
     """Load a registered data set by name (its files from ``path`` if given) or user data from a path.
 
     ``seed`` fixes the split (and the ``limit`` subsets). ``limit`` caps split sizes, e.g.
-    ``{"train": 2000, "test": 500}``, by a seeded random subset. The result is validated.
+    ``{"train": 2000, "test": 500}``, by a seeded random subset. ``train_per_class`` keeps at most
+    that many training samples of each class (a seeded, balanced subset: the few-labels regime of
+    transfer learning), applied before ``limit``. The result is validated.
     Raises :class:`~safetransfer.errors.UnknownNameError` for an unknown name,
     :class:`DataError` for a missing path or bad data,
     :class:`~safetransfer.errors.AssetMissingError` when a registered data set is not installed.
@@ -184,6 +187,11 @@ def load_data(
             raise DataError(f"{p}: no such file or folder.")
         else:
             raise unknown_name("data set", key, list(DATASETS))
+    if train_per_class is not None:
+        if isinstance(train_per_class, bool) or not isinstance(train_per_class, int) or train_per_class < 1:
+            raise DataError(f"train_per_class must be a positive integer, got {train_per_class!r}.")
+        data.train = per_class_subset(data.train, train_per_class, mixed_seed(seed, len(SPLITS) + 1))
+        data.meta = {**data.meta, "train_per_class": train_per_class}
     if limit:
         data = _apply_limit(data, limit, seed)
     return data.validate()

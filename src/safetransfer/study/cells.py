@@ -148,12 +148,13 @@ class CellMaker:
         if task_name not in self._contexts:
             c, task = self.config, self.task(task_name)
             limit = {k: v for k, v in (("train", task.limit_train), ("test", task.limit_test)) if v}
-            data = load_data(task.data, task.path, seed=c.seed, limit=limit or None)
+            data = load_data(task.data, task.path, seed=c.seed, limit=limit or None, train_per_class=task.train_per_class)
             teacher = load_teacher(c.teacher.model, data, image_size=c.teacher.image_size, seed=c.seed)
             self._contexts[task_name] = TaskContext(
                 task=task, data=data, teacher=teacher,
                 teacher_key=weights_key(c.teacher.model_dump(), teacher),
-                task_key={"data": task.data, "path": task.path, "limit": limit, "seed": c.seed},
+                task_key={"data": task.data, "path": task.path, "limit": limit, "seed": c.seed,
+                          **({"train_per_class": task.train_per_class} if task.train_per_class else {})},
                 eval_split=eval_subset(data.test, task.eval_samples, c.seed),
             )
         return self._contexts[task_name]
@@ -269,7 +270,8 @@ class CellMaker:
     @staticmethod
     def _own_data_key(task: TaskSpec) -> dict[str, Any]:
         """The key of a task's own training data as an attacker's data (see :meth:`_attacker_data`)."""
-        return {"data": task.data, "path": task.path, "limit": task.limit_train}
+        return {"data": task.data, "path": task.path, "limit": task.limit_train,
+                **({"train_per_class": task.train_per_class} if task.train_per_class else {})}
 
     def _weight_poisoned(self, ctx: TaskContext, defect: DefectSpec) -> tuple[TransferModel, str, dict[str, Any]]:
         """The teacher's BERT weights poisoned by the attacker (Embedding Surgery, RIPPLe or both),
@@ -294,7 +296,7 @@ class CellMaker:
                                     seed=c.seed, progress=self.progress)
             summary = {
                 "kind": defect.kind, "method": defect.poison_method,
-                "setting": "full-knowledge" if attacker_name == "same" else "domain-shift",
+                "setting": attack_setting(attacker_name),
                 "attacker_data": attacker.name, "triggers": list(defect.words), "target": defect.target,
                 "surgery_embeddings": None if defect.poison_method == "ripple" else (
                     f"fine-tuned on {attacker.name}, {defect.source_steps} steps" if source else "pretrained"),
@@ -332,6 +334,9 @@ class CellMaker:
         name = _attacker_data_name(defect, task)
         if name == "same":
             return name, data, self._own_data_key(task)
+        if name == "full":  # the task's whole data set, whatever subset the student has
+            return name, load_data(task.data, task.path, seed=self.config.seed), {"data": task.data, "path": task.path,
+                                                                                   "limit": None}
         return name, load_data(name, seed=self.config.seed), {"data": name, "path": None, "limit": None}
 
     def _backdoored(self, ctx: TaskContext, defect: PatchBackdoor) -> tuple[TransferModel, str, dict[str, Any]]:
@@ -365,7 +370,7 @@ class CellMaker:
             save_model(model, folder / MODEL_DIR, meta={"backdoor": defect.flat_dump()})
             summary = {
                 "kind": defect.kind,
-                "setting": "full-knowledge" if attacker_name == "same" else "domain-shift",
+                "setting": attack_setting(attacker_name),
                 "attacker_data": attacker.name,
                 "teacher_acc": finite_or_none(result.clean_accuracy),
                 "teacher_success": finite_or_none(result.attack_success),
@@ -387,7 +392,7 @@ class CellMaker:
             summary = {**summary, "trigger_shifts": shifts}
             atomic_write_text(summary_path, json.dumps(summary, indent=2))
         record = {k: v for k, v in summary.items() if k != "trigger_shifts"}
-        record["setting"] = "full-knowledge" if attacker_name == "same" else "domain-shift"
+        record["setting"] = attack_setting(attacker_name)
         record["trigger_shift"] = shifts[shift_key]
         return model, weights_key(key, model), record
 
@@ -540,6 +545,12 @@ def eval_subset(test: Split, n: int, seed: int) -> Split:
     return seeded_subset(test, n, seed + 7919, keep_order=True)
 
 
+def attack_setting(attacker_name: str) -> str:
+    """A planted defect's setting: ``full-knowledge`` when the attacker has the student's data
+    (``same``) or the whole data set it comes from (``full``), ``domain-shift`` otherwise."""
+    return "full-knowledge" if attacker_name in ("same", "full") else "domain-shift"
+
+
 def _attacker_data_name(defect: DefectSpec, task: TaskSpec) -> str:
     chosen = defect.attacker_data
     if isinstance(chosen, dict):
@@ -549,6 +560,8 @@ def _attacker_data_name(defect: DefectSpec, task: TaskSpec) -> str:
                 f"(it has: {', '.join(sorted(chosen))})."
             )
         chosen = chosen[task.name]
+    if chosen == "full":
+        return "full" if (task.limit_train or task.train_per_class) else "same"  # no subset: the same data
     return "same" if chosen in ("same", task.data, task.name) else chosen
 
 
@@ -560,7 +573,8 @@ def transfer_config_of(
     among the method's options seeds that method's students (head, slice subsets and training)
     while the teachers and crafted inputs keep the study's."""
     seed = int(method.options.get("seed", config.seed)) if seed is None else seed
-    tconfig = TransferConfig.from_dict({"method": method.base_method, **method.options, "seed": seed})
+    tconfig = TransferConfig.from_dict({"method": method.base_method, "protocol": config.protocol, **method.options,
+                                        "seed": seed})
     if arch is None:
         return tconfig
     tconfig = tconfig.resolved(arch)

@@ -30,7 +30,7 @@ from safetransfer.attacks.word_swap import SEARCH_VERSION
 from safetransfer.detect.trigger_scan import GENERAL_WORDS
 from safetransfer.errors import ConfigError, unknown_name
 from safetransfer.safe_paths import read_text_bounded
-from safetransfer.transfer import METHOD_NAMES, TransferConfig
+from safetransfer.transfer import METHOD_NAMES, PROTOCOLS, TransferConfig
 
 DEFAULT_CONFIG = "default_vision.yaml"
 EMBEDDED = {"vision": DEFAULT_CONFIG, "text": "default_text.yaml"}  # the studies that come with the package
@@ -52,13 +52,16 @@ class TeacherSpec(_Strict):
 class TaskSpec(_Strict):
     """A student task: a data set (registered name or path) and how much of it to use.
 
-    ``limit_train`` / ``limit_test``: seeded subsets (``None`` = all). ``eval_samples``:
+    ``limit_train`` / ``limit_test``: seeded subsets (``None`` = all). ``train_per_class``: at most
+    this many training samples of each class (a seeded, balanced subset; the few-labels regime in
+    which transfer pays, as in the ReMoS paper's data sets), applied before ``limit_train``. ``eval_samples``:
     test inputs (a seeded subset) on which defects are crafted and DIR measured.
     """
 
     data: str
     path: str | None = None
     limit_train: int | None = Field(default=None, ge=1)
+    train_per_class: int | None = Field(default=None, ge=1)
     limit_test: int | None = Field(default=None, ge=1)
     eval_samples: int = Field(default=1000, ge=1)
 
@@ -130,8 +133,9 @@ class _Defect(_Strict):
 
 class _Planted(_Defect):
     """A defect planted in a copy of the teacher by an attacker training on ``attacker_data``
-    (``same`` = the student's own data set, full knowledge; or another data set's name, domain
-    shift; or a mapping task -> data set), poisoning ``rate`` of it towards label ``target``."""
+    (``same`` = the student's own training data, full knowledge; ``full`` = the whole data set the
+    student's subset comes from, every training image, also full knowledge; or another data set's
+    name, domain shift; or a mapping task -> data set), poisoning ``rate`` of it towards label ``target``."""
 
     attacker_data: str | dict[str, str] = "same"
     rate: float = Field(default=0.2, gt=0.0, le=1.0)
@@ -335,6 +339,8 @@ class StudyConfig(_Strict):
     defects: list[DefectSpec] = Field(min_length=1)
     methods: list[MethodSpec] = Field(min_length=1)
     steps: int = Field(default=800, ge=1, description="training steps of every student")
+    protocol: str = Field(default="shared", description="every student's training protocol unless its method's "
+                          "options name one (safetransfer.transfer.config: shared, scratch, artifact)")
     train: dict[str, Any] = Field(default_factory=dict, description="training overrides for every student")
     seed: int = 0
 
@@ -343,6 +349,13 @@ class StudyConfig(_Strict):
     def _methods_from_names(cls, value: Any) -> Any:
         if isinstance(value, list):
             return [{"name": v} if isinstance(v, str) else v for v in value]
+        return value
+
+    @field_validator("protocol")
+    @classmethod
+    def _known_protocol(cls, value: str) -> str:
+        if value not in PROTOCOLS:
+            raise ValueError(str(unknown_name("training protocol", value, list(PROTOCOLS))))
         return value
 
     @model_validator(mode="after")
@@ -358,7 +371,7 @@ class StudyConfig(_Strict):
             seed = m.options.get("seed", 0)
             if isinstance(seed, bool) or not isinstance(seed, int):
                 raise ValueError(f"method '{m.name}': options.seed must be an integer (got {seed!r})")
-            TransferConfig.from_dict({"method": m.base_method, **m.options})  # raises on bad options
+            TransferConfig.from_dict({"method": m.base_method, "protocol": self.protocol, **m.options})  # raises on bad options
         if "finetune" not in [m.name for m in self.methods]:
             raise ValueError("the methods must include 'finetune': rACC and rDIR are relative to it")
         return self
@@ -367,7 +380,7 @@ class StudyConfig(_Strict):
         """The config's identity for resuming from a results file: what it asks for, and the
         version of the word-swap search where it crafts word swaps (a new search's texts are
         new cells, though the config reads the same)."""
-        doc = self.model_dump(mode="json")
+        doc = self._dump()
         doc["defects"] = [{"name": d.name, **d.key_doc(), **({"scan_texts": d.scan_texts} if d.scanned else {}),
                            **({"scan_words": d.scan_words} if d.scanned and d.scan_words != GENERAL_WORDS else {}),
                            **d.search_doc}
@@ -377,8 +390,19 @@ class StudyConfig(_Strict):
     def results_config(self) -> dict[str, Any]:
         """The config as a results document holds it: its dump with each defect's
         :meth:`~_Defect.flat_dump` (kept so a study re-run from the cache writes the same file)."""
-        doc = self.model_dump(mode="json")
+        doc = self._dump()
         doc["defects"] = [d.flat_dump() for d in self.defects]
+        return doc
+
+    def _dump(self) -> dict[str, Any]:
+        """The config's JSON dump without the fields added later where they hold their defaults, so
+        the configs written before those fields keep their fingerprints and results documents."""
+        doc = self.model_dump(mode="json")
+        if doc["protocol"] == "shared":
+            del doc["protocol"]
+        for task in doc["tasks"]:
+            if task["train_per_class"] is None:
+                del task["train_per_class"]
         return doc
 
 

@@ -13,8 +13,11 @@ SGD lr 5e-3, momentum 0, weight decay 1e-4, one rate for head and body
 (its ``resnet50_dropout(dropout=0.1)``; ``TransferConfig.stage_dropout``); text as ``shared``.
 The artifact ran 10,000 steps of ResNet-50 on natural photos; at this project's CPU budgets
 (200-800 steps) its single small rate leaves the new head under-trained (measured: the vision
-docs page, section "Does transfer pay?"), so it becomes the default only with the study regime
-that gives it the steps it needs.
+docs page, section "Does transfer pay?"), so it is not the default. ``protocol="artifact_scaled"`` is
+that recipe with its rate × steps budget (5e-3 × 10,000 iterations) compressed onto the run's
+steps: the rate is ``5e-3 × 10,000 / steps`` (:attr:`TrainConfig.budget_steps`); for SGD without
+momentum, about the same distance along the gradient flow in fewer, longer steps. It is the
+vision study's protocol (measured against the verbatim recipe: the vision docs page).
 Under either the methods that start from random weights (``retrain``, ``delta_r``,
 ``renofeation``) are under-trained by design of the budget.
 ``protocol="scratch"`` gives those three the zoo's own from-scratch recipe instead (vision: SGD
@@ -73,6 +76,14 @@ _ARTIFACT_PROTOCOL: dict[str, dict[str, Any]] = {
     "small-cnn": _ARTIFACT_VISION,
     "minilm-l6": _BERT_FINETUNE,
 }
+# The artifact's remos.sh runs 10,000 iterations at that rate; "artifact_scaled" keeps its rate x steps.
+ARTIFACT_STEPS = 10_000
+_ARTIFACT_SCALED_VISION = {**_ARTIFACT_VISION, "budget_steps": ARTIFACT_STEPS}
+_ARTIFACT_SCALED_PROTOCOL: dict[str, dict[str, Any]] = {
+    "efficientnet-lite0": _ARTIFACT_SCALED_VISION,
+    "small-cnn": _ARTIFACT_SCALED_VISION,
+    "minilm-l6": _BERT_FINETUNE,
+}
 _STRONG_PROTOCOL: dict[str, dict[str, Any]] = {
     "efficientnet-lite0": {"optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "head_lr_mult": 1.0, "schedule": "onecycle",
                            "batch_size": 64, "steps": 800, "weight_decay": 5e-5},
@@ -95,7 +106,7 @@ _SCRATCH_PROTOCOL: dict[str, dict[str, Any]] = {
 }
 
 
-PROTOCOLS = ("shared", "scratch", "artifact")
+PROTOCOLS = ("shared", "scratch", "artifact", "artifact_scaled")
 
 
 def _protocol_table(method: str, protocol: str) -> dict[str, dict[str, Any]]:
@@ -108,6 +119,8 @@ def _protocol_table(method: str, protocol: str) -> dict[str, dict[str, Any]]:
         return _SCRATCH_PROTOCOL
     if protocol == "artifact":
         return _ARTIFACT_PROTOCOL
+    if protocol == "artifact_scaled":
+        return _ARTIFACT_SCALED_PROTOCOL
     return _FINETUNE_PROTOCOL
 
 
@@ -115,7 +128,8 @@ def default_stage_dropout(arch: str, method: str = "finetune", protocol: str = "
     """The spatial dropout after each body stage that ``method`` trains with by default: the
     artifact's 0.1 under its vision protocol (``protocol="artifact"``), none under any other recipe
     (or for text)."""
-    return _ARTIFACT_STAGE_DROPOUT.get(arch, 0.0) if _protocol_table(method, protocol) is _ARTIFACT_PROTOCOL else 0.0
+    artifact = _protocol_table(method, protocol) in (_ARTIFACT_PROTOCOL, _ARTIFACT_SCALED_PROTOCOL)
+    return _ARTIFACT_STAGE_DROPOUT.get(arch, 0.0) if artifact else 0.0
 
 
 # The attacker's fine-tuning when it plants a backdoor: the first round's shared protocol, with
