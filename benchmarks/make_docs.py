@@ -610,7 +610,9 @@ def protocols_section(p: Page) -> None:
                          f3(v["dir"].get("backdoor")), f3(v["dir"].get("penultimate"))])
         success = ", ".join(f"{d} {f3(v['teacher_success'])}" for d, v in task["defects"].items())
     p.add("### Does the fine-tuning recipe decide what a few-labels student inherits?",
-          "The full profile's Fashion-MNIST task and two of its defects, `finetune` under three recipes beside `retrain`: "
+          "The full profile's Fashion-MNIST task, its backdoor and the penultimate-layer attack at ε 0.3 (the profile "
+          "now crafts at 0.5, chosen from this table: at 0.3 little is left to cut), `finetune` under three recipes "
+          "beside `retrain`: "
           "`artifact_scaled`, the artifact's protocol with its budget compressed (the study's: SGD without momentum at "
           "5e-3 × 10,000 / steps, one rate), the first round's gentle `shared` protocol (SGD 5e-3, head rate ×10: a "
           "short walk from the teacher's body) and the strong recipe (SGD momentum 0.9, one-cycle to 0.05). Gain: ACC "
