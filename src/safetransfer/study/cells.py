@@ -334,10 +334,9 @@ class CellMaker:
         name = _attacker_data_name(defect, task)
         if name == "same":
             return name, data, self._own_data_key(task)
-        if name == "full":  # the task's whole data set, whatever subset the student has
-            return name, load_data(task.data, task.path, seed=self.config.seed), {"data": task.data, "path": task.path,
-                                                                                   "limit": None}
-        return name, load_data(name, seed=self.config.seed), {"data": name, "path": None, "limit": None}
+        # "full": the task's whole data set, whatever subset the student has; else another data set
+        source, path = (task.data, task.path) if name == "full" else (name, None)
+        return name, load_data(source, path, seed=self.config.seed), {"data": source, "path": path, "limit": None}
 
     def _backdoored(self, ctx: TaskContext, defect: PatchBackdoor) -> tuple[TransferModel, str, dict[str, Any]]:
         """A patch-trigger backdoor planted in a copy of the teacher by the attacker's poisoned
