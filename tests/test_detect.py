@@ -83,6 +83,87 @@ def test_scan_names_the_poisoned_class_and_flags_nothing_elsewhere() -> None:
         scan_untangling(f[y < 2], y[y < 2])
 
 
+def layered_classes(seed: int = 0, poisoned: int = 45, classes: int = 10, n: int = 400):
+    """SCAn's shared-variation classes with per-layer likelihoods beside them: every sample's five
+    layer minima near a typical value, the poisoned samples' (relabelled 3) far below in layers 0-1,
+    as a patch trigger makes them; the penultimate features carry no trace of the poison."""
+    rng = np.random.default_rng(seed)
+    clean_f, clean_y, _, y, truth = shared_variation_classes(seed, classes, n, poisoned=poisoned)
+    f = clean_f.copy()  # the poisoned samples look like label 3 to the penultimate layer: only the layers tell
+    f[truth] = clean_f[rng.choice(np.flatnonzero(clean_y == 3), int(truth.sum()))] + rng.normal(0, 0.05, (int(truth.sum()), f.shape[1]))
+    lk = -np.exp(rng.normal(np.log(12.0), 0.15, size=(len(y), 5)))
+    lk[truth, :2] = -np.exp(rng.normal(np.log(90.0), 0.15, size=(int(truth.sum()), 2)))
+    clean_lk = -np.exp(rng.normal(np.log(12.0), 0.15, size=(len(y), 5)))
+    return f, y, lk, truth, (clean_f, clean_y, clean_lk)
+
+
+def test_multilayer_names_the_poisoned_label_from_the_layers() -> None:
+    from safetransfer.detect.multilayer import multilayer_detection
+
+    f, y, lk, truth, (clean_f, clean_y, clean_lk) = layered_classes()
+    result = multilayer_detection(f, y, lk)
+    assert [c for c, info in result.per_class.items() if info["poisoned"]] == [3], result.per_class
+    q = score_detection(result, truth)
+    assert q.recall >= 0.95 and q.fpr <= 0.005, q
+    assert all(info["flagged"] == 0 for c, info in result.per_class.items() if c != 3)
+    # the poisoned label's minority ranks first
+    assert truth[result.ranking()[: int(truth.sum())]].mean() >= 0.95
+    # the features alone carry nothing here: no label is called, nothing is flagged
+    alone = multilayer_detection(f, y, None)
+    assert alone.is_clean.all() and alone.params["layers"] == 0
+    # the training set without the poison: nothing flagged
+    untouched = multilayer_detection(clean_f, clean_y, clean_lk)
+    assert untouched.is_clean.all() and not any(info["poisoned"] for info in untouched.per_class.values())
+    # seeded: the same verdicts twice
+    assert np.array_equal(multilayer_detection(f, y, lk, seed=3).is_clean, multilayer_detection(f, y, lk, seed=3).is_clean)
+    with pytest.raises(DataError, match="likelihoods"):
+        multilayer_detection(f, y, lk[:10])
+    with pytest.raises(DataError, match="likelihoods"):
+        multilayer_detection(f, y, np.full_like(lk, np.nan))
+    with pytest.raises(DataError, match="components"):
+        multilayer_detection(f, y, lk, components=0)
+
+
+def test_multilayer_finds_a_blend_like_poison_in_the_features() -> None:
+    """A poison the penultimate features separate (as a blended trigger's) and the layers do not."""
+    from safetransfer.detect.multilayer import multilayer_detection
+
+    _, _, f, y, truth = shared_variation_classes(poisoned=80)
+    lk = -np.exp(np.random.default_rng(1).normal(np.log(12.0), 0.15, size=(len(y), 5)))
+    q = score_detection(multilayer_detection(f, y, lk), truth)
+    assert q.recall >= 0.95 and q.fpr <= 0.005, q
+
+
+def test_layer_likelihoods_by_hand_and_on_a_model_without_batchnorm() -> None:
+    """The first BatchNorm layer's minimum: log N(x; running mean, running var + eps) of the conv
+    output, computed here by hand; a body without BatchNorm scores its Linear layers."""
+    from safetransfer.detect.layer_likelihood import layer_likelihoods, scored_layers
+    from safetransfer.models.zoo import create_model
+
+    torch.manual_seed(0)
+    model = create_model("tiny-cnn", num_classes=3)
+    layers, is_bn = scored_layers(model)
+    assert is_bn and len(layers) >= 2
+    bn = layers[0][1]
+    bn.running_mean.uniform_(-0.2, 0.2)
+    bn.running_var.uniform_(0.5, 2.0)
+    x = torch.rand(6, 1, 8, 8)
+    x[0, 0, 3, 3] = 30.0  # an extreme pixel: far less likely activations
+    lk, names = layer_likelihoods(model, x, batch_size=4)
+    assert lk.shape == (6, len(layers)) and names == [n for n, _ in layers]
+    conv = model.body.features[0]
+    with torch.no_grad():
+        h = conv(model.normalize(model.preprocess(x))).double()
+    var = (bn.running_var + bn.eps).double()
+    z = (h - bn.running_mean.double()[None, :, None, None]) / var.sqrt()[None, :, None, None]
+    log_p = -0.5 * z ** 2 - 0.5 * var.log()[None, :, None, None] - 0.5 * np.log(2 * np.pi)
+    assert np.allclose(lk[:, 0], log_p.flatten(1).amin(1).numpy(), rtol=1e-6, atol=1e-6)
+    assert lk[0, 0] < lk[1:, 0].min()
+    text = create_model("tiny-bert", num_classes=2)
+    tl, tnames = layer_likelihoods(text, ["a cat", "the dog sat", "zzz qqq", "hello"], batch_size=3)
+    assert tl.shape == (4, len(text.sliceable_layers())) and np.isfinite(tl).all() and tnames[0].startswith("body.")
+
+
 def test_spectre_removes_the_poison_given_its_count() -> None:
     """SPECTRE as the reference runs it: the poisoned count given, 1.5 times that removed per label."""
     from safetransfer.detect.spectre import K_GRID, spectre
@@ -233,11 +314,17 @@ def test_scan_data_command_writes_its_files_and_ranks_the_poison(data_files, tmp
 
     out = tmp_path / "scan"
     r = run(["scan-data", "--data", tiny_npz(tmp_path), "--model", "tiny-cnn", "--steps", "300", "--plant",
-             "watermark", "--rate", "0.1", "--target", "1", "--out", out, "--no-progress"], capsys)
+             "watermark", "--rate", "0.1", "--target", "1", "--method", "all", "--out", out, "--no-progress"], capsys)
     assert r.code == 0, r.text
     doc = json.loads((out / "results.json").read_text())
-    assert doc["poisoned"] > 0 and set(doc["detectors"]) == {"spectral", "spectral_fixed", "activation_clustering",
-                                                               "ac_silhouette", "ac_tight", "centroid", "untangling"}
+    assert doc["poisoned"] > 0 and set(doc["detectors"]) == {"multilayer", "spectral", "spectral_fixed",
+                                                               "activation_clustering", "ac_silhouette", "ac_tight",
+                                                               "centroid", "untangling"}
+    # the verdict comes from the first detector (the default one) and names the labels it calls poisoned
+    verdict = doc["verdict"]
+    assert verdict["detector"] == "multilayer" and verdict["sentence"] in r.text.replace("\n", " ")
+    called_ml = [int(c) for c, info in doc["detectors"]["multilayer"]["per_class"].items() if info["poisoned"]]
+    assert verdict["poisoned_labels"] == called_ml and verdict["flagged"] == doc["detectors"]["multilayer"]["flagged"]
     # SCAn names the class it calls poisoned (or none) in the per-class record
     assert all("poisoned" in info for info in doc["detectors"]["untangling"]["per_class"].values())
     # with a planted poison the held-out split is clean: SCAn fits its global model there
@@ -247,7 +334,7 @@ def test_scan_data_command_writes_its_files_and_ranks_the_poison(data_files, tmp
     with (out / "scores.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == doc["samples"] and sum(int(r["poisoned"]) for r in rows) == doc["poisoned"]
-    for name in ("outliers.png", "scatter.png", "labels.png", "training_curves.png", "scan.html"):
+    for name in ("outliers.png", "scatter.png", "scores.png", "labels.png", "training_curves.png", "scan.html"):
         assert (out / name).stat().st_size > 1000
     # the sanity view: the same model trained on the data without the poison, side by side
     runs = doc["training"]
@@ -259,8 +346,8 @@ def test_scan_data_command_writes_its_files_and_ranks_the_poison(data_files, tmp
     page = (out / "scan.html").read_text()
     assert "Detectors" in page and "clean data" in page
     called = [doc["classes"][int(c)] for c, info in doc["detectors"]["untangling"]["per_class"].items() if info["poisoned"]]
-    assert "Which label is poisoned (SCAn)" in page
-    assert (f"SCAn calls {', '.join(called)} poisoned" if called else "SCAn calls no label poisoned") in page
+    assert "Which label is poisoned (untangling)" in page and "Which label is poisoned (multilayer)" in page
+    assert (f"untangling calls {', '.join(called)} poisoned" if called else "untangling calls no label poisoned") in page
     # without a planted poison: counts only, no truth columns
     r = run(["scan-data", "--data", data_files.images_npz, "--method", "spectral", "--out", tmp_path / "plain",
              "--no-progress"], capsys)

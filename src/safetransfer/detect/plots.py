@@ -92,6 +92,31 @@ def plot_label_histogram(labels: np.ndarray, class_names: list[str], path: str |
     return save_figure(fig, ax, path, title or "samples per label (red: the most over-represented)")
 
 
+def plot_score_distribution(scores: np.ndarray, flagged: np.ndarray, path: str | Path,
+                            truth: np.ndarray | None = None, title: str = "") -> Path:
+    """Histograms of the detector's scores: the samples it flags against those it keeps (log counts,
+    so a few flagged samples show beside tens of thousands kept); with a planted poison, the
+    poisoned samples' scores outlined."""
+    plt = pyplot()
+    scores = np.asarray(scores, dtype=float)
+    flagged = np.asarray(flagged, dtype=bool)
+    finite = np.isfinite(scores)
+    edges = np.histogram_bin_edges(scores[finite], bins=50) if finite.any() else np.linspace(0, 1, 51)
+    fig, ax = plt.subplots(figsize=(7.0, 4.0))
+    ax.hist(scores[finite & ~flagged], bins=edges, color="tab:blue", alpha=0.7, label=f"kept ({int((~flagged).sum())})")
+    if flagged.any():
+        ax.hist(scores[finite & flagged], bins=edges, color="tab:red", alpha=0.7, label=f"flagged ({int(flagged.sum())})")
+    if truth is not None and np.asarray(truth).any():
+        poisoned = np.asarray(truth, dtype=bool)
+        ax.hist(scores[finite & poisoned], bins=edges, histtype="step", color="black", linewidth=1.2,
+                label=f"planted poison ({int(poisoned.sum())})")
+    ax.set_yscale("log")
+    ax.set_xlabel("detector score (higher: more suspicious)")
+    ax.set_ylabel("samples (log)")
+    ax.legend(fontsize=8)
+    return save_figure(fig, ax, path, title or "scores of flagged and kept samples")
+
+
 def plot_training_curves(histories: dict[str, list[dict[str, float]]], path: str | Path, title: str = "") -> Path:
     """Validation accuracy (and training loss) against steps, one line per run (e.g. clean vs poisoned)."""
     plt = pyplot()

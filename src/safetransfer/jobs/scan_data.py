@@ -35,20 +35,23 @@ from safetransfer.attacks.data_poisoning import (
     poison_dataset,
     triggered_test,
 )
-from safetransfer.data.base import ClassificationData
+from safetransfer.data.base import ClassificationData, Split
 from safetransfer.data.registry import load_data
 from safetransfer.detect import (
     activation_clustering,
     centroid_distance,
+    multilayer_detection,
     scan_untangling,
     spectral_signature,
 )
 from safetransfer.detect.base import DetectionResult, score_detection
 from safetransfer.detect.features import embed
+from safetransfer.detect.layer_likelihood import layer_likelihoods
 from safetransfer.detect.plots import (
     plot_label_histogram,
     plot_outlier_grid,
     plot_scatter,
+    plot_score_distribution,
     plot_training_curves,
 )
 from safetransfer.errors import ConfigError
@@ -61,8 +64,11 @@ from safetransfer.models.io import load_model
 from safetransfer.models.zoo import get_arch
 from safetransfer.train import TrainConfig, curve_schedule
 
-METHODS: tuple[str, ...] = ("spectral", "spectral_fixed", "activation_clustering", "ac_silhouette", "ac_tight",
-                            "centroid", "untangling")
+METHODS: tuple[str, ...] = ("multilayer", "spectral", "spectral_fixed", "activation_clustering", "ac_silhouette",
+                            "ac_tight", "centroid", "untangling")
+DEFAULT_METHODS: tuple[str, ...] = ("multilayer",)
+"""The detector a scan runs unless told otherwise: the best of :data:`METHODS` on the detection
+benchmark (``benchmarks/detect.py``; docs detection page)."""
 RESULTS_FILE = "results.json"
 
 
@@ -76,8 +82,9 @@ class ScanDataConfig:
     model: str | None = None
     steps: int | None = None
     embedding: str | None = None       # model | pca | pixels | tsne; default: model when a model is given, else pca
-    methods: tuple[str, ...] = METHODS
+    methods: tuple[str, ...] = DEFAULT_METHODS   # the first one gives the verdict, the figures and the ranking
     plant: PlantSpec | None = None
+    clean_data_path: str | None = None  # a set the defender trusts (same format as data_path): SCAn's global model
     eps: float = 0.1                   # spectral_fixed: upper bound on a label's poisoned share
     k_spectral: float = 3.0
     k_centroid: float = 3.5
@@ -119,10 +126,14 @@ class ScanDataResult:
 
 
 def run_detector(name: str, features: np.ndarray, labels: np.ndarray, cfg: ScanDataConfig,
-                 clean: tuple[np.ndarray, np.ndarray] | None = None) -> DetectionResult:
+                 clean: tuple[np.ndarray, np.ndarray] | None = None,
+                 likelihoods: np.ndarray | None = None) -> DetectionResult:
     """Run the detector ``name`` on the training features; ``clean``: features and labels of a set the
-    defender trusts (SCAn fits its global model on it, as its reference does)."""
+    defender trusts (SCAn fits its global model on it, as its reference does); ``likelihoods``: the
+    samples' per-layer likelihoods (the multi-layer detector; ``None``: it reads the features alone)."""
 
+    if name == "multilayer":
+        return multilayer_detection(features, labels, likelihoods, seed=cfg.seed)
     if name == "spectral":
         return spectral_signature(features, labels, removal="robust", k=cfg.k_spectral)
     if name == "spectral_fixed":
@@ -182,20 +193,17 @@ def scan_data(cfg: ScanDataConfig, out_dir: str | Path, progress: bool = False,
     features = embed(embedding, data.train.inputs, model=model, seed=cfg.seed, progress=progress)
     embed_seconds = time.perf_counter() - t0
     labels = data.train.labels.numpy()
-    # SCAn's threat model holds a small clean set: with a planted poison the held-out split is one by
-    # construction (only the training split is poisoned); a scan of unplanted data has none
-    clean = None
-    if "untangling" in cfg.methods and cfg.plant is not None and embedding == "model":
-        held_out = data.val if len(data.val) else data.test
-        log(f"embedding the {len(held_out)} held-out samples (clean: SCAn's global model is fitted on them)")
-        clean = (embed(embedding, held_out.inputs, model=model, seed=cfg.seed, progress=progress),
-                 held_out.labels.numpy())
+    likelihoods = None
+    if "multilayer" in cfg.methods and model is not None:
+        log("scoring every hidden layer's most abnormal activation (the multi-layer detector)")
+        likelihoods, _ = layer_likelihoods(model, data.train.inputs, progress=progress)
+    clean = _clean_set(cfg, data, model, embedding, progress, log)
 
     detections: dict[str, DetectionResult] = {}
     summary: dict[str, Any] = {}
     for name in cfg.methods:
         log(f"detector {name}")
-        det = run_detector(name, features, labels, cfg, clean)
+        det = run_detector(name, features, labels, cfg, clean, likelihoods)
         detections[name] = det
         entry: dict[str, Any] = {"method": det.method, "flagged": int((~det.is_clean).sum()),
                                  "seconds": round(det.seconds, 3), "params": det.params,
@@ -204,12 +212,14 @@ def scan_data(cfg: ScanDataConfig, out_dir: str | Path, progress: bool = False,
             entry.update({k: v for k, v in score_detection(det, truth).to_dict().items() if k not in ("method",)})
         summary[name] = entry
     best = _best(summary) if truth is not None else None
+    verdict = label_verdict(cfg.methods[0], detections[cfg.methods[0]], data.class_names)
+    log(verdict["sentence"])
     results = {
         "config": cfg.to_dict(), "data": data.name, "samples": len(data.train), "classes": data.class_names,
         "embedding": {"kind": embedding, "dims": int(features.shape[1]), "seconds": round(embed_seconds, 2)},
         "poisoned": int(truth.sum()) if truth is not None else None,
         "model_attack_success": attack_success,  # share of triggered non-target test samples sent to the target
-        "detectors": summary, "best": best,
+        "detectors": summary, "best": best, "verdict": verdict,
         "training": {name: {k: v for k, v in e.items() if k != "history"} for name, e in training.items()},
         "elapsed_seconds": round(time.perf_counter() - started, 2),
     }
@@ -219,6 +229,52 @@ def scan_data(cfg: ScanDataConfig, out_dir: str | Path, progress: bool = False,
     _write_figures_and_page(result, data, features, cfg, log,
                             {name: e["history"] for name, e in training.items()})
     return result
+
+
+def label_verdict(name: str, det: DetectionResult, class_names: list[str]) -> dict[str, Any]:
+    """Which labels the detector ``name`` calls poisoned, and a sentence that says so (detectors that
+    decide per label: multilayer, untangling; the others flag samples in every label)."""
+    called = [int(c) for c, info in det.per_class.items() if info.get("poisoned")]
+    flagged = int((~det.is_clean).sum())
+    decides = any("poisoned" in info for info in det.per_class.values())
+    if decides and called:
+        names = ", ".join(f"{class_names[c]} ({c})" for c in called)
+        sentence = f"{name} calls label {names} poisoned and flags {flagged} of its samples"
+    elif decides:
+        sentence = f"{name} calls no label poisoned and flags nothing"
+    else:
+        sentence = f"{name} flags {flagged} samples (it does not decide which label is poisoned)"
+    return {"detector": name, "poisoned_labels": called, "flagged": flagged, "sentence": sentence}
+
+
+def all_samples(data: ClassificationData) -> Split:
+    """The train, validation and test samples of ``data`` as one split."""
+    parts = [s for s in (data.train, data.val, data.test) if len(s)]
+    if isinstance(parts[0].inputs, torch.Tensor):
+        inputs = torch.cat([s.inputs for s in parts])
+    else:
+        inputs = [x for s in parts for x in s.inputs]
+    return Split(inputs, torch.cat([s.labels for s in parts]))
+
+
+def _clean_set(cfg: ScanDataConfig, data: ClassificationData, model, embedding: str, progress: bool,
+               log: Callable[[str], None]) -> tuple[np.ndarray, np.ndarray] | None:
+    """SCAn's clean set, embedded: the user's ``clean_data_path`` (all its samples), or with a
+    planted poison the held-out split (clean by construction: only the training split is
+    poisoned); ``None`` when SCAn does not run, the features are not a model's, or there is none."""
+    if "untangling" not in cfg.methods or embedding != "model":
+        return None
+    if cfg.clean_data_path is not None:
+        trusted = load_data(cfg.clean_data_path, seed=cfg.seed)
+        if trusted.num_classes != data.num_classes:
+            raise ConfigError(f"the clean set has {trusted.num_classes} labels, the scanned data {data.num_classes}.")
+        split, what = all_samples(trusted), f"the clean set {cfg.clean_data_path}"
+    elif cfg.plant is not None:
+        split, what = (data.val if len(data.val) else data.test), "the held-out split (clean: the poison is planted)"
+    else:
+        return None
+    log(f"embedding {len(split)} samples of {what}: SCAn fits its global model on them")
+    return embed(embedding, split.inputs, model=model, seed=cfg.seed, progress=progress), split.labels.numpy()
 
 
 def _model_for(cfg: ScanDataConfig, data: ClassificationData, out: Path, progress: bool, log: Callable[[str], None]):
@@ -275,7 +331,7 @@ def _write_scores(path: Path, labels: np.ndarray, truth: np.ndarray | None, dete
 def _write_figures_and_page(result: ScanDataResult, data: ClassificationData, features: np.ndarray,
                             cfg: ScanDataConfig, log: Callable[[str], None],
                             histories: dict[str, list[dict[str, float]]]) -> None:
-    name = result.results["best"] or cfg.methods[0]
+    name = cfg.methods[0]  # the verdict's detector
     det = result.detections[name]
     figures: list[tuple[Path, str]] = []
     if isinstance(data.train.inputs, torch.Tensor):
@@ -287,6 +343,9 @@ def _write_figures_and_page(result: ScanDataResult, data: ClassificationData, fe
                            method=cfg.scatter, seed=cfg.seed, truth=result.poisoned,
                            title=f"{result.results['embedding']['kind']} features ({cfg.scatter}); x: flagged by {det.method}")
     figures.append((scatter, "The training samples in 2-D, coloured by label; crosses: flagged samples."))
+    distribution = plot_score_distribution(det.scores, ~det.is_clean, result.out_dir / "scores.png",
+                                           truth=result.poisoned, title=f"{det.method}: scores of flagged and kept samples")
+    figures.append((distribution, "The detector's scores of the samples it flags and of those it keeps."))
     histogram = plot_label_histogram(data.train.labels.numpy(), data.class_names, result.out_dir / "labels.png")
     figures.append((histogram, "Samples per label against a uniform expectation: all-to-one poisoning "
                                "over-represents its target label a little."))

@@ -33,23 +33,44 @@ def detectors_table(results: dict[str, Any]) -> str:
             + "</tr></thead><tbody>" + "".join(rows) + "</tbody></table></div>")
 
 
-def class_verdicts(results: dict[str, Any]) -> str:
-    """SCAn's per-class statistic, when it ran: which label it calls poisoned and by how much (its
-    anomaly index against the threshold), in one sentence and a table."""
-    scan = results["detectors"].get("untangling")
-    if scan is None:
+def _label_statistic(info: dict[str, Any]) -> tuple[float | None, str]:
+    """A per-label record's statistic for the table: SCAn's anomaly index, or the multi-layer
+    detector's separation with its robust z-score."""
+    if "anomaly_index" in info:
+        value = info["anomaly_index"]
+        return value, "–" if value is None else f"{value:.2f}"
+    value, z = info.get("statistic"), info.get("z")
+    if value is None:
+        return None, "–"
+    return value, f"{value:.2f}" + ("" if z is None else f" (z {z:.1f})")
+
+
+def class_verdicts(results: dict[str, Any], name: str) -> str:
+    """The per-label statistic of the detector ``name`` (one that decides per label: multilayer,
+    untangling): which label it calls poisoned and by how much, in one sentence and a table."""
+    det = results["detectors"].get(name)
+    if det is None or not any("poisoned" in info for info in det["per_class"].values()):
         return ""
-    names, threshold = results["classes"], scan["params"]["threshold"]
-    per_class = sorted(scan["per_class"].items(), key=lambda kv: -(kv[1]["anomaly_index"] or float("inf")))
+    names = results["classes"]
+    params = det["params"]
+    if "threshold" in params:  # SCAn
+        rule, none = (f"anomaly index above {params['threshold']:.2f}",
+                      f"every anomaly index is at most {params['threshold']:.2f}")
+    else:
+        rule = (f"separation an outlier among the labels' (robust z above {params['z_threshold']}) and above "
+                f"{params['min_separation']}")
+        none = (f"no label's separation is both an outlier (robust z above {params['z_threshold']}) and above "
+                f"{params['min_separation']}")
+    per_class = sorted(det["per_class"].items(), key=lambda kv: -(_label_statistic(kv[1])[0] or float("-inf")))
     called = [names[int(c)] for c, info in per_class if info["poisoned"]]
-    verdict = (f"SCAn calls {', '.join(called)} poisoned (anomaly index above {threshold:.2f})" if called else
-               f"SCAn calls no label poisoned: every anomaly index is at most {threshold:.2f}, so it flags nothing")
+    verdict = (f"{name} calls {', '.join(called)} poisoned ({rule})" if called else
+               f"{name} calls no label poisoned: {none}, so it flags nothing")
+    head = "anomaly index" if "threshold" in params else "separation (robust z)"
     rows = []
     for c, info in per_class:
-        index = "–" if info["anomaly_index"] is None else f"{info['anomaly_index']:.2f}"
-        rows.append(f"<tr><td>{escape(names[int(c)])}</td><td>{index}</td><td>{'yes' if info['poisoned'] else 'no'}"
-                    f"</td><td>{info['flagged']}</td></tr>")
-    return (f"<p>{escape(verdict)}.</p>" + '<div class="scroll"><table><thead><tr><th>label</th><th>anomaly index</th>'
+        rows.append(f"<tr><td>{escape(names[int(c)])}</td><td>{escape(_label_statistic(info)[1])}</td>"
+                    f"<td>{'yes' if info['poisoned'] else 'no'}</td><td>{info['flagged']}</td></tr>")
+    return (f"<p>{escape(verdict)}.</p>" + f'<div class="scroll"><table><thead><tr><th>label</th><th>{head}</th>'
             "<th>called poisoned</th><th>flagged</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table></div>")
 
 
@@ -74,9 +95,12 @@ def write_scan_page(results: dict[str, Any], figures: list[tuple[Path, str]], ou
              "<p>Recall: the share of the poisoned samples flagged; FPR: the share of the clean ones flagged.</p>"
              if known else "<p>No known poison: the counts say how many samples each detector flags.</p>",
              detectors_table(results)]
-    verdicts = class_verdicts(results)
-    if verdicts:
-        parts += ["<h2>Which label is poisoned (SCAn)</h2>", verdicts]
+    if results.get("verdict"):
+        parts.insert(2, f'<p class="verdict"><b>Verdict:</b> {escape(results["verdict"]["sentence"])}.</p>')
+    for name in results["detectors"]:
+        verdicts = class_verdicts(results, name)
+        if verdicts:
+            parts += [f"<h2>Which label is poisoned ({escape(name)})</h2>", verdicts]
     if results.get("training"):
         parts += ["<h2>The model trained on the data</h2>", training_table(results)]
     parts += ["<h2>Figures</h2>"]
