@@ -162,6 +162,12 @@ def test_layer_likelihoods_by_hand_and_on_a_model_without_batchnorm() -> None:
     text = create_model("tiny-bert", num_classes=2)
     tl, tnames = layer_likelihoods(text, ["a cat", "the dog sat", "zzz qqq", "hello"], batch_size=3)
     assert tl.shape == (4, len(text.sliceable_layers())) and np.isfinite(tl).all() and tnames[0].startswith("body.")
+    # padding is not read: a text scores the same alone as in a batch padded to a longer one
+    alone, _ = layer_likelihoods(text, ["a cat"], batch_size=1)
+    padded, _ = layer_likelihoods(text, ["a cat", "a much longer text with many more characters"], batch_size=2)
+    stats_alone, _ = layer_likelihoods(text, ["a cat", "a much longer text with many more characters"], batch_size=1)
+    assert np.allclose(padded[0], stats_alone[0], atol=1e-4)  # the same statistics, batched or not
+    assert alone.shape == (1, len(tnames))
 
 
 def test_spectre_removes_the_poison_given_its_count() -> None:
@@ -348,6 +354,13 @@ def test_scan_data_command_writes_its_files_and_ranks_the_poison(data_files, tmp
     called = [doc["classes"][int(c)] for c, info in doc["detectors"]["untangling"]["per_class"].items() if info["poisoned"]]
     assert "Which label is poisoned (untangling)" in page and "Which label is poisoned (multilayer)" in page
     assert (f"untangling calls {', '.join(called)} poisoned" if called else "untangling calls no label poisoned") in page
+    # a clean set the defender trusts, given by file: SCAn fits its global model on it; the saved model is reused
+    r = run(["scan-data", "--data", tiny_npz(tmp_path), "--model", out / "model" / "model", "--method", "untangling",
+             "--clean-data", data_files.images_npz, "--out", tmp_path / "trusted", "--no-progress"], capsys)
+    assert r.code == 0, r.text
+    trusted = json.loads((tmp_path / "trusted" / "results.json").read_text())
+    assert trusted["detectors"]["untangling"]["params"]["global_model"] == "clean set"
+    assert trusted["verdict"]["detector"] == "untangling" and "verdict: untangling calls" in r.text
     # without a planted poison: counts only, no truth columns
     r = run(["scan-data", "--data", data_files.images_npz, "--method", "spectral", "--out", tmp_path / "plain",
              "--no-progress"], capsys)

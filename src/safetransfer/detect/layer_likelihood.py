@@ -17,7 +17,8 @@ Where we differ from the reference, and why:
 - A body without BatchNorm (a transformer, a CNN without it) has no stored Gaussians. There each
   ``nn.Conv2d``/``nn.Linear`` output is scored under a per-channel Gaussian fitted on the scanned
   inputs themselves (a first pass accumulates each channel's mean and variance; for a token
-  sequence ``[B, T, F]`` the features are the channels). The reference needs BatchNorm.
+  sequence ``[B, T, F]`` the features are the channels and padding positions are left out of
+  both passes). The reference needs BatchNorm.
 - The reference leaves out the last ``k`` BN layers and searches ``k``; we return all layers and
   let the detector weigh them (:mod:`safetransfer.detect.multilayer`).
 
@@ -63,19 +64,31 @@ def _channels_first(t: torch.Tensor, is_bn: bool) -> torch.Tensor:
     return t.reshape(t.shape[0], -1, t.shape[-1]).transpose(1, 2)  # [B, T, F] -> [B, F, T]
 
 
-def _min_log_likelihood(x: torch.Tensor, mean: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
-    """``[B]``: the smallest log N(x; mean_c, var_c) over every channel c and position of each sample.
+def _positions_mask(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor | None:
+    """``[B, 1, P]`` bool of the positions to read (a text's tokens, not its padding), or ``None``."""
+    if mask is None or x.shape[2] != mask.shape[1]:
+        return None
+    return mask.bool()[:, None, :]
+
+
+def _min_log_likelihood(x: torch.Tensor, mean: torch.Tensor, var: torch.Tensor,
+                        keep: torch.Tensor | None = None) -> torch.Tensor:
+    """``[B]``: the smallest log N(x; mean_c, var_c) over every channel c and position of each sample
+    (``keep``: the positions read; padding left out).
 
     Within a channel the smallest likelihood is at the largest ``z²``, so the positions are reduced
     first (in the activations' own precision) and the logarithms taken on ``[B, C]`` only."""
     std = var.clamp_min(1e-12).sqrt()
     z = (x - mean.to(x.dtype)[None, :, None]) / std.to(x.dtype)[None, :, None]
-    worst = (z * z).amax(2).double()  # [B, C]
+    z2 = z * z if keep is None else (z * z).masked_fill(~keep, 0.0)
+    worst = z2.amax(2).double()  # [B, C]
     return (-0.5 * worst - std.log()[None, :] - _HALF_LOG_2PI).amin(1)
 
 
 @torch.no_grad()
-def _passes(model: TransferModel, inputs, batch_size: int, progress: bool, desc: str) -> Iterator[None]:
+def _passes(model: TransferModel, inputs, batch_size: int, progress: bool, desc: str
+            ) -> Iterator[torch.Tensor | None]:
+    """Forward passes over ``inputs`` in batches; yields each batch's attention mask (text) or ``None``."""
     n = len(inputs) if isinstance(inputs, list) else int(inputs.shape[0])
     starts = range(0, n, batch_size)
     if progress:
@@ -83,8 +96,9 @@ def _passes(model: TransferModel, inputs, batch_size: int, progress: bool, desc:
 
         starts = tqdm(starts, desc=desc, unit="batch", leave=False)
     for start in starts:
-        model.features(move_inputs(model.preprocess(inputs[start:start + batch_size]), model.device))
-        yield
+        batch = move_inputs(model.preprocess(inputs[start:start + batch_size]), model.device)
+        model.features(batch)
+        yield batch.get("attention_mask") if isinstance(batch, dict) else None
 
 
 def layer_likelihoods(model: TransferModel, inputs: torch.Tensor | list[str], batch_size: int = 256,
@@ -109,21 +123,26 @@ def layer_likelihoods(model: TransferModel, inputs: torch.Tensor | list[str], ba
             sums: list[torch.Tensor | None] = [None] * n_layers
             squares: list[torch.Tensor | None] = [None] * n_layers
             count = [0] * n_layers
-            for _ in _passes(model, inputs, batch_size, progress, "layer statistics"):
+            for mask in _passes(model, inputs, batch_size, progress, "layer statistics"):
                 for i, t in enumerate(captured):
                     x = _channels_first(t, False).double()
-                    s, q = x.sum((0, 2)), (x * x).sum((0, 2))
+                    keep = _positions_mask(x, mask)
+                    w = torch.ones_like(x[:, :1, :]) if keep is None else keep.double()
+                    s, q = (x * w).sum((0, 2)), (x * x * w).sum((0, 2))
                     sums[i] = s if sums[i] is None else sums[i] + s
                     squares[i] = q if squares[i] is None else squares[i] + q
-                    count[i] += x.shape[0] * x.shape[2]
+                    count[i] += float(w.sum())
             stats = []
             for i in range(n_layers):
                 mean = sums[i] / count[i]
                 stats.append((mean, (squares[i] / count[i] - mean * mean).clamp_min(0) + 1e-5))
         rows: list[torch.Tensor] = []
-        for _ in _passes(model, inputs, batch_size, progress, "layer likelihoods"):
-            rows.append(torch.stack([_min_log_likelihood(_channels_first(t, is_bn).float(), *stats[i])
-                                     for i, t in enumerate(captured)], 1))
+        for mask in _passes(model, inputs, batch_size, progress, "layer likelihoods"):
+            columns = []
+            for i, t in enumerate(captured):
+                x = _channels_first(t, is_bn).float()
+                columns.append(_min_log_likelihood(x, *stats[i], _positions_mask(x, mask)))
+            rows.append(torch.stack(columns, 1))
     finally:
         for h in handles:
             h.remove()
