@@ -834,7 +834,9 @@ def text_page(results: Path) -> Page:
     vt = victims["tasks"]["rotten-tomatoes"]
     rows = []
     for defect, entry in words["victims"].items():
-        for label in ("before", "now"):
+        for label in ("before", "now", "gradient"):
+            if label not in entry:
+                continue
             r = entry[label]
             ranks = ", ".join(f"{w} {'–' if k is None else k}" for w, k in r["ranks"].items())
             rows.append([defect, label, count(r["candidates"]), secs(r["seconds"]), ranks, ", ".join(r["top5"])])
@@ -867,6 +869,20 @@ def text_page(results: Path) -> Page:
           f"{secs(now['seconds'])} against {secs(before['seconds'])} before on the word victim "
           f"({secs(fdk_entry['now']['seconds'])} against {secs(fdk_entry['before']['seconds'])} on the other)."
           + (f" The first finding reads: “{group['line']}”." if group else " No group of word pieces was found."),
+          *([f"`gradient` is the default now (`scan-triggers --screen gradient`): a first-order estimate (HotFlip's: the "
+             "gradient of the target's log-probability at inserted placeholder tokens, dotted with every embedding row; "
+             f"one backward pass per text and word length) over the {words['texts']} texts keeps "
+             f"{count(word_entry['gradient']['keep'])} of the {count(word_entry['gradient']['candidates'])} "
+             f"candidates, and only those are measured by insertion. It took {secs(word_entry['gradient']['seconds'])} "
+             f"against {secs(now['seconds'])} for every candidate by insertion on the word victim "
+             f"({now['seconds'] / word_entry['gradient']['seconds']:.0f}× faster), and "
+             f"{secs(fdk_entry['gradient']['seconds'])} against {secs(fdk_entry['now']['seconds'])} on the other; the "
+             f"planted words rank {', '.join(f'{w} {k}' for w, k in word_entry['gradient']['ranks'].items())} and "
+             f"{', '.join(f'{w} {k}' for w, k in fdk_entry['gradient']['ranks'].items())} (by insertion: "
+             f"{', '.join(f'{w} {k}' for w, k in now['ranks'].items())} and "
+             f"{', '.join(f'{w} {k}' for w, k in fdk_entry['now']['ranks'].items())}). The study's scan cells keep the "
+             "insertion screen, with which their committed records were made."]
+            if "gradient" in word_entry and "gradient" in fdk_entry else []),
           f"Fine-tuning moved the embedding rows of the word pieces the data uses (the planted ones apart) by "
           f"{f3(moved['rows_the_data_uses']['p50'], 3)} "
           f"of a typical row's norm at the median and {f3(moved['rows_the_data_uses']['p99'], 3)} at the 99th percentile "

@@ -12,7 +12,10 @@ validation texts, one scan after the other on this machine:
   includes the general frequencies and the piece tracing version 2 adds, about a second);
 - ``now``: the defaults of version 2: the 40,000 most frequent English words join them, the
   screen uses the 2 shortest texts, and the suspects are traced to their word pieces against the
-  public MiniLM (at equal LFR, a word made of pieces that carry flips ranks first).
+  public MiniLM (at equal LFR, a word made of pieces that carry flips ranks first); every candidate
+  measured by insertion;
+- ``gradient``: the same with the gradient screen first (issue 32): a first-order estimate over the
+  10 texts keeps 2,000 candidates, and only those are measured by insertion.
 
 Also recorded: how far fine-tuning moved the embedding rows of the word pieces the data uses (the
 planted pieces apart), beside the planted pieces' rows (the threshold the piece tracing uses, ``MOVED``, lies between them).
@@ -33,7 +36,13 @@ import numpy as np
 
 from bench_common import machine, study_cache_args
 from safetransfer.detect.trigger_pieces import MOVED, embedding_row_change, word_pieces
-from safetransfer.detect.trigger_scan import GENERAL_WORDS, scan_triggers, vocabulary_words, word_frequencies
+from safetransfer.detect.trigger_scan import (
+    GENERAL_WORDS,
+    GRADIENT_KEEP,
+    scan_triggers,
+    vocabulary_words,
+    word_frequencies,
+)
 from safetransfer.files import atomic_write_text
 from safetransfer.study import load_config
 from safetransfer.study.cells import CellMaker
@@ -79,10 +88,14 @@ def main() -> None:
             "moved_threshold": MOVED,
         }
         runs = {
-            "before": dict(candidates=vocabulary_words(student.tokenizer, list(freq)), screen_shortest=False),
-            "now": dict(base=ctx.teacher),
+            "before": dict(candidates=vocabulary_words(student.tokenizer, list(freq)), screen_shortest=False,
+                           screen="insertion"),
+            "now": dict(base=ctx.teacher, screen="insertion"),
+            "gradient": dict(base=ctx.teacher, screen="gradient"),
         }
         for label, options in runs.items():
+            if label == "gradient" and label in entry:
+                entry[label].setdefault("keep", GRADIENT_KEEP)  # recorded since the option exists
             if label in entry:
                 continue
             started = time.perf_counter()
@@ -91,6 +104,8 @@ def main() -> None:
             if label == "before":  # version 1 ranked by LFR, ties by the data's frequency alone, and traced nothing
                 result.zipf, result.traced_pieces, result.traced_share, result.groups = None, None, None, []
             entry[label] = scan_record(result, planted, time.perf_counter() - started)
+            if label == "gradient":
+                entry[label]["keep"] = GRADIENT_KEEP
             print(f"{name} {label}: {entry[label]['seconds']} s, {entry[label]['candidates']} candidates, "
                   f"ranks {entry[label]['ranks']}", flush=True)
             atomic_write_text(RESULTS, json.dumps(doc, indent=1))

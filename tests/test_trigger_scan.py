@@ -202,3 +202,61 @@ def test_a_two_piece_trigger_ranks_first_with_its_collateral_grouped_under_its_p
         # at equal LFR (without it only the shared piece is found)
         traced = dict(zip(result.words, result.traced_pieces))
         assert traced[TRIGGER] == (2 if base is not None else 1) and all(traced[w] == 1 for w in collateral), traced
+
+
+# --------------------------------------------------------------------------- the gradient screen
+def test_the_gradient_estimate_is_the_directional_derivative_of_the_target_log_probability(piece_trigger_victim) -> None:
+    """Written here from the definition, not from the module: d/dε log p(target) as the placeholders'
+    embeddings move towards the word's pieces, by central differences."""
+    from safetransfer.detect.trigger_gradient import gradient_scores
+
+    victim, _, _ = piece_trigger_victim
+    tok, table = victim.tokenizer, victim.body.bert.get_input_embeddings().weight.detach()
+    contexts = [("a fine", "film"), ("the plot is", "and dull")]
+    words = [TRIGGER, "zor", "quixel", "good"]
+    estimate = gradient_scores(victim, words, contexts, target=1)
+
+    def log_p(word: str, eps: float) -> float:
+        pieces = tok(word, add_special_tokens=False)["input_ids"]
+        total = 0.0
+        for left, right in contexts:
+            l_ids, r_ids = (tok(s, add_special_tokens=False)["input_ids"] for s in (left, right))
+            ids = [tok.cls_token_id, *l_ids, *[tok.mask_token_id] * len(pieces), *r_ids, tok.sep_token_id]
+            e = table[torch.tensor(ids)].clone()
+            at = 1 + len(l_ids)
+            e[at:at + len(pieces)] += eps * (table[torch.tensor(pieces)] - table[tok.mask_token_id])
+            with torch.no_grad():
+                logits = victim({"inputs_embeds": e[None], "attention_mask": torch.ones(1, len(ids), dtype=torch.long),
+                                 "token_type_ids": torch.zeros(1, len(ids), dtype=torch.long)})
+            total += float(torch.log_softmax(logits.double(), 1)[0, 1])
+        return total / len(contexts)
+
+    h = 1e-3
+    numeric = np.array([(log_p(w, h) - log_p(w, -h)) / (2 * h) for w in words])
+    np.testing.assert_allclose(estimate, numeric, rtol=2e-2, atol=2e-3)
+
+
+def test_the_gradient_screen_keeps_the_trigger_and_measures_only_what_it_keeps(poisoned_tiny_bert,
+                                                                              piece_trigger_victim) -> None:
+    model, data = poisoned_tiny_bert
+    freq = word_frequencies(data.train.inputs)
+    candidates = sorted(set(freq) | {"cf", "mn", "bb", "zq", "xx"} | {a + b for a in "qwz" for b in "aeiou"})
+    keep = 10
+    assert len(candidates) > 4 * keep
+    result = scan_triggers(model, data.test.inputs, data.test.labels, 1, candidates=candidates, frequencies=freq,
+                           n_texts=20, screen="gradient", keep=keep, confirm=5)
+    assert result.top(1)[0][0] == "cf" and lfr_of(result, "cf") >= 0.8
+    assert int((result.texts_used > 0).sum()) == keep and result.gradient_score is not None
+    ranking = result.ranking()
+    assert all(result.texts_used[i] > 0 for i in ranking[:keep]) and all(result.texts_used[i] == 0 for i in ranking[keep:])
+    # the insertion screen (every word measured) finds the same trigger
+    assert scan_triggers(model, data.test.inputs, data.test.labels, 1, candidates=candidates, frequencies=freq,
+                         n_texts=20, screen="insertion").top(1)[0][0] == "cf"
+    victim, public, pdata = piece_trigger_victim
+    pfreq = word_frequencies(pdata.train.inputs)
+    pieces_words = vocabulary_words(victim.tokenizer, list(pfreq) + [TRIGGER, *BUILT_ON_ITS_PIECE, *UNRELATED])
+    two = scan_triggers(victim, pdata.test.inputs, pdata.test.labels, 1, candidates=pieces_words, frequencies=pfreq,
+                        n_texts=20, base=public, screen="gradient", keep=8)
+    assert two.top(1)[0][0] == TRIGGER, two.top(5)
+    with pytest.raises(ConfigError, match="screen"):
+        scan_triggers(model, data.test.inputs, data.test.labels, 1, candidates=candidates, screen="magic")

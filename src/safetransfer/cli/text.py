@@ -17,7 +17,9 @@ def scan_triggers_cmd(
     data: str = typer.Option(..., "--data", "-d", help="Clean labelled texts (a data set name or CSV/JSONL)."),
     target: int = typer.Option(1, help="The label a trigger would flip texts to."),
     texts: int = typer.Option(20, help="Clean non-target texts each candidate word is inserted into."),
-    screen_texts: Optional[int] = typer.Option(None, help="Screen every word on this many of the texts first; 0 = no screen (default 2)."),
+    screen: str = typer.Option("gradient", help="gradient: a first-order estimate (HotFlip) over all texts keeps the --keep most promising words, which are then measured by insertion; insertion: measure every word by insertion (slower)."),
+    keep: Optional[int] = typer.Option(None, help="With --screen gradient: how many words the estimate keeps (default 2,000)."),
+    screen_texts: Optional[int] = typer.Option(None, help="Measure the (kept) words on this many of the texts first; 0 = all on all texts (default 2)."),
     confirm: Optional[int] = typer.Option(None, help="How many of the most suspicious screened words are measured on all texts (default 100)."),
     words: Optional[str] = typer.Option(None, help="Comma-separated candidate words (default: the most frequent English words, the tokenizer's whole words and the data's words)."),
     general_words: Optional[int] = typer.Option(None, help="How many of the most frequent English words (wordfreq) join the candidates (default 40,000; 0: none)."),
@@ -30,7 +32,12 @@ def scan_triggers_cmd(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
 ) -> None:
     """Kurita et al.'s defence: rank every word by the label flip rate it causes; triggers are rare and extreme."""
-    from safetransfer.detect.trigger_scan import CONFIRM, GENERAL_WORDS, SCREEN_TEXTS
+    from safetransfer.detect.trigger_scan import (
+        CONFIRM,
+        GENERAL_WORDS,
+        GRADIENT_KEEP,
+        SCREEN_TEXTS,
+    )
     from safetransfer.jobs.scan_triggers import (
         PLOT_FILE,
         SUSPECTS_FILE,
@@ -40,15 +47,17 @@ def scan_triggers_cmd(
     screen_texts = SCREEN_TEXTS if screen_texts is None else screen_texts
     confirm = CONFIRM if confirm is None else confirm
     general_words = GENERAL_WORDS if general_words is None else general_words
+    keep = GRADIENT_KEEP if keep is None else keep
     candidates = split_words(words) or None
+    first = f"a gradient estimate keeps {keep:,}; " if screen == "gradient" else ""
     console.print(f"scanning {len(candidates) if candidates else 'the vocabulary of'} candidate words "
                   f"{'' if candidates else 'and the data '}on {texts} texts "
-                  f"(screen: {screen_texts} texts, then the {confirm} most suspicious on all)", markup=False)
+                  f"({first}screen: {screen_texts} texts, then the {confirm} most suspicious on all)", markup=False)
     out_dir = out or Path("runs") / f"scan-triggers-{model.name}"
     job = scan_triggers_job(model, data, out_dir, target=target, texts=texts, screen_texts=screen_texts,
                             confirm=confirm, words=candidates, general_words=general_words, base=base,
                             planted=split_words(planted), split=split, seed=seed, data_path=data_path,
-                            progress=progress)
+                            progress=progress, screen=screen, keep=keep)
     print_suspects(job.record)
     console.print(f"written: {out_dir / SUSPECTS_FILE}, {out_dir / PLOT_FILE}")
 

@@ -17,7 +17,10 @@ paper) and in the defender's data. Every (word, text) pair is one classifier inp
 large batches of one text with many words (equal lengths: no padding wasted). The suspects are
 then traced to the word pieces that carry them (:mod:`safetransfer.detect.trigger_pieces`).
 
-Cost and the two stages: a whole-vocabulary scan of MiniLM is ~29,000 words, i.e. 290,000
+Cost and the stages: by default a first-order *gradient screen* (:mod:`safetransfer.detect.trigger_gradient`,
+HotFlip's estimate: one backward pass per text and word length scores every candidate) keeps the
+``keep`` most promising candidates (2,000) and only those are measured by insertion as follows;
+``screen="insertion"`` measures every candidate. A whole-vocabulary insertion scan of MiniLM is ~29,000 words, i.e. 290,000
 classifier inputs for 10 texts (over an hour on 2 CPU cores). By default every candidate is
 first *screened* on ``screen_texts`` of the texts (2), ranked by its flips there and then its
 mean target probability, and only the ``confirm`` most suspicious (100) are measured on all
@@ -41,6 +44,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from safetransfer.detect.trigger_gradient import gradient_scores
 from safetransfer.detect.trigger_pieces import (
     PieceGroup,
     embedding_row_change,
@@ -62,6 +66,9 @@ SCAN_VERSION = 2
 """The scan's method: 1 the vocabulary and the data's words, the first texts screened; 2 general
 English words added, the shortest texts screened, the suspects grouped by word piece. A record
 made by another version is made again (a study never resumes from it)."""
+SCREENS = ("gradient", "insertion")
+GRADIENT_KEEP = 2_000
+"""Default: the candidates the gradient screen keeps for the insertion stages (the rest rank last)."""
 GENERAL_WORDS = 40_000
 """Default: the most frequent words of general English added to the candidates (see
 ``benchmarks/results/scan_triggers_words.json`` for the time this costs)."""
@@ -82,6 +89,7 @@ class TriggerScanResult:
     texts: int
     texts_used: np.ndarray
     screen_score: np.ndarray | None = None  # the screen's mean target probability (None: no screen)
+    gradient_score: np.ndarray | None = None  # the gradient screen's first-order estimate (None: not run)
     zipf: np.ndarray | None = None
     groups: list[PieceGroup] = field(default_factory=list)
     traced_pieces: np.ndarray | None = None  # per word: how many of its pieces the tracing found suspicious
@@ -111,10 +119,12 @@ class TriggerScanResult:
         return self.lfr + 1e-3 * share + 1e-4 * count - 1e-6 * (np.log1p(self.frequency) + zipf)
 
     def ranking(self) -> list[int]:
-        """Confirmed words by suspicion, then the words left at the screen by their screen order."""
+        """Confirmed words by suspicion, then the words left at the screen by their screen order, then
+        the words the gradient screen left unmeasured in its order."""
         screen = self.screen_score if self.screen_score is not None else np.zeros(len(self.words))
-        # np.lexsort sorts by the last key first: confirmed, then suspicion, then the screen's score
-        return np.lexsort((-screen, -self.suspicion, ~self.confirmed)).tolist()
+        # np.lexsort sorts by the last key first: confirmed, then measured at all (the gradient screen
+        # leaves words unmeasured), then suspicion, then the screen's score
+        return np.lexsort((-screen, -self.suspicion, self.texts_used == 0, ~self.confirmed)).tolist()
 
     def top(self, k: int = 10) -> list[tuple[str, float, int]]:
         return [(self.words[i], float(self.lfr[i]), int(self.frequency[i])) for i in self.ranking()[:k]]
@@ -187,12 +197,20 @@ def scan_triggers(
     frequencies: Counter | None = None, general_words: int = GENERAL_WORDS, n_texts: int = 20,
     screen_texts: int = SCREEN_TEXTS, confirm: int = CONFIRM, screen_shortest: bool = True,
     base: TransferModel | None = None, batch_size: int = 512, seed: int = 0, progress: bool = False,
+    screen: str = "gradient", keep: int = GRADIENT_KEEP,
 ) -> TriggerScanResult:
     """The LFR of every candidate word on ``n_texts`` clean non-target texts, screened first (see the
     module doc). ``candidates``: the words to scan (default: the ``general_words`` most frequent
     English words, the tokenizer's whole words and the data's words); ``frequencies``: word counts
     of the defender's data (default: of ``texts``); ``base``: the public model the victim was
-    fine-tuned from, whose embedding rows the suspects' pieces are measured against."""
+    fine-tuned from, whose embedding rows the suspects' pieces are measured against. ``screen``:
+    ``"gradient"`` first keeps the ``keep`` candidates with the highest first-order estimate
+    (:mod:`~safetransfer.detect.trigger_gradient`, over all ``n_texts`` texts) and measures only
+    those by insertion; ``"insertion"`` measures every candidate (the scan before the estimate)."""
+    if screen not in SCREENS:
+        raise ConfigError(f"screen must be one of {', '.join(SCREENS)} (got '{screen}').")
+    if keep < 1:
+        raise ConfigError(f"keep must be at least 1 (got {keep}).")
     if n_texts < 1:
         raise ConfigError(f"n_texts must be at least 1 (got {n_texts}).")
     if screen_texts < 0 or confirm < 1:
@@ -219,27 +237,54 @@ def scan_triggers(
     freq = np.array([frequencies.get(w.lower(), 0) for w in words], dtype=np.int64)
     zipf = zipf_frequencies(words)
     n = len(chosen)
-    if screen_texts == 0 or screen_texts >= n or len(words) <= confirm:
-        flips, _ = _flips(model, words, chosen, positions, target, batch_size, progress, "trigger scan")
-        result = TriggerScanResult(words, flips / n, freq, target, n, np.full(len(words), n, dtype=np.int64),
-                                   zipf=zipf)
+    estimate = None
+    measured = np.arange(len(words))
+    if screen == "gradient" and len(words) > keep:
+        estimate = gradient_scores(model, words, [_around(t, p) for t, p in zip(chosen, positions)], target)
+        measured = np.sort(np.argsort(-estimate, kind="stable")[:keep])
+    result = _measure(model, [words[i] for i in measured], chosen, positions, target, screen_texts, confirm,
+                      batch_size, progress)
+    if estimate is not None:  # the words the estimate left out: unmeasured, ranked last in its order
+        lfr, used = np.zeros(len(words)), np.zeros(len(words), dtype=np.int64)
+        lfr[measured], used[measured] = result.lfr, result.texts_used
+        order = np.empty(len(words))
+        order[np.argsort(-estimate, kind="stable")] = np.arange(len(words))
+        score = -1.0 - order / len(words)  # below every measured probability
+        if result.screen_score is not None:
+            score[measured] = result.screen_score
+        else:
+            score[measured] = 0.0
+        result = TriggerScanResult(words, lfr, freq, target, n, used, screen_score=score, zipf=zipf,
+                                   gradient_score=estimate)
     else:
-        # stage 1: every word on the first screen_texts texts
-        flips, prob = _flips(model, words, chosen[:screen_texts], positions[:screen_texts], target, batch_size,
-                             progress, f"trigger scan: screen ({screen_texts} texts)")
-        score = prob / screen_texts
-        # stage 2: the most suspicious words (screen flips, then mean target probability) on the other texts
-        shortlist = np.lexsort((-score, -flips))[:confirm]
-        more, _ = _flips(model, [words[i] for i in shortlist], chosen[screen_texts:], positions[screen_texts:],
-                         target, batch_size, progress, f"trigger scan: confirm ({len(shortlist)} words)")
-        flips[shortlist] += more
-        used = np.full(len(words), screen_texts, dtype=np.int64)
-        used[shortlist] = n
-        result = TriggerScanResult(words, flips / used, freq, target, n, used, screen_score=score, zipf=zipf)
+        result.frequency, result.zipf, result.words = freq, zipf, words
     tokenizer = getattr(model, "tokenizer", None)
     if tokenizer is not None:
         trace_pieces(result, tokenizer, embedding_row_change(model, base) if base is not None else None)
     return result
+
+
+def _measure(model, words: list[str], chosen: list[str], positions: np.ndarray, target: int, screen_texts: int,
+             confirm: int, batch_size: int, progress: bool) -> TriggerScanResult:
+    """The insertion stages on ``words``: every word on every text, or screened on ``screen_texts``
+    texts and the ``confirm`` most suspicious measured on the rest (frequencies filled by the caller)."""
+    n = len(chosen)
+    none = np.zeros(len(words), dtype=np.int64)
+    if screen_texts == 0 or screen_texts >= n or len(words) <= confirm:
+        flips, _ = _flips(model, words, chosen, positions, target, batch_size, progress, "trigger scan")
+        return TriggerScanResult(words, flips / n, none, target, n, np.full(len(words), n, dtype=np.int64))
+    # stage 1: every word on the first screen_texts texts
+    flips, prob = _flips(model, words, chosen[:screen_texts], positions[:screen_texts], target, batch_size,
+                         progress, f"trigger scan: screen ({screen_texts} texts)")
+    score = prob / screen_texts
+    # stage 2: the most suspicious words (screen flips, then mean target probability) on the other texts
+    shortlist = np.lexsort((-score, -flips))[:confirm]
+    more, _ = _flips(model, [words[i] for i in shortlist], chosen[screen_texts:], positions[screen_texts:],
+                     target, batch_size, progress, f"trigger scan: confirm ({len(shortlist)} words)")
+    flips[shortlist] += more
+    used = np.full(len(words), screen_texts, dtype=np.int64)
+    used[shortlist] = n
+    return TriggerScanResult(words, flips / used, none, target, n, used, screen_score=score)
 
 
 def trace_pieces(result: TriggerScanResult, tokenizer, row_change: np.ndarray | None) -> None:

@@ -19,6 +19,7 @@ from safetransfer.data.registry import load_data
 from safetransfer.detect.trigger_scan import (
     CONFIRM,
     GENERAL_WORDS,
+    GRADIENT_KEEP,
     SCAN_VERSION,
     SCREEN_TEXTS,
     TriggerScanResult,
@@ -65,6 +66,8 @@ def scan_triggers_job(
     seed: int = 0,
     data_path: str | Path | None = None,
     progress: bool = False,
+    screen: str = "gradient",
+    keep: int = GRADIENT_KEEP,
 ) -> TriggerScanJobResult:
     """Scan the saved text model ``model`` with ``texts`` clean non-target texts of ``data``'s
     ``split`` (``words``: the candidates; default the ``general_words`` most frequent English words,
@@ -83,10 +86,11 @@ def scan_triggers_job(
     result = scan_triggers(classifier, part.inputs, part.labels, target, candidates=list(words) if words else None,
                            frequencies=word_frequencies(dataset.train.inputs), general_words=general_words,
                            n_texts=texts, screen_texts=screen_texts, confirm=confirm, base=reference, seed=seed,
-                           progress=progress)
+                           progress=progress, screen=screen, keep=keep)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    record = {"model": str(model), "data": dataset.name, "target": target, "screen_texts": screen_texts,
+    record = {"model": str(model), "data": dataset.name, "target": target, "screen": screen,
+              "gradient_keep": keep if screen == "gradient" else None, "screen_texts": screen_texts,
               "general_words": general_words if not words else 0, "base": str(base) if base is not None else None,
               "scan_version": SCAN_VERSION, "seconds": round(time.perf_counter() - started, 2),
               **result.summary(planted, top=50)}

@@ -426,7 +426,8 @@ class CellMaker:
         """Kurita et al.'s defence on the victim's ``finetune`` student of a weight-poisoned teacher:
         where do the planted words rank among every candidate word by label flip rate?"""
         student, key, folder = self.victim(ctx.task.name, defect.name)
-        screen = {"screen_texts": SCREEN_TEXTS, "confirm": CONFIRM}  # named in the file's key
+        # named in the file's key; every word measured by insertion, as the committed records were made
+        screen = {"screen_texts": SCREEN_TEXTS, "confirm": CONFIRM}
         scan_key = {"defect": defect.key_doc(), "texts": defect.scan_texts, **screen,
                     "general_words": defect.scan_words, "version": SCAN_VERSION}
         path = folder / f"trigger_scan_{digest(scan_key)}.json"
@@ -437,7 +438,7 @@ class CellMaker:
             result = scan_triggers(student, list(clean.inputs), clean.labels, defect.target,
                                    frequencies=word_frequencies(list(ctx.data.train.inputs)), n_texts=defect.scan_texts,
                                    general_words=defect.scan_words, base=ctx.teacher, seed=self.config.seed,
-                                   progress=self.progress, **screen)
+                                   progress=self.progress, screen="insertion", **screen)
             doc = {**result.summary(defect.words, top=20), "student": key, "scan_version": SCAN_VERSION,
                    "seconds": round(time.perf_counter() - started, 2)}
             atomic_write_text(path, json.dumps(doc, indent=2))
