@@ -174,3 +174,35 @@ def print_findings(report, show_all: bool) -> None:
             console.print(f"           and {hidden} innocuous import(s) (--all lists them)", highlight=False)
         for e in f.errors:
             console.print(f"           {e}", highlight=False, soft_wrap=True)
+
+
+@app.command("audit")
+def audit_cmd(
+    model: Path = typer.Argument(..., help="The model to audit: a saved model folder, a weights file, or a downloaded folder."),
+    base: Optional[str] = typer.Option(None, "--base", help="The public model it claims to derive from (a zoo name such as minilm-l6, a file or folder): the weights are diffed against it."),
+    manifest: Optional[Path] = typer.Option(None, "--manifest", "-m", help="A manifest written by `safetransfer fingerprint`: every tensor is checked against it."),
+    data: Optional[str] = typer.Option(None, "--data", "-d", help="Your clean labelled data (a data set name or path): the behavioural check runs on it (trigger words for text, Neural Cleanse for images)."),
+    data_path: Optional[Path] = typer.Option(None, help="Folder or file holding the named data set's files."),
+    quick: bool = typer.Option(False, "--quick", help="Shorter behavioural checks (fewer texts and candidates; 40 Neural Cleanse epochs)."),
+    seed: int = typer.Option(0, help="Seed of the behavioural checks."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default runs/audit-MODEL)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+) -> None:
+    """Is this model safe to build on? Files, integrity and behaviour in one verdict (pass / warn / fail). Exit 1 on fail."""
+    from safetransfer.jobs.audit import AUDIT_FILE, AUDIT_PAGE, audit
+
+    out_dir = out or Path("runs") / f"audit-{model.name}"
+    result = audit(model, out_dir, base=base, manifest=str(manifest) if manifest else None, data=data,
+                   data_path=str(data_path) if data_path else None, quick=quick, seed=seed, progress=progress,
+                   log=lambda line: console.print(line, highlight=False, markup=False))
+    table = Table(title=f"audit of {model}")
+    for col in ("check", "status", "reason"):
+        table.add_column(col, overflow="fold")
+    for c in result.checks:
+        table.add_row(c.name, c.status, c.reason)
+    console.print(table)
+    console.print(f"verdict: {result.verdict}", markup=False, highlight=False)
+    console.print(f"recommendation: {result.recommendation}", markup=False, highlight=False)
+    console.print(f"written: {out_dir / AUDIT_FILE}, {out_dir / AUDIT_PAGE}", markup=False, highlight=False)
+    if result.verdict == "fail":
+        raise typer.Exit(1)
