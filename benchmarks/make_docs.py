@@ -76,6 +76,7 @@ COMMANDS = {
     "scan_triggers_rt.json": ("safetransfer scan-triggers --model <the finetune student of text_rt.yaml's RIPPLES teacher> "
                               "--data rotten-tomatoes --target 1 --texts 10 --planted cf,mn,bb,tq,mb"),
     "detect.json": "python benchmarks/detect.py --threads 2",
+    "audit.json": "python benchmarks/study_vision.py --profile full && python benchmarks/audit.py --threads 2",
     "detect_vs_art.json": ("safetransfer badnets --data fashion-mnist --model small-cnn && python benchmarks/detect_vs_art.py "
                            "--model runs/badnets-small-cnn-fashion-mnist/poisoned/model --threads 1"),
     "scan_data_rt_words.json": ("safetransfer scan-data --data rotten-tomatoes --model minilm-l6 --plant words --rate 0.05 "
@@ -1560,6 +1561,33 @@ def supply_page(results: Path) -> Page:
                           f"a subprocess under a {h['address_space_cap_gb']:g} GB address-space cap and a {h['timeout_s']:g} s "
                           "timeout, its seconds and peak MB those of that very child (`wait4`'s `ru_maxrss`); every scan case "
                           "also goes through `picklescan -p PATH` and `modelscan -p PATH`"], h["machine"]))
+    a = p.load("audit.json")
+    rows = []
+    for name_, m in a["models"].items():
+        behaviour = m["checks"].get("behaviour", {}).get("reason", "–")
+        rows.append([name_, m["truth"], f"**{m['verdict']}**", secs(m["seconds"]), behaviour])
+    teacher = a["models"].get("backdoored teacher")
+    target = str(a["target"])
+    p.add("## `audit`: one verdict on a model you did not train",
+          "`safetransfer audit MODEL --data D` scans the files (a dangerous file fails and nothing is loaded), verifies "
+          "or diffs the weights when given a manifest or a base, and checks the behaviour on the user's clean data: "
+          "Kurita et al.'s trigger-word scan for a text model, Neural Cleanse (Wang et al. 2019) for an image model. "
+          f"Here on the default vision study's {name(a['task'])} models, `--quick` (Neural Cleanse: 40 epochs of 8 "
+          "batches per class, 200 clean test images):",
+          table(["model", "truth", "verdict", "time", "behaviour"], rows),
+          plain_protocol("audit.json", [f"Protocol: the study's `{a['defect']}` teacher (target {target}) and the "
+                                        "`finetune` students of it and of the clean teacher, from the study cache, saved "
+                                        "as model folders; the pickle writes a marker file if ever unpickled "
+                                        f"(payload ran: {a['models']['pickle payload'].get('payload_ran')})"],
+                         a["machine"]),
+          *([f"Quick Neural Cleanse does not single out the backdoor's target on the teacher: class {target}'s anomaly "
+             f"index is {f3(teacher['anomaly_index'][target], 2)}, below the threshold 2, and class "
+             f"{', '.join(map(str, teacher['flagged'])) or 'none'} is flagged instead "
+             f"({', '.join(f3(teacher['anomaly_index'][str(c)], 2) for c in teacher['flagged'])}). The study's backdoor is "
+             "latent (tied to the target class's features, 7×7 px) and its teacher was trained on the whole data set; "
+             "whether the reference's 1,000 epochs (the default without `--quick`) separate it is not measured yet. "
+             "The fine-tuned student of that teacher, which keeps part of the backdoor in the study, passes."]
+            if teacher and target not in map(str, teacher["flagged"]) else []))
     return p
 
 
