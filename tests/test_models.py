@@ -455,3 +455,33 @@ def test_pt_state_dict_of_plain_tensors_loads(tmp_path: Path) -> None:
     (tmp_path / "weights.npy").write_bytes(b"\x00" * 10)
     with pytest.raises(CheckpointError, match="Unknown weights format"):
         read_state_dict(tmp_path / "weights.npy")
+
+
+def test_any_module_is_a_teacher_that_remos_slices_and_finetune_trains() -> None:
+    """TransferModel.from_module: a plain nn.Sequential as the body; checked at once, then transferred."""
+    from torch import nn
+
+    from conftest import make_image_arrays
+    from safetransfer.data.base import ClassificationData, Split
+    from safetransfer.errors import ConfigError
+    from safetransfer.models.wrapper import TransferModel
+    from safetransfer.train import TrainConfig
+    from safetransfer.transfer import TransferConfig, transfer
+
+    torch.manual_seed(0)
+    body = nn.Sequential(nn.Conv2d(1, 6, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(24, 12))
+    model = TransferModel.from_module(body, 12, 3, image_size=8, in_channels=1, mean=0.5, std=0.5, name="tiny")
+    assert model.config.arch == "module:tiny" and [n for n, _ in model.sliceable_layers()] == ["body.0", "body.4"]
+    x, y = make_image_arrays(240, seed=0)
+    splits = [Split(torch.from_numpy(x[a:b]), torch.from_numpy(y[a:b])) for a, b in ((0, 160), (160, 200), (200, 240))]
+    data = ClassificationData("patches", "image", ["a", "b", "c"], *splits)
+    assert model(model.preprocess(data.test.inputs[:4])).shape == (4, 3)
+    train = TrainConfig(steps=60, batch_size=32, optimizer="adamw", lr=0.01, seed=0)
+    tuned = transfer(model, data, TransferConfig(method="finetune", train=train))
+    assert tuned.accuracy >= 0.8, tuned.accuracy
+    sliced = transfer(model, data, TransferConfig(method="remos", ratio=0.1, train=train))
+    assert sliced.slice is not None and sliced.accuracy >= 0.6, sliced.accuracy
+    with pytest.raises(ConfigError, match="not \\[2, 13\\]"):
+        TransferModel.from_module(body, 13, 3, image_size=8, in_channels=1)
+    with pytest.raises(ConfigError, match="nn.Module"):
+        TransferModel.from_module(lambda t: t, 12, 3, image_size=8)

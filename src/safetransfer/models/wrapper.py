@@ -74,6 +74,43 @@ class TransferModel(nn.Module):
         self.dropout = nn.Dropout(config.head_dropout)
         self.head = nn.Linear(feature_dim, config.num_classes)
 
+    @classmethod
+    def from_module(
+        cls, body: nn.Module, feature_dim: int, num_classes: int, *, image_size: int, in_channels: int = 3,
+        mean: float | list[float] = 0.0, std: float | list[float] = 1.0, class_names: list[str] | None = None,
+        name: str | None = None, seed: int = 0,
+    ) -> "TransferModel":
+        """Any image ``nn.Module`` as a teacher: ``body`` maps normalised images ``[B, in_channels,
+        image_size, image_size]`` to features ``[B, feature_dim]``; ``mean``/``std`` are its
+        normalisation in pixel units ``[0, 1]`` (inputs stay in pixel space, as for the zoo's models);
+        a new seeded ``nn.Linear`` head gives ``num_classes``. ReMoS, the study's cells, the attacks
+        and the detectors then work on it as on the zoo's models (sliceable layers are its Conv2d and
+        Linear modules). The body is probed once with a zero batch: a wrong ``feature_dim`` or an
+        output that is not ``[B, feature_dim]`` is refused here, not deep in a training run. Such a
+        model lives in Python: ``load_model`` rebuilds only the zoo's architectures."""
+        if not isinstance(body, nn.Module):
+            raise ConfigError(f"body must be a torch.nn.Module (got {type(body).__name__}).")
+        for what, value in (("feature_dim", feature_dim), ("num_classes", num_classes), ("image_size", image_size),
+                            ("in_channels", in_channels)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{what} must be a positive integer (got {value!r}).")
+        was_training = body.training
+        body.eval()
+        with torch.no_grad():
+            probe = body(torch.zeros(2, in_channels, image_size, image_size))
+        body.train(was_training)
+        if not isinstance(probe, torch.Tensor) or tuple(probe.shape) != (2, feature_dim):
+            shape = tuple(probe.shape) if isinstance(probe, torch.Tensor) else type(probe).__name__
+            raise ConfigError(f"the body maps a [2, {in_channels}, {image_size}, {image_size}] batch to {shape}, "
+                              f"not [2, {feature_dim}] features.")
+        mean_l = [float(v) for v in (mean if isinstance(mean, (list, tuple)) else [mean] * in_channels)]
+        std_l = [float(v) for v in (std if isinstance(std, (list, tuple)) else [std] * in_channels)]
+        config = ModelConfig(f"module:{name or type(body).__name__}", num_classes, "image", image_size=image_size,
+                             in_channels=in_channels, mean=mean_l, std=std_l, class_names=class_names)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return cls(body, feature_dim, config)
+
     # ---- inputs -------------------------------------------------------------------------
     def preprocess(self, raw: torch.Tensor | list[str]) -> ModelInputs:
         """Raw data-set batch -> model inputs (pixel-space images at the model's size, or tokens)."""
