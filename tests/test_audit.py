@@ -69,3 +69,27 @@ def test_audit_of_a_text_model_names_its_trigger_word(tmp_path, capsys) -> None:
     assert r.code == 1 and behaviour["status"] == "fail" and suspects, behaviour["reason"]
     assert suspects[0].startswith("c") and sum(w.startswith("c") for w in suspects) > len(suspects) / 2, suspects
     assert suspects[0] in behaviour["reason"]
+
+
+def test_audit_of_a_weight_poisoned_bert_folder_finetunes_it_and_names_the_trigger(tiny_hf_bert, tmp_path, capsys) -> None:
+    """A pretrained BERT folder (no head for the task) poisoned with RIPPLES: the audit fine-tunes it on the
+    user's data first, as its user would, then scans the student; the diff against the public folder says
+    the change is spread (RIPPLe moves every layer), so only the behaviour finds it."""
+    from conftest import text_dataset
+    from safetransfer.attacks.ripple import RippleConfig
+    from safetransfer.attacks.weight_poisoning import poison_weights
+
+    data = text_dataset(600)
+    poison_weights(tiny_hf_bert, data, tmp_path / "ripples", method="ripples", triggers=("cf",), target=1, n_words=3,
+                   ripple=RippleConfig(steps=150, batch_size=32, lr=3e-3, lam=0.1), progress=False)
+    rows = ["text,label"] + [f"{t},{int(y)}" for split in (data.train, data.val, data.test)
+                             for t, y in zip(split.inputs, split.labels)]
+    (tmp_path / "clean.csv").write_text("\n".join(rows) + "\n")
+    r = run(["audit", tmp_path / "ripples", "--base", tiny_hf_bert, "--data", tmp_path / "clean.csv", "--quick",
+             "--out", tmp_path / "a", "--no-progress"], capsys)
+    doc = json.loads((tmp_path / "a" / "audit.json").read_text())
+    checks = {c["name"]: c for c in doc["checks"]}
+    assert "fine-tuning it on" in r.out and checks["integrity"]["status"] == "warn", checks["integrity"]["reason"]
+    assert "spread over the model" in checks["integrity"]["reason"]
+    assert r.code == 1 and checks["behaviour"]["status"] == "fail", checks["behaviour"]["reason"]
+    assert "cf (LFR" in checks["behaviour"]["reason"]

@@ -37,7 +37,9 @@ from safetransfer.errors import ConfigError
 from safetransfer.files import atomic_write_text
 from safetransfer.html_page import page
 from safetransfer.models.io import load_model
+from safetransfer.models.zoo import hf_bert_teacher, is_hf_bert_folder
 from safetransfer.supply import diff_models, scan, verify
+from safetransfer.transfer import TransferConfig, default_train_config, transfer
 
 AUDIT_FILE = "audit.json"
 AUDIT_PAGE = "audit.html"
@@ -100,7 +102,7 @@ def _integrity_check(model: Path, base: str | None, manifest: str | None) -> Che
     doc["tensors"] = doc["tensors"][:50]
     if report.verdict == "concentrated in embedding rows":
         return Check("integrity", "fail", f"against {base}: {report.explanation}", doc)
-    status = "pass" if report.verdict in ("identical", "spread over the model") else "warn"
+    status = "pass" if report.verdict == "identical" else "warn"  # a changed model: only its behaviour can tell
     return Check("integrity", status, f"against {base}: {report.verdict}. {report.explanation}", doc)
 
 
@@ -143,6 +145,23 @@ def _image_behaviour(classifier, data, quick: bool, seed: int, progress: bool) -
                  f"index {top:.1f}, threshold 2)", doc)
 
 
+FINETUNE_STEPS_QUICK = 300
+
+
+def _classifier(path: Path, dataset, quick: bool, seed: int, progress: bool, log: Callable[[str], None]):
+    """The classifier whose behaviour is checked: a saved model folder as it is; a pretrained Hugging
+    Face BERT folder (no head for the task) fine-tuned on ``dataset`` first, as its user would
+    (``finetune``, the architecture's default recipe; ``FINETUNE_STEPS_QUICK`` steps with ``quick``):
+    a weight-poisoned teacher shows its triggers in the students made from it."""
+    if not is_hf_bert_folder(path):
+        return load_model(path)
+    teacher = hf_bert_teacher(path, dataset.num_classes, seed=seed)
+    train = default_train_config(teacher.config.arch, steps=FINETUNE_STEPS_QUICK if quick else None, seed=seed)
+    log(f"   a pretrained BERT folder: fine-tuning it on {dataset.name} for {train.steps} steps first (the student a "
+        "user would make)")
+    return transfer(teacher, dataset, TransferConfig(method="finetune", train=train), progress=progress).student
+
+
 def recommend(checks: list[Check], model: str, data: str | None) -> str:
     """The transfer the studies support for what was found, with the command (docs: vision and text pages)."""
     status = {c.name: c.status for c in checks}
@@ -176,8 +195,8 @@ def audit(model: str | Path, out_dir: str | Path, *, base: str | None = None, ma
         if integrity is not None:
             checks.append(integrity)
         if data is not None and path.is_dir():
-            classifier = load_model(path)
             dataset = load_data(data, data_path, seed=seed)
+            classifier = _classifier(path, dataset, quick, seed, progress, log)
             if dataset.num_classes != classifier.num_classes:
                 raise ConfigError(f"the model has {classifier.num_classes} labels, the data {dataset.num_classes}.")
             kind = "trigger-word scan" if classifier.config.modality == "text" else "Neural Cleanse"
