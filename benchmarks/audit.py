@@ -1,5 +1,7 @@
 """`safetransfer audit` on models whose truth is known: the default vision study's backdoored teacher,
-the students fine-tuned from it and from the clean teacher, and a pickle with a code payload.
+the students fine-tuned from it and from the clean teacher, a pickle with a code payload, and the
+RIPPLES-poisoned MiniLM folders of ``benchmarks/configs/text_rt_scan.yaml`` beside the public MiniLM
+(audited as published: fine-tuned on Rotten Tomatoes first by the audit, then scanned; ``--base minilm-l6``).
 
 Each model comes from the study cache of ``python benchmarks/study_vision.py --profile full`` (run it
 first; the models are saved into ``runs/bench-audit/`` as model folders) and is audited with
@@ -17,9 +19,11 @@ import time
 from pathlib import Path
 
 from bench_common import machine, study_cache_args
+
 from safetransfer.files import atomic_write_text
 from safetransfer.jobs.audit import audit
 from safetransfer.models.io import save_model
+from safetransfer.models.zoo import pretrained_text_folder
 from safetransfer.study import load_config
 from safetransfer.study.cells import CellMaker
 
@@ -82,6 +86,25 @@ def main() -> None:
     clean, _, _, _ = maker._trained_student(ctx, ctx.teacher, ctx.teacher_key, maker.method("finetune"))
     save_model(clean, RUNS / "clean-student")
     record("finetune student of the clean teacher", RUNS / "clean-student", "clean")
+
+    def text_record(name: str, folder: Path, truth: str) -> None:
+        if name in models:
+            return
+        started = time.perf_counter()
+        result = audit(folder, RUNS / f"audit-{name.replace(' ', '-')}", base="minilm-l6", data="rotten-tomatoes",
+                       quick=True, seed=0)
+        checks = {c.name: {"status": c.status, "reason": c.reason} for c in result.checks}
+        models[name] = {"truth": truth, "verdict": result.verdict, "seconds": round(time.perf_counter() - started, 1),
+                        "checks": checks, "flagged": None, "anomaly_index": None}
+        print(f"{name}: {result.verdict} ({truth})", flush=True)
+        atomic_write_text(RESULTS, json.dumps(doc, indent=1))
+
+    text_record("public MiniLM", pretrained_text_folder("minilm-l6"), "clean")
+    for summary in sorted((cache / "teachers").glob("*/summary.json")):
+        info = json.loads(summary.read_text())
+        if info.get("method") == "ripples" and info.get("attacker_data") == "rotten-tomatoes":
+            text_record(f"RIPPLES MiniLM ({', '.join(info['triggers'])})", summary.parent / "published",
+                        f"RIPPLES triggers {', '.join(info['triggers'])} to label {info['target']}")
     atomic_write_text(RESULTS, json.dumps(doc, indent=1))
 
 

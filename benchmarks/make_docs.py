@@ -1565,7 +1565,8 @@ def supply_page(results: Path) -> Page:
     rows = []
     for name_, m in a["models"].items():
         behaviour = m["checks"].get("behaviour", {}).get("reason", "–")
-        rows.append([name_, m["truth"], f"**{m['verdict']}**", secs(m["seconds"]), behaviour])
+        integrity = m["checks"].get("integrity", {}).get("status", "–")
+        rows.append([name_, m["truth"], f"**{m['verdict']}**", integrity, secs(m["seconds"]), behaviour])
     teacher = a["models"].get("backdoored teacher")
     target = str(a["target"])
     p.add("## `audit`: one verdict on a model you did not train",
@@ -1573,8 +1574,11 @@ def supply_page(results: Path) -> Page:
           "or diffs the weights when given a manifest or a base, and checks the behaviour on the user's clean data: "
           "Kurita et al.'s trigger-word scan for a text model, Neural Cleanse (Wang et al. 2019) for an image model. "
           f"Here on the default vision study's {name(a['task'])} models, `--quick` (Neural Cleanse: 40 epochs of 8 "
-          "batches per class, 200 clean test images):",
-          table(["model", "truth", "verdict", "time", "behaviour"], rows),
+          "batches per class, 200 clean test images), and on MiniLM folders as published (the audit fine-tunes each on "
+          "Rotten Tomatoes for 300 steps, then scans the student for trigger words to each label: 10 texts, the 40,000 "
+          "most frequent English words with the vocabulary's and the data's, the gradient screen keeping 2,000; "
+          "`--base minilm-l6`):",
+          table(["model", "truth", "verdict", "weight diff", "time", "behaviour"], rows),
           plain_protocol("audit.json", [f"Protocol: the study's `{a['defect']}` teacher (target {target}) and the "
                                         "`finetune` students of it and of the clean teacher, from the study cache, saved "
                                         "as model folders; the pickle writes a marker file if ever unpickled "
@@ -1587,7 +1591,11 @@ def supply_page(results: Path) -> Page:
              "latent (tied to the target class's features, 7×7 px) and its teacher was trained on the whole data set; "
              "whether the reference's 1,000 epochs (the default without `--quick`) separate it is not measured yet. "
              "The fine-tuned student of that teacher, which keeps part of the backdoor in the study, passes."]
-            if teacher and target not in map(str, teacher["flagged"]) else []))
+            if teacher and target not in map(str, teacher["flagged"]) else []),
+          "The text audit keeps the scan's full candidate list and the gradient screen's 2,000 even with `--quick` "
+          "(fine-tuning dominates its time): with the 5,000 most frequent English words the real-word trigger "
+          "\"varnish\" was not a candidate and that teacher passed, and with the screen keeping 500 of the 44,000 "
+          f"candidates the five nonsense triggers were screened out {UNBACKED}.")
     return p
 
 

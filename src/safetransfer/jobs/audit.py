@@ -37,7 +37,7 @@ from safetransfer.errors import ConfigError
 from safetransfer.files import atomic_write_text
 from safetransfer.html_page import page
 from safetransfer.models.io import load_model
-from safetransfer.models.zoo import hf_bert_teacher, is_hf_bert_folder
+from safetransfer.models.zoo import hf_bert_teacher, is_hf_bert_folder, weights_location
 from safetransfer.supply import diff_models, scan, verify
 from safetransfer.transfer import TransferConfig, default_train_config, transfer
 
@@ -97,7 +97,7 @@ def _integrity_check(model: Path, base: str | None, manifest: str | None) -> Che
                      report.to_dict())
     if base is None:
         return None
-    report = diff_models(base, model)
+    report = diff_models(weights_location(base), model)
     doc = report.to_dict()
     doc["tensors"] = doc["tensors"][:50]
     if report.verdict == "concentrated in embedding rows":
@@ -113,8 +113,7 @@ def _text_behaviour(classifier, data, quick: bool, seed: int, progress: bool) ->
     records = {}
     for target in range(classifier.num_classes):
         result = scan_triggers(classifier, list(clean.inputs), clean.labels, target, frequencies=freq,
-                               n_texts=10 if quick else 20, general_words=5_000 if quick else 40_000,
-                               keep=500 if quick else 2_000, seed=seed, progress=progress)
+                               n_texts=10 if quick else 20, seed=seed, progress=progress)
         summary = result.summary(top=10)
         records[str(target)] = summary
         found = [t for t in summary["top"] if t["texts"] == result.texts and t["lfr"] >= TRIGGER_LFR
