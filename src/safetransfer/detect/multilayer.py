@@ -49,7 +49,13 @@ import math
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from safetransfer.detect.base import DetectionResult, as_features, check_positive, timed
+from safetransfer.detect.base import (
+    DetectionResult,
+    as_features,
+    check_positive,
+    robust_z,
+    timed,
+)
 from safetransfer.errors import DataError
 from safetransfer.json_values import finite_or_none
 
@@ -100,14 +106,6 @@ def separation(x: np.ndarray, seed: int, n_init: int = N_INIT) -> tuple[float, n
     return float(math.sqrt(max(float(d @ np.linalg.solve(pooled, d)), 0.0))), post[:, small]
 
 
-def robust_outliers(values: np.ndarray) -> np.ndarray:
-    """Robust z-scores ``(v − median) / (1.4826·MAD)`` (one-sided use: large is anomalous)."""
-    centre = np.median(values)
-    mad = 1.4826 * np.median(np.abs(values - centre))
-    dev = values - centre
-    return dev / mad if mad > 0 else np.where(dev > 0, np.inf, 0.0)
-
-
 def multilayer_detection(
     features, labels, likelihoods=None, components: int = COMPONENTS, z_threshold: float = Z_THRESHOLD,
     min_separation: float = MIN_SEPARATION, seed: int = 0,
@@ -142,7 +140,7 @@ def multilayer_detection(
             x = label_representation(f[idx], None if layers is None else layers[idx], components)
             fits[int(c)] = (idx, *separation(x, seed))
         seps = np.array([s for _, s, _ in fits.values()])
-        zs = robust_outliers(seps) if len(seps) >= 3 else np.full(len(seps), np.inf)
+        zs = robust_z(seps) if len(seps) >= 3 else np.full(len(seps), np.inf)
         for (c, (idx, sep, post)), z in zip(fits.items(), zs):
             poisoned = bool(z > z_threshold and sep > min_separation)
             minority = post > 0.5
