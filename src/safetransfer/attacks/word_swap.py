@@ -111,7 +111,7 @@ class EmbeddingNeighbours:
         self.vocab = vocab
         self.words = words
         ids = torch.tensor([vocab[w] for w in words])
-        emb = model.body.bert.embeddings.word_embeddings.weight.detach().float()
+        emb = model.body.transformer.get_input_embeddings().weight.detach().float()
         self.matrix = torch.nn.functional.normalize(emb[ids], dim=1)
         self.row_of = {w: i for i, w in enumerate(words)}
         self.cache: dict[str, list[str]] = {}

@@ -44,9 +44,9 @@ MAX_PIECES = 4
 def input_embeddings(model: TransferModel) -> torch.nn.Embedding:
     """The text model's input embedding table, or a clear error for a model without one."""
     body = getattr(model, "body", None)
-    inner = getattr(body, "bert", None)
+    inner = getattr(body, "transformer", None)
     if inner is None or not hasattr(inner, "get_input_embeddings") or model.config.modality != "text":
-        raise ConfigError("the gradient screen needs a BERT-style text model with an input embedding table; "
+        raise ConfigError("the gradient screen needs a Hugging Face text model with an input embedding table; "
                           "use the insertion screen (screen='insertion').")
     return inner.get_input_embeddings()
 

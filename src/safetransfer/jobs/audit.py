@@ -37,7 +37,7 @@ from safetransfer.errors import ConfigError
 from safetransfer.files import atomic_write_text
 from safetransfer.html_page import page
 from safetransfer.models.io import load_model
-from safetransfer.models.zoo import hf_bert_teacher, is_hf_bert_folder, weights_location
+from safetransfer.models.zoo import hf_teacher, is_hf_encoder_folder, weights_location
 from safetransfer.supply import diff_models, scan, verify
 from safetransfer.transfer import TransferConfig, default_train_config, transfer
 
@@ -149,14 +149,14 @@ FINETUNE_STEPS_QUICK = 300
 
 def _classifier(path: Path, dataset, quick: bool, seed: int, progress: bool, log: Callable[[str], None]):
     """The classifier whose behaviour is checked: a saved model folder as it is; a pretrained Hugging
-    Face BERT folder (no head for the task) fine-tuned on ``dataset`` first, as its user would
+    Face encoder folder (BERT, RoBERTa, DistilBERT, ...; no head for the task) fine-tuned on ``dataset`` first, as its user would
     (``finetune``, the architecture's default recipe; ``FINETUNE_STEPS_QUICK`` steps with ``quick``):
     a weight-poisoned teacher shows its triggers in the students made from it."""
-    if not is_hf_bert_folder(path):
+    if not is_hf_encoder_folder(path):
         return load_model(path)
-    teacher = hf_bert_teacher(path, dataset.num_classes, seed=seed)
+    teacher = hf_teacher(path, dataset.num_classes, seed=seed)
     train = default_train_config(teacher.config.arch, steps=FINETUNE_STEPS_QUICK if quick else None, seed=seed)
-    log(f"   a pretrained BERT folder: fine-tuning it on {dataset.name} for {train.steps} steps first (the student a "
+    log(f"   a pretrained {teacher.body.transformer.config.model_type} folder: fine-tuning it on {dataset.name} for {train.steps} steps first (the student a "
         "user would make)")
     return transfer(teacher, dataset, TransferConfig(method="finetune", train=train), progress=progress).student
 

@@ -19,7 +19,7 @@ from safetransfer.evaluate import EvalResult, evaluate
 from safetransfer.files import atomic_write_text
 from safetransfer.models import create_model, load_model, save_model
 from safetransfer.models.io import CONFIG_FILE, MODEL_DIR, read_config
-from safetransfer.models.zoo import MODELS, get_arch, hf_bert_teacher, is_hf_bert_folder
+from safetransfer.models.zoo import MODELS, get_arch, hf_teacher, is_hf_encoder_folder
 from safetransfer.plotting import plot_confusion, plot_training_curve
 from safetransfer.train import TrainConfig, TrainResult, train
 from safetransfer.transfer import TransferConfig, default_train_config, transfer
@@ -168,8 +168,8 @@ def load_teacher(teacher: str | Path, data: ClassificationData, image_size: int 
     """A teacher by zoo name (its pretrained weights, head sized for ``data``) or a saved model folder/file."""
 
     path = Path(teacher)
-    if str(teacher) not in MODELS and is_hf_bert_folder(path):  # e.g. a weight-poisoned MiniLM
-        model = hf_bert_teacher(path, data.num_classes, seed=seed, class_names=data.class_names)
+    if str(teacher) not in MODELS and is_hf_encoder_folder(path):  # e.g. a weight-poisoned MiniLM, a RoBERTa
+        model = hf_teacher(path, data.num_classes, seed=seed, class_names=data.class_names)
     elif str(teacher) not in MODELS and path.exists():
         model = load_model(path)
     else:

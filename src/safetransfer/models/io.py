@@ -118,7 +118,7 @@ def _default_config(cfg: dict[str, Any], source: str) -> ModelConfig:
     sizes = {key: None if cfg.get(key) is None else bounded_int(cfg[key], key, 0, high, source)
              for key, high in (("image_size", MAX_IMAGE_SIZE), ("in_channels", MAX_IN_CHANNELS),
                                ("max_length", MAX_TOKENS))}
-    if spec.modality == "text" and isinstance(cfg.get("options"), dict) and "bert" in cfg["options"]:
+    if spec.modality == "text" and isinstance(cfg.get("options"), dict) and ("bert" in cfg["options"] or "encoder" in cfg["options"]):
         return ModelConfig(arch=cfg["arch"], num_classes=num_classes, modality="text")
     return spec.make_config(num_classes, sizes["image_size"] or None, sizes["in_channels"] or None,
                             sizes["max_length"] or None)

@@ -33,6 +33,11 @@ class BertBody(nn.Module):
         self.bert = BertModel(cfg, add_pooling_layer=False)
 
     @property
+    def transformer(self) -> nn.Module:
+        """The ``transformers`` model (what ``get_input_embeddings`` is asked of)."""
+        return self.bert
+
+    @property
     def hidden_size(self) -> int:
         return int(self.bert.config.hidden_size)
 
@@ -41,6 +46,16 @@ class BertBody(nn.Module):
         hidden = self.bert(**inputs).last_hidden_state
         m = mask.unsqueeze(-1).to(hidden.dtype)
         return (hidden * m).sum(1) / m.sum(1).clamp_min(1.0)
+
+
+def encoder_block_names(body: nn.Module, prefix: str = "") -> list[str]:
+    """Qualified names (``prefix`` + the name inside ``body``) of a Hugging Face encoder's
+    transformer blocks, in order: the items of its ``...layer`` ``ModuleList``
+    (``bert.encoder.layer.i``, ``encoder.transformer.layer.i`` in DistilBERT)."""
+    for name, module in body.named_modules():
+        if isinstance(module, nn.ModuleList) and name.rsplit(".", 1)[-1] == "layer":
+            return [f"{prefix}{name}.{i}" for i in range(len(module))]
+    raise ConfigError("this text body has no transformer blocks (a 'layer' ModuleList) to hook.")
 
 
 # The architecture fields of a BERT config this project reads (every other key of a Hugging Face

@@ -21,6 +21,14 @@ from safetransfer.errors import (
     SafetransferError,
     unknown_name,
 )
+from safetransfer.models.hf_encoder import (
+    FAMILIES,
+    POOLINGS,
+    HFEncoderBody,
+    check_encoder_config,
+    family_fields,
+    usable_positions,
+)
 from safetransfer.models.serialization import (
     read_state_dict,
     safe_torch_load,
@@ -125,19 +133,132 @@ def _load_hf_bert_weights(body: BertBody, weights: Path) -> None:
         raise CheckpointError(f"{weights}: BERT weights are missing tensors: {result.missing_keys[:5]}")
 
 
-def is_hf_bert_folder(path: Path) -> bool:
-    """A Hugging Face BERT folder: ``config.json`` with ``model_type`` bert, and ``model.safetensors``,
-    both regular files (a FIFO or a device is not opened; an oversized config.json is not read)."""
+def hf_model_type(path: Path) -> str | None:
+    """The ``model_type`` of a Hugging Face model folder (``config.json`` and ``model.safetensors``,
+    both regular files; a FIFO or a device is not opened, an oversized config.json not read), or
+    None for anything else."""
     import json
 
     cfg = Path(path) / "config.json"
     if not (Path(path).is_dir() and cfg.exists() and (Path(path) / "model.safetensors").exists()):
-        return False
+        return None
     try:
         regular_file(Path(path) / "model.safetensors", "weights file")
-        return json.loads(read_text_bounded(cfg, "config.json", MAX_CONFIG_BYTES)).get("model_type") == "bert"
+        model_type = json.loads(read_text_bounded(cfg, "config.json", MAX_CONFIG_BYTES)).get("model_type")
     except (SafetransferError, json.JSONDecodeError, RecursionError, AttributeError):
-        return False
+        return None
+    return model_type if isinstance(model_type, str) else None
+
+
+def is_hf_bert_folder(path: Path) -> bool:
+    """A Hugging Face BERT folder: ``config.json`` with ``model_type`` bert, and ``model.safetensors``."""
+    return hf_model_type(path) == "bert"
+
+
+def is_hf_encoder_folder(path: Path) -> bool:
+    """A Hugging Face folder of an encoder this tool builds: BERT or a :data:`~safetransfer.models.hf_encoder.FAMILIES` family."""
+    model_type = hf_model_type(path)
+    return model_type == "bert" or model_type in FAMILIES
+
+
+def hf_teacher(folder: str | Path, num_classes: int, max_length: int | None = None, seed: int = 0,
+               class_names: list[str] | None = None) -> TransferModel:
+    """A pretrained encoder from a local Hugging Face folder (BERT, RoBERTa, XLM-RoBERTa, DistilBERT;
+    a base model or a sequence-classification one, whose head is dropped) with a new
+    ``num_classes`` head; its tokenizer from the folder. Any other ``model_type`` is refused."""
+    folder = Path(folder)
+    model_type = hf_model_type(folder)
+    if model_type == "bert":
+        return hf_bert_teacher(folder, num_classes, max_length, seed, class_names)
+    if model_type not in FAMILIES:
+        raise CheckpointError(f"{folder} is not a Hugging Face encoder folder this tool builds (config.json with "
+                              f"model_type one of bert, {', '.join(FAMILIES)}; model.safetensors; tokenizer files)"
+                              + (f"; its model_type is {model_type!r:.40}" if model_type else "") + ".")
+    encoder = hf_encoder_config_dict(folder / "config.json")
+    max_length = max_length or min(64, usable_positions(encoder))
+    options = {"encoder": encoder, "pooling": _folder_pooling(folder), "source": str(folder.resolve())}
+    config = ModelConfig(arch="hf-encoder", num_classes=num_classes, modality="text", max_length=max_length,
+                         head_dropout=0.1, options=options)
+    config.class_names = class_names
+    check_model_config(config, str(folder / "config.json"))
+    _check_hf_encoder_shapes(encoder, folder / "model.safetensors")
+    return build_from_config(config, pretrained=True, seed=seed)
+
+
+def hf_encoder_config_dict(path: Path) -> dict[str, Any]:
+    """``model_type`` and the family's architecture fields of a Hugging Face ``config.json`` (other
+    keys dropped), checked by :func:`~safetransfer.models.hf_encoder.check_encoder_config`."""
+    import json
+
+    text = read_text_bounded(path, "config.json", MAX_CONFIG_BYTES, CheckpointError)
+    try:
+        cfg = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as err:
+        raise CheckpointError(f"{path} is not valid JSON ({type(err).__name__}: {err}).") from None
+    if not isinstance(cfg, dict) or cfg.get("model_type") not in FAMILIES:
+        raise CheckpointError(f"{path} is not the config.json of an encoder this tool builds.")
+    fields = family_fields(FAMILIES[cfg["model_type"]])
+    return check_encoder_config({k: cfg[k] for k in fields if k in cfg}, str(path))
+
+
+def _folder_pooling(folder: Path) -> str:
+    """``"cls"`` where a sentence-transformers folder's ``1_Pooling/config.json`` says
+    ``pooling_mode_cls_token``, else ``"mean"`` (documented in models.hf_encoder)."""
+    import json
+
+    path = folder / "1_Pooling" / "config.json"
+    if not path.exists():
+        return "mean"
+    try:
+        cfg = json.loads(read_text_bounded(path, "1_Pooling/config.json", MAX_CONFIG_BYTES, CheckpointError))
+    except (json.JSONDecodeError, RecursionError):
+        raise CheckpointError(f"{path} is not valid JSON.") from None
+    return "cls" if isinstance(cfg, dict) and cfg.get("pooling_mode_cls_token") is True else "mean"
+
+
+def _encoder_state(state: dict[str, Any], family_prefix: str) -> dict[str, Any]:
+    """A checkpoint's body tensors under the base model's names: the task model's prefix removed,
+    the pooler dropped (heads of other tasks stay and are ignored)."""
+    out = {k.removeprefix(family_prefix): v for k, v in state.items()}
+    return {k: v for k, v in out.items() if not k.startswith("pooler.") and k != "embeddings.position_ids"}
+
+
+def _check_hf_encoder_shapes(encoder: dict[str, Any], weights: Path) -> None:
+    """As :func:`_check_hf_bert_shapes`, for a :data:`FAMILIES` encoder."""
+    with torch.device("meta"):
+        skeleton = HFEncoderBody(encoder)
+    expected = {k: tuple(v.shape) for k, v in skeleton.encoder.state_dict().items()
+                if k != "embeddings.position_ids"}
+    found = _encoder_state(safetensors_shapes(weights), FAMILIES[encoder["model_type"]].prefix)
+    problems = shape_mismatches(expected, {k: v for k, v in found.items() if k in expected})
+    if problems:
+        raise CheckpointError(f"{weights.parent / 'config.json'} does not describe the weights in {weights}: "
+                              f"{problems}. The folder's config.json and model.safetensors must belong together.")
+
+
+def _hf_encoder_config(num_classes: int, image_size: int | None, in_channels: int | None,
+                       max_length: int | None) -> ModelConfig:
+    raise ConfigError("hf-encoder is built from a Hugging Face folder: pass the folder itself as the teacher "
+                      "(e.g. --teacher ./my-roberta).")
+
+
+def _hf_encoder_build(config: ModelConfig, pretrained: bool, tokenizer: Any = None) -> TransferModel:
+    options = config.options
+    body = HFEncoderBody(options["encoder"], options.get("pooling", "mean"))
+    folder = Path(options["source"]) if options.get("source") else None
+    if tokenizer is None:
+        if folder is None:
+            raise ConfigError("an hf-encoder model needs its tokenizer: its folder ('options.source') is not recorded.")
+        tokenizer = load_tokenizer(folder)
+    if pretrained:
+        if folder is None:
+            raise ConfigError("pretrained hf-encoder weights need the folder ('options.source').")
+        weights = folder / "model.safetensors"
+        state = _encoder_state(read_state_dict(weights), FAMILIES[body.model_type].prefix)
+        result = body.encoder.load_state_dict(state, strict=False)
+        if result.missing_keys:
+            raise CheckpointError(f"{weights}: the {body.model_type} weights are missing tensors: {result.missing_keys[:5]}")
+    return TransferModel(body, body.hidden_size, config, tokenizer=tokenizer)
 
 
 def hf_bert_teacher(folder: str | Path, num_classes: int, max_length: int | None = None, seed: int = 0,
@@ -201,6 +322,13 @@ MODELS: dict[str, ArchSpec] = {
             "minilm-l6", "text",
             "all-MiniLM-L6-v2, a pretrained 6-layer BERT (hidden 384), mean-pooled; 64 tokens default",
             _minilm_config, _minilm_build, asset="minilm-l6",
+            train_defaults={"optimizer": "adamw", "lr": 5e-5, "head_lr_mult": 20.0, "schedule": "linear",
+                            "batch_size": 32, "steps": 700, "weight_decay": 0.01, "warmup_fraction": 0.06},
+        ),
+        ArchSpec(
+            "hf-encoder", "text",
+            "a Hugging Face encoder folder (RoBERTa, XLM-RoBERTa, DistilBERT); pass the folder as the teacher",
+            _hf_encoder_config, _hf_encoder_build,
             train_defaults={"optimizer": "adamw", "lr": 5e-5, "head_lr_mult": 20.0, "schedule": "linear",
                             "batch_size": 32, "steps": 700, "weight_decay": 0.01, "warmup_fraction": 0.06},
         ),
@@ -285,6 +413,13 @@ def check_model_config(config: ModelConfig, source: str) -> ModelConfig:
         bounded_int(options["hidden"], "options.hidden", 1, MAX_CNN_HIDDEN, source)
     if "bn_momentum" in options and not (_is_number(options["bn_momentum"]) and 0.0 <= options["bn_momentum"] <= 1.0):
         raise ConfigError(f"{source}: 'options.bn_momentum' must be a number in [0, 1], got {options['bn_momentum']!r}.")
+    if "pooling" in options and options["pooling"] not in POOLINGS:
+        raise ConfigError(f"{source}: 'options.pooling' must be one of {POOLINGS}, got {options['pooling']!r:.40}.")
+    if "encoder" in options:
+        encoder = check_encoder_config(options["encoder"], f"{source} (options.encoder)")
+        if config.max_length > usable_positions(encoder):
+            raise ConfigError(f"{source}: 'max_length' {config.max_length} exceeds the encoder's "
+                              f"{usable_positions(encoder)} usable positions.")
     for key in ("source", "tokenizer"):
         if key in options and not isinstance(options[key], str):
             raise ConfigError(f"{source}: 'options.{key}' must be a string, got {type(options[key]).__name__}.")

@@ -10,7 +10,8 @@ encoder layer ends (text), the places the two papers use on ResNets ("the output
   at 32 px that is 5 blocks (/2, /4, /8, /16, /32) + the head, 6 stages.
 - ``small-cnn`` / ``tiny-cnn``: each ``MaxPool2d`` output and the last conv block's ReLU.
 - ``minilm-l6`` / ``tiny-bert``: each ``body.bert.encoder.layer.{i}`` (its output is a tensor
-  ``[B, T, H]`` in recent ``transformers``, a tuple whose first item is that in older ones).
+  ``[B, T, H]`` in recent ``transformers``, a tuple whose first item is that in older ones);
+  ``hf-encoder``: its family's blocks likewise (``body.encoder.transformer.layer.{i}`` in DistilBERT).
 
 :class:`StageHooks` attaches forward hooks to these modules: it records their outputs (for
 distillation) and can replace them with a dropped-out copy in training mode (for Renofeation).
@@ -25,6 +26,7 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from safetransfer.errors import ConfigError
+from safetransfer.models.text import encoder_block_names
 from safetransfer.models.wrapper import TransferModel
 from safetransfer.train import TrainHook
 
@@ -61,16 +63,17 @@ def _small_cnn_stages(model: TransferModel) -> list[str]:
     return names
 
 
-def _bert_stages(model: TransferModel) -> list[str]:
-    return [f"body.bert.encoder.layer.{i}" for i in range(len(model.body.bert.encoder.layer))]
+def _encoder_stages(model: TransferModel) -> list[str]:
+    return encoder_block_names(model.body, prefix="body.")
 
 
 _STAGES: dict[str, Callable[[TransferModel], list[str]]] = {
     "efficientnet-lite0": _efficientnet_stages,
     "small-cnn": _small_cnn_stages,
     "tiny-cnn": _small_cnn_stages,
-    "minilm-l6": _bert_stages,
-    "tiny-bert": _bert_stages,
+    "minilm-l6": _encoder_stages,
+    "tiny-bert": _encoder_stages,
+    "hf-encoder": _encoder_stages,
 }
 
 
