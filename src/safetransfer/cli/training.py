@@ -98,7 +98,7 @@ TRANSFER_METHODS_HELP = ("finetune, retrain, magprune, delta, delta_r, renofeati
 
 @app.command("slice")
 def slice_cmd(
-    teacher: str = typer.Option(..., "--teacher", "-t", help="Zoo model name (pretrained), a saved model folder, or a Hugging Face encoder folder (BERT, RoBERTa, XLM-R, DistilBERT)."),
+    teacher: str = typer.Option(..., "--teacher", "-t", help="Zoo model name (pretrained), a saved model folder, or a Hugging Face encoder folder (BERT, RoBERTa, XLM-R, DistilBERT) or timm:ARCH@WEIGHTS."),
     data: str = typer.Option(..., "--data", "-d", help="The student's data set (name or path)."),
     ratio: float = typer.Option(0.1, "--ratio", "-a", help="α: share of the sliced weights to exclude."),
     metric: str = typer.Option("nc", help="Coverage metric: nc, tknc, snac_relative, snac_deepgauge."),
@@ -134,7 +134,7 @@ def slice_cmd(
 @app.command("transfer")
 def transfer_cmd(
     method: str = typer.Option(..., "--method", help=TRANSFER_METHODS_HELP),
-    teacher: str = typer.Option(..., "--teacher", "-t", help="Zoo model name (pretrained), a saved model folder, or a Hugging Face encoder folder (BERT, RoBERTa, XLM-R, DistilBERT)."),
+    teacher: str = typer.Option(..., "--teacher", "-t", help="Zoo model name (pretrained), a saved model folder, or a Hugging Face encoder folder (BERT, RoBERTa, XLM-R, DistilBERT) or timm:ARCH@WEIGHTS."),
     data: str = typer.Option(..., "--data", "-d", help="The student's data set (name or path)."),
     ratio: Optional[float] = typer.Option(None, "--ratio", "-a", help="α of remos / magprune (default 0.1)."),
     excluded: Optional[str] = typer.Option(None, help="remos: 'zero' (as published) or 'reinit' the excluded weights."),

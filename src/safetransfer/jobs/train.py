@@ -19,6 +19,7 @@ from safetransfer.evaluate import EvalResult, evaluate
 from safetransfer.files import atomic_write_text
 from safetransfer.models import create_model, load_model, save_model
 from safetransfer.models.io import CONFIG_FILE, MODEL_DIR, read_config
+from safetransfer.models.timm_teacher import TIMM_PREFIX, parse_timm_spec, timm_teacher
 from safetransfer.models.zoo import MODELS, get_arch, hf_teacher, is_hf_encoder_folder
 from safetransfer.plotting import plot_confusion, plot_training_curve
 from safetransfer.train import TrainConfig, TrainResult, train
@@ -165,9 +166,13 @@ def _trained_seed(model_path: Path) -> int:
 
 # ---- teachers, slicing, transfer ----------------------------------------------------------------
 def load_teacher(teacher: str | Path, data: ClassificationData, image_size: int | None = None, seed: int = 0):
-    """A teacher by zoo name (its pretrained weights, head sized for ``data``) or a saved model folder/file."""
-
+    """A teacher, its head sized for ``data``: a zoo name (its pretrained weights), a saved model
+    folder/file, a Hugging Face encoder folder, or ``timm:ARCH@WEIGHTS`` (timm installed by the user)."""
     path = Path(teacher)
+    if str(teacher).startswith(TIMM_PREFIX):  # timm:ARCH@WEIGHTS
+        arch, weights = parse_timm_spec(str(teacher))
+        return timm_teacher(arch, weights, data.num_classes, image_size=image_size, class_names=data.class_names,
+                            seed=seed)
     if str(teacher) not in MODELS and is_hf_encoder_folder(path):  # e.g. a weight-poisoned MiniLM, a RoBERTa
         model = hf_teacher(path, data.num_classes, seed=seed, class_names=data.class_names)
     elif str(teacher) not in MODELS and path.exists():
