@@ -398,3 +398,27 @@ def test_text_trigger_inserts_words_and_poisons_texts() -> None:
     assert [p for p, m in zip(poisoned, mask) if not m] == [t for t, m in zip(texts, mask) if not m]
     with pytest.raises(ConfigError, match="single non-empty words"):
         TextTrigger(words=("two words",)).apply(texts)
+
+
+def test_two_gaussian_mixture_agrees_with_scikit_learn() -> None:
+    """Our EM fits the model scikit-learn's GaussianMixture(2, full) fits: same weights, means and
+    log-likelihood on a seeded two-cluster sample, with or without the subset starts."""
+    from sklearn.mixture import GaussianMixture
+
+    from safetransfer.detect.mixture import fit_two_gaussians
+
+    rng = np.random.default_rng(0)
+    cov = np.array([[1.0, 0.6, 0.0], [0.6, 2.0, 0.3], [0.0, 0.3, 0.5]])
+    x = np.vstack([rng.multivariate_normal([0, 0, 0], cov, 1800), rng.multivariate_normal([4, -3, 1], cov, 200)])
+    ref = GaussianMixture(2, covariance_type="full", reg_covar=1e-4, n_init=3, random_state=0).fit(x)
+    order = np.argsort(ref.weights_)
+    for fit_rows in (None, 500):
+        ours = fit_two_gaussians(x, seed=0, reg_covar=1e-4, fit_rows=fit_rows)
+        mine = np.argsort(ours.weights)
+        assert np.allclose(ours.weights[mine], ref.weights_[order], atol=1e-3)
+        assert np.allclose(ours.means[mine], ref.means_[order], atol=1e-2)
+        assert np.allclose(ours.covariances[mine], ref.covariances_[order], atol=2e-2)
+        assert abs(ours.log_likelihood - ref.score(x)) < 1e-3
+        assert np.array_equal(ours.posterior.argmax(1) == mine[0], ref.predict(x) == order[0])
+    again = fit_two_gaussians(x, seed=0, fit_rows=500)
+    assert np.array_equal(again.posterior, fit_two_gaussians(x, seed=0, fit_rows=500).posterior)

@@ -11,7 +11,8 @@ looks at, and SCAn (Tang et al., USENIX Security 2021) in how it decides:
    sample's penultimate features projected on its label's top ``components`` principal
    directions (scaled so that a typical sample's norm is ``√components``, as the layer part's).
    A patch trigger shows in the early layers' extremes, a blended one in the penultimate features.
-2. Per label: a two-component Gaussian mixture (full covariances, seeded, ``n_init`` starts).
+2. Per label: a two-component Gaussian mixture (full covariances, seeded, ``n_init`` starts on a
+   subset of ``FIT_ROWS`` rows, the best refined on all; fitted by :mod:`~safetransfer.detect.mixture`).
    The label's statistic is the distance between the two means in units of their pooled
    covariance (the Mahalanobis separation). A clean label splits along its natural variation
    (docs detection page); a poisoned label
@@ -47,6 +48,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from scipy.linalg import eigh
 from threadpoolctl import threadpool_limits
 
 from safetransfer.detect.base import (
@@ -56,6 +58,7 @@ from safetransfer.detect.base import (
     robust_z,
     timed,
 )
+from safetransfer.detect.mixture import fit_two_gaussians
 from safetransfer.errors import DataError
 from safetransfer.json_values import finite_or_none
 
@@ -69,6 +72,10 @@ MIN_LABEL_SIZE = 20
 N_INIT = 3
 """Seeded k-means starts of the mixture: more than one guards against an optimum that misses a small cluster."""
 REG_COVAR = 1e-4
+FIT_ROWS = 1000
+"""Rows of a label the mixture's starts are fitted on (seeded subset); the best start is then
+refined by EM on all rows. Measured on the detection benchmark: the same verdicts and flagged
+samples as fitting every start on all rows, at about half the time (docs detection page)."""
 
 
 def layer_representation(likelihoods: np.ndarray) -> np.ndarray:
@@ -85,25 +92,23 @@ def label_representation(features: np.ndarray, layers: np.ndarray | None, compon
     """One label's rows: its penultimate principal components (scaled) beside the layer part."""
     centred = features - features.mean(0)
     k = max(1, min(components, centred.shape[0] - 1, centred.shape[1]))
-    _, vectors = np.linalg.eigh(centred.T @ centred)  # D x D: cheaper than the SVD of the n x D rows
-    proj = centred @ vectors[:, ::-1][:, :k]
+    d = centred.shape[1]  # the top k eigenvectors of the D x D scatter: cheaper than the SVD of the n x D rows
+    _, vectors = eigh(centred.T @ centred, subset_by_index=[d - k, d - 1], check_finite=False)
+    proj = centred @ vectors[:, ::-1]
     typical = math.sqrt(max(float(np.median((proj * proj).sum(1))), 1e-12) / k)
     proj /= typical
     return proj if layers is None else np.hstack([layers, proj])
 
 
-def separation(x: np.ndarray, seed: int, n_init: int = N_INIT) -> tuple[float, np.ndarray]:
+def separation(x: np.ndarray, seed: int, n_init: int = N_INIT, fit_rows: int | None = FIT_ROWS) -> tuple[float, np.ndarray]:
     """The Mahalanobis separation of a two-component Gaussian mixture fitted on ``x`` (full
-    covariances, the best of ``n_init`` seeded k-means starts) and each row's posterior of the
-    smaller component."""
-    from sklearn.mixture import GaussianMixture
-
-    gm = GaussianMixture(2, covariance_type="full", reg_covar=REG_COVAR, n_init=n_init, random_state=seed).fit(x)
-    post = gm.predict_proba(x)
-    small = int(np.argmin(gm.weights_))
-    d = gm.means_[0] - gm.means_[1]
-    pooled = np.average(gm.covariances_, axis=0, weights=gm.weights_)
-    return float(math.sqrt(max(float(d @ np.linalg.solve(pooled, d)), 0.0))), post[:, small]
+    covariances, the best of ``n_init`` seeded 2-means starts on ``fit_rows`` rows, refined on all;
+    :func:`~safetransfer.detect.mixture.fit_two_gaussians`) and each row's posterior of the smaller component."""
+    gm = fit_two_gaussians(x, seed=seed, n_init=n_init, reg_covar=REG_COVAR, fit_rows=fit_rows)
+    small = int(np.argmin(gm.weights))
+    d = gm.means[0] - gm.means[1]
+    pooled = np.average(gm.covariances, axis=0, weights=gm.weights)
+    return float(math.sqrt(max(float(d @ np.linalg.solve(pooled, d)), 0.0))), gm.posterior[:, small]
 
 
 def multilayer_detection(
