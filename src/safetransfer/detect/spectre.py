@@ -83,7 +83,7 @@ def _filter(s: np.ndarray, eps: float, tau: float, limit: int) -> np.ndarray | N
 
     def matvec(v: np.ndarray) -> np.ndarray:
         v = v.reshape(d, d)
-        z = np.einsum("ij,jk,ik->i", y, v, y)
+        z = ((y @ v) * y).sum(1)  # y_iᵀ V y_i of every row through one matrix product (einsum: 10x slower)
         return ((y.T * z) @ y / n).ravel() - ident * np.trace(v)
 
     op = LinearOperator((d * d, d * d), matvec=lambda v: matvec(np.asarray(v).ravel()).ravel(), dtype=np.float64)
@@ -92,7 +92,7 @@ def _filter(s: np.ndarray, eps: float, tau: float, limit: int) -> np.ndarray | N
         return None
     p = vec[:, 0].reshape(d, d)
     sym = (p + p.T) / 2
-    ps = (np.einsum("ij,jk,ik->i", y, sym, y) - np.trace(sym)) / math.sqrt(2)
+    ps = (((y @ sym) * y).sum(1) - np.trace(sym)) / math.sqrt(2)
     diffs = np.abs(ps - np.median(ps))
     t = np.sort(diffs) - 3  # the candidate thresholds, in the reference's ascending scan
     tail = np.ones(n)
@@ -125,7 +125,7 @@ def _que(white: np.ndarray, alpha: float) -> tuple[np.ndarray, float]:
     top = np.linalg.norm(sigma, 2)
     m = expm(alpha * (sigma - np.eye(len(sigma))) / (top - 1)) if top > 1 + 1e-9 else np.eye(len(sigma))
     m /= np.trace(m)
-    return np.einsum("ij,jk,ik->i", white, m, white), float(np.trace(sigma @ m))
+    return ((white @ m) * white).sum(1), float(np.trace(sigma @ m))
 
 
 def quantum_filter(proj: np.ndarray, eps: int, alpha: float = ALPHA, tau: float = TAU
