@@ -366,6 +366,13 @@ def test_scan_data_command_writes_its_files_and_ranks_the_poison(data_files, tmp
              "--no-progress"], capsys)
     assert r.code == 0, r.text
     assert json.loads((tmp_path / "plain" / "results.json").read_text())["poisoned"] is None
+    r = run(["scan-data", "--data", data_files.images_npz, "--method", "spectre", "--spectre-eps", "3", "--out",
+             tmp_path / "spectre", "--no-progress"], capsys)
+    assert r.code == 0, r.text
+    spectre_doc = json.loads((tmp_path / "spectre" / "results.json").read_text())["detectors"]["spectre"]
+    assert spectre_doc["params"]["eps"] == 3 and spectre_doc["flagged"] > 0
+    assert_one_line_error(run(["scan-data", "--data", data_files.images_npz, "--method", "spectre", "--out",
+                               tmp_path / "x"], capsys), "--spectre-eps")
     assert_one_line_error(run(["scan-data", "--data", data_files.images_npz, "--method", "magic", "--out", tmp_path / "x"],
                               capsys), "unknown detector")
     assert_one_line_error(run(["scan-data", "--data", data_files.images_npz, "--plant", "watermark", "--target", "7",

@@ -56,7 +56,7 @@ def badnets_cmd(
 def scan_data_cmd(
     data: str = typer.Option(..., "--data", "-d", help="Data set name, or your folder / .npz / CSV."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="A saved model folder, or a zoo model to train on the data first (features for the detectors)."),
-    method: Optional[list[str]] = typer.Option(None, "--method", help="Detectors (repeatable; the first gives the verdict): multilayer (the default), spectral, spectral_fixed, activation_clustering, ac_silhouette, ac_tight, centroid, untangling (SCAn), or all."),
+    method: Optional[list[str]] = typer.Option(None, "--method", help="Detectors (repeatable; the first gives the verdict): multilayer (the default), spectral, spectral_fixed, activation_clustering, ac_silhouette, ac_tight, centroid, untangling (SCAn), spectre (with --spectre-eps), or all."),
     embedding: Optional[str] = typer.Option(None, help="model, pca, pixels or tsne (default: model with --model, else pca)."),
     plant: Optional[str] = typer.Option(None, help="Plant a known poison first to measure the detectors: watermark, square, blend or words."),
     rate: float = typer.Option(0.01, help="With --plant: share of the non-target samples poisoned."),
@@ -68,6 +68,7 @@ def scan_data_cmd(
     data_path: Optional[Path] = typer.Option(None, help="Folder or file holding the named data set's files."),
     limit_train: Optional[int] = typer.Option(None, help="Scan a seeded random subset of this many training samples."),
     clean_data: Optional[Path] = typer.Option(None, "--clean-data", help="Data you trust (a folder / .npz / CSV with the same labels): SCAn (untangling) fits its global model on it."),
+    spectre_eps: Optional[int] = typer.Option(None, "--spectre-eps", help="SPECTRE: the number of poisoned samples assumed in each label (its reference's input); needed for --method spectre."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default runs/scan-data-DATA)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
 ) -> None:
@@ -79,11 +80,15 @@ def scan_data_cmd(
         scan_data,
     )
 
-    methods = METHODS if method and "all" in method else tuple(method or DEFAULT_METHODS)
+    if method and "all" in method:  # every detector; SPECTRE only when told the count it assumes
+        methods = tuple(m for m in METHODS if m != "spectre" or spectre_eps is not None)
+    else:
+        methods = tuple(method or DEFAULT_METHODS)
     cfg = ScanDataConfig(data=data, data_path=str(data_path) if data_path else None, limit_train=limit_train,
                          model=model, steps=steps, embedding=embedding, methods=methods,
                          plant=plant_spec(plant, rate, target, None, seed) if plant else None, scatter=scatter,
-                         clean_curve=clean_curve, seed=seed, clean_data_path=str(clean_data) if clean_data else None)
+                         clean_curve=clean_curve, seed=seed, clean_data_path=str(clean_data) if clean_data else None,
+                         spectre_eps=spectre_eps)
     out_dir = out or Path("runs") / f"scan-data-{Path(data).name}"
     result = scan_data(cfg, out_dir, progress=progress, log=lambda line: console.print(line, highlight=False))
     res = result.results

@@ -43,6 +43,7 @@ from safetransfer.detect import (
     multilayer_detection,
     scan_untangling,
     spectral_signature,
+    spectre,
 )
 from safetransfer.detect.base import DetectionResult, score_detection
 from safetransfer.detect.features import embed
@@ -63,9 +64,10 @@ from safetransfer.metrics import label_flip_rate
 from safetransfer.models.io import load_model
 from safetransfer.models.zoo import get_arch
 from safetransfer.train import TrainConfig, curve_schedule
+from safetransfer.validation import bounded_int
 
 METHODS: tuple[str, ...] = ("multilayer", "spectral", "spectral_fixed", "activation_clustering", "ac_silhouette",
-                            "ac_tight", "centroid", "untangling")
+                            "ac_tight", "centroid", "untangling", "spectre")
 DEFAULT_METHODS: tuple[str, ...] = ("multilayer",)
 """The detector a scan runs unless told otherwise: the best of :data:`METHODS` on the detection
 benchmark (``benchmarks/detect.py``; docs detection page)."""
@@ -86,6 +88,7 @@ class ScanDataConfig:
     plant: PlantSpec | None = None
     clean_data_path: str | None = None  # a set the defender trusts (same format as data_path): SCAn's global model
     eps: float = 0.1                   # spectral_fixed: upper bound on a label's poisoned share
+    spectre_eps: int | None = None     # spectre: poisoned samples assumed in each label (the reference's input)
     k_spectral: float = 3.0
     k_centroid: float = 3.5
     scatter: str = "pca"               # pca | tsne
@@ -96,6 +99,11 @@ class ScanDataConfig:
         unknown = [m for m in self.methods if m not in METHODS]
         if unknown or not self.methods:
             raise ConfigError(f"unknown detector(s) {unknown or '(none given)'}; known: {', '.join(METHODS)}.")
+        if "spectre" in self.methods:
+            if self.spectre_eps is None:
+                raise ConfigError("spectre needs --spectre-eps N, the number of poisoned samples assumed in each label "
+                                  "(the reference's input; an estimate of it is not built).")
+            bounded_int(self.spectre_eps, "spectre_eps", 1, 10**9, "scan-data")
         if self.embedding not in (None, "model", "pca", "pixels", "tsne"):
             raise ConfigError(f"unknown embedding '{self.embedding}' (model, pca, pixels, tsne).")
         if self.embedding == "model" and not self.model:
@@ -144,6 +152,8 @@ def run_detector(name: str, features: np.ndarray, labels: np.ndarray, cfg: ScanD
         return activation_clustering(features, labels, analysis="silhouette", seed=cfg.seed)
     if name == "ac_tight":  # PCA: ICA's unit-variance components blur a small tight cluster
         return activation_clustering(features, labels, reduce="pca", analysis="tight", seed=cfg.seed)
+    if name == "spectre":
+        return spectre(features, labels, eps=int(cfg.spectre_eps or 0))
     if name == "untangling":  # SCAn: which class is poisoned, then its two subgroups
         if clean is not None:
             return scan_untangling(features, labels, seed=cfg.seed, clean_features=clean[0], clean_labels=clean[1])
