@@ -22,6 +22,10 @@ Where we differ from the reference, and why:
 - Epochs: the reference allows 1,000 (early stop usually ends it far sooner); ``epochs`` bounds it
   here too, with the same default. ``batches`` (the reference: ``NB_SAMPLE // BATCH_SIZE`` = 31)
   is the same.
+- Batched over classes: every examined class is reversed in the same forward pass (each step stamps
+  one batch of clean images with every unfinished class's trigger); the reference reverses the
+  classes one after another, each on its own batches. Each class keeps its own mask, pattern,
+  Adam state and cost schedule, so only the draw of the clean batches is shared.
 - Classes: the reference examines all; a model with many classes may be given ``classes`` (the
   audit chooses and names them).
 - The L1 norm is that of the mask as the model sees it (one channel), in pixels.
@@ -32,7 +36,7 @@ Units: mask norms in pixels (L1 of a [0, 1] mask); anomaly index unitless.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -88,77 +92,127 @@ def anomaly_indices(norms: dict[int, float]) -> tuple[dict[int, float], list[int
     return index, flagged
 
 
-def reverse_trigger(model: TransferModel, images: torch.Tensor, label: int, *, epochs: int = 1000,
-                    batches: int = 31, batch_size: int = 32, lr: float = 0.1, init_cost: float = 1e-3,
-                    success: float = 0.99, patience: int = 5, seed: int = 0) -> ReversedTrigger:
+@dataclass
+class _Schedule:
+    """One class's cost schedule and best mask so far (the reference's per-class state)."""
+
+    cost: float = 0.0
+    up: int = 0
+    down: int = 0
+    set_count: int = 0
+    moved_up: bool = False
+    moved_down: bool = False
+    stale: int = 0
+    best_norm: float = np.inf
+    best_rate: float = 0.0
+    best_mask: torch.Tensor | None = None
+    best_pattern: torch.Tensor | None = None
+    epochs: int = 0
+    done: bool = False
+
+    def end_epoch(self, rate: float, mean_norm: float, mask: torch.Tensor, pattern: torch.Tensor, success: float,
+                  init_cost: float, patience: int) -> None:
+        if rate >= success and mean_norm < self.best_norm:
+            self.best_norm, self.best_rate = mean_norm, rate
+            self.best_mask, self.best_pattern = mask.detach().clone(), pattern.detach().clone()
+            self.stale = 0
+        else:
+            self.stale += 1
+        if self.cost == 0.0:  # the reference: no penalty until the reversed trigger works
+            self.set_count = self.set_count + 1 if rate >= success else 0
+            if self.set_count >= patience:
+                self.cost, self.up, self.down = init_cost, 0, 0
+            return
+        if rate >= success:
+            self.up, self.down = self.up + 1, 0
+        else:
+            self.up, self.down = 0, self.down + 1
+        if self.up >= patience:
+            self.cost, self.up, self.moved_up = self.cost * 2.0, 0, True
+        elif self.down >= patience:
+            self.cost, self.down, self.moved_down = self.cost / 2.0 ** 1.5, 0, True
+        if self.moved_up and self.moved_down and self.stale >= 5 * patience:
+            self.done = True
+
+
+def reverse_triggers(model: TransferModel, images: torch.Tensor, labels: Sequence[int], *, epochs: int = 1000,
+                     batches: int = 31, batch_size: int = 32, lr: float = 0.1, init_cost: float = 1e-3,
+                     success: float = 0.99, patience: int = 5, seed: int = 0,
+                     progress: Callable[[int], None] | None = None) -> dict[int, ReversedTrigger]:
     """The smallest mask and its pattern that send ``images`` (raw pixels in [0, 1], ``[N, C, H, W]``)
-    to ``label`` (see the module doc)."""
+    to each of ``labels`` (see the module doc), every class reversed in the same forward pass: each
+    step stamps one batch of clean images with every unfinished class's trigger (``[K·B]`` images).
+    Each class has its own mask, pattern, Adam state and cost schedule, so the classes do not
+    interact; a class that stops early leaves the batch. ``progress`` is called with the number of
+    classes that finished after each epoch."""
     x_all = model.preprocess(images).detach()
     n, c, h, w = x_all.shape
     gen = torch.Generator().manual_seed(seed)
-    mask_raw = torch.zeros(1, 1, h, w).uniform_(-1, 1, generator=gen).requires_grad_(True)
-    pattern_raw = torch.zeros(1, c, h, w).uniform_(-1, 1, generator=gen).requires_grad_(True)
-    opt = torch.optim.Adam([mask_raw, pattern_raw], lr=lr, betas=(0.5, 0.9))
-    target = torch.full((batch_size,), label, dtype=torch.long)
-    cost, up, down, set_count = 0.0, 0, 0, 0
-    moved_up = moved_down = False
-    best = (np.inf, None, None, 0.0)
-    stale, epoch = 0, 0
+    labels = [int(label) for label in labels]
+    masks = {y: torch.zeros(1, 1, h, w).uniform_(-1, 1, generator=gen).requires_grad_(True) for y in labels}
+    patterns = {y: torch.zeros(1, c, h, w).uniform_(-1, 1, generator=gen).requires_grad_(True) for y in labels}
+    opts = {y: torch.optim.Adam([masks[y], patterns[y]], lr=lr, betas=(0.5, 0.9)) for y in labels}
+    state = {y: _Schedule() for y in labels}
     was_training = model.training
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
     try:
         for epoch in range(1, epochs + 1):
-            hits, seen, norms = 0, 0, []
+            active = [y for y in labels if not state[y].done]
+            if not active:
+                break
+            hits = dict.fromkeys(active, 0)
+            norms: dict[int, list[float]] = {y: [] for y in active}
+            target = torch.tensor(active).repeat_interleave(batch_size)
             for _ in range(batches):
                 idx = torch.randint(0, n, (batch_size,), generator=gen)
-                mask = torch.tanh(mask_raw) / 2 + 0.5
-                pattern = torch.tanh(pattern_raw) / 2 + 0.5
-                stamped = (1 - mask) * x_all[idx] + mask * pattern
-                logits = model(stamped)
-                norm = mask.abs().sum()
-                loss = F.cross_entropy(logits, target) + cost * norm
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                hits += int((logits.argmax(1) == label).sum())
-                seen += batch_size
-                norms.append(float(norm.detach()))
-            rate, mean_norm = hits / seen, float(np.mean(norms))
-            if rate >= success and mean_norm < best[0]:
+                m = torch.cat([torch.tanh(masks[y]) / 2 + 0.5 for y in active])  # [K, 1, H, W]
+                pat = torch.cat([torch.tanh(patterns[y]) / 2 + 0.5 for y in active])  # [K, C, H, W]
+                stamped = (1 - m[:, None]) * x_all[idx][None] + (m * pat)[:, None]  # [K, B, C, H, W]
+                logits = model(stamped.reshape(-1, c, h, w))
+                ce = F.cross_entropy(logits, target, reduction="none").view(len(active), batch_size).mean(1)
+                norm = m.abs().sum((1, 2, 3))
+                cost = torch.tensor([state[y].cost for y in active])
+                for y in active:
+                    opts[y].zero_grad()
+                (ce + cost * norm).sum().backward()  # each class's loss reaches only its own mask and pattern
+                for y in active:
+                    opts[y].step()
+                right = (logits.argmax(1) == target).view(len(active), batch_size).sum(1)
+                for i, y in enumerate(active):
+                    hits[y] += int(right[i])
+                    norms[y].append(float(norm[i].detach()))
+            for y in active:
                 with torch.no_grad():
-                    best = (mean_norm, (torch.tanh(mask_raw) / 2 + 0.5)[0, 0].clone(),
-                            (torch.tanh(pattern_raw) / 2 + 0.5)[0].clone(), rate)
-                stale = 0
-            else:
-                stale += 1
-            if cost == 0.0:  # the reference: no penalty until the reversed trigger works
-                set_count = set_count + 1 if rate >= success else 0
-                if set_count >= patience:
-                    cost, up, down = init_cost, 0, 0
-                continue
-            if rate >= success:
-                up, down = up + 1, 0
-            else:
-                up, down = 0, down + 1
-            if up >= patience:
-                cost, up, moved_up = cost * 2.0, 0, True
-            elif down >= patience:
-                cost, down, moved_down = cost / 2.0 ** 1.5, 0, True
-            if moved_up and moved_down and stale >= 5 * patience:
-                break
+                    mask = (torch.tanh(masks[y]) / 2 + 0.5)[0, 0]
+                    pattern = (torch.tanh(patterns[y]) / 2 + 0.5)[0]
+                state[y].epochs = epoch
+                state[y].end_epoch(hits[y] / (batches * batch_size), float(np.mean(norms[y])), mask, pattern,
+                                   success, init_cost, patience)
+            if progress is not None:
+                progress(sum(state[y].done for y in labels))
     finally:
         for p in model.parameters():
             p.requires_grad_(True)
         model.train(was_training)
-    norm, mask, pattern, rate = best
-    if mask is None:  # never reached the success rate: the last state, honestly labelled
-        with torch.no_grad():
-            mask = (torch.tanh(mask_raw) / 2 + 0.5)[0, 0].clone()
-            pattern = (torch.tanh(pattern_raw) / 2 + 0.5)[0].clone()
-        norm, rate = float(mask.sum()), float("nan")
-    return ReversedTrigger(label, mask, pattern, float(norm), float(rate), epoch)
+    out = {}
+    for y in labels:
+        st = state[y]
+        if st.best_mask is None:  # never reached the success rate: the last state, honestly labelled
+            with torch.no_grad():
+                mask = (torch.tanh(masks[y]) / 2 + 0.5)[0, 0].clone()
+                pattern = (torch.tanh(patterns[y]) / 2 + 0.5)[0].clone()
+            out[y] = ReversedTrigger(y, mask, pattern, float(mask.sum()), float("nan"), st.epochs)
+        else:
+            out[y] = ReversedTrigger(y, st.best_mask, st.best_pattern, float(st.best_norm), float(st.best_rate),
+                                     st.epochs)
+    return out
+
+
+def reverse_trigger(model: TransferModel, images: torch.Tensor, label: int, **options: Any) -> ReversedTrigger:
+    """One class's reversed trigger (:func:`reverse_triggers` with one label)."""
+    return reverse_triggers(model, images, [label], **options)[int(label)]
 
 
 def neural_cleanse(model: TransferModel, images: torch.Tensor, classes: Sequence[int] | None = None,
@@ -175,11 +229,16 @@ def neural_cleanse(model: TransferModel, images: torch.Tensor, classes: Sequence
     bad = [c for c in chosen if not 0 <= c < model.num_classes]
     if bad or len(chosen) < 3:
         raise ConfigError(f"classes must be at least 3 labels of the model's {model.num_classes} (got {chosen}).")
-    steps = chosen
+    bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        steps = tqdm(chosen, desc="neural cleanse", unit="class", leave=False)
-    triggers = {c: reverse_trigger(model, images, c, epochs=epochs, seed=seed + c, **options) for c in steps}
+        bar = tqdm(total=len(chosen), desc="neural cleanse", unit="class", leave=False)
+    try:
+        triggers = reverse_triggers(model, images, chosen, epochs=epochs, seed=seed,
+                                    progress=None if bar is None else lambda done: bar.update(done - bar.n), **options)
+    finally:
+        if bar is not None:
+            bar.close()
     index, flagged = anomaly_indices({c: t.norm for c, t in triggers.items()})
     return NeuralCleanseResult(triggers, index, flagged, {"epochs": epochs, "seed": seed, **options})
