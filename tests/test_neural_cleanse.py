@@ -62,3 +62,20 @@ def test_neural_cleanse_flags_the_backdoored_class_and_passes_a_clean_model() ->
         neural_cleanse(model, images, epochs=0)
     with pytest.raises(DataError, match="clean images"):
         neural_cleanse(model, images[:1])
+
+
+def test_many_classes_are_chosen_by_a_short_reversal_and_a_step_is_timed() -> None:
+    from safetransfer.detect.neural_cleanse import choose_classes, step_seconds
+    from safetransfer.models import create_model
+
+    model = create_model("tiny-cnn", 24, pretrained=False, image_size=8, in_channels=1, seed=0).eval()
+    images = torch.rand(40, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    chosen, norms = choose_classes(model, images, 6, screen_epochs=1, screen_batches=1, group=10)
+    assert len(chosen) == 6 and len(set(chosen)) == 6 and set(norms) == set(range(24))
+    smallest = sorted(norms, key=lambda c: (norms[c], c))[:3]
+    assert set(smallest) <= set(chosen)  # the candidates, plus three others for the median
+    assert choose_classes(model, images, 6, screen_epochs=1, screen_batches=1, group=10)[0] == chosen  # seeded
+    assert choose_classes(model, images, 30) == (list(range(24)), {})  # few classes: all, no screening
+    with pytest.raises(ConfigError, match="at least 3"):
+        choose_classes(model, images, 2)
+    assert 0 < step_seconds(model, images, 4) < 5

@@ -210,6 +210,54 @@ def reverse_triggers(model: TransferModel, images: torch.Tensor, labels: Sequenc
     return out
 
 
+def choose_classes(model: TransferModel, images: torch.Tensor, limit: int, *, screen_epochs: int = 3,
+                   screen_batches: int = 4, group: int = 16, seed: int = 0) -> tuple[list[int], dict[int, float]]:
+    """The classes to examine on a model with more than ``limit``: the reference's coarse-to-fine idea
+    (Wang et al. 2019, "detection cost": a short reversal of every label, then the full one on the
+    candidates). Every class is reversed for ``screen_epochs`` epochs (``group`` classes per pass);
+    the ``limit // 2`` with the smallest masks are the candidates, and ``limit − limit // 2`` others
+    drawn with ``seed`` give the median and MAD the anomaly index needs. Returns the chosen classes
+    (sorted) and every class's screening norm."""
+    if limit < 3:
+        raise ConfigError(f"limit must be at least 3 classes (got {limit}).")
+    everyone = list(range(model.num_classes))
+    if len(everyone) <= limit:
+        return everyone, {}
+    norms: dict[int, float] = {}
+    for start in range(0, len(everyone), group):
+        part = reverse_triggers(model, images, everyone[start:start + group], epochs=screen_epochs,
+                                batches=screen_batches, seed=seed)
+        norms.update({c: t.norm for c, t in part.items()})
+    ranked = sorted(everyone, key=lambda c: (norms[c], c))
+    candidates = ranked[: limit // 2]
+    rest = ranked[limit // 2:]
+    gen = np.random.default_rng(seed)
+    others = [rest[i] for i in gen.choice(len(rest), limit - len(candidates), replace=False)]
+    return sorted(candidates + others), norms
+
+
+def step_seconds(model: TransferModel, images: torch.Tensor, classes: int, batch_size: int = 32) -> float:
+    """Seconds of one optimisation step with ``classes`` triggers in the batch (one forward and
+    backward pass of ``classes·batch_size`` stamped images), timed after a warm-up step: the unit
+    of a time estimate (a run takes at most ``epochs·batches`` such steps, fewer as classes stop)."""
+    import time
+
+    x = model.preprocess(images[:batch_size]).detach()
+    stamped = x.repeat(classes, 1, 1, 1).requires_grad_(True)
+    was_training = model.training
+    model.eval()
+    try:
+        seconds = 0.0
+        for _ in range(2):  # the first pass pays for allocation and kernel choice
+            start = time.perf_counter()
+            model(stamped).sum().backward()
+            seconds = time.perf_counter() - start
+            model.zero_grad(set_to_none=True)
+    finally:
+        model.train(was_training)
+    return seconds * max(1.0, batch_size / max(1, len(x)))
+
+
 def reverse_trigger(model: TransferModel, images: torch.Tensor, label: int, **options: Any) -> ReversedTrigger:
     """One class's reversed trigger (:func:`reverse_triggers` with one label)."""
     return reverse_triggers(model, images, [label], **options)[int(label)]

@@ -10,7 +10,8 @@
    screen) on clean texts of ``data``, once per label as the target: a confirmed word that flips
    at least ``TRIGGER_LFR`` of the texts and never occurs in the data fails. An image model gets
    Neural Cleanse (Wang et al. 2019) on clean images of ``data``: a class with an anomaly index
-   above 2 fails.
+   above 2 fails (a model with more than ``NC_MAX_CLASSES`` classes has that many chosen by a
+   short reversal of every class, and named). A time estimate is logged before each check.
 4. A recommendation: the transfer method the studies support for what was found, and the command.
 
 Threat model: the model (file or folder) may have been made by an attacker; the data is the
@@ -31,7 +32,11 @@ from typing import Any
 import numpy as np
 
 from safetransfer.data.registry import load_data
-from safetransfer.detect.neural_cleanse import neural_cleanse
+from safetransfer.detect.neural_cleanse import (
+    choose_classes,
+    neural_cleanse,
+    step_seconds,
+)
 from safetransfer.detect.trigger_scan import scan_triggers, word_frequencies
 from safetransfer.errors import ConfigError
 from safetransfer.files import atomic_write_text
@@ -106,12 +111,18 @@ def _integrity_check(model: Path, base: str | None, manifest: str | None) -> Che
     return Check("integrity", status, f"against {base}: {report.verdict}. {report.explanation}", doc)
 
 
-def _text_behaviour(classifier, data, quick: bool, seed: int, progress: bool) -> Check:
+def _text_behaviour(classifier, data, quick: bool, seed: int, progress: bool,
+                    log: Callable[[str], None] = logging.getLogger(__name__).info) -> Check:
     clean = data.val if len(data.val) else data.test
     freq = word_frequencies(list(data.train.inputs))
     suspects: dict[int, list[dict[str, Any]]] = {}
     records = {}
+    started = time.perf_counter()
     for target in range(classifier.num_classes):
+        if target == 1:
+            left = (time.perf_counter() - started) * (classifier.num_classes - 1)
+            log(f"   the first label's scan took {_duration(time.perf_counter() - started)}: about {_duration(left)} "
+                f"for the other {classifier.num_classes - 1}")
         result = scan_triggers(classifier, list(clean.inputs), clean.labels, target, frequencies=freq,
                                n_texts=10 if quick else 20, seed=seed, progress=progress)
         summary = result.summary(top=10)
@@ -129,12 +140,24 @@ def _text_behaviour(classifier, data, quick: bool, seed: int, progress: bool) ->
                  f"{TRIGGER_LFR:.0%} of the clean texts to any label", {"scans": records})
 
 
-def _image_behaviour(classifier, data, quick: bool, seed: int, progress: bool) -> Check:
+def _image_behaviour(classifier, data, quick: bool, seed: int, progress: bool,
+                     log: Callable[[str], None] = logging.getLogger(__name__).info) -> Check:
     clean = data.test if len(data.test) else data.val
     images = clean.inputs[:200]
-    result = neural_cleanse(classifier, images, epochs=40 if quick else 1000, batches=8 if quick else 31,
-                            seed=seed, progress=progress)
+    epochs, batches = (NC_EPOCHS_QUICK, NC_BATCHES_QUICK) if quick else (1000, 31)
+    classes, screened = choose_classes(classifier, images, NC_MAX_CLASSES, seed=seed)
+    if screened:
+        log(f"   {classifier.num_classes} classes: {len(classes)} examined, the {NC_MAX_CLASSES // 2} whose short "
+            f"reversal needed the smallest masks and {len(classes) - NC_MAX_CLASSES // 2} drawn at random: {classes}")
+    step = step_seconds(classifier, images, len(classes))
+    log(f"   Neural Cleanse on {len(classes)} classes: {epochs} epochs of {batches} steps at most, about "
+        f"{step:.2f} s a step: at most {_duration(step * epochs * batches)} (early stopping usually ends it sooner)")
+    result = neural_cleanse(classifier, images, classes=classes, epochs=epochs, batches=batches, seed=seed,
+                            progress=progress)
     doc = result.to_dict()
+    if screened:
+        doc["chosen_classes"] = classes
+        doc["screening_norms"] = {str(c): round(v, 3) for c, v in screened.items()}
     if result.flagged:
         named = ", ".join(f"{c} (anomaly index {result.anomaly_index[c]:.1f}, mask {result.triggers[c].norm:.1f} px)"
                           for c in result.flagged)
@@ -145,6 +168,13 @@ def _image_behaviour(classifier, data, quick: bool, seed: int, progress: bool) -
 
 
 FINETUNE_STEPS_QUICK = 300
+NC_EPOCHS_QUICK, NC_BATCHES_QUICK = 40, 8
+NC_MAX_CLASSES = 16
+"""A model with more classes has 16 of them examined by Neural Cleanse, chosen and named (choose_classes)."""
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
 
 
 def _classifier(path: Path, dataset, quick: bool, seed: int, progress: bool, log: Callable[[str], None]):
@@ -201,7 +231,7 @@ def audit(model: str | Path, out_dir: str | Path, *, base: str | None = None, ma
             kind = "trigger-word scan" if classifier.config.modality == "text" else "Neural Cleanse"
             log(f"3/3 behaviour: {kind} on clean samples of {dataset.name}" + (" (quick)" if quick else ""))
             behave = _text_behaviour if classifier.config.modality == "text" else _image_behaviour
-            checks.append(behave(classifier, dataset, quick, seed, progress))
+            checks.append(behave(classifier, dataset, quick, seed, progress, log))
         else:
             log("3/3 behaviour: skipped (give --data, and a saved model folder)")
     order = {s: i for i, s in enumerate(STATUSES)}
