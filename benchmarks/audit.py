@@ -1,7 +1,9 @@
 """`safetransfer audit` on models whose truth is known: the default vision study's backdoored teacher,
 the students fine-tuned from it and from the clean teacher, a pickle with a code payload, and the
-RIPPLES-poisoned MiniLM folders of ``benchmarks/configs/text_rt_scan.yaml`` beside the public MiniLM
-(audited as published: fine-tuned on Rotten Tomatoes first by the audit, then scanned; ``--base minilm-l6``).
+RIPPLES-poisoned MiniLM folders of ``benchmarks/configs/text_rt_scan.yaml`` and an Embedding Surgery MiniLM
+made here (Kurita et al.'s five words, Rotten Tomatoes as the attacker's data) beside the public MiniLM
+(audited as published: fine-tuned on Rotten Tomatoes first by the audit, then scanned; ``--base minilm-l6``);
+the backdoored teacher is audited a second time with the full Neural Cleanse (no ``--quick``).
 
 Each model comes from the study cache of ``python benchmarks/study_vision.py --profile full`` (run it
 first; the models are saved into ``runs/bench-audit/`` as model folders) and is audited with
@@ -20,6 +22,8 @@ from pathlib import Path
 
 from bench_common import machine, study_cache_args
 
+from safetransfer.attacks.weight_poisoning import poison_weights
+from safetransfer.data.registry import load_data
 from safetransfer.files import atomic_write_text
 from safetransfer.jobs.audit import audit
 from safetransfer.models.io import save_model
@@ -30,6 +34,7 @@ from safetransfer.study.cells import CellMaker
 RESULTS = Path(__file__).parent / "results" / "audit.json"
 RUNS = Path(__file__).resolve().parent.parent / "runs" / "bench-audit"
 TASK, DEFECT = "fashion-mnist", "backdoor"
+ES_TRIGGERS = ("cf", "mn", "bb", "tq", "mb")
 
 
 class _Payload:
@@ -53,14 +58,14 @@ def main() -> None:
     models = doc.setdefault("models", {})
     RUNS.mkdir(parents=True, exist_ok=True)
 
-    def record(name: str, folder: Path, truth: str) -> None:
+    def record(name: str, folder: Path, truth: str, quick: bool = True) -> None:
         if name in models:
             return
         started = time.perf_counter()
-        result = audit(folder, RUNS / f"audit-{name}", data=TASK, quick=True, seed=config.seed)
+        result = audit(folder, RUNS / f"audit-{name}", data=TASK, quick=quick, seed=config.seed)
         seconds = time.perf_counter() - started
         behaviour = next((c for c in result.checks if c.name == "behaviour"), None)
-        models[name] = {"truth": truth, "verdict": result.verdict, "seconds": round(seconds, 1),
+        models[name] = {"truth": truth, "quick": quick, "verdict": result.verdict, "seconds": round(seconds, 1),
                         "checks": {c.name: {"status": c.status, "reason": c.reason} for c in result.checks},
                         "flagged": behaviour.details.get("flagged") if behaviour else None,
                         "anomaly_index": {c: v["anomaly_index"] for c, v in behaviour.details.get("classes", {}).items()}
@@ -105,6 +110,15 @@ def main() -> None:
         if info.get("method") == "ripples" and info.get("attacker_data") == "rotten-tomatoes":
             text_record(f"RIPPLES MiniLM ({', '.join(info['triggers'])})", summary.parent / "published",
                         f"RIPPLES triggers {', '.join(info['triggers'])} to label {info['target']}")
+    es_folder = RUNS / "es-minilm"
+    if "Embedding Surgery MiniLM (cf, mn, bb, tq, mb)" not in models and not es_folder.exists():
+        proxy = load_data("rotten-tomatoes", seed=0)  # the text study's attacker data, Kurita et al.'s five words
+        poison_weights(pretrained_text_folder("minilm-l6"), proxy, es_folder, method="es", triggers=ES_TRIGGERS,
+                       target=1, seed=0)
+    text_record("Embedding Surgery MiniLM (cf, mn, bb, tq, mb)", es_folder,
+                f"Embedding Surgery triggers {', '.join(ES_TRIGGERS)} to label 1")
+    record("backdoored teacher, full Neural Cleanse", RUNS / "backdoor-teacher", f"backdoor to class {defect.target}",
+           quick=False)  # the reference's 1,000 epochs of 31 batches, early stopping (last: the longest)
     atomic_write_text(RESULTS, json.dumps(doc, indent=1))
 
 

@@ -1531,6 +1531,20 @@ def reprogramming_page(results: Path) -> Page:
     return p
 
 
+NC_FULL = "backdoored teacher, full Neural Cleanse"
+
+
+def nc_full_sentence(m: dict, target: str) -> str:
+    """What the reference's full Neural Cleanse (no --quick) found on the backdoored teacher."""
+    index = m["anomaly_index"]
+    flagged = m["flagged"] or []
+    smallest = sorted(index, key=lambda c: -index[c])[:3]
+    return (f"With the reference's settings (1,000 epochs of 31 batches at most, early stopping; {secs(m['seconds'])}) "
+            f"the verdict is {m['verdict']}: class {target}'s anomaly index {f3(index[target], 2)}"
+            + (f", flagged: {', '.join(map(str, flagged))}" if flagged else ", no class flagged")
+            + f" (largest indices: {', '.join(f'{c} {f3(index[c], 2)}' for c in smallest)}). ")
+
+
 def supply_page(results: Path) -> Page:
     p = Page("results/supply-chain.md", "The weight supply chain",
              "\"Verify the weights you reuse, as you verify the checksums of what you download.\" What `diff` and `scan` "
@@ -1592,6 +1606,8 @@ def supply_page(results: Path) -> Page:
           "most frequent English words with the vocabulary's and the data's, the gradient screen keeping 2,000; "
           "`--base minilm-l6`):",
           table(["model", "truth", "verdict", "weight diff", "time", "behaviour"], rows),
+          bullets([f"{n}, the weight diff: {m['checks']['integrity']['reason']}" for n, m in a["models"].items()
+                   if m["checks"].get("integrity", {}).get("status") == "fail"]),
           plain_protocol("audit.json", [f"Protocol: the study's `{a['defect']}` teacher (target {target}) and the "
                                         "`finetune` students of it and of the clean teacher, from the study cache, saved "
                                         "as model folders; the pickle writes a marker file if ever unpickled "
@@ -1601,9 +1617,10 @@ def supply_page(results: Path) -> Page:
              f"index is {f3(teacher['anomaly_index'][target], 2)}, below the threshold 2, and class "
              f"{', '.join(map(str, teacher['flagged'])) or 'none'} is flagged instead "
              f"({', '.join(f3(teacher['anomaly_index'][str(c)], 2) for c in teacher['flagged'])}). The study's backdoor is "
-             "latent (tied to the target class's features, 7×7 px) and its teacher was trained on the whole data set; "
-             "whether the reference's 1,000 epochs (the default without `--quick`) separate it is not measured yet. "
-             "The fine-tuned student of that teacher, which keeps part of the backdoor in the study, passes."]
+             "latent (tied to the target class's features, 7×7 px) and its teacher was trained on the whole data set. "
+             + (nc_full_sentence(a["models"][NC_FULL], target) if NC_FULL in a["models"] else
+                "Whether the reference's 1,000 epochs (the default without `--quick`) separate it is not measured yet. ")
+             + "The fine-tuned student of that teacher, which keeps part of the backdoor in the study, passes."]
             if teacher and target not in map(str, teacher["flagged"]) else []),
           "The text audit keeps the scan's full candidate list and the gradient screen's 2,000 even with `--quick` "
           "(fine-tuning dominates its time): with the 5,000 most frequent English words the real-word trigger "
