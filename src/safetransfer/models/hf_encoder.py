@@ -25,7 +25,13 @@ import torch
 from torch import nn
 
 from safetransfer.errors import ConfigError
-from safetransfer.models.text import BERT_BOUNDS, MAX_BERT_PARAMETERS, bert_parameters
+from safetransfer.models.text import (
+    BERT_BOUNDS,
+    MAX_BERT_PARAMETERS,
+    bert_parameters,
+    is_number,
+    masked_mean,
+)
 from safetransfer.validation import bounded_int
 
 __all__ = ["EncoderFamily", "FAMILIES", "POOLINGS", "HFEncoderBody", "check_encoder_config", "usable_positions"]
@@ -118,9 +124,9 @@ def check_encoder_config(cfg: Any, source: str) -> dict[str, Any]:
         if cfg.get(key) is not None:
             bounded_int(cfg[key], key, 0, sizes["vocab_size"] - 1, source)
     for key in family.rates:
-        if key in cfg and not (_is_number(cfg[key]) and 0.0 <= cfg[key] < 1.0):
+        if key in cfg and not (is_number(cfg[key]) and 0.0 <= cfg[key] < 1.0):
             raise ConfigError(f"{source}: '{key}' must be a number in [0, 1), got {cfg[key]!r:.40}.")
-    if "layer_norm_eps" in cfg and not (_is_number(cfg["layer_norm_eps"]) and 0.0 < cfg["layer_norm_eps"] < 1.0):
+    if "layer_norm_eps" in cfg and not (is_number(cfg["layer_norm_eps"]) and 0.0 < cfg["layer_norm_eps"] < 1.0):
         raise ConfigError(f"{source}: 'layer_norm_eps' must be a small positive number, got {cfg['layer_norm_eps']!r:.40}.")
     for key in ("hidden_act", "activation"):
         if key in cfg and not (isinstance(cfg[key], str) and len(cfg[key]) <= 40):
@@ -142,10 +148,6 @@ def usable_positions(cfg: Mapping[str, Any]) -> int:
     field_name = family.sizes["max_position_embeddings"]
     positions = cfg.get(field_name, _defaults(family).get(field_name, 512))
     return int(positions) - family.position_offset
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
 
 
 class HFEncoderBody(nn.Module):
@@ -178,9 +180,5 @@ class HFEncoderBody(nn.Module):
         return int(self.encoder.config.hidden_size)
 
     def forward(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        mask = inputs["attention_mask"]
         hidden = self.encoder(**{k: v for k, v in inputs.items() if k in self._accepted}).last_hidden_state
-        if self.pooling == "cls":
-            return hidden[:, 0]
-        m = mask.unsqueeze(-1).to(hidden.dtype)
-        return (hidden * m).sum(1) / m.sum(1).clamp_min(1.0)
+        return hidden[:, 0] if self.pooling == "cls" else masked_mean(hidden, inputs["attention_mask"])

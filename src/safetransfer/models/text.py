@@ -42,10 +42,13 @@ class BertBody(nn.Module):
         return int(self.bert.config.hidden_size)
 
     def forward(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        mask = inputs["attention_mask"]
-        hidden = self.bert(**inputs).last_hidden_state
-        m = mask.unsqueeze(-1).to(hidden.dtype)
-        return (hidden * m).sum(1) / m.sum(1).clamp_min(1.0)
+        return masked_mean(self.bert(**inputs).last_hidden_state, inputs["attention_mask"])
+
+
+def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``[B, H]``: the mean of ``hidden [B, T, H]`` over the tokens ``mask [B, T]`` marks real."""
+    m = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * m).sum(1) / m.sum(1).clamp_min(1.0)
 
 
 def encoder_block_names(body: nn.Module, prefix: str = "") -> list[str]:
@@ -112,9 +115,9 @@ def check_bert_config(cfg: Any, source: str) -> dict[str, Any]:
     if "pad_token_id" in cfg and cfg["pad_token_id"] is not None:
         bounded_int(cfg["pad_token_id"], "pad_token_id", 0, sizes["vocab_size"] - 1, source)
     for key in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
-        if key in cfg and not (_is_number(cfg[key]) and 0.0 <= cfg[key] < 1.0):
+        if key in cfg and not (is_number(cfg[key]) and 0.0 <= cfg[key] < 1.0):
             raise ConfigError(f"{source}: '{key}' must be a number in [0, 1), got {cfg[key]!r}.")
-    if "layer_norm_eps" in cfg and not (_is_number(cfg["layer_norm_eps"]) and 0.0 < cfg["layer_norm_eps"] < 1.0):
+    if "layer_norm_eps" in cfg and not (is_number(cfg["layer_norm_eps"]) and 0.0 < cfg["layer_norm_eps"] < 1.0):
         raise ConfigError(f"{source}: 'layer_norm_eps' must be a small positive number, got {cfg['layer_norm_eps']!r}.")
     if "hidden_act" in cfg and not (isinstance(cfg["hidden_act"], str) and len(cfg["hidden_act"]) <= 40):
         raise ConfigError(f"{source}: 'hidden_act' must be an activation's name, such as \"gelu\".")
@@ -125,7 +128,8 @@ def check_bert_config(cfg: Any, source: str) -> dict[str, Any]:
     return dict(cfg)
 
 
-def _is_number(value: Any) -> bool:
+def is_number(value: Any) -> bool:
+    """A real number: int or float, not a bool, not NaN."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
 
 

@@ -40,6 +40,7 @@ from safetransfer.models.text import (
     bert_config_dict,
     char_tokenizer,
     check_bert_config,
+    is_number,
     load_tokenizer,
     tiny_bert_config,
 )
@@ -387,11 +388,11 @@ def check_model_config(config: ModelConfig, source: str) -> ModelConfig:
     bounded_int(config.image_size, "image_size", 8 if image else 0, MAX_IMAGE_SIZE, source)
     bounded_int(config.in_channels, "in_channels", 1 if image else 0, MAX_IN_CHANNELS, source)
     bounded_int(config.max_length, "max_length", 0 if image else 1, MAX_TOKENS, source)
-    if not (_is_number(config.head_dropout) and 0.0 <= config.head_dropout < 1.0):
+    if not (is_number(config.head_dropout) and 0.0 <= config.head_dropout < 1.0):
         raise ConfigError(f"{source}: 'head_dropout' must be a number in [0, 1), got {config.head_dropout!r}.")
     for name in ("mean", "std"):
         values = getattr(config, name)
-        if not isinstance(values, list) or not all(_is_number(v) for v in values) or (
+        if not isinstance(values, list) or not all(is_number(v) for v in values) or (
                 image and len(values) not in (1, config.in_channels)) or (not image and len(values) > MAX_IN_CHANNELS):
             raise ConfigError(f"{source}: '{name}' must be a list of 1 or in_channels numbers, got {values!r:.80}.")
     if image and not all(v > 0 for v in config.std):
@@ -411,7 +412,7 @@ def check_model_config(config: ModelConfig, source: str) -> ModelConfig:
             bounded_int(w, f"options.widths[{i}]", 1, MAX_CNN_WIDTH, source)
     if "hidden" in options:
         bounded_int(options["hidden"], "options.hidden", 1, MAX_CNN_HIDDEN, source)
-    if "bn_momentum" in options and not (_is_number(options["bn_momentum"]) and 0.0 <= options["bn_momentum"] <= 1.0):
+    if "bn_momentum" in options and not (is_number(options["bn_momentum"]) and 0.0 <= options["bn_momentum"] <= 1.0):
         raise ConfigError(f"{source}: 'options.bn_momentum' must be a number in [0, 1], got {options['bn_momentum']!r}.")
     if "pooling" in options and options["pooling"] not in POOLINGS:
         raise ConfigError(f"{source}: 'options.pooling' must be one of {POOLINGS}, got {options['pooling']!r:.40}.")
@@ -430,10 +431,6 @@ def check_model_config(config: ModelConfig, source: str) -> ModelConfig:
             raise ConfigError(f"{source}: 'max_length' {config.max_length} exceeds the BERT's "
                               f"max_position_embeddings {positions}.")
     return config
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
 
 
 def build_from_config(config: ModelConfig, pretrained: bool = False, tokenizer: Any = None, seed: int = 0) -> TransferModel:
