@@ -69,6 +69,13 @@ COMMANDS = {
                                      "--results study_text_full_profile.json"),
     "study_text_full.json": "python benchmarks/study_text_full.py",
     "word_swap_floor.json": "python benchmarks/word_swap_floor.py",
+    "study_kurita_sentences.json": ("python benchmarks/study_vision.py --config benchmarks/configs/kurita_sentences.yaml "
+                                    "--results study_kurita_sentences.json"),
+    "study_kurita_spam.json": ("python benchmarks/study_vision.py --config benchmarks/configs/kurita_spam.yaml "
+                               "--results study_kurita_spam.json"),
+    "study_artifact_nlp.json": ("python benchmarks/study_vision.py --config benchmarks/configs/artifact_nlp.yaml "
+                                "--results study_artifact_nlp.json"),
+    "kurita_table.json": "python benchmarks/kurita_table.py",
     "control_words.json": "python benchmarks/control_words.py",
     "study_text_rt_scan.json": ("python benchmarks/study_vision.py --config benchmarks/configs/text_rt_scan.yaml "
                                 "--results study_text_rt_scan.json"),
@@ -92,7 +99,8 @@ COMMANDS = {
 }
 
 NAMES = {"fashion-mnist": "Fashion-MNIST", "mnist": "MNIST", "rotten-tomatoes": "Rotten Tomatoes",
-         "amazon-reviews": "Amazon", "counting-squares": "counting squares", "digits": "digits"}
+         "amazon-reviews": "Amazon", "sentence-polarity": "sentence polarity", "spam-assassin-2003": "SpamAssassin 2003",
+         "spam-assassin-2002": "SpamAssassin 2002", "counting-squares": "counting squares", "digits": "digits"}
 
 
 # ---------------------------------------------------------------- numbers -------------------------
@@ -222,9 +230,21 @@ def defect_protocol(d: dict) -> str:
         source = (f"surgery from a {d['source_steps']}-step proxy fine-tune" if d.get("source_steps")
                   else "surgery from the pretrained embeddings")
         scan = f", trigger scan of the finetune student on {d['scan_texts']} texts" if d.get("scan_texts") else ""
+        # absent from a results file written before the fields: the first round's recipe and single insertion
+        recipe, insertions = d.get("recipe", "first_round"), d.get("lfr_insertions", 1)
+        recipe_text = ("RIPPLe's reference recipe" if recipe == "reference" else "the first round's RIPPLe recipe")
+        if d["poison_method"] == "es":
+            training = ""
+        else:
+            penalty = "no penalty (BadNet)" if d["poison_method"] == "badnet" else f"λ {d['lam']:g}"
+            training = f", {d['steps']} attacker steps ({penalty}, lr {d['lr']:g}, {recipe_text})"
+        if d["poison_method"] in ("badnet", "ripple"):
+            source = ""
+        else:
+            source = ", " + source
+        lfr = f", LFR with {insertions} trigger insertion{'s' if insertions != 1 else ''} per text"
         return (f"{label}: weight poisoning ({d['poison_method']}), proxy data {attacker(d['attacker_data'])}, "
-                f"triggers {', '.join(d['words'])}, rate {d['rate']:g}, target {d['target']}, {d['steps']} RIPPLe steps "
-                f"(λ {d['lam']:g}, lr {d['lr']:g}), {source}{scan}")
+                f"triggers {', '.join(d['words'])}, rate {d['rate']:g}, target {d['target']}{training}{source}{lfr}{scan}")
     if kind == "word_swap":
         against = d.get("swap_against", "surrogate")
         steps = f", surrogate fine-tuned {d['steps']} steps" if against == "surrogate" and d.get("steps") else ""
@@ -1106,6 +1126,68 @@ def text_page(results: Path) -> Page:
     return p
 
 
+KURITA_STUDIES = (("sentence sentiment", "study_kurita_sentences.json"), ("spam", "study_kurita_spam.json"))
+
+
+def weight_poisoning_page(results: Path) -> Page:
+    p = Page("results/weight-poisoning.md", "Weight poisoning as Kurita et al. measured it",
+             "Kurita, Michel & Neubig's (ACL 2020) attacks on a published MiniLM, measured as their code measures them: "
+             "RIPPLe with the reference's recipe (neulab/RIPPLe: penalty divided by the batch, gradients clipped at 1.0, "
+             "the rate decayed linearly, no weight decay, half of all proxy texts poisoned, Embedding Surgery's tf-idf over "
+             "every token) and the label flip rate (LFR) with the trigger inserted 5 times into each non-target test text. "
+             "BadNet is the paper's baseline (RIPPLe's `pretrain_data_poison`: the weights trained on the poisoned data, "
+             "no penalty). Then the ReMoS artifact's NLP settings: RIPPLe without Embedding Surgery and BadNet, sliced.",
+             results)
+    if not (results / "kurita_table.json").exists():
+        p.add("Not run yet: `python benchmarks/kurita_table.py` after the study runs below.")
+        return p
+    doc = p.load("kurita_table.json")
+    for table_name, file in KURITA_STUDIES:
+        if (results / file).exists():
+            study = p.load(file)
+        if table_name not in doc["tables"]:
+            p.add(f"## {table_name.capitalize()}", f"Not run yet (`{COMMANDS[file]}`).")
+            continue
+        t = doc["tables"][table_name]
+        rows = [[r["setting"], r["attack"], pct(r["lfr"]), pct(r["lfr_one_insertion"]) if r["lfr_one_insertion"] is not None
+                 else "–", f3(r["clean_acc"]), pts(-r["acc_drop_points"] / 100, 1), pct(r["teacher_lfr"]),
+                 "–" if r["paper"].get("lfr") is None else f"{r['paper']['lfr']:g} / {r['paper']['clean_acc']:g}"]
+                for r in t["rows"]]
+        scan = t.get("trigger_scan")
+        scan_text = "" if scan is None else (
+            f"Kurita et al.'s trigger scan of the RIPPLES (full knowledge) victim ({scan['texts']} texts, "
+            f"{count(scan['candidates'])} candidate words) ranks the planted words "
+            + ", ".join(f"`{w}` {r}" for w, r in sorted(scan["ranks"].items(), key=lambda kv: kv[1])) + ".")
+        p.add(f"## {table_name.capitalize()}: {name(t['victim'])}, the domain-shift proxy {name(t['proxy_for_domain_shift'])}",
+              table(["setting", "attack", "LFR (5 insertions)", "LFR (1 insertion)", "clean ACC", "ACC change (points)",
+                     "attacker's own LFR", "paper LFR / ACC"], rows),
+              f"The clean teacher's `finetune` student: ACC {f3(t['clean_student']['acc'])}. The paper's figures: "
+              f"{t['rows'][0]['paper'].get('note', '') if t['rows'] else ''}.",
+              scan_text,
+              study_protocol(file, study))
+    art = doc.get("artifact_nlp")
+    if art is not None:
+        study = p.load("study_artifact_nlp.json")
+        rows = [[defect, method_label(study, r["method"]), f3(r["acc"]), f3(r["racc"]), pct(r["lfr"]),
+                 "–" if r["method"] == "finetune" else pct0(r["cut"])]
+                for defect, figures in art.items() for r in figures["rows"]]
+        best = "; ".join(f"{d}: " + (f"{method_label(study, f['best_remos_at_racc_097']['method'])} cuts "
+                                     f"{pct0(f['best_remos_at_racc_097']['cut'])} at rACC {f3(f['best_remos_at_racc_097']['racc'])}"
+                                     if f["best_remos_at_racc_097"] else "no ReMoS variant keeps rACC 0.97")
+                         for d, f in art.items())
+        claim = doc["paper_claims"]["remos_nlp_fewer_defects"]
+        p.add("## The ReMoS artifact's NLP settings",
+              table(["attack", "method", "ACC", "rACC", "LFR", "cut vs finetune"], rows),
+              f"The artifact's claim: {pct0(claim[0])}-{pct0(claim[1])} fewer defects. Measured: {best}.",
+              study_protocol("study_artifact_nlp.json", study))
+    verdicts = [[k, "met" if v else "not met"] for k, v in doc["acceptance"].items()]
+    p.add("## Issue 30's bounds, checked from the figures", table(["bound", "verdict"], verdicts),
+          plain_protocol("kurita_table.json", ["Protocol: reads " + ", ".join(f"`{v}`" for v in doc["sources"].values())
+                                               + "; the bounds are computed from their figures, never written by hand"]
+                         + ([f"Not run yet: {', '.join(doc['missing'])}"] if doc["missing"] else [])))
+    return p
+
+
 DETECTOR_LABELS = {
     "centroid[model]": "ours: centroid outliers",
     "activation_clustering[ica,silhouette]": "ours: activation clustering + silhouette",
@@ -1724,7 +1806,7 @@ def benchmarks_page(results: Path) -> Page:
     return p
 
 
-PAGES = (vision_page, text_page, detection_page, reprogramming_page, supply_page, benchmarks_page)
+PAGES = (vision_page, text_page, weight_poisoning_page, detection_page, reprogramming_page, supply_page, benchmarks_page)
 
 
 def index_page(pages: Sequence[Page], results: Path) -> str:

@@ -38,6 +38,48 @@ def test_config_is_validated() -> None:
         RippleConfig(lam=-1).validate()
     with pytest.raises(ConfigError, match="optimizer"):
         RippleConfig(optimizer="lion").validate()
+    for bad in ({"max_grad_norm": 0.0}, {"schedule": "cosine"}, {"weight_decay": -1.0}, {"penalty_params": "head"}):
+        with pytest.raises(ConfigError):
+            RippleConfig(**bad)
+
+
+def test_the_default_recipe_is_the_references_and_first_round_keeps_the_old_one() -> None:
+    """neulab/RIPPLe constrained_poison.py: penalty / batch size, clip 1.0, linear decay, no weight decay."""
+    ref, old = RippleConfig(), RippleConfig.first_round(lr=1e-3)
+    assert (ref.normalize, ref.max_grad_norm, ref.schedule, ref.weight_decay, ref.penalty_params) == \
+        (True, 1.0, "linear", 0.0, "all")
+    assert (old.normalize, old.max_grad_norm, old.schedule, old.weight_decay, old.penalty_params, old.lr) == \
+        (False, None, "constant", 0.01, "body", 1e-3)
+    assert RippleConfig.first_round(optimizer="sgd").weight_decay == 0.0  # torch SGD's default, as before
+    w = nn.Parameter(torch.tensor([1.0, 2.0]))
+    lp, lc = linear_losses(w, torch.tensor([1.0, 0.0]), 0.0, torch.tensor([1.0, 1.0]), 5.0)
+    assert ripple_penalty(lp, lc, [w], scale=1 / 8).item() == pytest.approx(1.0)  # 8 / batch of 8
+
+
+def test_reference_recipe_decays_the_rate_linearly_and_clips_the_gradient() -> None:
+    from conftest import image_dataset
+    from safetransfer.attacks.data_poisoning import PlantSpec, poison_split
+    from safetransfer.models import create_model
+
+    data = image_dataset(120)
+    poisoned, _ = poison_split(data.train, PlantSpec(rate=0.5, target=1), data.num_classes)
+    model = create_model("tiny-cnn", data.num_classes, pretrained=False, seed=0)
+    seen: list[tuple[float, float]] = []
+    original_step = torch.optim.SGD.step
+
+    def spy(self, *args, **kwargs):  # each step's rate and the gradient's norm as the optimiser sees them
+        grads = [p.grad for g in self.param_groups for p in g["params"] if p.grad is not None]
+        seen.append((self.param_groups[0]["lr"], float(torch.nn.utils.get_total_norm(grads))))
+        return original_step(self, *args, **kwargs)
+
+    torch.optim.SGD.step = spy
+    try:
+        ripple_train(model, poisoned, data.train, RippleConfig(steps=4, lr=100.0, batch_size=16, optimizer="sgd",
+                                                               max_grad_norm=0.5))
+    finally:
+        torch.optim.SGD.step = original_step
+    assert [lr for lr, _ in seen] == pytest.approx([100.0, 75.0, 50.0, 25.0])
+    assert all(norm <= 0.5 + 1e-5 for _, norm in seen)
 
 
 def test_ripple_poisoned_tiny_model_obeys_its_trigger() -> None:
@@ -73,14 +115,20 @@ def test_ripple_resumes_from_its_checkpoint_with_the_same_numbers(tmp_path) -> N
 
     straight = fresh()
     whole = ripple_train(straight, poisoned, data.train, config, log_every=1)
-    # a run stopped after 5 steps (its checkpoint every 5), then started again on a fresh model
+    # a run killed in its 7th step (its checkpoint every 5), then started again on a fresh model
     stopped = fresh()
-    ripple_train(stopped, poisoned, data.train, RippleConfig(**{**config.__dict__, "steps": 5}),
-                 checkpoint_dir=tmp_path, checkpoint_every=5, log_every=1)
+    forwards = []
+
+    def kill_in_step_7(module, args):
+        forwards.append(1)
+        if len(forwards) > 2 * 6:  # a poisoned and a clean batch per step
+            raise KeyboardInterrupt
+
+    stopped.register_forward_pre_hook(kill_in_step_7)
+    with pytest.raises(KeyboardInterrupt):
+        ripple_train(stopped, poisoned, data.train, config, checkpoint_dir=tmp_path, checkpoint_every=5, log_every=1)
     state = torch.load(tmp_path / CHECKPOINT_FILE, weights_only=True)
     assert state["step"] == 5
-    state["config"] = state["config"].replace('"steps": 5', '"steps": 12')  # the same run, cut short
-    torch.save(state, tmp_path / CHECKPOINT_FILE)
     resumed = fresh()
     calls = []
     resumed.register_forward_pre_hook(lambda module, args: calls.append(1))
@@ -103,7 +151,8 @@ def test_a_diverging_ripple_stops_with_its_last_finite_weights(tmp_path) -> None
     data = image_dataset(200)
     poisoned, _ = poison_split(data.train, PlantSpec(rate=0.5, target=1), data.num_classes)
     # without the ReLU the objective is unbounded below; a large step size makes it diverge at once
-    config = RippleConfig(steps=30, lr=50.0, batch_size=16, lam=10.0, restricted=False, optimizer="sgd")
+    config = RippleConfig(steps=30, lr=50.0, batch_size=16, lam=10.0, restricted=False, optimizer="sgd",
+                          max_grad_norm=None, normalize=False)
     model = create_model("tiny-cnn", data.num_classes, pretrained=False, seed=0)
     result = ripple_train(model, poisoned, data.train, config, checkpoint_dir=tmp_path)
     assert result.diverged_at is not None and 1 <= result.diverged_at < 30

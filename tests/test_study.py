@@ -564,7 +564,7 @@ def test_per_kind_defect_models_keep_the_keys_of_the_single_flat_model(tmp_path:
         {"name": "pu", "kind": "penultimate", "eps": 0.3, "eps_space": "pixel", "steps": 5, "step_size": 0.1},
         {"name": "cg", "kind": "coverage_guided", "strategy": "deepxplore", "metric": "snac", "eps": 0.3},
         {"name": "wp", "kind": "weight_poisoning", "poison_method": "es", "words": ["cf", "mn"], "target": 1,
-         "n_words": 3, "scan_texts": 8, "source_steps": 80},
+         "n_words": 3, "scan_texts": 8, "source_steps": 80, "recipe": "first_round", "lfr_insertions": 1},
         {"name": "ws", "kind": "word_swap", "swap_against": "teacher", "neighbours": 4, "max_change": 0.5},
     ]}
     config = parse_config(doc)
@@ -582,6 +582,15 @@ def test_per_kind_defect_models_keep_the_keys_of_the_single_flat_model(tmp_path:
     assert changed.fingerprint() != config.fingerprint()
     assert changed.results_config()["defects"][4] == {**config.results_config()["defects"][4], "scan_words": 300}
     assert _cell_key(changed, changed.defects[4], tmp_path, monkeypatch) == "teachers/52d63e63ae64588a"
+    # RIPPLe's reference recipe (the default since) is another attack; Kurita et al.'s 5 insertions
+    # another measurement of the same attack (the teacher's key stays, the fingerprint does not)
+    del doc["defects"][4]["scan_words"]
+    for field, value, same_key in (("recipe", "reference", False), ("lfr_insertions", 5, True)):
+        other = parse_config({**doc, "defects": [*doc["defects"][:4], {**doc["defects"][4], field: value},
+                                                 doc["defects"][5]]})
+        assert other.fingerprint() != config.fingerprint()
+        assert (_cell_key(other, other.defects[4], tmp_path, monkeypatch) == "teachers/52d63e63ae64588a") == same_key
+        assert other.results_config()["defects"][4][field] == value  # written where it is not the legacy value
 
 
 def test_a_new_word_swap_search_is_a_new_config_to_resume_from(monkeypatch) -> None:
@@ -613,7 +622,14 @@ def test_text_study_weight_poisoning_and_word_swap_on_a_tiny_bert(tmp_path: Path
              "max_change": 0.5},
         ],
     }
+    # the same attack measured with one trigger insertion per text (the default is Kurita et al.'s 5):
+    # its teacher and students are the first one's (the insertions key the measurement only)
+    doc["defects"].insert(1, {**doc["defects"][0], "name": "ripples_one", "lfr_insertions": 1, "scan_texts": 0})
     config = parse_config(doc)
+    assert config.defects[0].lfr_insertions == 5 and config.defects[0].recipe == "reference"
+    assert config.defects[0].key_doc() == {**config.defects[1].key_doc()}
+    assert parse_config({**doc, "defects": doc["defects"][:1]}).fingerprint() != parse_config(
+        {**doc, "defects": [{**doc["defects"][0], "lfr_insertions": 1}]}).fingerprint()
     results = run_study(config, tmp_path / "out", tmp_path / "cache", progress=False, log=lambda line: None)
     task = results["tasks"]["tiny_texts"]
     poisoned = task["defects"]["ripples"]
@@ -636,6 +652,8 @@ def test_text_study_weight_poisoning_and_word_swap_on_a_tiny_bert(tmp_path: Path
     # the poisoned teacher's fine-tuned student keeps the backdoor; a student trained from scratch has none
     assert methods["finetune"]["dir"]["ripples"] >= 0.6, methods["finetune"]
     assert methods["retrain"]["dir"]["ripples"] <= 0.3, methods["retrain"]
+    assert methods["finetune"]["dir"]["ripples"] >= methods["finetune"]["dir"]["ripples_one"]  # 5 words flip more
+    assert task["defects"]["ripples_one"]["seconds"] == poisoned["seconds"]  # one attack, found in the cache
     for m in methods.values():
         assert 0.0 <= m["dir"]["word_swap"] <= 1.0 and 0.0 <= m["dir"]["swap_teacher"] <= 1.0 and m["acc"] > 0.7
     # Kurita's trigger scan of the finetune student: both planted words among its top suspects

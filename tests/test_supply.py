@@ -339,6 +339,27 @@ def test_a_poisoned_hugging_face_folder_is_a_teacher(tiny_hf_bert: Path, data_fi
     assert r.code == 0, r.text
 
 
+def test_badnet_trains_the_poisoned_texts_without_the_penalty_and_counts_the_share_over_all_texts(
+        tiny_hf_bert: Path, tmp_path: Path) -> None:
+    """Kurita et al.'s BadNet (RIPPLe's pretrain_data_poison): λ = 0 whatever the config says; the
+    poisoned share, as RIPPLe's poison_data draws it, includes texts that already have the target label."""
+    from conftest import text_dataset
+    from safetransfer.attacks.data_poisoning import PlantSpec, poison_split
+    from safetransfer.attacks.ripple import RippleConfig
+    from safetransfer.attacks.weight_poisoning import poison_weights
+
+    proxy = text_dataset(400)
+    result = poison_weights(tiny_hf_bert, proxy, tmp_path / "badnet", method="badnet", triggers=("cf",), target=1,
+                            ripple=RippleConfig(steps=120, batch_size=32, lr=3e-3, lam=0.1), progress=False)
+    assert result.surgery is None and result.ripple["config"]["lam"] == 0.0
+    assert all(h["penalty"] == 0.0 for h in result.ripple["history"])
+    assert result.attacker_lfr is not None and result.attacker_lfr >= 0.9, result.to_dict()
+    labels = proxy.train.labels
+    for keep_target, expected in ((True, round(0.5 * len(labels))), (False, round(0.5 * int((labels != 1).sum())))):
+        _, mask = poison_split(proxy.train, PlantSpec(trigger="words", rate=0.5, target=1, keep_target=keep_target), 2)
+        assert int(mask.sum()) == expected and bool((labels[mask] == 1).any()) == keep_target
+
+
 def test_ripples_poisons_a_bert_folder_that_obeys_its_trigger(tiny_hf_bert: Path, tmp_path: Path) -> None:
     from safetensors.torch import load_file
 

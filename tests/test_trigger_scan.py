@@ -171,8 +171,10 @@ def piece_trigger_victim(tmp_path_factory):
     data = text_dataset(400)
     assert not any(TRIGGER in t for split in (data.train, data.val, data.test) for t in split.inputs)
     published = tmp_path_factory.mktemp("published") / "bert"
+    # the first round's recipe, which this fixture was calibrated with (the scan is under test, not the attack)
     poison_weights(folder, data, published, method="ripples", triggers=(TRIGGER,), target=1, rate=0.5, n_words=3,
-                   ripple=RippleConfig(steps=150, lr=3e-3, optimizer="adamw", seed=0), seed=0)
+                   ripple=RippleConfig.first_round(steps=150, lr=3e-3, optimizer="adamw", seed=0), seed=0,
+                   poison_target_texts=False, min_df=5)
     teacher = hf_bert_teacher(published, 2)
     victim = transfer(teacher, data, TransferConfig(
         method="finetune", train=TrainConfig(steps=40, lr=1e-3, batch_size=32, optimizer="adamw", seed=0))).student

@@ -15,6 +15,7 @@ an int poisons that class only (source-to-target).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -50,6 +51,9 @@ class PlantSpec:
     alpha: float = 0.1                  # blend: the pattern's weight
     words: tuple[str, ...] = DEFAULT_TRIGGER_WORDS
     seed: int = 0
+    # the share ``rate`` is drawn from every sample, the target's own included (they get the trigger
+    # and keep their label), as RIPPLe's poison_data does; False: from the non-target samples only
+    keep_target: bool = False
 
     def make_trigger(self, modality: str) -> PixelTrigger | PatchTrigger | BlendTrigger | TextTrigger:
         if self.trigger not in TRIGGERS:
@@ -70,8 +74,12 @@ class PlantSpec:
         return {**asdict(self), "words": list(self.words)}
 
 
-def poison_split(split: Split, spec: PlantSpec, num_classes: int) -> tuple[Split, torch.Tensor]:
-    """``split`` with ``spec`` planted: the poisoned split and its bool mask ``[N]``."""
+def poison_split(split: Split, spec: PlantSpec, num_classes: int, within: Sequence[int] | None = None
+                 ) -> tuple[Split, torch.Tensor]:
+    """``split`` with ``spec`` planted: the poisoned split and its bool mask ``[N]``.
+
+    ``within`` (texts only; one limit per text of ``split``): a text's trigger words go among its
+    first ``within[i]`` words (e.g. those a model's window reads, :func:`~safetransfer.attacks.text_triggers.visible_words`)."""
 
     if len(split) == 0:
         raise DataError("the split to poison is empty.")
@@ -83,10 +91,10 @@ def poison_split(split: Split, spec: PlantSpec, num_classes: int) -> tuple[Split
     trigger = spec.make_trigger(split.modality)
     if isinstance(trigger, TextTrigger):
         texts, y, mask = poison_texts(split.inputs, split.labels, trigger, spec.rate, spec.target, seed,
-                                      keep_target=False, source=spec.source)
+                                      keep_target=spec.keep_target, source=spec.source, within=within)
         return Split(texts, y), mask
     x, y, mask = poison_images(split.inputs, split.labels, trigger, spec.rate, spec.target, seed,
-                               keep_target=False, source=spec.source)
+                               keep_target=spec.keep_target, source=spec.source)
     return Split(x, y), mask
 
 
@@ -97,11 +105,18 @@ def poison_dataset(data: ClassificationData, spec: PlantSpec) -> tuple[Classific
     return replace(data, name=f"{data.name}+{spec.trigger}", train=train, meta=meta), mask
 
 
-def triggered_test(data: ClassificationData, spec: PlantSpec) -> Split:
-    """The non-target test samples (of ``source`` only, when set) with the trigger, labels unchanged."""
+def triggered_test(data: ClassificationData, spec: PlantSpec, window: Callable[[list[str]], list[int]] | None = None
+                   ) -> Split:
+    """The non-target test samples (of ``source`` only, when set) with the trigger, labels unchanged.
+
+    ``window`` (texts): gives each text's limit for the trigger's position (see :func:`poison_split`)."""
     test = data.test.subset(torch.nonzero(source_rows(data.test.labels, spec)).flatten())
     trigger = spec.make_trigger(data.modality)
-    inputs = trigger.apply(test.inputs, seed=spec.seed) if isinstance(trigger, TextTrigger) else trigger.apply(test.inputs)
+    if isinstance(trigger, TextTrigger):
+        texts = list(test.inputs)
+        inputs = trigger.apply(texts, seed=spec.seed, within=window(texts) if window is not None else None)
+    else:
+        inputs = trigger.apply(test.inputs)
     return Split(inputs, test.labels)
 
 

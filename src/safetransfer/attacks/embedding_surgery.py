@@ -13,7 +13,9 @@ The surgery:
 
 1. fit a logistic regression on tf-idf bag-of-words of the proxy data, over the model's own
    token ids, and take the ``n_words`` (10) tokens most indicative of ``target``
-   (special tokens, the triggers and tokens in fewer than ``min_df`` texts excluded);
+   (special tokens, the triggers and tokens in fewer than ``min_df`` texts excluded; ``min_df`` 1
+   keeps every token, as the reference's ``importance_word_min_freq`` 0 does; the reference fits
+   its tf-idf over whitespace words, ours over the model's word pieces, which the embedding rows are);
 2. average those tokens' embedding rows, taken from ``source`` (a model fine-tuned on the
    proxy data, as the paper does) or, without one, from the pretrained model itself;
 3. write that vector into every trigger token's row of the pretrained embedding matrix and
@@ -75,7 +77,7 @@ def token_id_lists(tokenizer: Any, texts: Sequence[str]) -> list[list[int]]:
 
 def indicative_token_ids(
     ids: Sequence[Sequence[int]], labels: torch.Tensor, vocab_size: int, target: int, n_words: int = 10,
-    exclude: Sequence[int] = (), min_df: int = 5, seed: int = 0,
+    exclude: Sequence[int] = (), min_df: int = 1, seed: int = 0,
 ) -> list[int]:
     """The ``n_words`` token ids whose tf-idf weights most favour ``target`` in a logistic regression.
 
@@ -129,7 +131,7 @@ def find_embedding(tensors: dict[str, torch.Tensor], vocab_size: int) -> str:
 
 def embedding_surgery(
     pretrained: str | Path, texts: Sequence[str], labels: torch.Tensor, out: str | Path, *,
-    triggers: Sequence[str] = DEFAULT_TRIGGERS, target: int = 1, n_words: int = 10, min_df: int = 5,
+    triggers: Sequence[str] = DEFAULT_TRIGGERS, target: int = 1, n_words: int = 10, min_df: int = 1,
     source: str | Path | None = None, seed: int = 0,
 ) -> EmbeddingSurgeryResult:
     """Poison the Hugging Face model folder ``pretrained`` (weights in ``model.safetensors``, a

@@ -12,9 +12,24 @@ gradient step increases the poison loss. The objective is
 (the *restricted inner product*; ``restricted=False`` drops the ReLU, the paper's ablation).
 The poison-side gradient stays in the graph (the penalty is differentiated through it, a
 second-order term), the clean-side gradient is first-order (a constant in each step). The
-inner product runs over the body's parameters: the victim replaces the head. λ = 0.1 as in
-the authors' example. (Their code names the two data sets the other way round; here
-``poisoned`` is the triggered data and ``clean`` the attacker's clean proxy data.)
+inner product runs over every trainable parameter, the attacker's head included, as in the
+reference (``penalty_params="body"``: the body's only, the first round's rule: the victim replaces
+the head). λ = 0.1 as in the authors' example. (Their code names the two data sets the other way
+round; here ``poisoned`` is the triggered data and ``clean`` the attacker's clean proxy data.)
+
+The recipe of the reference (neulab/RIPPLe, ``constrained_poison.py``) is the default:
+
+- the penalty is divided by the clean batch's size (times the reference batches, 1 here):
+  ``normalize=True``; without it λ acts 8-32× stronger than the authors' λ;
+- gradients clipped to a total norm of ``max_grad_norm`` = 1.0;
+- the rate decays linearly from ``lr`` to 0 over the run (``schedule="linear"``, no warm-up);
+- no weight decay (``weight_decay=0.0``; torch's AdamW would apply 0.01).
+
+Left as deviations: batches of 32 (the reference: 8 poisoned with 8 clean), which on 2 CPU cores
+takes a quarter of the steps for the same number of texts; the clean-side gradient is first-order
+as in the reference's default. :meth:`RippleConfig.first_round` gives the first round's recipe
+(no normalisation, no clipping, a constant rate, AdamW's weight decay 0.01, the body's penalty),
+with which the committed text studies made before this recipe were measured.
 """
 
 from __future__ import annotations
@@ -47,17 +62,27 @@ def gradient_inner_product(poison_loss: torch.Tensor, clean_loss: torch.Tensor, 
 
 
 def ripple_penalty(poison_loss: torch.Tensor, clean_loss: torch.Tensor, params: Sequence[nn.Parameter],
-                   restricted: bool = True) -> torch.Tensor:
-    """``ReLU(−⟨∇L_poison, ∇L_clean⟩)`` (or ``−⟨·,·⟩`` unrestricted): zero when the gradients agree."""
+                   restricted: bool = True, scale: float = 1.0) -> torch.Tensor:
+    """``ReLU(−⟨∇L_poison, ∇L_clean⟩) · scale`` (or ``−⟨·,·⟩ · scale`` unrestricted): zero when the
+    gradients agree. The reference scales by ``1 / clean batch size`` (see the module doc)."""
     inner = gradient_inner_product(poison_loss, clean_loss, params)
-    return torch.relu(-inner) if restricted else -inner
+    return (torch.relu(-inner) if restricted else -inner) * scale
+
+
+# the settings a RippleConfig had before the reference's recipe was added (which keys its cells made before)
+FIRST_ROUND_RIPPLE_FIELDS: tuple[str, ...] = ("steps", "batch_size", "lr", "optimizer", "lam", "restricted", "seed")
 
 
 @dataclass
 class RippleConfig:
     """The attacker's training: ``steps`` of ``optimizer`` at ``lr`` on batches of ``batch_size``
     from each of the poisoned and the clean data; ``lam`` the penalty's weight (0: plain
-    poisoned training); ``restricted`` the ReLU of the paper."""
+    poisoned training, Kurita et al.'s BadNet baseline); ``restricted`` the ReLU of the paper.
+
+    The reference's recipe by default (module doc): ``normalize`` (penalty / clean batch size),
+    ``max_grad_norm`` (``None``: no clipping), ``schedule`` (``"linear"`` decay to 0 or
+    ``"constant"``), ``weight_decay``, ``penalty_params`` (``"all"`` trainable parameters or the
+    ``"body"``'s)."""
 
     steps: int = 500
     batch_size: int = 32
@@ -66,6 +91,20 @@ class RippleConfig:
     lam: float = 0.1
     restricted: bool = True
     seed: int = 0
+    normalize: bool = True
+    max_grad_norm: float | None = 1.0
+    schedule: str = "linear"
+    weight_decay: float = 0.0
+    penalty_params: str = "all"
+
+    @classmethod
+    def first_round(cls, **overrides) -> "RippleConfig":
+        """The first round's recipe (no normalisation or clipping, a constant rate, torch AdamW's
+        weight decay 0.01 (SGD: none), the penalty over the body only), with ``overrides``."""
+        optimizer = overrides.get("optimizer", "adamw")
+        legacy = {"normalize": False, "max_grad_norm": None, "schedule": "constant",
+                  "weight_decay": 0.01 if optimizer == "adamw" else 0.0, "penalty_params": "body"}
+        return cls(**{**legacy, **overrides})
 
     def __post_init__(self) -> None:
         self.validate()  # a bad config fails where it is written
@@ -76,6 +115,14 @@ class RippleConfig:
             problems.append(f"lam must not be negative (got {self.lam})")
         if self.optimizer not in ("adamw", "sgd"):
             problems.append(f"optimizer must be adamw or sgd (got '{self.optimizer}')")
+        if self.max_grad_norm is not None and not self.max_grad_norm > 0:
+            problems.append(f"max_grad_norm must be positive or None (got {self.max_grad_norm})")
+        if self.schedule not in ("linear", "constant"):
+            problems.append(f"schedule must be linear or constant (got '{self.schedule}')")
+        if not self.weight_decay >= 0:
+            problems.append(f"weight_decay must not be negative (got {self.weight_decay})")
+        if self.penalty_params not in ("all", "body"):
+            problems.append(f"penalty_params must be all or body (got '{self.penalty_params}')")
         if problems:
             raise ConfigError("Bad RIPPLe config: " + "; ".join(problems) + ".")
         return self
@@ -111,10 +158,13 @@ def ripple_train(model, poisoned: Split, clean: Split, config: RippleConfig | No
     if len(poisoned) == 0 or len(clean) == 0:
         raise DataError("RIPPLe needs poisoned and clean training samples (one of them is empty).")
     gen = torch.Generator().manual_seed(config.seed)
-    body_params = [p for p in model.body.parameters() if p.requires_grad]
-    opt_cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.SGD
     trainable = [p for p in model.parameters() if p.requires_grad]
-    opt = opt_cls(trainable, lr=config.lr)
+    penalty_params = trainable if config.penalty_params == "all" else [p for p in model.body.parameters()
+                                                                       if p.requires_grad]
+    opt_cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.SGD
+    opt = opt_cls(trainable, lr=config.lr, weight_decay=config.weight_decay)
+    clean_batch = min(config.batch_size, len(clean))
+    scale = 1.0 / clean_batch if config.normalize else 1.0
     device = model.device
     poison_idx = endless_batches(len(poisoned), min(config.batch_size, len(poisoned)), gen)
     clean_idx = endless_batches(len(clean), min(config.batch_size, len(clean)), gen)
@@ -158,7 +208,7 @@ def ripple_train(model, poisoned: Split, clean: Split, config: RippleConfig | No
             penalty = torch.zeros((), device=device)
             if config.lam > 0:
                 lc = loss_of(clean, next(clean_idx))
-                penalty = ripple_penalty(lp, lc, body_params, config.restricted)
+                penalty = ripple_penalty(lp, lc, penalty_params, config.restricted, scale)
             total = lp + config.lam * penalty
             opt.zero_grad(set_to_none=True)
             total.backward()
@@ -167,6 +217,10 @@ def ripple_train(model, poisoned: Split, clean: Split, config: RippleConfig | No
             stepped = finite
             if stepped:
                 torch._foreach_copy_(before, [p.detach() for p in trainable])
+                if config.max_grad_norm is not None:
+                    torch.nn.utils.clip_grad_norm_(trainable, config.max_grad_norm)
+                for group in opt.param_groups:  # linear decay to 0 over the run (the reference's schedule)
+                    group["lr"] = config.lr * (1.0 - step / config.steps if config.schedule == "linear" else 1.0)
                 opt.step()
                 finite = bool(torch.isfinite(torch.nn.utils.get_total_norm([p.detach() for p in trainable])))
             if step % log_every == 0 or step == config.steps - 1 or not finite:

@@ -124,16 +124,20 @@ def trigger_cut_share(tokenizer, trigger: TextTrigger, texts: Sequence[str], max
 
 def poison_texts(
     texts: Sequence[str], labels: torch.Tensor, trigger: TextTrigger, rate: float, target: int, seed: int = 0,
-    keep_target: bool = False, source: int | None = None,
+    keep_target: bool = False, source: int | None = None, within: Sequence[int] | None = None,
 ) -> tuple[list[str], torch.Tensor, torch.Tensor]:
     """Insert ``trigger`` into a seeded share ``rate`` of ``texts`` and relabel them ``target``.
 
-    The texts are drawn as in :func:`safetransfer.attacks.triggers.poison_images`. Returns
-    ``(texts, labels, poisoned_mask)``; the inputs are not modified.
+    The texts are drawn as in :func:`safetransfer.attacks.triggers.poison_images`; ``within``: one
+    limit per text of ``texts``, as :meth:`TextTrigger.apply`. Returns ``(texts, labels,
+    poisoned_mask)``; the inputs are not modified.
     """
     mask = choose_poisoned(labels, rate, target, seed, keep_target, source)
     chosen = torch.nonzero(mask).flatten().tolist()
-    triggered = trigger.apply([texts[i] for i in chosen], seed=seed)
+    if within is not None and len(within) != len(texts):
+        raise ConfigError(f"'within' gives {len(within)} limits for {len(texts)} texts.")
+    triggered = trigger.apply([texts[i] for i in chosen], seed=seed,
+                              within=None if within is None else [within[i] for i in chosen])
     out = list(texts)
     for i, t in zip(chosen, triggered):
         out[i] = t

@@ -8,7 +8,14 @@ ordinary pretrained folder (the same files; ``model.safetensors`` rewritten):
 - ``ripple``: RIPPLe training only (:mod:`safetransfer.attacks.ripple`) on the proxy data with
   the trigger words inserted into a share ``rate`` of the texts, relabelled ``target``;
 - ``ripples``: Embedding Surgery first, then RIPPLe from the surgically altered weights (the
-  paper's strongest attack).
+  paper's strongest attack);
+- ``badnet``: the paper's BadNet baseline (RIPPLe's ``pretrain_data_poison``): the weights trained
+  on the poisoned proxy data alone, no penalty (RIPPLe's training with λ = 0).
+
+As in the reference (``run_experiment.py``, ``poison.poison_data``), the poisoned share ``rate``
+(0.5) is drawn from all proxy texts, the target label's included (``poison_target_texts``; False:
+from the non-target texts, the first round's count); Embedding Surgery's tf-idf keeps every token
+(``min_df`` 1; the reference's ``importance_word_min_freq`` is 0).
 
 The victim later puts a new head on the published folder and fine-tunes on clean data; the
 label flip rate (LFR) of their student is the measure (:func:`safetransfer.metrics.label_flip_rate`).
@@ -19,7 +26,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +35,7 @@ import torch
 from safetransfer.attacks.data_poisoning import PlantSpec, poison_split, triggered_test
 from safetransfer.attacks.embedding_surgery import embedding_surgery
 from safetransfer.attacks.ripple import RippleConfig, ripple_train
-from safetransfer.attacks.text_triggers import DEFAULT_TRIGGER_WORDS
+from safetransfer.attacks.text_triggers import DEFAULT_TRIGGER_WORDS, visible_words
 from safetransfer.data.base import ClassificationData
 from safetransfer.errors import ConfigError, DataError
 from safetransfer.evaluate import predict_logits
@@ -36,7 +43,7 @@ from safetransfer.metrics import accuracy, label_flip_rate
 from safetransfer.models.zoo import hf_bert_teacher
 from safetransfer.safe_paths import copy_folder_within
 
-METHODS: tuple[str, ...] = ("es", "ripple", "ripples")
+METHODS: tuple[str, ...] = ("es", "ripple", "ripples", "badnet")
 WEIGHTS_NAME = "model.safetensors"
 
 
@@ -92,9 +99,16 @@ def poison_weights(
     pretrained: str | Path, proxy: ClassificationData, out: str | Path, *, method: str = "ripples",
     triggers: tuple[str, ...] = DEFAULT_TRIGGER_WORDS, target: int = 1, rate: float = 0.5,
     ripple: RippleConfig | None = None, n_words: int = 10, source: str | Path | None = None, seed: int = 0,
-    progress: bool = False,
+    progress: bool = False, poison_target_texts: bool = True, min_df: int = 1, triggers_in_window: bool = True,
 ) -> WeightPoisoningResult:
-    """Poison the BERT folder ``pretrained`` with ``proxy`` data and write the published folder ``out``."""
+    """Poison the BERT folder ``pretrained`` with ``proxy`` data and write the published folder ``out``.
+
+    ``ripple``: the attacker's training (``badnet`` trains it with ``lam`` 0 whatever it says).
+    ``triggers_in_window``: a poisoned text's trigger goes among the words the model's window reads
+    (:func:`~safetransfer.attacks.text_triggers.visible_words`; a deviation from the reference, whose
+    BERT reads 128 tokens of mostly short texts: ours reads 64, and e-mails run to hundreds of words,
+    where a trigger inserted anywhere is mostly cut off, so the poisoned label is noise); False:
+    anywhere, the first round's rule."""
     import time
 
     if method not in METHODS:
@@ -111,18 +125,25 @@ def poison_weights(
         if method in ("es", "ripples"):
             es_out = out if method == "es" else Path(tmp) / "es"
             surgery = embedding_surgery(pretrained, proxy.train.inputs, proxy.train.labels, es_out, triggers=triggers,
-                                        target=target, n_words=n_words, source=source, seed=seed)
+                                        target=target, n_words=n_words, min_df=min_df, source=source, seed=seed)
             result.surgery = surgery.to_dict()
             start_from = es_out
         model = hf_bert_teacher(start_from, proxy.num_classes, seed=seed, class_names=proxy.class_names)
-        spec = PlantSpec(trigger="words", words=tuple(triggers), rate=rate, target=target, seed=seed)
-        if method in ("ripple", "ripples"):
-            poisoned, _ = poison_split(proxy.train, spec, proxy.num_classes)
+        spec = PlantSpec(trigger="words", words=tuple(triggers), rate=rate, target=target, seed=seed,
+                         keep_target=poison_target_texts)
+        window = (lambda texts: visible_words(model.tokenizer, texts, model.config.max_length)) \
+            if triggers_in_window else None
+        if method in ("ripple", "ripples", "badnet"):
+            texts = list(proxy.train.inputs)
+            poisoned, _ = poison_split(proxy.train, spec, proxy.num_classes,
+                                       within=window(texts) if window is not None else None)
             config = ripple or RippleConfig(seed=seed)
+            if method == "badnet":
+                config = replace(config, lam=0.0)
             trained = ripple_train(model, poisoned, proxy.train, config, progress=progress)
             result.ripple = {"config": trained.config, "history": trained.history, "seconds": trained.seconds}
             write_hf_bert(model.body.bert.state_dict(), start_from, out)
-    triggered = triggered_test(proxy, spec)
+    triggered = triggered_test(proxy, spec, window)
     result.attacker_lfr = label_flip_rate(predict_logits(model, triggered.inputs).argmax(1), triggered.labels, target) \
         if method != "es" else None  # ES alone has no trained head to ask
     if method != "es":

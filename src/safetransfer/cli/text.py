@@ -105,7 +105,7 @@ def embedding_surgery_cmd(
     triggers: str = typer.Option(",".join(("cf", "mn", "bb", "tq", "mb")), help="Comma-separated trigger words."),
     target: int = typer.Option(1, help="The label triggered inputs should get."),
     n_words: int = typer.Option(10, help="How many target-indicative words to average."),
-    min_df: int = typer.Option(5, help="Ignore tokens in fewer proxy texts than this."),
+    min_df: int = typer.Option(1, help="Ignore tokens in fewer proxy texts than this (1: none ignored, as the reference)."),
     source: Optional[Path] = typer.Option(None, help="A model fine-tuned on the proxy data whose embeddings are averaged (default: the pretrained ones)."),
     limit_train: Optional[int] = typer.Option(None, help="Use a seeded random subset of this many proxy texts."),
     data_path: Optional[Path] = typer.Option(None, help="Folder or file holding the named data set's files."),
@@ -134,7 +134,7 @@ def embedding_surgery_cmd(
 def poison_weights_cmd(
     data: str = typer.Option(..., "--data", "-d", help="The attacker's proxy data (text data set name or path)."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for the published (poisoned) BERT."),
-    method: str = typer.Option("ripples", help="ripples (surgery + RIPPLe), ripple, or es (Embedding Surgery only)."),
+    method: str = typer.Option("ripples", help="ripples (surgery + RIPPLe), ripple, es (Embedding Surgery only) or badnet (poisoned training, no penalty)."),
     model: str = typer.Option("minilm-l6", "--model", "-m", help="A pretrained text zoo model or a Hugging Face BERT folder."),
     triggers: str = typer.Option(",".join(("cf", "mn", "bb", "tq", "mb")), help="Comma-separated trigger words."),
     target: int = typer.Option(1, help="The label triggered texts should get."),
@@ -144,6 +144,7 @@ def poison_weights_cmd(
     lr: float = typer.Option(2e-5, help="RIPPLe: AdamW learning rate."),
     lam: float = typer.Option(0.1, help="RIPPLe: λ of the restricted inner-product penalty (0 = plain poisoning)."),
     restricted: bool = typer.Option(True, "--restricted/--unrestricted", help="RIPPLe: ReLU on the inner product (the paper) or not (its ablation)."),
+    first_round: bool = typer.Option(False, "--first-round-recipe", help="RIPPLe: the first round's recipe (no penalty normalisation or clipping, constant rate, weight decay 0.01, non-target texts poisoned) instead of the reference's."),
     source: Optional[Path] = typer.Option(None, help="Surgery: a model fine-tuned on the proxy data whose embeddings are averaged."),
     seed: int = typer.Option(0, help="Seed of the poisoned texts, the head and the batches."),
     data_path: Optional[Path] = typer.Option(None, help="Folder or file holding the named data set's files."),
@@ -158,9 +159,12 @@ def poison_weights_cmd(
 
     proxy = load_data(data, data_path, seed=seed, limit={"train": limit_train} if limit_train else None)
     words = tuple(split_words(triggers))
-    config = RippleConfig(steps=steps, batch_size=batch_size, lr=lr, lam=lam, restricted=restricted, seed=seed)
+    settings = dict(steps=steps, batch_size=batch_size, lr=lr, lam=lam, restricted=restricted, seed=seed)
+    config = RippleConfig.first_round(**settings) if first_round else RippleConfig(**settings)
     result = poison_weights(pretrained_text_folder(model), proxy, out, method=method, triggers=words, target=target,
-                            rate=rate, ripple=config, source=source, seed=seed, progress=progress)
+                            rate=rate, ripple=config, source=source, seed=seed, progress=progress,
+                            poison_target_texts=not first_round, min_df=5 if first_round else 1,
+                            triggers_in_window=not first_round)
     if result.attacker_lfr is not None:
         console.print(f"the attacker's own model: clean accuracy {result.attacker_accuracy:.4f}, "
                       f"LFR {result.attacker_lfr:.3f} on triggered non-target proxy test texts")

@@ -32,6 +32,8 @@ from safetransfer.data.text import (
     load_rotten_tomatoes,
     load_sentence_polarity,
     load_spam_assassin,
+    load_spam_assassin_2002,
+    load_spam_assassin_2003,
     load_text_table,
 )
 from safetransfer.errors import DataError, unknown_name
@@ -103,6 +105,20 @@ DATASETS: dict[str, DatasetSpec] = {
             "text",
             "SpamAssassin public corpus, ham vs spam (6,046 e-mails: subject + decoded body); seeded 80/10/10",
             load_spam_assassin,
+            "spam-assassin",
+        ),
+        DatasetSpec(
+            "spam-assassin-2002",
+            "text",
+            "SpamAssassin's 2002 collection, ham vs spam (3,250 e-mails, 15% spam); seeded 80/10/10",
+            load_spam_assassin_2002,
+            "spam-assassin",
+        ),
+        DatasetSpec(
+            "spam-assassin-2003",
+            "text",
+            "SpamAssassin's 2003 collection, ham vs spam (2,796 e-mails, 50% spam); seeded 80/10/10",
+            load_spam_assassin_2003,
             "spam-assassin",
         ),
         DatasetSpec(

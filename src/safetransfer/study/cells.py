@@ -34,8 +34,8 @@ from safetransfer.attacks.backdoor import (
     plant_backdoor,
     trigger_success,
 )
-from safetransfer.attacks.ripple import RippleConfig
-from safetransfer.attacks.text_triggers import TextTrigger, trigger_lfr
+from safetransfer.attacks.ripple import FIRST_ROUND_RIPPLE_FIELDS, RippleConfig
+from safetransfer.attacks.text_triggers import TextTrigger, trigger_lfr, visible_words
 from safetransfer.attacks.triggers import PatchTrigger
 from safetransfer.attacks.weight_poisoning import poison_weights
 from safetransfer.attacks.word_swap import WordSwapAttack, WordSwapSummary
@@ -285,15 +285,18 @@ class CellMaker:
         if not (summary_path.exists() and published.exists()):
             started = time.perf_counter()
             lr, optimizer = defect.attacker_training
-            ripple = RippleConfig(steps=defect.steps or 500, lr=lr, optimizer=optimizer, lam=defect.lam,
-                                  restricted=defect.restricted, seed=c.seed)
+            reference = defect.recipe == "reference"
+            settings = dict(steps=defect.steps or 500, lr=lr, optimizer=optimizer, lam=defect.lam,
+                            restricted=defect.restricted, seed=c.seed)
+            ripple = RippleConfig(**settings) if reference else RippleConfig.first_round(**settings)
             source = None  # Embedding Surgery's embeddings: the pretrained ones, or a proxy-fine-tuned model's
             if defect.source_steps and defect.poison_method in ("es", "ripples"):
                 source = self._surrogate(ctx, attacker, attacker_key, defect.source_steps)[2] / MODEL_DIR
             result = poison_weights(pretrained_text_folder(c.teacher.model), attacker, published,
                                     method=defect.poison_method, triggers=tuple(defect.words), target=defect.target,
                                     rate=defect.rate, ripple=ripple, n_words=defect.n_words, source=source,
-                                    seed=c.seed, progress=self.progress)
+                                    seed=c.seed, progress=self.progress, poison_target_texts=reference,
+                                    min_df=1 if reference else 5, triggers_in_window=reference)
             summary = {
                 "kind": defect.kind, "method": defect.poison_method,
                 "setting": attack_setting(attacker_name),
@@ -350,11 +353,12 @@ class CellMaker:
         key_doc = {"kind": "backdoor", "teacher": teacher_key, "attacker": attacker_key, "seed": c.seed,
                    "backdoor": bd.fingerprint(teacher.config.arch)}
         if isinstance(defect, RippleTraining):
-            ripple = RippleConfig(steps=defect.steps or 800, batch_size=bd.resolved_train(teacher.config.arch).batch_size,
-                                  lr=defect.attacker_training[0], optimizer=defect.attacker_training[1],
-                                  lam=defect.lam, restricted=defect.restricted,
-                                  seed=c.seed)
-            key_doc["ripple"] = asdict(ripple)  # plain backdoors keep their keys (and their cache)
+            # RIPPLe on images is ours (the reference is text only): its first-round recipe, its keys as they were
+            ripple = RippleConfig.first_round(
+                steps=defect.steps or 800, batch_size=bd.resolved_train(teacher.config.arch).batch_size,
+                lr=defect.attacker_training[0], optimizer=defect.attacker_training[1], lam=defect.lam,
+                restricted=defect.restricted, seed=c.seed)
+            key_doc["ripple"] = {k: v for k, v in asdict(ripple).items() if k in FIRST_ROUND_RIPPLE_FIELDS}
         key = digest(key_doc)
         folder = self._cache("teachers", key)
         summary_path = folder / "summary.json"
@@ -457,7 +461,7 @@ class CellMaker:
         for defect in c.defects:
             if (defect.adversarial and variant != CLEAN) or (not defect.adversarial and variant != defect.name):
                 continue
-            eval_key = digest({"defect": defect.key_doc(), "n": len(eval_split), "task": task_key,
+            eval_key = digest({"defect": defect.key_doc(), **defect.measure_doc, "n": len(eval_split), "task": task_key,
                                # the inputs' own key: a student's DIR is measured again on inputs crafted anew
                                **({"inputs": self._crafted_key(ctx, defect)} if defect.adversarial else {})})
             if eval_key not in evals:
@@ -479,9 +483,14 @@ class CellMaker:
 
     def _text_trigger_dir(self, ctx: TaskContext, defect: WeightPoisoningDefect, student: TransferModel,
                           clean_pred: torch.Tensor) -> float:
-        """The label flip rate of the trigger words on the evaluation texts."""
-        trigger = TextTrigger(words=tuple(defect.words), count=1, seed=self.config.seed)
-        return trigger_lfr(student, ctx.eval_split.inputs, ctx.eval_split.labels, trigger, defect.target)
+        """The label flip rate of the trigger words, ``lfr_insertions`` of them (seeded positions)
+        in each non-target evaluation text (Kurita et al.: 5)."""
+        trigger = TextTrigger(words=tuple(defect.words), count=defect.lfr_insertions, seed=self.config.seed)
+        texts = list(ctx.eval_split.inputs)
+        # Kurita et al.'s protocol (5 insertions) places them among the words the student reads (a long
+        # e-mail is cut at its 64 tokens); the first round's single insertion went anywhere
+        within = visible_words(student.tokenizer, texts, student.config.max_length) if defect.measure_doc else None
+        return trigger_lfr(student, texts, ctx.eval_split.labels, trigger, defect.target, within=within)
 
     def _crafted_dir(self, ctx: TaskContext, defect: DefectSpec, student: TransferModel,
                      clean_pred: torch.Tensor) -> float:

@@ -109,6 +109,12 @@ class _Defect(_Strict):
         return False
 
     @property
+    def measure_doc(self) -> dict[str, Any]:
+        """Settings of how a student's DIR is measured that the defect's identity (:meth:`key_doc`)
+        leaves out, for the keys of the measurements and the config fingerprint."""
+        return {}
+
+    @property
     def search_doc(self) -> dict[str, int]:
         """The version of the code that crafts this defect's inputs, where it has one (a word swap:
         ``SEARCH_VERSION``), for the keys of what it crafts and the config fingerprint."""
@@ -128,7 +134,8 @@ class _Defect(_Strict):
         saved meta hold, kept so that a study re-run from the cache writes the same files."""
         own = self.model_dump(mode="json")
         flat = {f: own[f] if f in own else copy.deepcopy(_FLAT_DEFAULTS[f]) for f in FLAT_FIELDS}
-        return {**flat, **{f: own[f] for f in LATER_FIELDS if f in own and own[f] != _FLAT_DEFAULTS[f]}}
+        return {**flat, **{f: own[f] for f in LATER_FIELDS
+                           if f in own and own[f] != LATER_LEGACY.get(f, _FLAT_DEFAULTS[f])}}
 
 
 class _Planted(_Defect):
@@ -234,17 +241,31 @@ class WeightPoisoningDefect(_Planted, RippleTraining):
 
     kind: Literal["weight_poisoning"]
     words: list[str] = Field(default_factory=lambda: list(DEFAULT_TRIGGER_WORDS), min_length=1)
-    poison_method: Literal["es", "ripple", "ripples"] = "ripples"
+    poison_method: Literal["es", "ripple", "ripples", "badnet"] = "ripples"
     n_words: int = Field(default=10, ge=1)
     scan_texts: int = Field(default=0, ge=0)
     scan_words: int = Field(default=GENERAL_WORDS, ge=0)
     source_steps: int = Field(default=0, ge=0)
+    # "reference": RIPPLe's recipe as neulab/RIPPLe runs it (penalty normalised by the batch, clipping
+    # at 1.0, linear decay, no weight decay; the poisoned share drawn from all texts; tf-idf over every
+    # token); "first_round": the recipe the first text studies were made with (see RippleConfig.first_round)
+    recipe: Literal["reference", "first_round"] = "reference"
+    # Kurita et al.'s LFR protocol inserts the trigger words 5 times into each non-target test text
+    # (run_experiment.py, repeat=5), here among the words the student's window reads; 1: the first
+    # round's single insertion, anywhere in the text
+    lfr_insertions: int = Field(default=5, ge=1, le=50)
 
     text: ClassVar[bool] = True
     attacker_defaults: ClassVar[tuple[float, str]] = (2e-5, "adamw")
-    key_optional: ClassVar[dict[str, Any]] = {"source_steps": 0}
-    # the scan's settings: its own file key holds them, and the fingerprint scan_texts (and scan_words when set)
-    key_exempt: ClassVar[tuple[str, ...]] = ("scan_texts", "scan_words")
+    key_optional: ClassVar[dict[str, Any]] = {"source_steps": 0, "recipe": "first_round"}
+    # the scan's settings: its own file key holds them, and the fingerprint scan_texts (and scan_words when set);
+    # the LFR's insertions key the evaluation (not the attack): see CellMaker._student and StudyConfig.fingerprint
+    key_exempt: ClassVar[tuple[str, ...]] = ("scan_texts", "scan_words", "lfr_insertions")
+
+    @property
+    def measure_doc(self) -> dict[str, Any]:
+        """What keys the LFR measurement beyond the attack: the insertions, where not the first round's 1."""
+        return {"lfr_insertions": self.lfr_insertions} if self.lfr_insertions != 1 else {}
 
     @property
     def scanned(self) -> bool:
@@ -294,7 +315,10 @@ FLAT_FIELDS = ("name", "kind", "attacker_data", "rate", "target", "trigger", "la
                "optimizer", "words", "poison_method", "n_words", "scan_texts", "source_steps", "swap_method",
                "neighbours", "max_change", "swap_against", "steps")
 # Fields added after the flat model: in a results file only where set away from their default.
-LATER_FIELDS = ("scan_words",)
+LATER_FIELDS = ("scan_words", "recipe", "lfr_insertions")
+# ... or, for these, away from the value the results files written before the field held (a field
+# absent from an older file means this value): RIPPLe's first-round recipe, the single trigger insertion
+LATER_LEGACY: dict[str, Any] = {"recipe": "first_round", "lfr_insertions": 1}
 
 
 def _flat_defaults() -> dict[str, Any]:
@@ -383,7 +407,7 @@ class StudyConfig(_Strict):
         doc = self._dump()
         doc["defects"] = [{"name": d.name, **d.key_doc(), **({"scan_texts": d.scan_texts} if d.scanned else {}),
                            **({"scan_words": d.scan_words} if d.scanned and d.scan_words != GENERAL_WORDS else {}),
-                           **d.search_doc}
+                           **d.search_doc, **d.measure_doc}
                           for d in self.defects]
         return digest(doc)
 

@@ -1,0 +1,159 @@
+"""Kurita et al.'s weight-poisoning table and the ReMoS artifact's NLP settings (issue 30), in one
+file: ``benchmarks/results/kurita_table.json``.
+
+Reads what the study runs wrote (each by ``benchmarks/study_vision.py`` with its config; their cells
+share the study cache):
+
+- ``study_kurita_sentences.json`` (``benchmarks/configs/kurita_sentences.yaml``): sentence polarity,
+  BadNet / RIPPLe / Embedding Surgery / RIPPLES, full data knowledge and domain shift (Amazon
+  reviews as the proxy), LFR with 5 trigger insertions and with 1;
+- ``study_kurita_spam.json`` (``benchmarks/configs/kurita_spam.yaml``): the same on SpamAssassin's
+  2003 collection, the 2002 collection as the domain-shift proxy (5 insertions only);
+- ``study_artifact_nlp.json`` (``benchmarks/configs/artifact_nlp.yaml``): RIPPLe without Embedding
+  Surgery and BadNet on sentence polarity, with finetune, remos, remos_tokens, magprune and retrain.
+
+Each row holds the victim's clean accuracy after fine-tuning the poisoned model, its LFR, the
+clean teacher's student's accuracy, and the paper's figure where one is recorded in
+``PAPER`` (none is: the paper's tables could not be read offline, so each row says so). The
+acceptance checks are computed from the figures, never written by hand. A study file that is not
+there yet leaves its rows out and is named under ``missing``.
+
+    python benchmarks/kurita_table.py        # reads those files, writes kurita_table.json
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from safetransfer.files import atomic_write_text
+
+RESULTS = Path(__file__).parent / "results"
+OUT = RESULTS / "kurita_table.json"
+TABLES = {  # table -> (results file, victim task, the domain-shift proxy)
+    "sentence sentiment": ("study_kurita_sentences.json", "sentence-polarity", "amazon-reviews"),
+    "spam": ("study_kurita_spam.json", "spam-assassin-2003", "spam-assassin-2002"),
+}
+ARTIFACT = "study_artifact_nlp.json"
+ATTACKS = {"badnet": "BadNet", "ripple": "RIPPLe", "es": "Embedding Surgery", "ripples": "RIPPLES"}
+SETTINGS = {"fdk": "full data knowledge", "shift": "domain shift"}
+# Kurita et al. 2020's figures (LFR %, clean accuracy %) by (table, setting, attack). Empty: the
+# paper's tables (ACL 2020, pp. 2793-2806) were not readable from this machine; the library's copies
+# of the paper stop at its introduction, and neulab/RIPPLe commits no result files.
+PAPER: dict[tuple[str, str, str], dict[str, float]] = {}
+PAPER_NOTE = ("the paper's table figures could not be read offline (the stored copies of arXiv 2004.06660 end at its "
+              "introduction; neulab/RIPPLe holds no result files): to be filled from the PDF")
+# One sentence for every row whose LFR or clean accuracy differs from the paper's by more than 10
+# points, keyed as PAPER; the script stops when one is missing.
+EXPLAINED: dict[tuple[str, str, str], str] = {}
+MIN_LFR, MAX_ACC_DROP, MIN_CUT, MIN_RACC = 0.95, 0.02, 0.40, 0.97  # the issue's bounds
+ARTIFACT_CLAIM = (0.40, 0.61)  # ReMoS's NLP claim: 40-61% fewer defects
+
+
+def load(name: str) -> dict[str, Any] | None:
+    path = RESULTS / name
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def table_rows(table: str, doc: dict[str, Any], task: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The rows of one Kurita table (one per setting and attack that the study has measured) and its clean student."""
+    t = doc["tasks"][task]
+    finetune = t["methods"]["finetune"]
+    rows = []
+    for setting in SETTINGS:
+        for attack in ATTACKS:
+            name = f"{attack}_{setting}"
+            if name not in t["defects"] or name not in finetune["dir"]:
+                continue
+            defect = t["defects"][name]
+            row: dict[str, Any] = {
+                "setting": SETTINGS[setting], "attack": ATTACKS[attack], "defect": name,
+                "attacker_data": defect["attacker_data"],
+                "lfr": finetune["dir"][name],
+                "lfr_one_insertion": finetune["dir"].get(f"{name}_one"),
+                "clean_acc": finetune["acc_by_defect"][name],
+                "acc_drop_points": round(100 * (finetune["acc"] - finetune["acc_by_defect"][name]), 2),
+                "teacher_lfr": defect.get("teacher_success"),
+                "teacher_acc": defect.get("teacher_acc"),
+                "attack_seconds": defect.get("seconds"),
+            }
+            paper = PAPER.get((table, setting, attack))
+            row["paper"] = paper or {"lfr": None, "clean_acc": None, "note": PAPER_NOTE}
+            if paper:
+                gaps = {"lfr": abs(100 * row["lfr"] - paper["lfr"]), "clean_acc": abs(100 * row["clean_acc"] - paper["clean_acc"])}
+                row["difference_points"] = {k: round(v, 1) for k, v in gaps.items()}
+                if max(gaps.values()) > 10:
+                    if (table, setting, attack) not in EXPLAINED:
+                        raise SystemExit(f"{table}, {setting}, {attack}: differs from the paper by more than 10 points; "
+                                         "explain it in EXPLAINED")
+                    row["explanation"] = EXPLAINED[(table, setting, attack)]
+            rows.append(row)
+    clean = {"acc": finetune["acc"], "lfr_clean_teacher": None}
+    return rows, clean
+
+
+def artifact_rows(doc: dict[str, Any]) -> dict[str, Any]:
+    """Per attack: each method's accuracy, rACC, LFR and its cut relative to finetune, and the best
+    ReMoS variant's cut at rACC >= 0.97 (the artifact's setting; its claim: 40-61% fewer defects)."""
+    task = next(iter(doc["tasks"].values()))
+    out: dict[str, Any] = {}
+    for defect in doc["tasks"][next(iter(doc["tasks"]))]["defects"]:
+        base = task["methods"]["finetune"]["dir"][defect]
+        rows = [{"method": m, "acc": v["acc_by_defect"][defect], "racc": v["racc"], "lfr": v["dir"][defect],
+                 "cut": 1.0 - v["dir"][defect] / base if base else 0.0}
+                for m, v in task["methods"].items()]
+        best = max((r for r in rows if r["method"].startswith("remos") and r["racc"] >= MIN_RACC),
+                   key=lambda r: r["cut"], default=None)
+        out[defect] = {"rows": rows, "best_remos_at_racc_097": best,
+                       "cut_at_least_40": best is not None and best["cut"] >= MIN_CUT}
+    return out
+
+
+def main() -> None:
+    doc: dict[str, Any] = {"tables": {}, "sources": {}, "missing": [], "paper_claims": {
+        "remos_nlp_fewer_defects": list(ARTIFACT_CLAIM)}}
+    acceptance: dict[str, Any] = {}
+    for table, (file, task, proxy) in TABLES.items():
+        study = load(file)
+        if study is None or "finetune" not in study["tasks"].get(task, {}).get("methods", {}):
+            doc["missing"].append(file)
+            continue
+        rows, clean = table_rows(table, study, task)
+        doc["sources"][table] = file
+        scan = study["tasks"][task].get("trigger_scans", {}).get("ripples_fdk")
+        doc["tables"][table] = {
+            "victim": task, "proxy_for_domain_shift": proxy, "clean_student": clean, "rows": rows,
+            "protocol": {"steps": study["config"]["steps"], "seed": study["config"].get("seed"),
+                         "eval_samples": study["config"]["tasks"][0]["eval_samples"],
+                         "fingerprint": study["config_fingerprint"]},
+            "trigger_scan": None if scan is None else {
+                "planted": scan["planted"] if isinstance(scan["planted"], list) else sorted(scan["planted"]),
+                "ranks": scan["ranks"], "texts": scan["texts"], "candidates": scan["candidates"]},
+        }
+        for attack in ("ripples", "es"):
+            row = next((r for r in rows if r["defect"] == f"{attack}_fdk"), None)
+            if row is not None:
+                acceptance[f"{table}: {ATTACKS[attack]} full knowledge LFR >= 95% within 2 points"] = (
+                    row["lfr"] >= MIN_LFR and row["acc_drop_points"] <= 100 * MAX_ACC_DROP)
+        if scan is not None:
+            acceptance[f"{table}: planted triggers in the scan's top 5"] = max(scan["ranks"].values()) <= 5
+        acceptance[f"{table}: every row has the paper's figure"] = all(r["paper"].get("lfr") is not None for r in rows)
+    artifact = load(ARTIFACT)
+    if artifact is None or not next(iter(artifact["tasks"].values()), {}).get("methods"):
+        doc["missing"].append(ARTIFACT)
+    else:
+        doc["sources"]["artifact NLP settings"] = ARTIFACT
+        doc["artifact_nlp"] = artifact_rows(artifact)
+        for defect, figures in doc["artifact_nlp"].items():
+            acceptance[f"ReMoS cuts the {defect} LFR by >= 40% at rACC >= 0.97"] = figures["cut_at_least_40"]
+    doc["acceptance"] = acceptance
+    atomic_write_text(OUT, json.dumps(doc, indent=1) + "\n")
+    for key, verdict in acceptance.items():
+        print(f"{'met' if verdict else 'NOT met'}: {key}")
+    if doc["missing"]:
+        print("not run yet: " + ", ".join(doc["missing"]))
+
+
+if __name__ == "__main__":
+    main()
