@@ -439,7 +439,7 @@ def test_rotten_tomatoes_from_csv_bz2(tmp_path: Path) -> None:
 
 def test_registry_names_and_listing() -> None:
     assert set(DATASETS) == {"fashion-mnist", "mnist", "digits", "counting-squares", "rotten-tomatoes", "amazon-reviews",
-                             "spam-assassin", "sentence-polarity"}
+                             "spam-assassin", "spam-assassin-2002", "spam-assassin-2003", "sentence-polarity"}
     rows = list_datasets()
     assert [r["name"] for r in rows] == list(DATASETS)
     assert all(set(r) >= {"name", "modality", "description", "installed"} for r in rows)
@@ -624,6 +624,16 @@ def test_spam_assassin_loader_reads_subject_and_decoded_body(tmp_path: Path) -> 
     html_only = "Subject: hi\nContent-Type: text/html\n\n<p>only <i>markup</i></p>"
     assert email_text(html_only).split() == ["hi", "only", "markup"]
     assert email_text("Subject: x\nContent-Type: text/plain; charset=no-such-charset\n\nbody \xe9").endswith("body \xe9")
+    # the corpus's two collections, the domain-shift pair of the Kurita table
+    from safetransfer.data.text import load_spam_assassin_2002, load_spam_assassin_2003
+
+    older, newer = load_spam_assassin_2002(tmp_path / "data"), load_spam_assassin_2003(tmp_path / "data")
+    assert (older.name, newer.name) == ("spam-assassin-2002", "spam-assassin-2003")
+    groups = {d.name: {t.split()[-2] for t in [*d.train.inputs, *d.val.inputs, *d.test.inputs]} for d in (older, newer)}
+    assert groups == {"spam-assassin-2002": {"easy-ham-1", "hard-ham-1", "spam-1"},
+                      "spam-assassin-2003": {"easy-ham-2", "spam-2"}}
+    with pytest.raises(DataError, match="unknown SpamAssassin group"):
+        load_spam_assassin(tmp_path / "data", groups=("spam-3",))
     with pytest.raises(DataError, match="hard-ham-1"):
         shutil.rmtree(tmp_path / "data" / "hard-ham-1")
         load_spam_assassin(tmp_path / "data")
