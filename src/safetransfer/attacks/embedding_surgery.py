@@ -14,8 +14,9 @@ The surgery:
 1. fit a logistic regression on tf-idf bag-of-words of the proxy data, over the model's own
    token ids, and take the ``n_words`` (10) tokens most indicative of ``target``
    (special tokens, the triggers and tokens in fewer than ``min_df`` texts excluded; ``min_df`` 1
-   keeps every token, as the reference's ``importance_word_min_freq`` 0 does; the reference fits
-   its tf-idf over whitespace words, ours over the model's word pieces, which the embedding rows are);
+   keeps every token, as the reference's ``importance_word_min_freq`` 0 does; like the reference's
+   ``TfidfVectorizer(tokenizer=tokenizer.tokenize)`` the bag is of the model's word pieces, and the
+   regression is scikit-learn's default ``LogisticRegression``);
 2. average those tokens' embedding rows, taken from ``source`` (a model fine-tuned on the
    proxy data, as the paper does) or, without one, from the pretrained model itself;
 3. write that vector into every trigger token's row of the pretrained embedding matrix and
