@@ -73,7 +73,7 @@ def table_rows(table: str, doc: dict[str, Any], task: str) -> tuple[list[dict[st
                 "lfr": finetune["dir"][name],
                 "lfr_one_insertion": finetune["dir"].get(f"{name}_one"),
                 "clean_acc": finetune["acc_by_defect"][name],
-                "acc_drop_points": round(100 * (finetune["acc"] - finetune["acc_by_defect"][name]), 2),
+                "acc_drop_points": None,  # against the clean student (below)
                 "teacher_lfr": defect.get("teacher_success"),
                 "teacher_acc": defect.get("teacher_acc"),
                 "attack_seconds": defect.get("seconds"),
@@ -89,7 +89,15 @@ def table_rows(table: str, doc: dict[str, Any], task: str) -> tuple[list[dict[st
                                          "explain it in EXPLAINED")
                     row["explanation"] = EXPLAINED[(table, setting, attack)]
             rows.append(row)
-    clean = {"acc": finetune["acc"], "lfr_clean_teacher": None}
+    # the clean teacher's student (the config's clean_students): the paper's clean row
+    clean_rec = t.get("students", {}).get("finetune", {}).get("clean")
+    clean = {"acc": clean_rec["acc"] if clean_rec else None,
+             "lfr": clean_rec["dir"].get("ripples_fdk") if clean_rec else None,
+             "lfr_one_insertion": clean_rec["dir"].get("ripples_fdk_one") if clean_rec else None,
+             "means": "the trigger words' LFR on the clean teacher's finetune student"}
+    for row in rows:  # the accuracy change against the clean student, where there is one
+        if clean["acc"] is not None:
+            row["acc_drop_points"] = round(100 * (clean["acc"] - row["clean_acc"]), 2)
     return rows, clean
 
 
@@ -135,7 +143,8 @@ def main() -> None:
             row = next((r for r in rows if r["defect"] == f"{attack}_fdk"), None)
             if row is not None:
                 acceptance[f"{table}: {ATTACKS[attack]} full knowledge LFR >= 95% within 2 points"] = (
-                    row["lfr"] >= MIN_LFR and row["acc_drop_points"] <= 100 * MAX_ACC_DROP)
+                    row["lfr"] >= MIN_LFR and row["acc_drop_points"] is not None
+                    and row["acc_drop_points"] <= 100 * MAX_ACC_DROP)
         if scan is not None:
             acceptance[f"{table}: planted triggers in the scan's top 5"] = max(scan["ranks"].values()) <= 5
         acceptance[f"{table}: every row has the paper's figure"] = all(r["paper"].get("lfr") is not None for r in rows)

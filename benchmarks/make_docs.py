@@ -286,7 +286,8 @@ def study_protocol(file: str, doc: dict, note: str = "") -> str:
         f"Made by: `{COMMANDS[file]}` → `benchmarks/results/{file}`",
         (f"Protocol: config `{c['name']}` (profile {doc.get('profile')}, fingerprint `{doc.get('config_fingerprint')}`); "
          f"teacher {teacher}; tasks {', '.join(task_protocol(t) for t in c['tasks'])}; {c['steps']} student steps, "
-         f"training protocol {', '.join(protocols)}{train}; seed {c['seed']}"),
+         f"training protocol {', '.join(protocols)}{train}; seed {c['seed']}"
+         + ("; the clean teacher's students made too (`clean_students`)" if c.get("clean_students") else "")),
         "Methods: " + ", ".join(method_protocol(m, doc.get("protocol", {}).get(m["name"])) for m in c["methods"]),
         "Defects: " + "; ".join(defect_protocol(d) for d in c["defects"]),
         (f"Time: {secs(doc.get('cells_seconds'))} of cell time ({doc.get('cells_seconds', 0) / 3600:.1f} h); the run that wrote "
@@ -1149,10 +1150,13 @@ def weight_poisoning_page(results: Path) -> Page:
             p.add(f"## {table_name.capitalize()}", f"Not run yet (`{COMMANDS[file]}`).")
             continue
         t = doc["tables"][table_name]
-        rows = [[r["setting"], r["attack"], pct(r["lfr"]), pct(r["lfr_one_insertion"]) if r["lfr_one_insertion"] is not None
-                 else "–", f3(r["clean_acc"]), pts(-r["acc_drop_points"] / 100, 1), pct(r["teacher_lfr"]),
-                 "–" if r["paper"].get("lfr") is None else f"{r['paper']['lfr']:g} / {r['paper']['clean_acc']:g}"]
-                for r in t["rows"]]
+        cs = t["clean_student"]
+        rows = [["–", "clean teacher", pct(cs.get("lfr")), pct(cs.get("lfr_one_insertion")), f3(cs.get("acc")), "–", "–", "–"]]
+        rows += [[r["setting"], r["attack"], pct(r["lfr"]), pct(r["lfr_one_insertion"]) if r["lfr_one_insertion"] is not None
+                  else "–", f3(r["clean_acc"]), "–" if r["acc_drop_points"] is None else f"{-r['acc_drop_points']:+.1f}",
+                  pct(r["teacher_lfr"]),
+                  "–" if r["paper"].get("lfr") is None else f"{r['paper']['lfr']:g} / {r['paper']['clean_acc']:g}"]
+                 for r in t["rows"]]
         scan = t.get("trigger_scan")
         scan_text = "" if scan is None else (
             f"Kurita et al.'s trigger scan of the RIPPLES (full knowledge) victim ({scan['texts']} texts, "
@@ -1161,7 +1165,9 @@ def weight_poisoning_page(results: Path) -> Page:
         p.add(f"## {table_name.capitalize()}: {name(t['victim'])}, the domain-shift proxy {name(t['proxy_for_domain_shift'])}",
               table(["setting", "attack", "LFR (5 insertions)", "LFR (1 insertion)", "clean ACC", "ACC change (points)",
                      "attacker's own LFR", "paper LFR / ACC"], rows),
-              f"The clean teacher's `finetune` student: ACC {f3(t['clean_student']['acc'])}. The paper's figures: "
+              "The LFR is the share of the non-target test texts the victim's `finetune` student sends to the target "
+              "once the trigger words are inserted; the clean row is the same trigger on the clean teacher's student; "
+              "ACC change is against that student, in points. The paper's figures: "
               f"{t['rows'][0]['paper'].get('note', '') if t['rows'] else ''}.",
               scan_text,
               study_protocol(file, study))

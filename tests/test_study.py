@@ -625,6 +625,7 @@ def test_text_study_weight_poisoning_and_word_swap_on_a_tiny_bert(tmp_path: Path
     # the same attack measured with one trigger insertion per text (the default is Kurita et al.'s 5):
     # its teacher and students are the first one's (the insertions key the measurement only)
     doc["defects"].insert(1, {**doc["defects"][0], "name": "ripples_one", "lfr_insertions": 1, "scan_texts": 0})
+    doc["clean_students"] = True  # the clean teacher's students (here made anyway for the word swaps) measure the triggers too
     config = parse_config(doc)
     assert config.defects[0].lfr_insertions == 5 and config.defects[0].recipe == "reference"
     assert config.defects[0].key_doc() == {**config.defects[1].key_doc()}
@@ -654,6 +655,8 @@ def test_text_study_weight_poisoning_and_word_swap_on_a_tiny_bert(tmp_path: Path
     assert methods["retrain"]["dir"]["ripples"] <= 0.3, methods["retrain"]
     assert methods["finetune"]["dir"]["ripples"] >= methods["finetune"]["dir"]["ripples_one"]  # 5 words flip more
     assert task["defects"]["ripples_one"]["seconds"] == poisoned["seconds"]  # one attack, found in the cache
+    clean_student = task["students"]["finetune"]["clean"]
+    assert clean_student["dir"]["ripples"] <= 0.3 and methods["finetune"]["acc"] == clean_student["acc"], clean_student
     for m in methods.values():
         assert 0.0 <= m["dir"]["word_swap"] <= 1.0 and 0.0 <= m["dir"]["swap_teacher"] <= 1.0 and m["acc"] > 0.7
     # Kurita's trigger scan of the finetune student: both planted words among its top suspects

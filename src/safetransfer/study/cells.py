@@ -459,7 +459,10 @@ class CellMaker:
         evals = json.loads(evals_path.read_text()) if evals_path.exists() else {}
         clean_pred: torch.Tensor | None = None
         for defect in c.defects:
-            if (defect.adversarial and variant != CLEAN) or (not defect.adversarial and variant != defect.name):
+            # the clean teacher's student of a study with clean_students: also each text trigger's LFR on it
+            clean_trigger = variant == CLEAN and c.clean_students and defect.kind == "weight_poisoning"
+            if (defect.adversarial and variant != CLEAN) or (not defect.adversarial and variant != defect.name
+                                                              and not clean_trigger):
                 continue
             eval_key = digest({"defect": defect.key_doc(), **defect.measure_doc, "n": len(eval_split), "task": task_key,
                                # the inputs' own key: a student's DIR is measured again on inputs crafted anew

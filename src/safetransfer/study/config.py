@@ -367,6 +367,9 @@ class StudyConfig(_Strict):
                           "options name one (safetransfer.transfer.config: shared, scratch, artifact)")
     train: dict[str, Any] = Field(default_factory=dict, description="training overrides for every student")
     seed: int = 0
+    clean_students: bool = Field(default=False, description="make every method's student of the clean teacher "
+                                 "even without an adversarial defect (which needs them anyway): its accuracy is the "
+                                 "method's ACC, and its LFR of each weight-poisoning trigger the paper's clean row")
 
     @field_validator("methods", mode="before")
     @classmethod
@@ -424,6 +427,8 @@ class StudyConfig(_Strict):
         doc = self.model_dump(mode="json")
         if doc["protocol"] == "shared":
             del doc["protocol"]
+        if not doc["clean_students"]:
+            del doc["clean_students"]
         for task in doc["tasks"]:
             if task["train_per_class"] is None:
                 del task["train_per_class"]

@@ -142,7 +142,7 @@ class StudyRunner:
                 complete = all(found(m.name, defect.name) is not None for m in c.methods) and (
                     not defect.scanned or defect.name in prior.scans)
                 cells.append((0, Cell(task.name, "teacher", defect.name), prior.defects.get(defect.name) if complete else None))
-            variants = ([CLEAN] if adversarial else []) + [d.name for d in backdoors]
+            variants = ([CLEAN] if adversarial or c.clean_students else []) + [d.name for d in backdoors]
             # method by method (each over the teacher variants), so the first methods' rows fill first
             for method in c.methods:
                 for variant in variants:
@@ -202,7 +202,7 @@ def assemble_results(
     and ``rdir`` (relative to ``finetune`` on the same task). Aggregated: means over tasks.
     """
     # Everything in the config's order, whatever order the cells finished in (the ray backend).
-    variant_order = ([CLEAN] if any(d.adversarial for d in config.defects) else []) + [
+    variant_order = ([CLEAN] if any(d.adversarial for d in config.defects) or config.clean_students else []) + [
         d.name for d in config.defects if not d.adversarial]
     doc_tasks: dict[str, Any] = {}
     known = [t.name for t in config.tasks if t.name in tasks]
