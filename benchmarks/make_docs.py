@@ -1179,12 +1179,21 @@ def weight_poisoning_page(results: Path) -> Page:
                 for defect, figures in art.items() for r in figures["rows"]]
         best = "; ".join(f"{d}: " + (f"{method_label(study, f['best_remos_at_racc_097']['method'])} cuts "
                                      f"{pct0(f['best_remos_at_racc_097']['cut'])} at rACC {f3(f['best_remos_at_racc_097']['racc'])}"
-                                     if f["best_remos_at_racc_097"] else "no ReMoS variant keeps rACC 0.97")
+                                     if f["best_remos_at_racc_097"] else
+                                     "no ReMoS variant keeps rACC 0.97; "
+                                     + ", ".join(f"{method_label(study, r['method'])} cuts {pct0(r['cut'])} at rACC "
+                                                 f"{f3(r['racc'])}" for r in f["rows"] if r["method"].startswith("remos")))
                          for d, f in art.items())
         claim = doc["paper_claims"]["remos_nlp_fewer_defects"]
+        clean = doc["tables"].get("sentence sentiment", {}).get("clean_student", {})
+        retrain = [r["lfr"] for f in art.values() for r in f["rows"] if r["method"] == "retrain"]
+        floor = (f" The LFR has a floor: five inserted nonsense words flip {pct(clean.get('lfr'))} of the clean teacher's "
+                 f"student's texts and {span(retrain, pct, '%')} of a student trained from scratch (ACC "
+                 f"{span([r['acc'] for f in art.values() for r in f['rows'] if r['method'] == 'retrain'], f3)})."
+                 if clean.get("lfr") is not None and retrain else "")
         p.add("## The ReMoS artifact's NLP settings",
               table(["attack", "method", "ACC", "rACC", "LFR", "cut vs finetune"], rows),
-              f"The artifact's claim: {pct0(claim[0])}-{pct0(claim[1])} fewer defects. Measured: {best}.",
+              f"The artifact's claim: {pct0(claim[0])}-{pct0(claim[1])} fewer defects. Measured: {best}.{floor}",
               study_protocol("study_artifact_nlp.json", study))
     verdicts = [[k, "met" if v else "not met"] for k, v in doc["acceptance"].items()]
     p.add("## Issue 30's bounds, checked from the figures", table(["bound", "verdict"], verdicts),
