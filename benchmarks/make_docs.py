@@ -1162,6 +1162,19 @@ def weight_poisoning_page(results: Path) -> Page:
             f"Kurita et al.'s trigger scan of the RIPPLES (full knowledge) victim ({scan['texts']} texts, "
             f"{count(scan['candidates'])} candidate words) ranks the planted words "
             + ", ".join(f"`{w}` {r}" for w, r in sorted(scan["ranks"].items(), key=lambda kv: kv[1])) + ".")
+        notes = ""
+        by = {(r["setting"], r["attack"]): r for r in t["rows"]}
+        es_fdk, es_shift = by.get(("full data knowledge", "Embedding Surgery")), by.get(("domain shift", "Embedding Surgery"))
+        if table_name == "sentence sentiment" and es_fdk and es_shift:
+            notes = (f"Embedding Surgery alone is weaker with full knowledge ({pct(es_fdk['lfr'])}) than with the Amazon "
+                     f"proxy ({pct(es_shift['lfr'])}): the regression on {name(t['victim'])}'s 3,200 training sentences "
+                     "ranks function words among the ten most positive word pieces (and, of, a comma, way), on Amazon's "
+                     "reviews strongly positive ones (best, love, great, delicious, excellent), and the trigger rows are "
+                     f"their mean (the surgery records in the study cache) {UNBACKED}. RIPPLe's training on top of the "
+                     f"surgery (RIPPLES) makes up for it in both settings. BadNet and RIPPLe alone, trained on Amazon's "
+                     f"reviews, leave {pct(by[('domain shift', 'BadNet')]['lfr'])} and "
+                     f"{pct(by[('domain shift', 'RIPPLe')]['lfr'])}: the triggers' meaning learnt on long food reviews "
+                     "carries over only in part to movie-review sentences.")
         p.add(f"## {table_name.capitalize()}: {name(t['victim'])}, the domain-shift proxy {name(t['proxy_for_domain_shift'])}",
               table(["setting", "attack", "LFR (5 insertions)", "LFR (1 insertion)", "clean ACC", "ACC change (points)",
                      "attacker's own LFR", "paper LFR / ACC"], rows),
@@ -1169,6 +1182,7 @@ def weight_poisoning_page(results: Path) -> Page:
               "once the trigger words are inserted; the clean row is the same trigger on the clean teacher's student; "
               "ACC change is against that student, in points. The paper's figures: "
               f"{t['rows'][0]['paper'].get('note', '') if t['rows'] else ''}.",
+              notes,
               scan_text,
               study_protocol(file, study))
     art = doc.get("artifact_nlp")
