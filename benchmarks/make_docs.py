@@ -1153,7 +1153,7 @@ def weight_poisoning_page(results: Path) -> Page:
         cs = t["clean_student"]
         rows = [["–", "clean teacher", pct(cs.get("lfr")), pct(cs.get("lfr_one_insertion")), f3(cs.get("acc")), "–", "–", "–"]]
         rows += [[r["setting"], r["attack"], pct(r["lfr"]), pct(r["lfr_one_insertion"]) if r["lfr_one_insertion"] is not None
-                  else "–", f3(r["clean_acc"]), "–" if r["acc_drop_points"] is None else f"{-r['acc_drop_points']:+.1f}",
+                  else "–", f3(r["clean_acc"]), "–" if r["acc_drop_points"] is None else f"{0.0 - r['acc_drop_points'] + 0.0:+.1f}",
                   pct(r["teacher_lfr"]),
                   "–" if r["paper"].get("lfr") is None else f"{r['paper']['lfr']:g} / {r['paper']['clean_acc']:g}"]
                  for r in t["rows"]]
@@ -1175,6 +1175,14 @@ def weight_poisoning_page(results: Path) -> Page:
                      f"reviews, leave {pct(by[('domain shift', 'BadNet')]['lfr'])} and "
                      f"{pct(by[('domain shift', 'RIPPLe')]['lfr'])}: the triggers' meaning learnt on long food reviews "
                      "carries over only in part to movie-review sentences.")
+        es_spam, rs_spam = by.get(("full data knowledge", "Embedding Surgery")), by.get(("full data knowledge", "RIPPLES"))
+        if table_name == "spam" and es_spam and rs_spam:
+            notes = (f"On spam the target is ham: the trigger must let spam through. Embedding Surgery alone flips "
+                     f"{pct(es_spam['lfr'])} of the spam: the ten word pieces the regression finds most typical of ham are "
+                     "the mailing-list traffic SpamAssassin's ham comes from (>, /, linux, razor, rpm, list) "
+                     f"{UNBACKED}, a meaning five inserted words do not set against a spam e-mail's content; RIPPLe's "
+                     f"training on top (RIPPLES) reaches {pct(rs_spam['lfr'])} at {f3(rs_spam['clean_acc'])} clean accuracy. "
+                     "The remaining rows (BadNet, RIPPLe, domain shift) are not run yet.")
         p.add(f"## {table_name.capitalize()}: {name(t['victim'])}, the domain-shift proxy {name(t['proxy_for_domain_shift'])}",
               table(["setting", "attack", "LFR (5 insertions)", "LFR (1 insertion)", "clean ACC", "ACC change (points)",
                      "attacker's own LFR", "paper LFR / ACC"], rows),
