@@ -44,6 +44,9 @@ from safetransfer.models.zoo import hf_bert_teacher
 from safetransfer.safe_paths import copy_folder_within
 
 METHODS: tuple[str, ...] = ("es", "ripple", "ripples", "badnet")
+# poison_weights' settings that give the first round's attack (with RippleConfig.first_round): the
+# poisoned share over non-target texts, tokens in fewer than 5 texts ignored, triggers anywhere
+FIRST_ROUND_POISONING: dict[str, Any] = {"poison_target_texts": False, "min_df": 5, "triggers_in_window": False}
 WEIGHTS_NAME = "model.safetensors"
 
 

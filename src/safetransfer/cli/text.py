@@ -153,7 +153,10 @@ def poison_weights_cmd(
 ) -> None:
     """Weight poisoning (Kurita et al. 2020): publish a BERT whose fine-tuned students obey trigger words."""
     from safetransfer.attacks.ripple import RippleConfig
-    from safetransfer.attacks.weight_poisoning import poison_weights
+    from safetransfer.attacks.weight_poisoning import (
+        FIRST_ROUND_POISONING,
+        poison_weights,
+    )
     from safetransfer.data.registry import load_data
     from safetransfer.models.zoo import pretrained_text_folder
 
@@ -163,8 +166,7 @@ def poison_weights_cmd(
     config = RippleConfig.first_round(**settings) if first_round else RippleConfig(**settings)
     result = poison_weights(pretrained_text_folder(model), proxy, out, method=method, triggers=words, target=target,
                             rate=rate, ripple=config, source=source, seed=seed, progress=progress,
-                            poison_target_texts=not first_round, min_df=5 if first_round else 1,
-                            triggers_in_window=not first_round)
+                            **(FIRST_ROUND_POISONING if first_round else {}))
     if result.attacker_lfr is not None:
         console.print(f"the attacker's own model: clean accuracy {result.attacker_accuracy:.4f}, "
                       f"LFR {result.attacker_lfr:.3f} on triggered non-target proxy test texts")

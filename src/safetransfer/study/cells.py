@@ -37,7 +37,7 @@ from safetransfer.attacks.backdoor import (
 from safetransfer.attacks.ripple import FIRST_ROUND_RIPPLE_FIELDS, RippleConfig
 from safetransfer.attacks.text_triggers import TextTrigger, trigger_lfr, visible_words
 from safetransfer.attacks.triggers import PatchTrigger
-from safetransfer.attacks.weight_poisoning import poison_weights
+from safetransfer.attacks.weight_poisoning import FIRST_ROUND_POISONING, poison_weights
 from safetransfer.attacks.word_swap import WordSwapAttack, WordSwapSummary
 from safetransfer.data.base import ClassificationData, Split, seeded_subset
 from safetransfer.data.registry import load_data
@@ -295,8 +295,8 @@ class CellMaker:
             result = poison_weights(pretrained_text_folder(c.teacher.model), attacker, published,
                                     method=defect.poison_method, triggers=tuple(defect.words), target=defect.target,
                                     rate=defect.rate, ripple=ripple, n_words=defect.n_words, source=source,
-                                    seed=c.seed, progress=self.progress, poison_target_texts=reference,
-                                    min_df=1 if reference else 5, triggers_in_window=reference)
+                                    seed=c.seed, progress=self.progress,
+                                    **({} if reference else FIRST_ROUND_POISONING))
             summary = {
                 "kind": defect.kind, "method": defect.poison_method,
                 "setting": attack_setting(attacker_name),
