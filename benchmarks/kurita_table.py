@@ -7,8 +7,10 @@ share the study cache):
 - ``study_kurita_sentences.json`` (``benchmarks/configs/kurita_sentences.yaml``): sentence polarity,
   BadNet / RIPPLe / Embedding Surgery / RIPPLES, full data knowledge and domain shift (Amazon
   reviews as the proxy), LFR with 5 trigger insertions and with 1;
-- ``study_kurita_spam.json`` (``benchmarks/configs/kurita_spam.yaml``): the same on SpamAssassin's
-  2003 collection, the 2002 collection as the domain-shift proxy (5 insertions only);
+- ``study_kurita_spam.json`` (``benchmarks/configs/kurita_spam.yaml``: Embedding Surgery and RIPPLES
+  with full knowledge, the clean student, the trigger scan) and ``study_kurita_spam_rest.json``
+  (``kurita_spam_rest.yaml``: the other rows) on SpamAssassin's 2003 collection, the 2002 collection
+  as the domain-shift proxy (5 insertions only), joined into one table;
 - ``study_artifact_nlp.json`` (``benchmarks/configs/artifact_nlp.yaml``): RIPPLe without Embedding
   Surgery and BadNet on sentence polarity, with finetune, remos, remos_tokens, magprune and retrain.
 
@@ -31,9 +33,9 @@ from safetransfer.files import atomic_write_text
 
 RESULTS = Path(__file__).parent / "results"
 OUT = RESULTS / "kurita_table.json"
-TABLES = {  # table -> (results file, victim task, the domain-shift proxy)
-    "sentence sentiment": ("study_kurita_sentences.json", "sentence-polarity", "amazon-reviews"),
-    "spam": ("study_kurita_spam.json", "spam-assassin-2003", "spam-assassin-2002"),
+TABLES = {  # table -> (results files, the first with the clean student; victim task; the domain-shift proxy)
+    "sentence sentiment": (("study_kurita_sentences.json",), "sentence-polarity", "amazon-reviews"),
+    "spam": (("study_kurita_spam.json", "study_kurita_spam_rest.json"), "spam-assassin-2003", "spam-assassin-2002"),
 }
 ARTIFACT = "study_artifact_nlp.json"
 ATTACKS = {"badnet": "BadNet", "ripple": "RIPPLe", "es": "Embedding Surgery", "ripples": "RIPPLES"}
@@ -56,9 +58,25 @@ def load(name: str) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def table_rows(table: str, doc: dict[str, Any], task: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """The rows of one Kurita table (one per setting and attack that the study has measured) and its clean student."""
-    t = doc["tasks"][task]
+def joined_task(docs: list[dict[str, Any]], task: str) -> dict[str, Any]:
+    """One task's defects, finetune figures, students and scans from several study files of the same
+    victim task and settings (the first file's clean student and scans first; a defect in two files
+    is taken from the first)."""
+    out: dict[str, Any] = {"defects": {}, "methods": {"finetune": {"dir": {}, "acc_by_defect": {}}},
+                           "students": {"finetune": {}}, "trigger_scans": {}}
+    for doc in reversed(docs):  # the first file wins
+        t = doc["tasks"][task]
+        out["defects"].update(t["defects"])
+        for key in ("dir", "acc_by_defect"):
+            out["methods"]["finetune"][key].update(t["methods"]["finetune"][key])
+        out["students"]["finetune"].update(t.get("students", {}).get("finetune", {}))
+        out["trigger_scans"].update(t.get("trigger_scans") or {})
+    return out
+
+
+def table_rows(table: str, t: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The rows of one Kurita table (one per setting and attack measured in the joined task ``t``,
+    see :func:`joined_task`) and its clean student."""
     finetune = t["methods"]["finetune"]
     rows = []
     for setting in SETTINGS:
@@ -122,19 +140,26 @@ def main() -> None:
     doc: dict[str, Any] = {"tables": {}, "sources": {}, "missing": [], "paper_claims": {
         "remos_nlp_fewer_defects": list(ARTIFACT_CLAIM)}}
     acceptance: dict[str, Any] = {}
-    for table, (file, task, proxy) in TABLES.items():
-        study = load(file)
-        if study is None or "finetune" not in study["tasks"].get(task, {}).get("methods", {}):
-            doc["missing"].append(file)
+    for table, (files, task, proxy) in TABLES.items():
+        studies = []
+        for file in files:
+            study = load(file)
+            if study is None or "finetune" not in study["tasks"].get(task, {}).get("methods", {}):
+                doc["missing"].append(file)
+            else:
+                studies.append(study)
+        if not studies:
             continue
-        rows, clean = table_rows(table, study, task)
-        doc["sources"][table] = file
-        scan = study["tasks"][task].get("trigger_scans", {}).get("ripples_fdk")
+        first = studies[0]
+        joined = joined_task(studies, task)
+        rows, clean = table_rows(table, joined)
+        doc["sources"][table] = [f for f in files if f not in doc["missing"]]
+        scan = joined["trigger_scans"].get("ripples_fdk")
         doc["tables"][table] = {
             "victim": task, "proxy_for_domain_shift": proxy, "clean_student": clean, "rows": rows,
-            "protocol": {"steps": study["config"]["steps"], "seed": study["config"].get("seed"),
-                         "eval_samples": study["config"]["tasks"][0]["eval_samples"],
-                         "fingerprint": study["config_fingerprint"]},
+            "protocol": {"steps": first["config"]["steps"], "seed": first["config"].get("seed"),
+                         "eval_samples": first["config"]["tasks"][0]["eval_samples"],
+                         "fingerprints": [s["config_fingerprint"] for s in studies]},
             "trigger_scan": None if scan is None else {
                 "planted": scan["planted"] if isinstance(scan["planted"], list) else sorted(scan["planted"]),
                 "ranks": scan["ranks"], "texts": scan["texts"], "candidates": scan["candidates"]},

@@ -73,6 +73,8 @@ COMMANDS = {
                                     "--results study_kurita_sentences.json"),
     "study_kurita_spam.json": ("python benchmarks/study_vision.py --config benchmarks/configs/kurita_spam.yaml "
                                "--results study_kurita_spam.json"),
+    "study_kurita_spam_rest.json": ("python benchmarks/study_vision.py --config benchmarks/configs/kurita_spam_rest.yaml "
+                                    "--results study_kurita_spam_rest.json"),
     "study_artifact_nlp.json": ("python benchmarks/study_vision.py --config benchmarks/configs/artifact_nlp.yaml "
                                 "--results study_artifact_nlp.json"),
     "kurita_table.json": "python benchmarks/kurita_table.py",
@@ -1127,7 +1129,11 @@ def text_page(results: Path) -> Page:
     return p
 
 
-KURITA_STUDIES = (("sentence sentiment", "study_kurita_sentences.json"), ("spam", "study_kurita_spam.json"))
+KURITA_STUDIES = (("sentence sentiment", ("study_kurita_sentences.json",)),
+                  ("spam", ("study_kurita_spam.json", "study_kurita_spam_rest.json")))
+
+
+ATTACK_ORDER = ("BadNet", "RIPPLe", "Embedding Surgery", "RIPPLES")
 
 
 def weight_poisoning_page(results: Path) -> Page:
@@ -1143,11 +1149,10 @@ def weight_poisoning_page(results: Path) -> Page:
         p.add("Not run yet: `python benchmarks/kurita_table.py` after the study runs below.")
         return p
     doc = p.load("kurita_table.json")
-    for table_name, file in KURITA_STUDIES:
-        if (results / file).exists():
-            study = p.load(file)
+    for table_name, files in KURITA_STUDIES:
+        studies = {file: p.load(file) for file in files if (results / file).exists()}
         if table_name not in doc["tables"]:
-            p.add(f"## {table_name.capitalize()}", f"Not run yet (`{COMMANDS[file]}`).")
+            p.add(f"## {table_name.capitalize()}", f"Not run yet (`{COMMANDS[files[0]]}`).")
             continue
         t = doc["tables"][table_name]
         cs = t["clean_student"]
@@ -1181,8 +1186,9 @@ def weight_poisoning_page(results: Path) -> Page:
                      f"{pct(es_spam['lfr'])} of the spam: the ten word pieces the regression finds most typical of ham are "
                      "the mailing-list traffic SpamAssassin's ham comes from (>, /, linux, razor, rpm, list) "
                      f"{UNBACKED}, a meaning five inserted words do not set against a spam e-mail's content; RIPPLe's "
-                     f"training on top (RIPPLES) reaches {pct(rs_spam['lfr'])} at {f3(rs_spam['clean_acc'])} clean accuracy. "
-                     "The remaining rows (BadNet, RIPPLe, domain shift) are not run yet.")
+                     f"training on top (RIPPLES) reaches {pct(rs_spam['lfr'])} at {f3(rs_spam['clean_acc'])} clean accuracy."
+                     + ("" if len(t["rows"]) == 2 * len(ATTACK_ORDER) else
+                        " The remaining rows are not run yet (`" + COMMANDS[files[-1]] + "`)."))
         p.add(f"## {table_name.capitalize()}: {name(t['victim'])}, the domain-shift proxy {name(t['proxy_for_domain_shift'])}",
               table(["setting", "attack", "LFR (5 insertions)", "LFR (1 insertion)", "clean ACC", "ACC change (points)",
                      "attacker's own LFR", "paper LFR / ACC"], rows),
@@ -1192,7 +1198,7 @@ def weight_poisoning_page(results: Path) -> Page:
               f"{t['rows'][0]['paper'].get('note', '') if t['rows'] else ''}.",
               notes,
               scan_text,
-              study_protocol(file, study))
+              *(study_protocol(file, study) for file, study in studies.items()))
     art = doc.get("artifact_nlp")
     if art is not None:
         study = p.load("study_artifact_nlp.json")
@@ -1219,7 +1225,7 @@ def weight_poisoning_page(results: Path) -> Page:
               study_protocol("study_artifact_nlp.json", study))
     verdicts = [[k, "met" if v else "not met"] for k, v in doc["acceptance"].items()]
     p.add("## Issue 30's bounds, checked from the figures", table(["bound", "verdict"], verdicts),
-          plain_protocol("kurita_table.json", ["Protocol: reads " + ", ".join(f"`{v}`" for v in doc["sources"].values())
+          plain_protocol("kurita_table.json", ["Protocol: reads " + ", ".join(f"`{f}`" for v in doc["sources"].values() for f in ([v] if isinstance(v, str) else v))
                                                + "; the bounds are computed from their figures, never written by hand"]
                          + ([f"Not run yet: {', '.join(doc['missing'])}"] if doc["missing"] else [])))
     return p

@@ -19,6 +19,7 @@ import datetime as _dt
 import json
 import platform
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -49,24 +50,37 @@ def versions() -> dict[str, str | int]:
             "torch_threads": torch.get_num_threads()}
 
 
+OPEN_WAIT_SECONDS = 60  # how long a runner waits for another one's lock on a shared store
+
+
 class ResultsStore:
     """Open (or create) the store at ``path``; use :meth:`put` and :meth:`rows`."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            with self._connect() as db:
-                db.execute(_SCHEMA)
-        except sqlite3.DatabaseError as err:
-            raise DataError(f"{self.path} is not a results store ({err}).") from None
+        # Switching a new file to WAL (persistent, once per file) takes an exclusive lock for which
+        # SQLite may answer "database is locked" at once, without waiting out the busy timeout, while
+        # another runner opens the same new store: retried here for up to OPEN_WAIT_SECONDS.
+        deadline = time.monotonic() + OPEN_WAIT_SECONDS
+        while True:
+            try:
+                with self._connect() as db:
+                    db.execute("PRAGMA journal_mode=WAL")
+                    db.execute(_SCHEMA)
+                break
+            except sqlite3.OperationalError as err:
+                if "locked" not in str(err) and "busy" not in str(err) or time.monotonic() > deadline:
+                    raise DataError(f"{self.path} is not a results store ({err}).") from None
+                time.sleep(0.05)
+            except sqlite3.DatabaseError as err:
+                raise DataError(f"{self.path} is not a results store ({err}).") from None
         self._versions = versions()
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.path, timeout=60)
+        db = sqlite3.connect(self.path, timeout=OPEN_WAIT_SECONDS)
         try:
-            db.execute("PRAGMA journal_mode=WAL")
             with db:  # one transaction: committed on success, rolled back on error
                 yield db
         finally:
