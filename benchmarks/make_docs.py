@@ -1789,7 +1789,15 @@ def benchmarks_page(results: Path) -> Page:
                          sl["machine"]),
           f"Scores, ranks and mask for {big['weights'] / 1e6:.0f}M weights in {big['slice_seconds']:.1f} s with peak extra "
           f"memory {big['memory_over_weights']:.1f}× the weights' size; profiling coverage costs "
-          + " and ".join(f"{v:.2f}× ({k})" for k, v in prof.items()) + " a plain forward pass over the same data.")
+          + " and ".join(f"{v:.2f}× ({k})" for k, v in prof.items()) + " a plain forward pass over the same data"
+          + ("; with `scaling=\"neuron\"` (no per-sample range of each whole layer tensor) "
+             + " and ".join(f"{m['neuron_scaling_over_forward']:.2f}× ({m['name']})" for m in sl["models"]
+                            if "neuron_scaling_over_forward" in m)
+             + ". The profile's cost is memory traffic, not Python: each hooked tensor is read once for its "
+               "neuron values (a channels-last map as it lies, never copied) and, under the ReMoS artifact's "
+               "scaling (the default), twice more for its minimum and maximum (`amin`, `amax`: one pass each; "
+               "`torch.aminmax` along a dimension is several times slower on CPU)."
+             if any("neuron_scaling_over_forward" in m for m in sl["models"]) else "."))
 
     tf = p.load("transfer_fmnist.json")
     su = tf["setup"]

@@ -9,6 +9,9 @@ Measures, each model in a fresh subprocess (so peak memory is its own):
 (b) profiling time over student data divided by a plain no-grad forward pass over the same
     data (same batch size, same preprocessing, best of ``--repeats`` each): 2,000
     Fashion-MNIST images at 32 px for EfficientNet-Lite0, 1,000 Rotten Tomatoes texts for MiniLM;
+    the default profile (NC with the artifact's whole-tensor scaling) and, beside it, the same
+    profile with ``scaling="neuron"`` (the neuron values without each tensor's range): their
+    difference is what the artifact's scaling costs;
 (c) peak extra memory of ``compute_slice``: the larger of ``tracemalloc``'s peak (numpy
     allocations, which hold every large array of the slicing) and the resident-set high-water
     mark (``VmHWM``, reset through ``/proc/self/clear_refs`` just before) minus the resident
@@ -116,19 +119,25 @@ def profile_ratio(model: Any, inputs: Any, batch_size: int, repeats: int) -> tup
     from safetransfer.coverage import profile_coverage
 
     plain_forward(model, inputs[:batch_size], batch_size)  # warm-up
-    forward_s = profile_s = float("inf")
+    forward_s = profile_s = neuron_s = float("inf")
     profile = None
-    for _ in range(repeats):  # interleaved, so both see the same machine load
+    for _ in range(repeats):  # interleaved, so all three see the same machine load
         seconds, _ = best_time(lambda: plain_forward(model, inputs, batch_size), 1)
         forward_s = min(forward_s, seconds)
         seconds, profile = best_time(lambda: profile_coverage(model, inputs, batch_size=batch_size), 1)
         profile_s = min(profile_s, seconds)
+        seconds, _ = best_time(lambda: profile_coverage(model, inputs, batch_size=batch_size, scaling="neuron"), 1)
+        neuron_s = min(neuron_s, seconds)
     return {
         "profile_samples": len(inputs) if isinstance(inputs, list) else int(inputs.shape[0]),
         "batch_size": batch_size,
         "forward_seconds": round(forward_s, 3),
         "profile_seconds": round(profile_s, 3),
         "profile_over_forward": round(profile_s / forward_s, 3),
+        # the same profile with scaling="neuron": no per-sample range of each whole layer tensor, so
+        # the difference is what the artifact's scaling costs (two more reductions per tensor)
+        "neuron_scaling_seconds": round(neuron_s, 3),
+        "neuron_scaling_over_forward": round(neuron_s / forward_s, 3),
     }, profile
 
 
@@ -214,7 +223,8 @@ def run_part(name: str, repeats: int) -> dict[str, Any]:
     finally:
         torch.set_num_threads(threads)
     timing["torch_threads"] = threads
-    timing["single_thread"] = {k: single[k] for k in ("forward_seconds", "profile_seconds", "profile_over_forward")}
+    timing["single_thread"] = {k: single[k] for k in ("forward_seconds", "profile_seconds", "profile_over_forward",
+                                                       "neuron_scaling_over_forward")}
     return {"name": name, "profile": data, **timing, **slice_figures(model, profile, 0.1, repeats)}
 
 

@@ -134,6 +134,20 @@ def test_conv_channels_are_spatial_means() -> None:
     assert counts_of(p)["0"] == ([1, 0], [1, 0, 1])
 
 
+def test_channels_last_maps_give_the_same_values_and_ranges() -> None:
+    # conv layers on CPU hand on channels-last maps; the fast paths read them as they lie
+    gen = torch.Generator().manual_seed(0)
+    conv = nn.Conv2d(5, 4, 3, padding=1)
+    for shape in [(3, 5, 2, 2), (3, 5, 4, 4), (2, 5, 9, 7)]:
+        x = torch.randn(shape, generator=gen)
+        xl = x.contiguous(memory_format=torch.channels_last)
+        assert not xl.is_contiguous()
+        assert torch.allclose(neuron_values(xl, conv), x.mean(dim=(2, 3)), atol=1e-6)
+        lo, hi = cov.tensor_range(xl, conv)
+        assert torch.equal(lo.view(-1), x.flatten(1).amin(1)) and torch.equal(hi.view(-1), x.flatten(1).amax(1))
+        assert counts_of(profile_coverage(nn.Sequential(conv), xl)) == counts_of(profile_coverage(nn.Sequential(conv), x))
+
+
 def test_masked_token_mean() -> None:
     layer = nn.Linear(2, 2)
     x = torch.tensor([[[1.0, 2.0], [3.0, 4.0], [100.0, -100.0]]])  # the 3rd token is padding
