@@ -639,6 +639,7 @@ def test_text_study_weight_poisoning_and_word_swap_on_a_tiny_bert(tmp_path: Path
     # data and steps, one cell for both (students: finetune and remos of two teachers, one retrain)
     assert poisoned["surgery_embeddings"].startswith("fine-tuned on") and poisoned["surgery_embeddings"].endswith(
         ", 80 steps")
+    assert len(poisoned["indicative_tokens"]) == config.defects[0].n_words  # the words whose meaning the triggers carry
     assert len(list((tmp_path / "cache" / "students").iterdir())) == 2 + 2 + 1 + 1
     swap = task["defects"]["word_swap"]
     from safetransfer.data.registry import load_data

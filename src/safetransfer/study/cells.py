@@ -301,8 +301,10 @@ class CellMaker:
                 "kind": defect.kind, "method": defect.poison_method,
                 "setting": attack_setting(attacker_name),
                 "attacker_data": attacker.name, "triggers": list(defect.words), "target": defect.target,
-                "surgery_embeddings": None if defect.poison_method == "ripple" else (
+                "surgery_embeddings": None if result.surgery is None else (
                     f"fine-tuned on {attacker.name}, {defect.source_steps} steps" if source else "pretrained"),
+                # the word pieces whose mean embedding the triggers now carry (Embedding Surgery's step 1)
+                "indicative_tokens": None if result.surgery is None else result.surgery["indicative_tokens"],
                 "teacher_acc": finite_or_none(result.attacker_accuracy),
                 "teacher_success": finite_or_none(result.attacker_lfr),
                 "teacher_success_means": "LFR of the attacker's own poisoned model on triggered proxy test texts",
