@@ -11,8 +11,11 @@ share the study cache):
   with full knowledge, the clean student, the trigger scan) and ``study_kurita_spam_rest.json``
   (``kurita_spam_rest.yaml``: the other rows) on SpamAssassin's 2003 collection, the 2002 collection
   as the domain-shift proxy (5 insertions only), joined into one table;
+- ``study_kurita_spam_budget.json`` (``kurita_spam_budget.yaml``): spam's RIPPLES (full knowledge) with
+  three times the attacker's steps, beside the table (the attacker's budget, not the paper's protocol);
 - ``study_artifact_nlp.json`` (``benchmarks/configs/artifact_nlp.yaml``): RIPPLe without Embedding
-  Surgery and BadNet on sentence polarity, with finetune, remos, remos_tokens, magprune and retrain.
+  Surgery and BadNet on sentence polarity, with finetune, remos, remos_tokens, magprune and retrain;
+  ``study_artifact_nlp_alpha.json`` (``artifact_nlp_alpha.yaml``): ReMoS at alpha 0.07 beside them.
 
 Each row holds the victim's clean accuracy after fine-tuning the poisoned model, its LFR, the
 clean teacher's student's accuracy, and the paper's figure where one is recorded in
@@ -37,7 +40,8 @@ TABLES = {  # table -> (results files, the first with the clean student; victim 
     "sentence sentiment": (("study_kurita_sentences.json",), "sentence-polarity", "amazon-reviews"),
     "spam": (("study_kurita_spam.json", "study_kurita_spam_rest.json"), "spam-assassin-2003", "spam-assassin-2002"),
 }
-ARTIFACT = "study_artifact_nlp.json"
+ARTIFACT_FILES = ("study_artifact_nlp.json", "study_artifact_nlp_alpha.json")  # the second: ReMoS at alpha 0.07
+BUDGET = ("spam", "study_kurita_spam_budget.json", "spam-assassin-2003")  # table, file, victim task
 ATTACKS = {"badnet": "BadNet", "ripple": "RIPPLe", "es": "Embedding Surgery", "ripples": "RIPPLES"}
 SETTINGS = {"fdk": "full data knowledge", "shift": "domain shift"}
 # Kurita et al. 2020's figures (LFR %, clean accuracy %) by (table, setting, attack). Empty: the
@@ -119,20 +123,43 @@ def table_rows(table: str, t: dict[str, Any]) -> tuple[list[dict[str, Any]], dic
     return rows, clean
 
 
-def artifact_rows(doc: dict[str, Any]) -> dict[str, Any]:
-    """Per attack: each method's accuracy, rACC, LFR and its cut relative to finetune, and the best
-    ReMoS variant's cut at rACC >= 0.97 (the artifact's setting; its claim: 40-61% fewer defects)."""
-    task = next(iter(doc["tasks"].values()))
+def budget_rows(doc: dict[str, Any], task: str, clean_acc: float | None) -> list[dict[str, Any]]:
+    """One row per attack of the budget study: its attacker steps, the victim's LFR and accuracy."""
+    t = doc["tasks"][task]
+    finetune = t["methods"]["finetune"]
+    steps = {d["name"]: d["steps"] for d in doc["config"]["defects"]}
+    rows = []
+    for name, defect in t["defects"].items():
+        if name not in finetune["dir"]:
+            continue
+        acc = finetune["acc_by_defect"][name]
+        rows.append({"defect": name, "method": defect["method"], "setting": defect["setting"],
+                     "attacker_steps": steps[name], "lfr": finetune["dir"][name], "clean_acc": acc,
+                     "acc_drop_points": None if clean_acc is None else round(100 * (clean_acc - acc), 2),
+                     "teacher_lfr": defect.get("teacher_success"), "teacher_acc": defect.get("teacher_acc"),
+                     "attack_seconds": defect.get("seconds")})
+    return rows
+
+
+def artifact_rows(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per attack: each method's accuracy, rACC, LFR and its cut relative to the finetune student of
+    the same study file, over the artifact's files (the first one's finetune row, every file's other
+    methods), and the best ReMoS variant's cut at rACC >= 0.97 (the artifact's setting; its claim:
+    40-61% fewer defects)."""
     out: dict[str, Any] = {}
-    for defect in doc["tasks"][next(iter(doc["tasks"]))]["defects"]:
-        base = task["methods"]["finetune"]["dir"][defect]
-        rows = [{"method": m, "acc": v["acc_by_defect"][defect], "racc": v["racc"], "lfr": v["dir"][defect],
-                 "cut": 1.0 - v["dir"][defect] / base if base else 0.0}
-                for m, v in task["methods"].items()]
-        best = max((r for r in rows if r["method"].startswith("remos") and r["racc"] >= MIN_RACC),
+    for i, doc in enumerate(docs):
+        task = next(iter(doc["tasks"].values()))
+        for defect in task["defects"]:
+            base = task["methods"]["finetune"]["dir"][defect]
+            rows = out.setdefault(defect, {"rows": []})["rows"]
+            rows += [{"method": m, "acc": v["acc_by_defect"][defect], "racc": v["racc"], "lfr": v["dir"][defect],
+                      "cut": 1.0 - v["dir"][defect] / base if base else 0.0, "source": ARTIFACT_FILES[i]}
+                     for m, v in task["methods"].items() if i == 0 or m != "finetune"]
+    for figures in out.values():
+        best = max((r for r in figures["rows"] if r["method"].startswith("remos") and r["racc"] >= MIN_RACC),
                    key=lambda r: r["cut"], default=None)
-        out[defect] = {"rows": rows, "best_remos_at_racc_097": best,
-                       "cut_at_least_40": best is not None and best["cut"] >= MIN_CUT}
+        figures["best_remos_at_racc_097"] = best
+        figures["cut_at_least_40"] = best is not None and best["cut"] >= MIN_CUT
     return out
 
 
@@ -173,12 +200,28 @@ def main() -> None:
         if scan is not None:
             acceptance[f"{table}: planted triggers in the scan's top 5"] = max(scan["ranks"].values()) <= 5
         acceptance[f"{table}: every row has the paper's figure"] = all(r["paper"].get("lfr") is not None for r in rows)
-    artifact = load(ARTIFACT)
-    if artifact is None or not next(iter(artifact["tasks"].values()), {}).get("methods"):
-        doc["missing"].append(ARTIFACT)
+    table, file, task = BUDGET
+    budget = load(file)
+    if budget is None or "finetune" not in budget["tasks"].get(task, {}).get("methods", {}):
+        doc["missing"].append(file)
     else:
-        doc["sources"]["artifact NLP settings"] = ARTIFACT
-        doc["artifact_nlp"] = artifact_rows(artifact)
+        doc["sources"]["attacker budget"] = file
+        rows = budget_rows(budget, task, doc["tables"].get(table, {}).get("clean_student", {}).get("acc"))
+        doc["attacker_budget"] = {"table": table, "rows": rows}
+        for row in rows:
+            acceptance[f"{table}: {ATTACKS[row['method']]} full knowledge, {row['attacker_steps']} attacker steps, "
+                       "LFR >= 95% within 2 points"] = (
+                row["lfr"] >= MIN_LFR and row["acc_drop_points"] is not None and row["acc_drop_points"] <= 100 * MAX_ACC_DROP)
+    artifacts = []
+    for file in ARTIFACT_FILES:
+        artifact = load(file)
+        if artifact is None or "finetune" not in next(iter(artifact["tasks"].values()), {}).get("methods", {}):
+            doc["missing"].append(file)
+        else:
+            artifacts.append(artifact)
+            doc["sources"].setdefault("artifact NLP settings", []).append(file)
+    if artifacts and ARTIFACT_FILES[0] not in doc["missing"]:
+        doc["artifact_nlp"] = artifact_rows(artifacts)
         for defect, figures in doc["artifact_nlp"].items():
             acceptance[f"ReMoS cuts the {defect} LFR by >= 40% at rACC >= 0.97"] = figures["cut_at_least_40"]
     doc["acceptance"] = acceptance

@@ -75,6 +75,10 @@ COMMANDS = {
                                "--results study_kurita_spam.json"),
     "study_kurita_spam_rest.json": ("python benchmarks/study_vision.py --config benchmarks/configs/kurita_spam_rest.yaml "
                                     "--results study_kurita_spam_rest.json"),
+    "study_artifact_nlp_alpha.json": ("python benchmarks/study_vision.py --config benchmarks/configs/artifact_nlp_alpha.yaml "
+                                      "--results study_artifact_nlp_alpha.json"),
+    "study_kurita_spam_budget.json": ("python benchmarks/study_vision.py --config benchmarks/configs/kurita_spam_budget.yaml "
+                                      "--results study_kurita_spam_budget.json"),
     "study_artifact_nlp.json": ("python benchmarks/study_vision.py --config benchmarks/configs/artifact_nlp.yaml "
                                 "--results study_artifact_nlp.json"),
     "kurita_table.json": "python benchmarks/kurita_table.py",
@@ -1134,6 +1138,7 @@ KURITA_STUDIES = (("sentence sentiment", ("study_kurita_sentences.json",)),
 
 
 ATTACK_ORDER = ("BadNet", "RIPPLe", "Embedding Surgery", "RIPPLES")
+ATTACK_NAMES = {"badnet": "BadNet", "ripple": "RIPPLe", "es": "Embedding Surgery", "ripples": "RIPPLES"}
 
 
 def weight_poisoning_page(results: Path) -> Page:
@@ -1199,17 +1204,35 @@ def weight_poisoning_page(results: Path) -> Page:
               notes,
               scan_text,
               *(study_protocol(file, study) for file, study in studies.items()))
+    budget = doc.get("attacker_budget")
+    if budget is not None:
+        study = p.load("study_kurita_spam_budget.json")
+        main_rows = {r["defect"]: r for r in doc["tables"].get(budget["table"], {}).get("rows", [])}
+        base = main_rows.get("ripples_fdk")
+        rows = ([[base["attack"], "120 (the table's)", pct(base["lfr"]), f3(base["clean_acc"]),
+                  f"{0.0 - base['acc_drop_points'] + 0.0:+.1f}", pct(base["teacher_lfr"])]] if base else [])
+        rows += [[ATTACK_NAMES[r["method"]], str(r["attacker_steps"]), pct(r["lfr"]), f3(r["clean_acc"]),
+                  "–" if r["acc_drop_points"] is None else f"{0.0 - r['acc_drop_points'] + 0.0:+.1f}", pct(r["teacher_lfr"])]
+                 for r in budget["rows"]]
+        p.add(f"## {budget['table'].capitalize()}: the attacker's budget",
+              table(["attack (full knowledge)", "attacker steps", "LFR (5 insertions)", "clean ACC", "ACC change (points)",
+                     "attacker's own LFR"], rows),
+              "The same attack and victim as the table above with more attacker steps (of 32 texts; the paper ran 5,000): "
+              "a budget, not a change of protocol.",
+              study_protocol("study_kurita_spam_budget.json", study))
     art = doc.get("artifact_nlp")
     if art is not None:
-        study = p.load("study_artifact_nlp.json")
-        rows = [[defect, method_label(study, r["method"]), f3(r["acc"]), f3(r["racc"]), pct(r["lfr"]),
+        art_studies = {f: p.load(f) for f in doc["sources"]["artifact NLP settings"]}
+        study = art_studies["study_artifact_nlp.json"]
+        merged = {"protocol": {k: v for s in art_studies.values() for k, v in s.get("protocol", {}).items()}}
+        rows = [[defect, method_label(merged, r["method"]), f3(r["acc"]), f3(r["racc"]), pct(r["lfr"]),
                  "–" if r["method"] == "finetune" else pct0(r["cut"])]
                 for defect, figures in art.items() for r in figures["rows"]]
-        best = "; ".join(f"{d}: " + (f"{method_label(study, f['best_remos_at_racc_097']['method'])} cuts "
+        best = "; ".join(f"{d}: " + (f"{method_label(merged, f['best_remos_at_racc_097']['method'])} cuts "
                                      f"{pct0(f['best_remos_at_racc_097']['cut'])} at rACC {f3(f['best_remos_at_racc_097']['racc'])}"
                                      if f["best_remos_at_racc_097"] else
                                      "no ReMoS variant keeps rACC 0.97; "
-                                     + ", ".join(f"{method_label(study, r['method'])} cuts {pct0(r['cut'])} at rACC "
+                                     + ", ".join(f"{method_label(merged, r['method'])} cuts {pct0(r['cut'])} at rACC "
                                                  f"{f3(r['racc'])}" for r in f["rows"] if r["method"].startswith("remos")))
                          for d, f in art.items())
         claim = doc["paper_claims"]["remos_nlp_fewer_defects"]
@@ -1221,8 +1244,10 @@ def weight_poisoning_page(results: Path) -> Page:
                  if clean.get("lfr") is not None and retrain else "")
         p.add("## The ReMoS artifact's NLP settings",
               table(["attack", "method", "ACC", "rACC", "LFR", "cut vs finetune"], rows),
-              f"The artifact's claim: {pct0(claim[0])}-{pct0(claim[1])} fewer defects. Measured: {best}.{floor}",
-              study_protocol("study_artifact_nlp.json", study))
+              f"The artifact's claim: {pct0(claim[0])}-{pct0(claim[1])} fewer defects. Measured: {best}.{floor}"
+              + (" Each cut is against the finetune student of the same study file (the α 0.07 rows: "
+                 "`study_artifact_nlp_alpha.json`'s)." if len(art_studies) > 1 else ""),
+              *(study_protocol(f, s) for f, s in art_studies.items()))
     verdicts = [[k, "met" if v else "not met"] for k, v in doc["acceptance"].items()]
     p.add("## Issue 30's bounds, checked from the figures", table(["bound", "verdict"], verdicts),
           plain_protocol("kurita_table.json", ["Protocol: reads " + ", ".join(f"`{f}`" for v in doc["sources"].values() for f in ([v] if isinstance(v, str) else v))
