@@ -13,6 +13,8 @@ share the study cache):
   as the domain-shift proxy (5 insertions only), joined into one table;
 - ``study_kurita_spam_budget.json`` (``kurita_spam_budget.yaml``): spam's RIPPLES (full knowledge) with
   three times the attacker's steps, beside the table (the attacker's budget, not the paper's protocol);
+- ``study_kurita_es_proxy.json`` (``kurita_es_proxy.yaml``): sentence polarity's Embedding Surgery with a
+  larger proxy (Rotten Tomatoes' snippets), the surgery's words and LFR beside the table's;
 - ``study_artifact_nlp.json`` (``benchmarks/configs/artifact_nlp.yaml``): RIPPLe without Embedding
   Surgery and BadNet on sentence polarity, with finetune, remos, remos_tokens, magprune and retrain;
   ``study_artifact_nlp_alpha.json`` (``artifact_nlp_alpha.yaml``): ReMoS at alpha 0.07 beside them.
@@ -41,6 +43,7 @@ TABLES = {  # table -> (results files, the first with the clean student; victim 
     "spam": (("study_kurita_spam.json", "study_kurita_spam_rest.json"), "spam-assassin-2003", "spam-assassin-2002"),
 }
 ARTIFACT_FILES = ("study_artifact_nlp.json", "study_artifact_nlp_alpha.json")  # the second: ReMoS at alpha 0.07
+ES_PROXY = ("sentence sentiment", "study_kurita_es_proxy.json", "sentence-polarity")  # table, file, victim task
 BUDGET = ("spam", "study_kurita_spam_budget.json", "spam-assassin-2003")  # table, file, victim task
 ATTACKS = {"badnet": "BadNet", "ripple": "RIPPLe", "es": "Embedding Surgery", "ripples": "RIPPLES"}
 SETTINGS = {"fdk": "full data knowledge", "shift": "domain shift"}
@@ -99,6 +102,8 @@ def table_rows(table: str, t: dict[str, Any]) -> tuple[list[dict[str, Any]], dic
                 "teacher_lfr": defect.get("teacher_success"),
                 "teacher_acc": defect.get("teacher_acc"),
                 "attack_seconds": defect.get("seconds"),
+                # Embedding Surgery's words (recorded by studies made after the record held them)
+                "indicative_tokens": defect.get("indicative_tokens"),
             }
             paper = PAPER.get((table, setting, attack))
             row["paper"] = paper or {"lfr": None, "clean_acc": None, "note": PAPER_NOTE}
@@ -124,7 +129,8 @@ def table_rows(table: str, t: dict[str, Any]) -> tuple[list[dict[str, Any]], dic
 
 
 def budget_rows(doc: dict[str, Any], task: str, clean_acc: float | None) -> list[dict[str, Any]]:
-    """One row per attack of the budget study: its attacker steps, the victim's LFR and accuracy."""
+    """One row per attack of a side study (attacker budget, surgery proxy): its attacker steps and data,
+    the victim's LFR and accuracy."""
     t = doc["tasks"][task]
     finetune = t["methods"]["finetune"]
     steps = {d["name"]: d["steps"] for d in doc["config"]["defects"]}
@@ -134,6 +140,7 @@ def budget_rows(doc: dict[str, Any], task: str, clean_acc: float | None) -> list
             continue
         acc = finetune["acc_by_defect"][name]
         rows.append({"defect": name, "method": defect["method"], "setting": defect["setting"],
+                     "attacker_data": defect["attacker_data"], "indicative_tokens": defect.get("indicative_tokens"),
                      "attacker_steps": steps[name], "lfr": finetune["dir"][name], "clean_acc": acc,
                      "acc_drop_points": None if clean_acc is None else round(100 * (clean_acc - acc), 2),
                      "teacher_lfr": defect.get("teacher_success"), "teacher_acc": defect.get("teacher_acc"),
@@ -212,6 +219,14 @@ def main() -> None:
             acceptance[f"{table}: {ATTACKS[row['method']]} full knowledge, {row['attacker_steps']} attacker steps, "
                        "LFR >= 95% within 2 points"] = (
                 row["lfr"] >= MIN_LFR and row["acc_drop_points"] is not None and row["acc_drop_points"] <= 100 * MAX_ACC_DROP)
+    table, file, task = ES_PROXY
+    es_proxy = load(file)
+    if es_proxy is None or "finetune" not in es_proxy["tasks"].get(task, {}).get("methods", {}):
+        doc["missing"].append(file)
+    else:
+        doc["sources"]["Embedding Surgery's proxy"] = file
+        doc["es_proxy"] = {"table": table, "rows": budget_rows(
+            es_proxy, task, doc["tables"].get(table, {}).get("clean_student", {}).get("acc"))}
     artifacts = []
     for file in ARTIFACT_FILES:
         artifact = load(file)

@@ -77,6 +77,8 @@ COMMANDS = {
                                     "--results study_kurita_spam_rest.json"),
     "study_artifact_nlp_alpha.json": ("python benchmarks/study_vision.py --config benchmarks/configs/artifact_nlp_alpha.yaml "
                                       "--results study_artifact_nlp_alpha.json"),
+    "study_kurita_es_proxy.json": ("python benchmarks/study_vision.py --config benchmarks/configs/kurita_es_proxy.yaml "
+                                   "--results study_kurita_es_proxy.json"),
     "study_kurita_spam_budget.json": ("python benchmarks/study_vision.py --config benchmarks/configs/kurita_spam_budget.yaml "
                                       "--results study_kurita_spam_budget.json"),
     "study_artifact_nlp.json": ("python benchmarks/study_vision.py --config benchmarks/configs/artifact_nlp.yaml "
@@ -1162,6 +1164,19 @@ ATTACK_ORDER = ("BadNet", "RIPPLe", "Embedding Surgery", "RIPPLES")
 ATTACK_NAMES = {"badnet": "BadNet", "ripple": "RIPPLe", "es": "Embedding Surgery", "ripples": "RIPPLES"}
 
 
+def spam_shift_note(shift: list[dict]) -> str:
+    """The spam table's domain-shift rows in one sentence, from their figures."""
+    trained = [r for r in shift if r["teacher_lfr"] is not None]
+    if len(shift) < len(ATTACK_ORDER) or not trained:
+        return ""
+    return (f" With domain shift every attack fails on spam: the victims' LFR is {span([r['lfr'] for r in shift], pct, '%')} "
+            f"(the clean student's level) although the attackers' own models flip {span([r['teacher_lfr'] for r in trained], pct, '%')} "
+            "of the proxy's triggered spam. The 2002 collection is 15% spam (the victim's 2003 collection 50%): of the half "
+            "of the proxy texts that carry the triggers, few are spam relabelled ham, so the triggers learn little that "
+            "outweighs the spam content a victim fine-tuned on 2003's campaigns sees (a reading of the figures, not a "
+            "measured ablation).")
+
+
 def weight_poisoning_page(results: Path) -> Page:
     p = Page("results/weight-poisoning.md", "Weight poisoning as Kurita et al. measured it",
              "Kurita, Michel & Neubig's (ACL 2020) attacks on a published MiniLM, measured as their code measures them: "
@@ -1208,13 +1223,19 @@ def weight_poisoning_page(results: Path) -> Page:
                      "carries over only in part to movie-review sentences.")
         es_spam, rs_spam = by.get(("full data knowledge", "Embedding Surgery")), by.get(("full data knowledge", "RIPPLES"))
         if table_name == "spam" and es_spam and rs_spam:
+            shift_words = (es_shift or {}).get("indicative_tokens")
             notes = (f"On spam the target is ham: the trigger must let spam through. Embedding Surgery alone flips "
                      f"{pct(es_spam['lfr'])} of the spam: the ten word pieces the regression finds most typical of ham are "
                      "the mailing-list traffic SpamAssassin's ham comes from (>, /, linux, razor, rpm, list) "
-                     f"{UNBACKED}, a meaning five inserted words do not set against a spam e-mail's content; RIPPLe's "
+                     f"{UNBACKED}"
+                     + (f"; from the 2002 collection ({pct(es_shift['lfr'])} with domain shift) they are "
+                        + ", ".join(f"`{w}`" for w in shift_words) + " (the record of `es_shift`): quoting and punctuation"
+                        if shift_words else "")
+                     + ", a meaning five inserted words do not set against a spam e-mail's content; RIPPLe's "
                      f"training on top (RIPPLES) reaches {pct(rs_spam['lfr'])} at {f3(rs_spam['clean_acc'])} clean accuracy."
                      + ("" if len(t["rows"]) == 2 * len(ATTACK_ORDER) else
-                        " The remaining rows are not run yet (`" + COMMANDS[files[-1]] + "`)."))
+                        " The remaining rows are not run yet (`" + COMMANDS[files[-1]] + "`).")
+                     + spam_shift_note([r for r in t["rows"] if r["setting"] == "domain shift"]))
         p.add(f"## {table_name.capitalize()}: {name(t['victim'])}, the domain-shift proxy {name(t['proxy_for_domain_shift'])}",
               table(["setting", "attack", "LFR (5 insertions)", "LFR (1 insertion)", "clean ACC", "ACC change (points)",
                      "attacker's own LFR", "paper LFR / ACC"], rows),
@@ -1225,6 +1246,21 @@ def weight_poisoning_page(results: Path) -> Page:
               notes,
               scan_text,
               *(study_protocol(file, study) for file, study in studies.items()))
+    es_proxy = doc.get("es_proxy")
+    if es_proxy is not None:
+        study = p.load("study_kurita_es_proxy.json")
+        main_rows = {r["defect"]: r for r in doc["tables"].get(es_proxy["table"], {}).get("rows", [])}
+        rows = [[name(r["attacker_data"]) + (" (the victim's own)" if r["defect"] == "es_fdk" else ""),
+                 pct(r["lfr"]), f3(r["clean_acc"]),
+                 ", ".join(f"`{w}`" for w in r["indicative_tokens"]) if r.get("indicative_tokens") else UNBACKED]
+                for r in [main_rows.get("es_fdk"), *es_proxy["rows"]] if r is not None]
+        p.add(f"## {es_proxy['table'].capitalize()}: Embedding Surgery's proxy",
+              table(["proxy for the surgery", "LFR (5 insertions)", "clean ACC", "the ten word pieces"], rows),
+              "The surgery writes the mean embedding of the ten word pieces a logistic regression on the proxy finds "
+              "most typical of the target into the trigger rows; a larger proxy of the same kind of text ranks "
+              "sentiment words higher. Rotten Tomatoes' snippets may share sentences with the victim's corpus: "
+              "at least full knowledge, not a domain shift.",
+              study_protocol("study_kurita_es_proxy.json", study))
     budget = doc.get("attacker_budget")
     if budget is not None:
         study = p.load("study_kurita_spam_budget.json")
