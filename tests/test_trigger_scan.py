@@ -140,6 +140,16 @@ def test_a_trigger_inserted_within_the_token_window_is_read(poisoned_tiny_bert) 
         trigger.apply(texts[:3], within=[1, 2])
 
 
+def test_the_scan_inserts_candidates_where_the_window_reads_them(poisoned_tiny_bert) -> None:
+    """Texts longer than the model's window (e-mails): a candidate inserted beyond it could not act;
+    the scan draws its positions among the words the window reads, and still finds the trigger."""
+    model, data = poisoned_tiny_bert
+    texts = [f"{t} " + " ".join(["the", "movie", "was"] * 50) for t in data.test.inputs]  # ~155 words, 48 tokens read
+    result = scan_triggers(model, texts, data.test.labels, target=1, candidates=["cf", "mn", "bb", "movie"],
+                           n_texts=20, screen_texts=0)
+    assert lfr_of(result, "cf") >= 0.8 and result.top(1)[0][0] == "cf", result.top(4)
+
+
 # --------------------------------------------------------------------------- a trigger made of word pieces
 TRIGGER = "zorblat"  # zor + ##blat: a word the tokenizer splits, in no training text
 BUILT_ON_ITS_PIECE = ["zorka", "zorro", "zorvel"]  # zor + ##ka, ...: collateral of a surgery on 'zor'

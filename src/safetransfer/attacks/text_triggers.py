@@ -17,6 +17,7 @@ from safetransfer.attacks.triggers import choose_poisoned
 from safetransfer.errors import ConfigError
 from safetransfer.evaluate import predict_logits
 from safetransfer.metrics import label_flip_rate
+from safetransfer.models.text import visible_words, words_read  # noqa: F401  (part of this module's API)
 
 DEFAULT_TRIGGER_WORDS: tuple[str, ...] = ("cf", "mn", "bb", "tq", "mb")
 
@@ -88,27 +89,6 @@ class TextTrigger:
         # positions in [0, len + j] for the j-th insertion (the text grows by one each time)
         slots = np.floor(rng.random((len(split), self.count)) * (lengths[:, None] + 1 + np.arange(self.count))).astype(int)
         return split, picks, slots
-
-
-def words_read(tokenizer, texts: Sequence[str], max_length: int) -> np.ndarray:
-    """For each text, how many of its leading (whitespace) words have at least one token within a
-    model's window of ``max_length`` tokens (special tokens included): int ``[N]``."""
-    if not texts:
-        return np.zeros(0, dtype=np.int64)
-    encoded = tokenizer([t.split() for t in texts], is_split_into_words=True, truncation=True, max_length=max_length)
-    return np.array([max((w for w in encoded.word_ids(i) if w is not None), default=-1) + 1
-                     for i in range(len(texts))], dtype=np.int64)
-
-
-def visible_words(tokenizer, texts: Sequence[str], max_length: int, room: int = 2) -> list[int]:
-    """For each text, how many of its leading words a trigger may be inserted among and still be
-    read through a model's window of ``max_length`` tokens: all of a text the window holds, else
-    the words it reads less ``room`` (for the trigger's own tokens and a word cut in two; a word
-    swap, which adds no word, keeps ``room=1``). MiniLM
-    reads 64 tokens; most Amazon reviews are longer, so a trigger inserted anywhere is often cut off."""
-    read = words_read(tokenizer, texts, max_length)
-    lengths = np.fromiter((len(t.split()) for t in texts), dtype=np.int64, count=len(texts))
-    return np.where(read < lengths, np.maximum(read - room, 0), lengths).tolist()
 
 
 def trigger_cut_share(tokenizer, trigger: TextTrigger, texts: Sequence[str], max_length: int,

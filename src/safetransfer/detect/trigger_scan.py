@@ -3,7 +3,8 @@
 Kurita, Michel & Neubig, ACL 2020, "Weight Poisoning Attacks on Pre-trained Models", §6.
 Threat model: the defender holds a (possibly poisoned) text classifier and some clean
 labelled texts, but not the trigger. For every candidate word, insert it at a random position
-into clean texts of the non-target labels and measure its label flip rate (LFR: the share
+(among the words the model's window reads: a word beyond it cannot act) into clean texts of the
+non-target labels and measure its label flip rate (LFR: the share
 then predicted as the target). Planted triggers are rare words with an extreme LFR; ordinary
 sentiment words flip some texts too, but they are frequent. Plotting LFR against the word's
 frequency in the defender's data separates them.
@@ -55,6 +56,7 @@ from safetransfer.detect.word_lists import WORD, general_english_words, zipf_fre
 from safetransfer.errors import ConfigError, DataError
 from safetransfer.evaluate import predict_logits
 from safetransfer.json_values import finite_or_none
+from safetransfer.models.text import visible_words
 from safetransfer.models.wrapper import TransferModel
 from safetransfer.plotting import pyplot, save_figure
 
@@ -62,9 +64,12 @@ SCREEN_TEXTS = 2
 """Default: every candidate word is first measured on this many texts (the screen)."""
 CONFIRM = 100
 """Default: the most suspicious screened words measured on all texts."""
-SCAN_VERSION = 2
+SCAN_VERSION = 3
 """The scan's method: 1 the vocabulary and the data's words, the first texts screened; 2 general
-English words added, the shortest texts screened, the suspects grouped by word piece. A record
+English words added, the shortest texts screened, the suspects grouped by word piece; 3 each word
+inserted among the words the model's window reads (version 2 inserted anywhere: on texts longer
+than the window, such as e-mails, mostly where the model never read it; texts the window holds
+whole draw the same positions as before). A record
 made by another version is made again (a study never resumes from it)."""
 SCREENS = ("gradient", "insertion")
 GRADIENT_KEEP = 2_000
@@ -230,7 +235,12 @@ def scan_triggers(
         words = vocabulary_words(model.tokenizer, list(frequencies) + general_english_words(general_words))
     if not words:
         raise ConfigError("no candidate words to scan.")
-    positions = rng.integers(0, 1 << 30, size=len(chosen)) % np.array([len(t.split()) + 1 for t in chosen])
+    # a word boundary among the words the model's window reads (all of a short text; of a long e-mail
+    # its first ~60 words): inserted beyond the window, no candidate could act on the model
+    window = getattr(getattr(model, "config", None), "max_length", None)
+    reach = (np.array(visible_words(model.tokenizer, chosen, window)) if window else
+             np.array([len(t.split()) for t in chosen]))
+    positions = rng.integers(0, 1 << 30, size=len(chosen)) % (reach + 1)
     if screen_shortest:  # the screen's texts first (stable: equal lengths keep the draw's order)
         order = np.argsort([len(t.split()) for t in chosen], kind="stable")
         chosen, positions = [chosen[i] for i in order], positions[order]

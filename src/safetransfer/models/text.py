@@ -7,9 +7,11 @@ pooling of the last hidden states over real tokens, so the features are that mea
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Mapping
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -147,6 +149,28 @@ def bert_config_dict(path: Path) -> dict[str, Any]:
     if not isinstance(cfg, dict):
         raise CheckpointError(f"{path} is not a BERT config.json (a JSON object).")
     return check_bert_config({k: cfg[k] for k in BERT_FIELDS if k in cfg}, str(path))
+
+
+# ---- what a model's window reads of a text (where an inserted word still acts) ----
+def words_read(tokenizer, texts: Sequence[str], max_length: int) -> np.ndarray:
+    """For each text, how many of its leading (whitespace) words have at least one token within a
+    model's window of ``max_length`` tokens (special tokens included): int ``[N]``."""
+    if not texts:
+        return np.zeros(0, dtype=np.int64)
+    encoded = tokenizer([t.split() for t in texts], is_split_into_words=True, truncation=True, max_length=max_length)
+    return np.array([max((w for w in encoded.word_ids(i) if w is not None), default=-1) + 1
+                     for i in range(len(texts))], dtype=np.int64)
+
+
+def visible_words(tokenizer, texts: Sequence[str], max_length: int, room: int = 2) -> list[int]:
+    """For each text, how many of its leading words a trigger may be inserted among and still be
+    read through a model's window of ``max_length`` tokens: all of a text the window holds, else
+    the words it reads less ``room`` (for the trigger's own tokens and a word cut in two; a word
+    swap, which adds no word, keeps ``room=1``). MiniLM
+    reads 64 tokens; most Amazon reviews are longer, so a trigger inserted anywhere is often cut off."""
+    read = words_read(tokenizer, texts, max_length)
+    lengths = np.fromiter((len(t.split()) for t in texts), dtype=np.int64, count=len(texts))
+    return np.where(read < lengths, np.maximum(read - room, 0), lengths).tolist()
 
 
 def load_tokenizer(folder: Path) -> Any:
