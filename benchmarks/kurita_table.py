@@ -34,6 +34,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from safetransfer.detect.trigger_scan import SCAN_VERSION
 from safetransfer.files import atomic_write_text
 
 RESULTS = Path(__file__).parent / "results"
@@ -128,6 +129,22 @@ def table_rows(table: str, t: dict[str, Any]) -> tuple[list[dict[str, Any]], dic
     return rows, clean
 
 
+def version_note(scan: dict[str, Any]) -> str:
+    version = scan.get("scan_version", 1)
+    return "" if version == SCAN_VERSION else f" (scan version {version}: candidates inserted anywhere in the text)"
+
+
+def scan_record(scan: dict[str, Any] | None, defect: str) -> dict[str, Any] | None:
+    """A trigger scan's planted words' ranks, with the scan's version (an older one is flagged: version 2
+    inserted the candidates anywhere, on e-mails mostly beyond the model's window)."""
+    if scan is None:
+        return None
+    version = scan.get("scan_version", 1)
+    return {"defect": defect, "planted": scan["planted"] if isinstance(scan["planted"], list) else sorted(scan["planted"]),
+            "ranks": scan["ranks"], "texts": scan["texts"], "candidates": scan["candidates"],
+            "scan_version": version, "current": version == SCAN_VERSION}
+
+
 def budget_rows(doc: dict[str, Any], task: str, clean_acc: float | None) -> list[dict[str, Any]]:
     """One row per attack of a side study (attacker budget, surgery proxy): its attacker steps and data,
     the victim's LFR and accuracy."""
@@ -194,9 +211,7 @@ def main() -> None:
             "protocol": {"steps": first["config"]["steps"], "seed": first["config"].get("seed"),
                          "eval_samples": first["config"]["tasks"][0]["eval_samples"],
                          "fingerprints": [s["config_fingerprint"] for s in studies]},
-            "trigger_scan": None if scan is None else {
-                "planted": scan["planted"] if isinstance(scan["planted"], list) else sorted(scan["planted"]),
-                "ranks": scan["ranks"], "texts": scan["texts"], "candidates": scan["candidates"]},
+            "trigger_scan": scan_record(scan, "ripples_fdk"),
         }
         for attack in ("ripples", "es"):
             row = next((r for r in rows if r["defect"] == f"{attack}_fdk"), None)
@@ -205,7 +220,7 @@ def main() -> None:
                     row["lfr"] >= MIN_LFR and row["acc_drop_points"] is not None
                     and row["acc_drop_points"] <= 100 * MAX_ACC_DROP)
         if scan is not None:
-            acceptance[f"{table}: planted triggers in the scan's top 5"] = max(scan["ranks"].values()) <= 5
+            acceptance[f"{table}: planted triggers in the scan's top 5" + version_note(scan)] = max(scan["ranks"].values()) <= 5
         acceptance[f"{table}: every row has the paper's figure"] = all(r["paper"].get("lfr") is not None for r in rows)
     table, file, task = BUDGET
     budget = load(file)
@@ -214,7 +229,12 @@ def main() -> None:
     else:
         doc["sources"]["attacker budget"] = file
         rows = budget_rows(budget, task, doc["tables"].get(table, {}).get("clean_student", {}).get("acc"))
-        doc["attacker_budget"] = {"table": table, "rows": rows}
+        scans = budget["tasks"][task].get("trigger_scans") or {}
+        doc["attacker_budget"] = {"table": table, "rows": rows,
+                                  "trigger_scans": [scan_record(v, k) for k, v in scans.items()]}
+        for k, v in scans.items():
+            acceptance[f"{table}: planted triggers in the scan's top 5 ({k}'s victim)" + version_note(v)] = (
+                max(v["ranks"].values()) <= 5)
         for row in rows:
             acceptance[f"{table}: {ATTACKS[row['method']]} full knowledge, {row['attacker_steps']} attacker steps, "
                        "LFR >= 95% within 2 points"] = (

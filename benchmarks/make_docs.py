@@ -1207,7 +1207,11 @@ def weight_poisoning_page(results: Path) -> Page:
         scan_text = "" if scan is None else (
             f"Kurita et al.'s trigger scan of the RIPPLES (full knowledge) victim ({scan['texts']} texts, "
             f"{count(scan['candidates'])} candidate words) ranks the planted words "
-            + ", ".join(f"`{w}` {r}" for w, r in sorted(scan["ranks"].items(), key=lambda kv: kv[1])) + ".")
+            + ", ".join(f"`{w}` {r}" for w, r in sorted(scan["ranks"].items(), key=lambda kv: kv[1])) + "."
+            + ("" if scan.get("current", True) else
+               f" (Made by the scan's version {scan['scan_version']}, which inserted each candidate anywhere in the text: "
+               "the same positions as today's on texts the model's window holds whole, mostly beyond the window on "
+               "longer ones such as e-mails.)"))
         notes = ""
         by = {(r["setting"], r["attack"]): r for r in t["rows"]}
         es_fdk, es_shift = by.get(("full data knowledge", "Embedding Surgery")), by.get(("domain shift", "Embedding Surgery"))
@@ -1275,7 +1279,11 @@ def weight_poisoning_page(results: Path) -> Page:
               table(["attack (full knowledge)", "attacker steps", "LFR (5 insertions)", "clean ACC", "ACC change (points)",
                      "attacker's own LFR"], rows),
               "The same attack and victim as the table above with more attacker steps (of 32 texts; the paper ran 5,000): "
-              "a budget, not a change of protocol.",
+              "a budget, not a change of protocol."
+              + "".join(f" Kurita et al.'s trigger scan of the {sc['defect']} victim ({sc['texts']} texts, "
+                        f"{count(sc['candidates'])} candidate words, each inserted among the words the window reads) ranks "
+                        "the planted words " + ", ".join(f"`{w}` {r}" for w, r in sorted(sc["ranks"].items(), key=lambda kv: kv[1]))
+                        + "." for sc in budget.get("trigger_scans", [])),
               study_protocol("study_kurita_spam_budget.json", study))
     art = doc.get("artifact_nlp")
     if art is not None:
