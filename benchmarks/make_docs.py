@@ -1228,10 +1228,14 @@ def weight_poisoning_page(results: Path) -> Page:
         es_spam, rs_spam = by.get(("full data knowledge", "Embedding Surgery")), by.get(("full data knowledge", "RIPPLES"))
         if table_name == "spam" and es_spam and rs_spam:
             shift_words = (es_shift or {}).get("indicative_tokens")
+            # the same surgery (proxy, source steps) recorded by the budget study's RIPPLES teacher
+            same = next((r for r in (doc.get("attacker_budget") or {}).get("rows", [])
+                         if r.get("indicative_tokens") and r["attacker_data"] == es_spam["attacker_data"]), None)
+            fdk_words = (" (" + ", ".join(f"`{w}`" for w in same["indicative_tokens"]) + f": the record of `{same['defect']}`, "
+                         "the same surgery, below)") if same else f" (>, /, linux, razor, rpm, list) {UNBACKED}"
             notes = (f"On spam the target is ham: the trigger must let spam through. Embedding Surgery alone flips "
                      f"{pct(es_spam['lfr'])} of the spam: the ten word pieces the regression finds most typical of ham are "
-                     "the mailing-list traffic SpamAssassin's ham comes from (>, /, linux, razor, rpm, list) "
-                     f"{UNBACKED}"
+                     "the mailing-list traffic SpamAssassin's ham comes from" + fdk_words
                      + (f"; from the 2002 collection ({pct(es_shift['lfr'])} with domain shift) they are "
                         + ", ".join(f"`{w}`" for w in shift_words) + " (the record of `es_shift`): quoting and punctuation"
                         if shift_words else "")
