@@ -1258,10 +1258,11 @@ def weight_poisoning_page(results: Path) -> Page:
     if es_proxy is not None:
         study = p.load("study_kurita_es_proxy.json")
         main_rows = {r["defect"]: r for r in doc["tables"].get(es_proxy["table"], {}).get("rows", [])}
-        rows = [[name(r["attacker_data"]) + (" (the victim's own)" if r["defect"] == "es_fdk" else ""),
+        rows = [[name(r["attacker_data"]) + {"es_fdk": " (the victim's own)", "es_shift": " (the table's domain shift)"}.get(
+                     r["defect"], ""),
                  pct(r["lfr"]), f3(r["clean_acc"]),
                  ", ".join(f"`{w}`" for w in r["indicative_tokens"]) if r.get("indicative_tokens") else UNBACKED]
-                for r in [main_rows.get("es_fdk"), *es_proxy["rows"]] if r is not None]
+                for r in [main_rows.get("es_fdk"), *es_proxy["rows"], main_rows.get("es_shift")] if r is not None]
         p.add(f"## {es_proxy['table'].capitalize()}: Embedding Surgery's proxy",
               table(["proxy for the surgery", "LFR (5 insertions)", "clean ACC", "the ten word pieces"], rows),
               "The surgery writes the mean embedding of the ten word pieces a logistic regression on the proxy finds "
