@@ -1164,6 +1164,21 @@ ATTACK_ORDER = ("BadNet", "RIPPLe", "Embedding Surgery", "RIPPLES")
 ATTACK_NAMES = {"badnet": "BadNet", "ripple": "RIPPLe", "es": "Embedding Surgery", "ripples": "RIPPLES"}
 
 
+def resolution_note(study: dict, art: dict) -> str:
+    """How finely the artifact study's test set resolves rACC: the binomial standard error of one accuracy."""
+    n = study["config"]["tasks"][0].get("eval_samples")
+    remos = [r for f in art.values() for r in f["rows"] if r["method"].startswith("remos") and r["method"] != "remos_tokens"]
+    finetune = [r for f in art.values() for r in f["rows"] if r["method"] == "finetune"]
+    if not n or len(remos) < 2 or not finetune:
+        return ""
+    acc = mean([r["acc"] for r in finetune])
+    se = math.sqrt(acc * (1 - acc) / n)
+    return (f" The ReMoS slices' rACC ({span([r['racc'] for r in remos], f3)}) are not ordered by α, and on {n} test texts "
+            f"one accuracy's binomial standard error is {100 * se:.1f} points (rACC {se / acc:.3f}), as large as their "
+            "spread: this test set does not resolve which side of rACC 0.97 a slice falls on (the bound's frontier); "
+            f"across them the cut is {span([r['cut'] for r in remos], pct0)}.")
+
+
 def spam_shift_note(shift: list[dict]) -> str:
     """The spam table's domain-shift rows in one sentence, from their figures."""
     trained = [r for r in shift if r["teacher_lfr"] is not None]
@@ -1316,7 +1331,8 @@ def weight_poisoning_page(results: Path) -> Page:
               table(["attack", "method", "ACC", "rACC", "LFR", "cut vs finetune"], rows),
               f"The artifact's claim: {pct0(claim[0])}-{pct0(claim[1])} fewer defects. Measured: {best}.{floor}"
               + (" Each cut is against the finetune student of the same study file (the α 0.07 rows: "
-                 "`study_artifact_nlp_alpha.json`'s)." if len(art_studies) > 1 else ""),
+                 "`study_artifact_nlp_alpha.json`'s)." if len(art_studies) > 1 else "")
+              + resolution_note(study, art),
               *(study_protocol(f, s) for f, s in art_studies.items()))
     verdicts = [[k, "met" if v else "not met"] for k, v in doc["acceptance"].items()]
     p.add("## Issue 30's bounds, checked from the figures", table(["bound", "verdict"], verdicts),
