@@ -412,6 +412,31 @@ def test_results_store_has_one_row_per_cell_and_survives_reruns(tmp_path: Path, 
         ResultsStore(tmp_path / "junk.sqlite")
 
 
+def test_a_store_opened_while_another_runner_holds_its_lock_waits_for_it(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """SQLite may answer "database is locked" at once (no busy timeout) while another runner switches a new
+    store to WAL: the store retries instead of calling the file "not a results store"; other errors do not."""
+    import sqlite3
+
+    import safetransfer.study.store as store_mod
+
+    real_connect, calls = sqlite3.connect, {"n": 0}
+
+    def locked_twice(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        calls["n"] += 1
+        if calls["n"] <= 2:
+            raise sqlite3.OperationalError("database is locked")
+        return real_connect(*args, **kwargs)
+
+    monkeypatch.setattr(store_mod.sqlite3, "connect", locked_twice)
+    store = store_mod.ResultsStore(tmp_path / "shared.sqlite")
+    assert calls["n"] == 3 and store.count() == 0
+    monkeypatch.setattr(store_mod.sqlite3, "connect", lambda *a, **k: (_ for _ in ()).throw(
+        sqlite3.OperationalError("disk I/O error")))
+    with pytest.raises(DataError, match="not a results store .disk I/O error"):
+        store_mod.ResultsStore(tmp_path / "other.sqlite")
+
+
 def test_killed_runs_restart_to_the_same_table_and_concurrent_runners_share_a_store(tmp_path: Path, data_files) -> None:
     """Kill a study (SIGKILL) at seeded random moments, restart it each time: the final table is the one an
     uninterrupted run gives, the store has no duplicate or lost row; two concurrent runners share a store."""
