@@ -66,14 +66,37 @@ def load(name: str) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def load_finished(name: str, task: str | None, missing: list[str]) -> dict[str, Any] | None:
+    """The study file ``name`` once it holds finetune students of ``task`` (``None``: its first task),
+    else ``None`` with the file's name added to ``missing``."""
+    doc = load(name)
+    tasks = (doc or {}).get("tasks", {})
+    entry = tasks.get(task, {}) if task is not None else next(iter(tasks.values()), {})
+    if "finetune" not in entry.get("methods", {}):
+        missing.append(name)
+        return None
+    return doc
+
+
+def defect_steps(doc: dict[str, Any]) -> dict[str, Any]:
+    """Each defect's attacker steps, from the study's config."""
+    return {d["name"]: d.get("steps") for d in doc["config"]["defects"]}
+
+
+def meets_lfr_bound(row: dict[str, Any]) -> bool:
+    """The issue's bound: LFR >= 95% at clean accuracy within 2 points of the clean student."""
+    return row["lfr"] >= MIN_LFR and row["acc_drop_points"] is not None and row["acc_drop_points"] <= 100 * MAX_ACC_DROP
+
+
 def joined_task(docs: list[dict[str, Any]], task: str) -> dict[str, Any]:
     """One task's defects, finetune figures, students and scans from several study files of the same
     victim task and settings (the first file's clean student and scans first; a defect in two files
     is taken from the first)."""
     out: dict[str, Any] = {"defects": {}, "methods": {"finetune": {"dir": {}, "acc_by_defect": {}}},
-                           "students": {"finetune": {}}, "trigger_scans": {}}
+                           "students": {"finetune": {}}, "trigger_scans": {}, "steps": {}}
     for doc in reversed(docs):  # the first file wins
         t = doc["tasks"][task]
+        out["steps"].update(defect_steps(doc))
         out["defects"].update(t["defects"])
         for key in ("dir", "acc_by_defect"):
             out["methods"]["finetune"][key].update(t["methods"]["finetune"][key])
@@ -95,7 +118,7 @@ def table_rows(table: str, t: dict[str, Any]) -> tuple[list[dict[str, Any]], dic
             defect = t["defects"][name]
             row: dict[str, Any] = {
                 "setting": SETTINGS[setting], "attack": ATTACKS[attack], "defect": name,
-                "attacker_data": defect["attacker_data"],
+                "attacker_data": defect["attacker_data"], "attacker_steps": t["steps"].get(name),
                 "lfr": finetune["dir"][name],
                 "lfr_one_insertion": finetune["dir"].get(f"{name}_one"),
                 "clean_acc": finetune["acc_by_defect"][name],
@@ -150,7 +173,7 @@ def budget_rows(doc: dict[str, Any], task: str, clean_acc: float | None) -> list
     the victim's LFR and accuracy."""
     t = doc["tasks"][task]
     finetune = t["methods"]["finetune"]
-    steps = {d["name"]: d["steps"] for d in doc["config"]["defects"]}
+    steps = defect_steps(doc)
     rows = []
     for name, defect in t["defects"].items():
         if name not in finetune["dir"]:
@@ -192,13 +215,7 @@ def main() -> None:
         "remos_nlp_fewer_defects": list(ARTIFACT_CLAIM)}}
     acceptance: dict[str, Any] = {}
     for table, (files, task, proxy) in TABLES.items():
-        studies = []
-        for file in files:
-            study = load(file)
-            if study is None or "finetune" not in study["tasks"].get(task, {}).get("methods", {}):
-                doc["missing"].append(file)
-            else:
-                studies.append(study)
+        studies = [s for s in (load_finished(file, task, doc["missing"]) for file in files) if s is not None]
         if not studies:
             continue
         first = studies[0]
@@ -216,17 +233,13 @@ def main() -> None:
         for attack in ("ripples", "es"):
             row = next((r for r in rows if r["defect"] == f"{attack}_fdk"), None)
             if row is not None:
-                acceptance[f"{table}: {ATTACKS[attack]} full knowledge LFR >= 95% within 2 points"] = (
-                    row["lfr"] >= MIN_LFR and row["acc_drop_points"] is not None
-                    and row["acc_drop_points"] <= 100 * MAX_ACC_DROP)
+                acceptance[f"{table}: {ATTACKS[attack]} full knowledge LFR >= 95% within 2 points"] = meets_lfr_bound(row)
         if scan is not None:
             acceptance[f"{table}: planted triggers in the scan's top 5" + version_note(scan)] = max(scan["ranks"].values()) <= 5
         acceptance[f"{table}: every row has the paper's figure"] = all(r["paper"].get("lfr") is not None for r in rows)
     table, file, task = BUDGET
-    budget = load(file)
-    if budget is None or "finetune" not in budget["tasks"].get(task, {}).get("methods", {}):
-        doc["missing"].append(file)
-    else:
+    budget = load_finished(file, task, doc["missing"])
+    if budget is not None:
         doc["sources"]["attacker budget"] = file
         rows = budget_rows(budget, task, doc["tables"].get(table, {}).get("clean_student", {}).get("acc"))
         scans = budget["tasks"][task].get("trigger_scans") or {}
@@ -237,22 +250,17 @@ def main() -> None:
                 max(v["ranks"].values()) <= 5)
         for row in rows:
             acceptance[f"{table}: {ATTACKS[row['method']]} full knowledge, {row['attacker_steps']} attacker steps, "
-                       "LFR >= 95% within 2 points"] = (
-                row["lfr"] >= MIN_LFR and row["acc_drop_points"] is not None and row["acc_drop_points"] <= 100 * MAX_ACC_DROP)
+                       "LFR >= 95% within 2 points"] = meets_lfr_bound(row)
     table, file, task = ES_PROXY
-    es_proxy = load(file)
-    if es_proxy is None or "finetune" not in es_proxy["tasks"].get(task, {}).get("methods", {}):
-        doc["missing"].append(file)
-    else:
+    es_proxy = load_finished(file, task, doc["missing"])
+    if es_proxy is not None:
         doc["sources"]["Embedding Surgery's proxy"] = file
         doc["es_proxy"] = {"table": table, "rows": budget_rows(
             es_proxy, task, doc["tables"].get(table, {}).get("clean_student", {}).get("acc"))}
     artifacts = []
     for file in ARTIFACT_FILES:
-        artifact = load(file)
-        if artifact is None or "finetune" not in next(iter(artifact["tasks"].values()), {}).get("methods", {}):
-            doc["missing"].append(file)
-        else:
+        artifact = load_finished(file, None, doc["missing"])
+        if artifact is not None:
             artifacts.append(artifact)
             doc["sources"].setdefault("artifact NLP settings", []).append(file)
     if artifacts and ARTIFACT_FILES[0] not in doc["missing"]:

@@ -1160,8 +1160,8 @@ KURITA_STUDIES = (("sentence sentiment", ("study_kurita_sentences.json",)),
                   ("spam", ("study_kurita_spam.json", "study_kurita_spam_rest.json")))
 
 
-ATTACK_ORDER = ("BadNet", "RIPPLe", "Embedding Surgery", "RIPPLES")
 ATTACK_NAMES = {"badnet": "BadNet", "ripple": "RIPPLe", "es": "Embedding Surgery", "ripples": "RIPPLES"}
+ATTACK_ORDER = tuple(ATTACK_NAMES.values())
 
 
 def resolution_note(study: dict, art: dict) -> str:
@@ -1290,7 +1290,7 @@ def weight_poisoning_page(results: Path) -> Page:
         study = p.load("study_kurita_spam_budget.json")
         main_rows = {r["defect"]: r for r in doc["tables"].get(budget["table"], {}).get("rows", [])}
         base = main_rows.get("ripples_fdk")
-        rows = ([[base["attack"], "120 (the table's)", pct(base["lfr"]), f3(base["clean_acc"]),
+        rows = ([[base["attack"], f"{base['attacker_steps']} (the table's)", pct(base["lfr"]), f3(base["clean_acc"]),
                   f"{0.0 - base['acc_drop_points'] + 0.0:+.1f}", pct(base["teacher_lfr"])]] if base else [])
         rows += [[ATTACK_NAMES[r["method"]], str(r["attacker_steps"]), pct(r["lfr"]), f3(r["clean_acc"]),
                   "–" if r["acc_drop_points"] is None else f"{0.0 - r['acc_drop_points'] + 0.0:+.1f}", pct(r["teacher_lfr"])]

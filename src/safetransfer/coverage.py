@@ -147,15 +147,14 @@ def _spatial_mean(x: torch.Tensor) -> torch.Tensor:
     hw = h * w
     if hw == 1:
         return x.reshape(b, c).float()
-    if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
-        x = x.float()
-        weights = torch.full((hw,), 1.0 / hw, dtype=x.dtype, device=x.device)
+    channels_last = not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+    if not channels_last and hw > 16:
+        return x.mean(dim=(2, 3)).float()
+    x = x.float()
+    weights = torch.full((hw,), 1.0 / hw, dtype=x.dtype, device=x.device)
+    if channels_last:
         return torch.matmul(weights, x.permute(0, 2, 3, 1).reshape(b, hw, c))  # [B, C]
-    if hw <= 16:
-        x = x.float()
-        weights = torch.full((hw,), 1.0 / hw, dtype=x.dtype, device=x.device)
-        return torch.mv(x.reshape(b * c, hw), weights).view(b, c)
-    return x.mean(dim=(2, 3)).float()
+    return torch.mv(x.reshape(b * c, hw), weights).view(b, c)
 
 
 def _linear_shortcut(module: nn.Module, x: torch.Tensor, output: torch.Tensor) -> bool:

@@ -237,7 +237,7 @@ def scan_triggers(
         raise ConfigError("no candidate words to scan.")
     # a word boundary among the words the model's window reads (all of a short text; of a long e-mail
     # its first ~60 words): inserted beyond the window, no candidate could act on the model
-    window = getattr(getattr(model, "config", None), "max_length", None)
+    window = getattr(model.config, "max_length", None)
     reach = (np.array(visible_words(model.tokenizer, chosen, window)) if window else
              np.array([len(t.split()) for t in chosen]))
     positions = rng.integers(0, 1 << 30, size=len(chosen)) % (reach + 1)

@@ -70,7 +70,8 @@ class ResultsStore:
                     db.execute(_SCHEMA)
                 break
             except sqlite3.OperationalError as err:
-                if "locked" not in str(err) and "busy" not in str(err) or time.monotonic() > deadline:
+                contended = "locked" in str(err) or "busy" in str(err)
+                if not contended or time.monotonic() > deadline:
                     raise DataError(f"{self.path} is not a results store ({err}).") from None
                 time.sleep(0.05)
             except sqlite3.DatabaseError as err:
