@@ -7,7 +7,8 @@ crafted input set by content and rewrites its results after each cell, so an int
 picks up where it stopped and a re-run of the same config gives the same figures from the cache.
 On a machine without the cache, the committed JSON is where a run goes on from: it is copied
 into the output folder when that has no ``results.json`` yet, and the study skips every cell
-found there (only when the config fingerprint matches; see ``safetransfer.study.runner``).
+found there that the config makes alike (all of them for the same config; after an edit, those
+the edit leaves alone: see ``safetransfer.study.runner.load_prior``).
 
     python benchmarks/study_vision.py                  # the full profile (hours on 2 cores)
     python benchmarks/study_vision.py --profile quick  # the demo's profile

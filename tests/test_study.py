@@ -165,6 +165,28 @@ def test_committed_study_results_come_from_the_committed_config(config: str, res
     doc = json.loads((BENCHMARKS / "results" / results).read_text())
     path = BENCHMARKS / "configs" / config if config.endswith(".yaml") else config
     assert load_config(path, doc["profile"]).fingerprint() == doc["config_fingerprint"]
+    # ... and the file's own config reads back as that config (what a study edited later resumes from)
+    from safetransfer.study.config import config_of_results
+
+    again = config_of_results(doc)
+    assert again is not None and again.fingerprint() == doc["config_fingerprint"]
+
+
+def test_a_results_files_config_reads_back_only_when_faithful() -> None:
+    """A results document's config (defects flat-dumped) parses back to the config that made it;
+    one whose recorded fingerprint the parsed config does not give back is not trusted."""
+    from safetransfer.study.config import config_of_results
+
+    config = parse_config(tiny_study(Path("x.npz"), defects=[
+        {"name": "b", "kind": "backdoor", "latent_weight": 2.0},
+        {"name": "p", "kind": "penultimate", "eps": 0.2},
+        {"name": "w", "kind": "weight_poisoning", "words": ["cf"], "recipe": "reference", "scan_texts": 4}]))
+    doc = assemble_results(config, {})
+    again = config_of_results(json.loads(json.dumps(doc)))
+    assert again is not None and again == config
+    assert config_of_results({**doc, "config_fingerprint": "0" * 16}) is None
+    assert config_of_results({"config": {"defects": [{"kind": "nonsense"}]}}) is None
+    assert config_of_results({"config": "not a config"}) is None
 
 
 # ------------------------------------------------------------------------- runner
@@ -322,6 +344,20 @@ def test_study_resumes_from_results_json_alone_on_a_machine_without_the_cache(
     transfers, plants, crafts = counted()
     run_study(other, out, tmp_path / "cache4", progress=False, log=lambda line: None)
     assert (transfers.calls, plants.calls, crafts.calls) == (3, 1, 1)  # one retrain student serves both teachers
+
+    # results.json of a config changed in its backdoor only: the clean teacher's students (and so the
+    # crafted inputs) are found there; the backdoor's teacher and its students are made again.
+    changed = parse_config({**doc, "defects": [{**doc["defects"][0], "rate": 0.4}, *doc["defects"][1:]]})
+    assert changed.fingerprint() != config.fingerprint()
+    (tmp_path / "changed").mkdir()
+    (tmp_path / "changed" / "results.json").write_text(json.dumps(first))
+    transfers, plants, crafts = counted()
+    lines = []
+    fourth = run_study(changed, tmp_path / "changed", tmp_path / "cache5", progress=False, log=lines.append)
+    assert (transfers.calls, plants.calls, crafts.calls) == (2, 1, 0)  # finetune of the new teacher, retrain
+    assert sum("found in results.json" in line for line in lines) == 1 + 2  # the crafted set, 2 clean students
+    assert {m: by["clean"] for m, by in figures(fourth).items()} == {m: by["clean"] for m, by in figures(first).items()}
+    assert figures(fourth)["finetune"]["backdoor"]["key"] != figures(first)["finetune"]["backdoor"]["key"]
 
 
 def test_adversarial_defects_are_crafted_once_and_measured(tmp_path: Path, data_files, monkeypatch) -> None:
@@ -700,11 +736,11 @@ def test_text_study_weight_poisoning_and_word_swap_on_a_tiny_bert(tmp_path: Path
     from safetransfer.study.runner import load_prior
 
     written = json.loads((tmp_path / "out" / "results.json").read_text())
-    assert set(load_prior(tmp_path / "out" / "results.json", written["config_fingerprint"])["tiny_texts"].scans) == {
+    assert set(load_prior(tmp_path / "out" / "results.json", config)["tiny_texts"].scans) == {
         "ripples"}
     written["tasks"]["tiny_texts"]["trigger_scans"]["ripples"]["scan_version"] = 1
     (tmp_path / "old.json").write_text(json.dumps(written))
-    assert load_prior(tmp_path / "old.json", written["config_fingerprint"])["tiny_texts"].scans == {}
+    assert load_prior(tmp_path / "old.json", config)["tiny_texts"].scans == {}
     assert all("found in results.json" in line for line in lines[1:]) and again["trigger_scan"] == scan
     from safetransfer.report.html import write_report
 

@@ -435,6 +435,31 @@ class StudyConfig(_Strict):
         return doc
 
 
+def defect_from_flat(doc: dict[str, Any]) -> DefectSpec:
+    """A defect back from its :meth:`~_Defect.flat_dump` (a results file's ``config``): its kind's
+    fields only, a :data:`LATER_LEGACY` field the file leaves out at the value it then meant.
+    Raises ``ValueError`` (pydantic's) where the document is not a defect."""
+    if not isinstance(doc, dict) or doc.get("kind") not in DEFECT_KINDS:
+        raise ValueError(f"not a defect: {str(doc)[:80]}")
+    model = DEFECT_KINDS[doc["kind"]]
+    fields = {f: v for f, v in doc.items() if f in model.model_fields}
+    fields.update({f: legacy for f, legacy in LATER_LEGACY.items() if f in model.model_fields and f not in doc})
+    return model.model_validate(fields)
+
+
+def config_of_results(doc: Any) -> StudyConfig | None:
+    """The config a results document was made by (its ``config``, defects flat-dumped), or
+    ``None`` when it cannot be read back faithfully: unreadable, or its fingerprint recomputed
+    here differs from the one the file records (e.g. written by a version with other keys)."""
+    try:
+        config = dict(doc["config"])
+        config["defects"] = [defect_from_flat(d) for d in config["defects"]]
+        parsed = StudyConfig.model_validate(config)
+    except (KeyError, TypeError, ValueError):
+        return None
+    return parsed if parsed.fingerprint() == doc.get("config_fingerprint") else None
+
+
 def digest(doc: Any) -> str:
     """A short content hash of a JSON-able document (canonical key order)."""
     text = json.dumps(doc, sort_keys=True, separators=(",", ":"), default=str)

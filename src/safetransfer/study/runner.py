@@ -14,9 +14,10 @@ never made twice, across studies too, and a cell interrupted half-way resumes fr
 checkpoint. ``results.json`` in the output folder is rewritten (atomically) after every cell,
 so a study stopped at any point keeps what it measured and the next run goes on from there. It
 also holds each finished cell's raw record, so a study resumes from its ``results.json`` alone,
-on a machine without the cache: a student found there (same config fingerprint) is not made
-again, and a teacher variant or a crafted input set whose students are all found is not made
-at all. Every finished cell is also a row in the results store (:mod:`safetransfer.study.store`).
+on a machine without the cache: a student found there is not made again, and a teacher variant
+or a crafted input set whose students are all found is not made at all. A ``results.json`` of
+another config gives the cells the two configs make alike (:func:`load_prior`): a study changed
+in one defect makes again only what that defect touches. Every finished cell is also a row in the results store (:mod:`safetransfer.study.store`).
 
 Two backends make the cells: ``local`` (in this process, one after the other) and ``ray``
 (:mod:`safetransfer.study.ray_backend`: the cells of a stage spread over a Ray cluster's
@@ -38,7 +39,7 @@ from safetransfer.errors import ConfigError
 from safetransfer.files import atomic_write_text
 from safetransfer.metrics import mean_defined, relative
 from safetransfer.study.cells import CLEAN, Cell, CellMaker, transfer_config_of
-from safetransfer.study.config import StudyConfig, digest
+from safetransfer.study.config import StudyConfig, config_of_results, digest
 from safetransfer.study.ray_backend import make_cells_on_ray
 from safetransfer.study.store import STORE_FILE, ResultsStore, versions
 
@@ -78,7 +79,7 @@ class StudyRunner:
         self.log = log or _LOG.info  # quiet by default: the CLI passes its console
         self.profile = profile
         self.tasks: dict[str, TaskState] = {}
-        self.prior = load_prior(self.out_dir / RESULTS_FILE, self.config_hash)
+        self.prior = load_prior(self.out_dir / RESULTS_FILE, config)
         self.started = time.perf_counter()
         self._cell = 0
         self._cells_total = self._count_cells()
@@ -278,32 +279,84 @@ def assemble_results(
 
 
 # ---------------------------------------------------------------------- helpers
-def load_prior(path: Path, config_hash: str) -> dict[str, TaskState]:
-    """The finished cells of an earlier run of the same config, read from its ``results.json``.
+def load_prior(path: Path, config: StudyConfig) -> dict[str, TaskState]:
+    """The finished cells of an earlier run, read from its ``results.json``, that ``config`` would
+    make the same.
 
-    Empty when there is no such file, when it belongs to another config (its fingerprint
-    differs), or when it is unreadable (a results file is written atomically, so that only
-    happens to a file edited by hand; the study then starts afresh and overwrites it).
+    A run of the same config (same fingerprint) gives all its cells. A run of another config
+    gives each cell whose identity (:func:`cell_identity`: the teacher, the task, the method and
+    the defects the cell is measured on, the study-wide settings) is the same in both configs, so
+    a study changed in one defect makes only the cells that defect touches again, on a machine
+    without the cache too; only when the file's config can be read back faithfully (see
+    :func:`~safetransfer.study.config.config_of_results`). Empty when there is no such file or it
+    is unreadable (a results file is written atomically, so that only happens to a file edited
+    by hand; the study then starts afresh and overwrites it).
     """
     try:
         doc = json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
-    if not isinstance(doc, dict) or doc.get("config_fingerprint") != config_hash:
+    if not isinstance(doc, dict):
         return {}
+    same = doc.get("config_fingerprint") == config.fingerprint()
+    earlier = None if same else config_of_results(doc)
+    if not same and earlier is None:
+        return {}
+
+    def kept(cell: Cell) -> bool:
+        if same:
+            return True
+        try:
+            return cell_identity(earlier, cell) == cell_identity(config, cell)
+        except LookupError:  # the cell's task, method or defect is not in one of the configs
+            return False
+
     prior: dict[str, TaskState] = {}
     for task_name, entry in (doc.get("tasks") or {}).items():
         scans = {name: scan for name, scan in (entry.get("trigger_scans") or {}).items()
-                 if scan.get("scan_version", 1) == SCAN_VERSION}  # an older scan's record is made again
-        state = TaskState(defects=dict(entry.get("defects") or {}), scans=scans)
+                 if scan.get("scan_version", 1) == SCAN_VERSION  # an older scan's record is made again
+                 and kept(Cell(task_name, "scan", name))}
+        defects = {name: record for name, record in (entry.get("defects") or {}).items()
+                   if kept(Cell(task_name, "teacher", name))}
+        state = TaskState(defects=defects, scans=scans)
         views = {m: e.get("views") or {} for m, e in (entry.get("methods") or {}).items()}
         for method, by_variant in (entry.get("students") or {}).items():
             for variant, record in by_variant.items():
-                if all(k in record for k in RECORD_KEYS):
+                if all(k in record for k in RECORD_KEYS) and kept(Cell(task_name, "student", method, variant)):
                     view = views.get(method, {}).get(variant)
                     state.students.setdefault(method, {})[variant] = {**record, **({"views": view} if view else {})}
         prior[task_name] = state
     return prior
+
+
+def cell_identity(config: StudyConfig, cell: Cell) -> str:
+    """What decides a cell's record in ``config``, as a digest: the study-wide settings (teacher,
+    seed, student steps, protocol and training overrides), the task, and per kind the defect it
+    plants or crafts (``teacher``, ``crafted``, ``scan``: also the ``finetune`` method it scans),
+    or the student's method and the defects its DIRs are measured on (every adversarial defect
+    for the clean teacher's student, with ``clean_students`` every text trigger too; its own for
+    a backdoored teacher's). Raises ``LookupError``
+    when the cell's task, method or defect is not in ``config``."""
+    doc = config.model_dump(mode="json")
+    shared = {k: v for k, v in doc.items() if k not in ("name", "tasks", "defects", "methods")}
+    tasks = {t.name: t.model_dump(mode="json") for t in config.tasks}
+    defects = {d.name: {**d.key_doc(), **d.search_doc, **d.measure_doc,
+                        **({"scan_texts": d.scan_texts, "scan_words": d.scan_words} if d.scanned else {})}
+               for d in config.defects}
+    methods = {m.name: m.model_dump(mode="json") for m in config.methods}
+    parts: dict[str, Any] = {"shared": shared, "task": tasks[cell.task], "kind": cell.kind}
+    if cell.kind == "student":
+        parts["method"] = methods[cell.name]
+        if cell.variant == CLEAN:
+            parts["defects"] = {d.name: defects[d.name] for d in config.defects  # as CellMaker measures it
+                                if d.adversarial or (config.clean_students and d.kind == "weight_poisoning")}
+        else:
+            parts["defects"] = {cell.variant: defects[str(cell.variant)]}
+    else:
+        parts["defect"] = defects[cell.name]
+        if cell.kind == "scan":
+            parts["method"] = methods["finetune"]
+    return digest(parts)
 
 
 def run_study(
