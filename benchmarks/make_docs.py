@@ -55,6 +55,10 @@ COMMANDS = {
     "seed_spread_students.json": "python benchmarks/seed_spread.py --profile large --vary students --defects backdoor",
     "seed_spread_study.json": "python benchmarks/seed_spread.py --profile large --vary study --defects penultimate",
     "remos_alpha.json": "python benchmarks/study_vision.py --config benchmarks/configs/remos_alpha.yaml --results remos_alpha.json",
+    "remos_alpha_few_labels.json": ("python benchmarks/study_vision.py --config benchmarks/configs/remos_alpha_few_labels.yaml "
+                                    "--results remos_alpha_few_labels.json"),
+    "study_mnist_backdoor_strength.json": ("python benchmarks/study_vision.py --config benchmarks/configs/mnist_backdoor_strength.yaml "
+                                           "--results study_mnist_backdoor_strength.json"),
     "beyond.json": "python benchmarks/study_vision.py --config benchmarks/configs/beyond_vision.yaml --results beyond.json",
     "beyond_small_cnn.json": ("safetransfer train --model small-cnn --data mnist --steps 1500 --out runs/teachers/small-cnn-mnist && "
                               "python benchmarks/study_vision.py --config benchmarks/configs/beyond_small_cnn.yaml --results beyond_small_cnn.json"),
@@ -383,6 +387,8 @@ def vision_page(results: Path) -> Page:
           f"the adversarial inputs: {qtask['defects'][qdefects[1]].get('teacher_success_means', '')}).")
     few_labels_section(p, few)
     protocols_section(p)
+    backdoor_strength_section(p, few)
+    # remos_alpha_few_labels_section(p)
 
     # The large profile (the first round's full profile).
     cg = [d for d, v in fm["defects"].items() if v["kind"] == "coverage_guided"]
@@ -676,6 +682,91 @@ def protocols_section(p: Page) -> None:
                  "DIR penultimate"], rows) if rows else "Not made yet.",
           study_protocol("study_few_labels_protocols.json", doc),
           f"The teacher's own success: {success}." if rows else "")
+
+
+def backdoor_strength_section(p: Page, few: dict) -> None:
+    """Why the few-labels MNIST student keeps little of the backdoor: stronger and other attackers
+    (benchmarks/configs/mnist_backdoor_strength.yaml), two student seeds each."""
+    doc = p.load("study_mnist_backdoor_strength.json")
+    task = doc["tasks"]["mnist"]
+    methods = [m["name"] for m in doc["config"]["methods"]]
+    defects = {d["name"]: d for d in doc["config"]["defects"]}
+    base = defects["latent1"]
+    rows, dirs = [], []
+    for name_, d in defects.items():
+        change = [f"{k} {d[k]}" for k in ("latent_weight", "rate", "steps") if d[k] != base[k]]
+        change += [f"trigger {d['trigger']['size']}×{d['trigger']['size']} {d['trigger']['pattern']}"
+                   for _ in [0] if d["trigger"] != base["trigger"]]
+        teacher = task["defects"].get(name_, {})
+        got = [task["students"].get(m, {}).get(name_) for m in methods]
+        dirs += [g["dir"][name_] for g in got if g]
+        rows.append([f"`{name_}`", ", ".join(change) or "the default study's", f3(teacher.get("teacher_success")),
+                     *(f"{f3(g['acc'])} / {f3(g['dir'][name_])}" if g else "…" for g in got)])
+    full_dir = few["tasks"]["mnist"]["methods"]["finetune"]["dir"].get("backdoor")
+    p.add("### Why the MNIST student keeps little of the backdoor",
+          "The full profile's MNIST `finetune` student keeps DIR " + f3(full_dir) + " of the backdoor (Fashion-MNIST: "
+          + f3(few["tasks"]["fashion-mnist"]["methods"]["finetune"]["dir"].get("backdoor")) + "). Stronger and other "
+          "attackers on the same task, each `finetune` student made twice (the study's seed and seed 1: another head "
+          "and batch order); the default attacker: 7×7 white square, 20% of the whole training set poisoned, latent "
+          "weight 1, 800 steps.",
+          table(["attacker", "changed", "teacher's own success", *(f"{m}: ACC / DIR" for m in methods)], rows),
+          study_protocol("study_mnist_backdoor_strength.json", doc),
+          strength_verdict(p, few, task, methods, dirs))
+
+
+def remos_alpha_few_labels_section(p: Page) -> None:
+    """ReMoS's α against the penultimate-layer attack with few labels (benchmarks/configs/remos_alpha_few_labels.yaml)."""
+    doc = p.load("remos_alpha_few_labels.json")
+    rows = []
+    for t, task in doc["tasks"].items():
+        for m, v in task["methods"].items():
+            rows.append([name(t), m, f3(v["acc"]), f3(v["racc"]), f3(v["dir"].get("penultimate")),
+                         f3(v["rdir"].get("penultimate"))])
+    agg = doc.get("methods", {})
+    for m, v in agg.items():
+        rows.append(["mean", m, f3(v["acc"]), f3(v["racc"]), f3(v["dir"].get("penultimate")),
+                     f3(v["rdir"].get("penultimate"))])
+    alphas = {m["name"]: m.get("options", {}).get("ratio", 0.1) for m in doc["config"]["methods"] if m.get("method", m["name"]) == "remos"}
+    complete = len(doc["tasks"]) == len(doc["config"]["tasks"])
+    said = []
+    if complete:
+        for m, alpha in alphas.items():
+            v = agg.get(m)
+            if v and v.get("racc") is not None and v["rdir"].get("penultimate") is not None:
+                ok = v["racc"] >= 0.97 and v["rdir"]["penultimate"] <= 0.3
+                said.append(f"α {alpha} (`{m}`): rACC {f3(v['racc'])}, rDIR {f3(v['rdir']['penultimate'])}: "
+                            + ("both bounds met" if ok else "rACC ≥ 0.97 " + ("met" if v["racc"] >= 0.97 else "missed")
+                               + ", rDIR ≤ 0.3 " + ("met" if v["rdir"]["penultimate"] <= 0.3 else "missed")))
+    p.add("### ReMoS's α with few labels",
+          "The share of weights ReMoS excludes and trains again (α, `ratio`: 0.1 as published), against the "
+          "penultimate-layer attack on the full profile's tasks (10 labelled images per class, the same crafted inputs "
+          "and protocol): rACC and rDIR relative to each task's `finetune` student, means over both tasks in the last rows.",
+          table(["task", "method", "ACC", "rACC", "DIR penultimate", "rDIR"], rows) if rows else "Not made yet.",
+          study_protocol("remos_alpha_few_labels.json", doc),
+          ("Mean over tasks, against the issue's bounds (rACC ≥ 0.97, rDIR ≤ 0.3): " + "; ".join(said) + ".") if said else "")
+
+
+def strength_verdict(p: Page, few: dict, task: dict, methods: list[str], dirs: list[float]) -> str:
+    """The backdoor-strength table in words, from its figures."""
+    if not dirs:
+        return ""
+    best = max(((d, m, v) for d in task["students"].get(methods[0], {}) for m in methods
+                for v in [task["students"].get(m, {}).get(d)] if v), key=lambda dmv: dmv[2]["dir"][dmv[0]])
+    obeys = min(v["teacher_success"] for v in task["defects"].values())
+    head = (f"Every teacher obeys its trigger (the lowest own success {f3(obeys)}); the largest student DIR of {len(dirs)} is "
+            f"{f3(max(dirs))} (`{best[0]}`, {best[1]}), the median {f3(sorted(dirs)[len(dirs) // 2])}.")
+    if max(dirs) >= 0.4:
+        return head + f" `{best[0]}` is a backdoor the few-labels MNIST student inherits."
+    default = [f3(v["dir"]["latent1"]) for m in methods for v in [task["students"].get(m, {}).get("latent1")] if v]
+    recipes = p.load("study_few_labels_protocols.json")["tasks"]["fashion-mnist"]["methods"]
+    fm = few["tasks"]["fashion-mnist"]["methods"]["finetune"]["dir"].get("backdoor")
+    return (head + " Under the artifact's fine-tuning compressed onto 1,000 steps (SGD at 0.05 without momentum, "
+            "640 passes over the 100 images) the MNIST students forget the patch whatever the alignment weight, the "
+            "share poisoned, the attack's length, the trigger's size or pattern tried here; the default attacker "
+            f"leaves {' and '.join(default)} with the two seeds. With this protocol and these attacks the bound "
+            f"finetune DIR ≥ 0.4 on every task is not met on MNIST. On Fashion-MNIST the same attacker leaves {f3(fm)}; "
+            f"there the gentle protocol keeps {f3(recipes['finetune_shared']['dir']['backdoor'])} of it and the strong "
+            f"recipe {f3(recipes['finetune_strong']['dir']['backdoor'])} (the recipes' table above).")
 
 
 REGIME_FINETUNES = {  # the fine-tuning runs of transfer_regime.json, as its table names them
