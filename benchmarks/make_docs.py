@@ -388,7 +388,7 @@ def vision_page(results: Path) -> Page:
     few_labels_section(p, few)
     protocols_section(p)
     backdoor_strength_section(p, few)
-    # remos_alpha_few_labels_section(p)
+    remos_alpha_few_labels_section(p)
 
     # The large profile (the first round's full profile).
     cg = [d for d, v in fm["defects"].items() if v["kind"] == "coverage_guided"]
@@ -655,7 +655,7 @@ def remos_regime_note(p: Page, remos: dict, agg: dict) -> str:
             f"gentle `shared` one, and its slice rules, which exclude {pct(first['overlap_with_artifact'])} of the "
             f"published slice's weights on this teacher, `remos_rules.json`.) Settings tried with few labels: α 0.1 as "
             f"published" + (f", and the slice under the strong recipe (`remos_strong`, rACC {f3(strong['racc'])})" if strong
-                            else "") + "; a smaller slice (α 0.05, below with every image) not yet.")
+                            else "") + "; α 0.05 and 0.2: \"ReMoS's α with few labels\" below.")
 
 
 def protocols_section(p: Page) -> None:
@@ -726,7 +726,8 @@ def remos_alpha_few_labels_section(p: Page) -> None:
     for m, v in agg.items():
         rows.append(["mean", m, f3(v["acc"]), f3(v["racc"]), f3(v["dir"].get("penultimate")),
                      f3(v["rdir"].get("penultimate"))])
-    alphas = {m["name"]: m.get("options", {}).get("ratio", 0.1) for m in doc["config"]["methods"] if m.get("method", m["name"]) == "remos"}
+    alphas = {m["name"]: m.get("options", {}).get("ratio", 0.1) for m in doc["config"]["methods"]
+              if (m.get("method") or m["name"]) == "remos"}
     complete = len(doc["tasks"]) == len(doc["config"]["tasks"])
     said = []
     if complete:
@@ -743,7 +744,18 @@ def remos_alpha_few_labels_section(p: Page) -> None:
           "and protocol): rACC and rDIR relative to each task's `finetune` student, means over both tasks in the last rows.",
           table(["task", "method", "ACC", "rACC", "DIR penultimate", "rDIR"], rows) if rows else "Not made yet.",
           study_protocol("remos_alpha_few_labels.json", doc),
-          ("Mean over tasks, against the issue's bounds (rACC ≥ 0.97, rDIR ≤ 0.3): " + "; ".join(said) + ".") if said else "")
+          alpha_verdict(said, {a: agg[m]["racc"] for m, a in alphas.items() if m in agg}) if said else "")
+
+
+def alpha_verdict(said: list[str], racc: dict[float, float]) -> str:
+    """ReMoS's α table in words: each α against the bounds, and whether accuracy follows α."""
+    order = sorted(racc)
+    ordered = all(racc[a] >= racc[b] for a, b in zip(order, order[1:]))
+    return ("Mean over tasks, against the bounds rACC ≥ 0.97 and rDIR ≤ 0.3: " + "; ".join(said) + ". "
+            + ("Accuracy falls as α grows" if ordered else
+               "Accuracy does not follow α (rACC " + ", ".join(f"{f3(racc[a])} at α {a}" for a in order)
+               + "): with 100 labelled images a smaller slice does not buy the accuracy back")
+            + ("; no α gives both." if not any(s.endswith("both bounds met") for s in said) else "."))
 
 
 def strength_verdict(p: Page, few: dict, task: dict, methods: list[str], dirs: list[float]) -> str:

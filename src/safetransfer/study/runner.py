@@ -304,7 +304,7 @@ def load_prior(path: Path, config: StudyConfig) -> dict[str, TaskState]:
         return {}
 
     def kept(cell: Cell) -> bool:
-        if same:
+        if earlier is None:  # the same config: every cell
             return True
         try:
             return cell_identity(earlier, cell) == cell_identity(config, cell)
