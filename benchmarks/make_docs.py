@@ -734,11 +734,12 @@ def recipes_part(p: Page) -> None:
           "artifact's weight decay, label smoothing and dropout where the recipe is the artifact's):",
           table(["method", "recipe", "ACC", "DIR backdoor"], rows) if rows else "Not made yet.",
           study_protocol("study_mnist_backdoor_protocols.json", doc),
-          recipes_verdict(doc, task["students"]))
+          recipes_verdict(doc, task["students"], p.load("transfer_regime.json")["runs"]))
 
 
-def recipes_verdict(doc: dict, students: dict) -> str:
-    """The recipes' table in words: does the compressed rate, not the attack, remove the MNIST backdoor?"""
+def recipes_verdict(doc: dict, students: dict, regime: dict) -> str:
+    """The recipes' table in words: does the compressed rate, not the attack, remove the MNIST backdoor?
+    (``regime``: transfer_regime.json's runs.)"""
     scaled, own = students.get("finetune", {}).get("backdoor"), students.get("finetune_artifact", {}).get("backdoor")
     if not scaled or not own:
         return ""
@@ -747,8 +748,10 @@ def recipes_verdict(doc: dict, students: dict) -> str:
     return (f"At the artifact's own rate the student keeps DIR {f3(own['dir']['backdoor'])} (ACC {f3(own['acc'])}); at "
             f"the study's compressed rate {f3(scaled['dir']['backdoor'])} (ACC {f3(scaled['acc'])}). What removes the "
             f"MNIST backdoor is the default study's compression of the artifact's {total:,} steps at 5e-3 onto "
-            f"{steps:,} at a ten times larger rate, chosen because at the artifact's rate {steps:,} steps do not make "
-            "transfer pay (\"Does transfer pay?\" below). The artifact's whole budget would take about "
+            f"{steps:,} at a ten times larger rate, chosen because at the artifact's rate a short budget does not make "
+            f"transfer pay (800 steps on MNIST: finetune {f3(regime['mnist:all/10/imagenet/finetune[artifact]@800']['accuracy'])} "
+            f"against retrain {f3(regime['mnist:all/10/scratch/retrain[strong]@800']['accuracy'])}, "
+            "\"Does transfer pay?\" below). The artifact's whole budget would take about "
             f"{per_student / 60:.0f} minutes per student on 2 cores (this file's {secs(own['seconds'])} for {steps:,} "
             f"steps, times {total // steps}), about {per_student * 44 / 3600:.0f} hours for the default study's 44 students.")
 
