@@ -360,6 +360,16 @@ def test_study_resumes_from_results_json_alone_on_a_machine_without_the_cache(
     assert figures(fourth)["finetune"]["backdoor"]["key"] != figures(first)["finetune"]["backdoor"]["key"]
 
 
+def test_the_cell_count_announced_is_the_cells_made(tmp_path: Path, data_files) -> None:
+    """Each cell's log line reads [k/N] with N the study's cells, clean_students' clean-teacher students included."""
+    config = parse_config(tiny_study(data_files.images_npz, methods=["finetune"], clean_students=True, steps=5))
+    lines: list[str] = []
+    run_study(config, tmp_path / "out", tmp_path / "cache", progress=False, log=lines.append)
+    counted = [tuple(map(int, m.groups())) for m in (re.match(r"\[(\d+)/(\d+)\]", line) for line in lines) if m]
+    assert [k for k, _ in counted] == list(range(1, len(counted) + 1))
+    assert {n for _, n in counted} == {len(counted)} and len(counted) == 3  # the teacher, two students
+
+
 def test_adversarial_defects_are_crafted_once_and_measured(tmp_path: Path, data_files, monkeypatch) -> None:
     doc = tiny_study(data_files.images_npz, methods=["finetune", "retrain"], defects=[
         {"name": "penultimate", "kind": "penultimate", "eps": 0.3, "eps_space": "pixel", "steps": 10, "step_size": 0.05},

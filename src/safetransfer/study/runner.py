@@ -89,7 +89,7 @@ class StudyRunner:
         c = self.config
         backdoors = [d for d in c.defects if not d.adversarial]
         adversarial = [d for d in c.defects if d.adversarial]
-        variants = (1 if adversarial else 0) + len(backdoors)
+        variants = (1 if adversarial or c.clean_students else 0) + len(backdoors)  # as plan() lists them
         scans = sum(d.scanned for d in c.defects)
         return len(c.tasks) * (len(adversarial) + len(backdoors) + variants * len(c.methods) + scans)
 
