@@ -59,6 +59,8 @@ COMMANDS = {
                                     "--results remos_alpha_few_labels.json"),
     "study_mnist_backdoor_protocols.json": ("python benchmarks/study_vision.py --config benchmarks/configs/mnist_backdoor_protocols.yaml "
                                             "--results study_mnist_backdoor_protocols.json"),
+    "study_artifact_rate_2000.json": ("python benchmarks/study_vision.py --config benchmarks/configs/artifact_rate_2000.yaml "
+                                      "--results study_artifact_rate_2000.json"),
     "study_mnist_backdoor_strength.json": ("python benchmarks/study_vision.py --config benchmarks/configs/mnist_backdoor_strength.yaml "
                                            "--results study_mnist_backdoor_strength.json"),
     "beyond.json": "python benchmarks/study_vision.py --config benchmarks/configs/beyond_vision.yaml --results beyond.json",
@@ -735,6 +737,33 @@ def recipes_part(p: Page) -> None:
           table(["method", "recipe", "ACC", "DIR backdoor"], rows) if rows else "Not made yet.",
           study_protocol("study_mnist_backdoor_protocols.json", doc),
           recipes_verdict(doc, task["students"], p.load("transfer_regime.json")["runs"]))
+    artifact_rate_part(p)
+
+
+def artifact_rate_part(p: Page) -> None:
+    """Twice the steps at the artifact's own rate: does transfer pay and the backdoor survive on both tasks?
+    (benchmarks/configs/artifact_rate_2000.yaml)"""
+    doc = p.load("study_artifact_rate_2000.json")
+    rows, said = [], []
+    for t, task in doc["tasks"].items():
+        st = task["students"]
+        ft, re_ = st.get("finetune", {}), st.get("retrain", {})
+        clean, bd = ft.get("clean"), ft.get("backdoor")
+        scratch = re_.get("clean")
+        rows.append([name(t), f3(clean["acc"]) if clean else "…", f3(scratch["acc"]) if scratch else "…",
+                     pts(clean["acc"] - scratch["acc"], 1) if clean and scratch else "…",
+                     f3(bd["dir"]["backdoor"]) if bd else "…", f3(bd["acc"]) if bd else "…"])
+        if clean and scratch and bd:
+            gain, kept = clean["acc"] - scratch["acc"], bd["dir"]["backdoor"]
+            said.append(f"{name(t)}: transfer {'pays' if gain >= 0.05 else 'does not pay'} by 5 points "
+                        f"({pts(gain, 1)}), the backdoor {'survives' if kept >= 0.4 else 'does not survive'} (DIR {f3(kept)})")
+    p.add("Twice the steps at the artifact's own rate instead: each task's `finetune` student of the clean teacher "
+          "against `retrain` (its from-scratch recipe, the same 2,000 steps), and of the backdoored teacher:",
+          table(["task", "finetune ACC", "retrain ACC", "gain (points)", "finetune DIR backdoor", "its ACC"], rows),
+          study_protocol("study_artifact_rate_2000.json", doc),
+          ("; ".join(said) + ".") if said else "",
+          "" if len(said) == len(doc["config"]["tasks"]) else
+          f"**In progress: {len(said)} of {len(doc['config']['tasks'])} tasks complete** (the command goes on where it stopped).")
 
 
 def recipes_verdict(doc: dict, students: dict, regime: dict) -> str:
