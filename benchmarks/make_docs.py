@@ -696,14 +696,14 @@ def backdoor_strength_section(p: Page, few: dict) -> None:
     methods = [m["name"] for m in doc["config"]["methods"]]
     defects = {d["name"]: d for d in doc["config"]["defects"]}
     base = defects["latent1"]
-    rows, dirs = [], []
+    rows, runs = [], []  # runs: (DIR, attacker, method) of every student made
     for name_, d in defects.items():
         change = [f"{k} {d[k]}" for k in ("latent_weight", "rate", "steps") if d[k] != base[k]]
-        change += [f"trigger {d['trigger']['size']}×{d['trigger']['size']} {d['trigger']['pattern']}"
-                   for _ in [0] if d["trigger"] != base["trigger"]]
+        if d["trigger"] != base["trigger"]:
+            change.append(f"trigger {d['trigger']['size']}×{d['trigger']['size']} {d['trigger']['pattern']}")
         teacher = task["defects"].get(name_, {})
         got = [task["students"].get(m, {}).get(name_) for m in methods]
-        dirs += [g["dir"][name_] for g in got if g]
+        runs += [(g["dir"][name_], name_, m) for m, g in zip(methods, got) if g]
         rows.append([f"`{name_}`", ", ".join(change) or "the default study's", f3(teacher.get("teacher_success")),
                      *(f"{f3(g['acc'])} / {f3(g['dir'][name_])}" if g else "…" for g in got)])
     full_dir = few["tasks"]["mnist"]["methods"]["finetune"]["dir"].get("backdoor")
@@ -715,10 +715,12 @@ def backdoor_strength_section(p: Page, few: dict) -> None:
           "weight 1, 800 steps.",
           table(["attacker", "changed", "teacher's own success", *(f"{m}: ACC / DIR" for m in methods)], rows),
           study_protocol("study_mnist_backdoor_strength.json", doc),
-          strength_verdict(p, few, task, methods, dirs))
+          strength_verdict(p, few, doc, runs))
     recipes_part(p)
 
 
+# the ReMoS artifact's fine-tuning batch and budget (remos.sh; safetransfer.transfer.config)
+ARTIFACT_BATCH, ARTIFACT_STEPS = 64, 10_000
 RECIPE_WORDS = {"finetune": "the study's `artifact_scaled` (SGD 0.05, no momentum, constant)",
                 "finetune_artifact": "the artifact's rate (`artifact`: SGD 5e-3, no momentum, constant)",
                 "finetune_shared": "the first round's `shared` (SGD 5e-3, head rate ×10)",
@@ -736,7 +738,7 @@ def recipes_part(p: Page) -> None:
           "artifact's weight decay, label smoothing and dropout where the recipe is the artifact's):",
           table(["method", "recipe", "ACC", "DIR backdoor"], rows) if rows else "Not made yet.",
           study_protocol("study_mnist_backdoor_protocols.json", doc),
-          recipes_verdict(doc, task["students"], p.load("transfer_regime.json")["runs"]))
+          recipes_verdict(doc, task["students"], p.load("transfer_regime.json")["runs"], p.load("study_vision_full.json")))
     artifact_rate_part(p)
 
 
@@ -766,23 +768,25 @@ def artifact_rate_part(p: Page) -> None:
           f"**In progress: {len(said)} of {len(doc['config']['tasks'])} tasks complete** (the command goes on where it stopped).")
 
 
-def recipes_verdict(doc: dict, students: dict, regime: dict) -> str:
+def recipes_verdict(doc: dict, students: dict, regime: dict, study: dict) -> str:
     """The recipes' table in words: does the compressed rate, not the attack, remove the MNIST backdoor?
-    (``regime``: transfer_regime.json's runs.)"""
+    (``regime``: transfer_regime.json's runs; ``study``: the default study, whose students the whole budget would cost.)"""
     scaled, own = students.get("finetune", {}).get("backdoor"), students.get("finetune_artifact", {}).get("backdoor")
     if not scaled or not own:
         return ""
-    steps, total = doc["config"]["steps"], 10_000
+    steps, total = doc["config"]["steps"], ARTIFACT_STEPS
     per_student = own["seconds"] * total / steps
+    c = study["config"]
+    students_made = len(c["tasks"]) * len(c["methods"]) * (1 + sum(d["kind"] == "backdoor" for d in c["defects"]))
     return (f"At the artifact's own rate the student keeps DIR {f3(own['dir']['backdoor'])} (ACC {f3(own['acc'])}); at "
             f"the study's compressed rate {f3(scaled['dir']['backdoor'])} (ACC {f3(scaled['acc'])}). What removes the "
             f"MNIST backdoor is the default study's compression of the artifact's {total:,} steps at 5e-3 onto "
-            f"{steps:,} at a ten times larger rate, chosen because at the artifact's rate a short budget does not make "
+            f"{steps:,} at a {total // steps} times larger rate, chosen because at the artifact's rate a short budget does not make "
             f"transfer pay (800 steps on MNIST: finetune {f3(regime['mnist:all/10/imagenet/finetune[artifact]@800']['accuracy'])} "
             f"against retrain {f3(regime['mnist:all/10/scratch/retrain[strong]@800']['accuracy'])}, "
             "\"Does transfer pay?\" below). The artifact's whole budget would take about "
             f"{per_student / 60:.0f} minutes per student on 2 cores (this file's {secs(own['seconds'])} for {steps:,} "
-            f"steps, times {total // steps}), about {per_student * 44 / 3600:.0f} hours for the default study's 44 students.")
+            f"steps, times {total // steps}), about {per_student * students_made / 3600:.0f} hours for the default study's {students_made} students.")
 
 
 def remos_alpha_few_labels_section(p: Page) -> None:
@@ -800,15 +804,15 @@ def remos_alpha_few_labels_section(p: Page) -> None:
     alphas = {m["name"]: m.get("options", {}).get("ratio", 0.1) for m in doc["config"]["methods"]
               if (m.get("method") or m["name"]) == "remos"}
     complete = len(doc["tasks"]) == len(doc["config"]["tasks"])
-    said = []
+    said: list[tuple[str, bool]] = []  # each α in words, and whether it meets both bounds
     if complete:
         for m, alpha in alphas.items():
             v = agg.get(m)
             if v and v.get("racc") is not None and v["rdir"].get("penultimate") is not None:
-                ok = v["racc"] >= 0.97 and v["rdir"]["penultimate"] <= 0.3
-                said.append(f"α {alpha} (`{m}`): rACC {f3(v['racc'])}, rDIR {f3(v['rdir']['penultimate'])}: "
-                            + ("both bounds met" if ok else "rACC ≥ 0.97 " + ("met" if v["racc"] >= 0.97 else "missed")
-                               + ", rDIR ≤ 0.3 " + ("met" if v["rdir"]["penultimate"] <= 0.3 else "missed")))
+                acc_ok, cut_ok = v["racc"] >= 0.97, v["rdir"]["penultimate"] <= 0.3
+                said.append((f"α {alpha} (`{m}`): rACC {f3(v['racc'])}, rDIR {f3(v['rdir']['penultimate'])}: "
+                             + ("both bounds met" if acc_ok and cut_ok else f"rACC ≥ 0.97 {'met' if acc_ok else 'missed'}, "
+                                f"rDIR ≤ 0.3 {'met' if cut_ok else 'missed'}"), acc_ok and cut_ok))
     p.add("### ReMoS's α with few labels",
           "The share of weights ReMoS excludes and trains again (α, `ratio`: 0.1 as published), against the "
           "penultimate-layer attack on the full profile's tasks (10 labelled images per class, the same crafted inputs "
@@ -818,38 +822,42 @@ def remos_alpha_few_labels_section(p: Page) -> None:
           alpha_verdict(said, {a: agg[m]["racc"] for m, a in alphas.items() if m in agg}) if said else "")
 
 
-def alpha_verdict(said: list[str], racc: dict[float, float]) -> str:
+def alpha_verdict(said: list[tuple[str, bool]], racc: dict[float, float]) -> str:
     """ReMoS's α table in words: each α against the bounds, and whether accuracy follows α."""
     order = sorted(racc)
     ordered = all(racc[a] >= racc[b] for a, b in zip(order, order[1:]))
-    return ("Mean over tasks, against the bounds rACC ≥ 0.97 and rDIR ≤ 0.3: " + "; ".join(said) + ". "
+    return ("Mean over tasks, against the bounds rACC ≥ 0.97 and rDIR ≤ 0.3: " + "; ".join(t for t, _ in said) + ". "
             + ("Accuracy falls as α grows" if ordered else
                "Accuracy does not follow α (rACC " + ", ".join(f"{f3(racc[a])} at α {a}" for a in order)
                + "): with 100 labelled images a smaller slice does not buy the accuracy back")
-            + ("; no α gives both." if not any(s.endswith("both bounds met") for s in said) else "."))
+            + ("." if any(ok for _, ok in said) else "; no α gives both."))
 
 
-def strength_verdict(p: Page, few: dict, task: dict, methods: list[str], dirs: list[float]) -> str:
-    """The backdoor-strength table in words, from its figures."""
-    if not dirs:
+def strength_verdict(p: Page, few: dict, doc: dict, runs: list[tuple[float, str, str]]) -> str:
+    """The backdoor-strength table in words, from its figures (``runs``: each student's DIR, attacker, method)."""
+    if not runs:
         return ""
-    best = max(((d, m, v) for d in task["students"].get(methods[0], {}) for m in methods
-                for v in [task["students"].get(m, {}).get(d)] if v), key=lambda dmv: dmv[2]["dir"][dmv[0]])
+    dirs = sorted(r[0] for r in runs)
+    top, attacker, method = max(runs)
+    task = doc["tasks"]["mnist"]
     obeys = min(v["teacher_success"] for v in task["defects"].values())
     head = (f"Every teacher obeys its trigger (the lowest own success {f3(obeys)}); the largest student DIR of {len(dirs)} is "
-            f"{f3(max(dirs))} (`{best[0]}`, {best[1]}), the median {f3(sorted(dirs)[len(dirs) // 2])}.")
-    if max(dirs) >= 0.4:
-        return head + f" `{best[0]}` is a backdoor the few-labels MNIST student inherits."
-    default = [f3(v["dir"]["latent1"]) for m in methods for v in [task["students"].get(m, {}).get("latent1")] if v]
+            f"{f3(top)} (`{attacker}`, {method}), the median {f3(dirs[len(dirs) // 2])}.")
+    if top >= 0.4:
+        return head + f" `{attacker}` is a backdoor the few-labels MNIST student inherits."
+    default = [f3(d) for d, a, _ in runs if a == "latent1"]
     recipes = p.load("study_few_labels_protocols.json")["tasks"]["fashion-mnist"]["methods"]
     fm = few["tasks"]["fashion-mnist"]["methods"]["finetune"]["dir"].get("backdoor")
-    return (head + " Under the artifact's fine-tuning compressed onto 1,000 steps (SGD at 0.05 without momentum, "
-            "640 passes over the 100 images) the MNIST students forget the patch whatever the alignment weight, the "
-            "share poisoned, the attack's length, the trigger's size or pattern tried here; the default attacker "
-            f"leaves {' and '.join(default)} with the two seeds. With this protocol and these attacks the bound "
-            f"finetune DIR ≥ 0.4 on every task is not met on MNIST. On Fashion-MNIST the same attacker leaves {f3(fm)}; "
-            f"there the gentle protocol keeps {f3(recipes['finetune_shared']['dir']['backdoor'])} of it and the strong "
-            f"recipe {f3(recipes['finetune_strong']['dir']['backdoor'])} (the recipes' table above).")
+    steps, per_class = doc["config"]["steps"], doc["config"]["tasks"][0]["train_per_class"]
+    images = 10 * per_class
+    return (head + f" Under the artifact's fine-tuning compressed onto {steps:,} steps (SGD at 0.05 without momentum, "
+            f"{steps * ARTIFACT_BATCH // images} passes over the {images} images) the MNIST students forget the patch "
+            "whatever the alignment weight, the share poisoned, the attack's length, the trigger's size or pattern "
+            f"tried here; the default attacker leaves {' and '.join(default)} with the two seeds. With this protocol "
+            "and these attacks the bound finetune DIR ≥ 0.4 on every task is not met on MNIST. On Fashion-MNIST the "
+            f"same attacker leaves {f3(fm)}; there the gentle protocol keeps "
+            f"{f3(recipes['finetune_shared']['dir']['backdoor'])} of it and the strong recipe "
+            f"{f3(recipes['finetune_strong']['dir']['backdoor'])} (the recipes' table above).")
 
 
 REGIME_FINETUNES = {  # the fine-tuning runs of transfer_regime.json, as its table names them

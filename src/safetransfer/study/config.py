@@ -127,6 +127,16 @@ class _Defect(_Strict):
         doc = self.model_dump(mode="json", exclude={"name", *self.key_exempt})
         return {f: v for f, v in doc.items() if not (f in self.key_optional and v == self.key_optional[f])}
 
+    def identity_doc(self) -> dict[str, Any]:
+        """Everything that changes what this defect's cells record: its :meth:`key_doc`, how its
+        DIR is measured (:attr:`measure_doc`), the crafting code's version (:attr:`search_doc`) and,
+        where it is scanned, the trigger scan's settings. The config fingerprint and the cells'
+        identities (``safetransfer.study.runner.CellIdentities``) read it."""
+        scan = ({"scan_texts": self.scan_texts, **({"scan_words": self.scan_words}
+                                                    if self.scan_words != GENERAL_WORDS else {})}
+                if self.scanned else {})
+        return {**self.key_doc(), **scan, **self.search_doc, **self.measure_doc}
+
     def flat_dump(self) -> dict[str, Any]:
         """This defect as the single flat model of every kind's fields dumped it before the kinds
         had models of their own (its own values, the other kinds' fields at their defaults, in
@@ -408,10 +418,7 @@ class StudyConfig(_Strict):
         version of the word-swap search where it crafts word swaps (a new search's texts are
         new cells, though the config reads the same)."""
         doc = self._dump()
-        doc["defects"] = [{"name": d.name, **d.key_doc(), **({"scan_texts": d.scan_texts} if d.scanned else {}),
-                           **({"scan_words": d.scan_words} if d.scanned and d.scan_words != GENERAL_WORDS else {}),
-                           **d.search_doc, **d.measure_doc}
-                          for d in self.defects]
+        doc["defects"] = [{"name": d.name, **d.identity_doc()} for d in self.defects]
         return digest(doc)
 
     def results_config(self) -> dict[str, Any]:

@@ -17,7 +17,8 @@ also holds each finished cell's raw record, so a study resumes from its ``result
 on a machine without the cache: a student found there is not made again, and a teacher variant
 or a crafted input set whose students are all found is not made at all. A ``results.json`` of
 another config gives the cells the two configs make alike (:func:`load_prior`): a study changed
-in one defect makes again only what that defect touches. Every finished cell is also a row in the results store (:mod:`safetransfer.study.store`).
+in one defect makes again only what that defect touches. Every finished cell is also a row in
+the results store (:mod:`safetransfer.study.store`).
 
 Two backends make the cells: ``local`` (in this process, one after the other) and ``ray``
 (:mod:`safetransfer.study.ray_backend`: the cells of a stage spread over a Ray cluster's
@@ -284,7 +285,7 @@ def load_prior(path: Path, config: StudyConfig) -> dict[str, TaskState]:
     make the same.
 
     A run of the same config (same fingerprint) gives all its cells. A run of another config
-    gives each cell whose identity (:func:`cell_identity`: the teacher, the task, the method and
+    gives each cell whose identity (:class:`CellIdentities`: the teacher, the task, the method and
     the defects the cell is measured on, the study-wide settings) is the same in both configs, so
     a study changed in one defect makes only the cells that defect touches again, on a machine
     without the cache too; only when the file's config can be read back faithfully (see
@@ -303,11 +304,13 @@ def load_prior(path: Path, config: StudyConfig) -> dict[str, TaskState]:
     if not same and earlier is None:
         return {}
 
+    then, now = (CellIdentities(earlier), CellIdentities(config)) if earlier is not None else (None, None)
+
     def kept(cell: Cell) -> bool:
-        if earlier is None:  # the same config: every cell
+        if then is None or now is None:  # the same config: every cell
             return True
         try:
-            return cell_identity(earlier, cell) == cell_identity(config, cell)
+            return then(cell) == now(cell)
         except LookupError:  # the cell's task, method or defect is not in one of the configs
             return False
 
@@ -329,34 +332,37 @@ def load_prior(path: Path, config: StudyConfig) -> dict[str, TaskState]:
     return prior
 
 
-def cell_identity(config: StudyConfig, cell: Cell) -> str:
-    """What decides a cell's record in ``config``, as a digest: the study-wide settings (teacher,
-    seed, student steps, protocol and training overrides), the task, and per kind the defect it
-    plants or crafts (``teacher``, ``crafted``, ``scan``: also the ``finetune`` method it scans),
-    or the student's method and the defects its DIRs are measured on (every adversarial defect
-    for the clean teacher's student, with ``clean_students`` every text trigger too; its own for
-    a backdoored teacher's). Raises ``LookupError``
-    when the cell's task, method or defect is not in ``config``."""
-    doc = config.model_dump(mode="json")
-    shared = {k: v for k, v in doc.items() if k not in ("name", "tasks", "defects", "methods")}
-    tasks = {t.name: t.model_dump(mode="json") for t in config.tasks}
-    defects = {d.name: {**d.key_doc(), **d.search_doc, **d.measure_doc,
-                        **({"scan_texts": d.scan_texts, "scan_words": d.scan_words} if d.scanned else {})}
-               for d in config.defects}
-    methods = {m.name: m.model_dump(mode="json") for m in config.methods}
-    parts: dict[str, Any] = {"shared": shared, "task": tasks[cell.task], "kind": cell.kind}
-    if cell.kind == "student":
-        parts["method"] = methods[cell.name]
-        if cell.variant == CLEAN:
-            parts["defects"] = {d.name: defects[d.name] for d in config.defects  # as CellMaker measures it
-                                if d.adversarial or (config.clean_students and d.kind == "weight_poisoning")}
+class CellIdentities:
+    """What decides a cell's record in ``config``, as a digest per cell (called with the
+    :class:`Cell`): the study-wide settings (teacher, seed, student steps, protocol and training
+    overrides), the task, and per kind the defect it plants or crafts (``teacher``, ``crafted``,
+    ``scan``: also the ``finetune`` method it scans), or the student's method and the defects its
+    DIRs are measured on (every adversarial defect for the clean teacher's student, with
+    ``clean_students`` every text trigger too; its own for a backdoored teacher's). Raises
+    ``LookupError`` when the cell's task, method or defect is not in ``config``. The config's
+    parts are dumped once, not per cell."""
+
+    def __init__(self, config: StudyConfig) -> None:
+        doc = config.model_dump(mode="json")
+        self.shared = {k: v for k, v in doc.items() if k not in ("name", "tasks", "defects", "methods")}
+        self.tasks = {t.name: t.model_dump(mode="json") for t in config.tasks}
+        self.defects = {d.name: d.identity_doc() for d in config.defects}
+        self.methods = {m.name: m.model_dump(mode="json") for m in config.methods}
+        # the defects a clean teacher's student is measured on, as CellMaker measures it
+        self.clean_measured = [d.name for d in config.defects
+                               if d.adversarial or (config.clean_students and d.kind == "weight_poisoning")]
+
+    def __call__(self, cell: Cell) -> str:
+        parts: dict[str, Any] = {"shared": self.shared, "task": self.tasks[cell.task], "kind": cell.kind}
+        if cell.kind == "student":
+            parts["method"] = self.methods[cell.name]
+            measured = self.clean_measured if cell.variant == CLEAN else [str(cell.variant)]
+            parts["defects"] = {name: self.defects[name] for name in measured}
         else:
-            parts["defects"] = {cell.variant: defects[str(cell.variant)]}
-    else:
-        parts["defect"] = defects[cell.name]
-        if cell.kind == "scan":
-            parts["method"] = methods["finetune"]
-    return digest(parts)
+            parts["defect"] = self.defects[cell.name]
+            if cell.kind == "scan":
+                parts["method"] = self.methods["finetune"]
+        return digest(parts)
 
 
 def run_study(
