@@ -5,7 +5,7 @@ made here (Kurita et al.'s five words, Rotten Tomatoes as the attacker's data) b
 (audited as published: fine-tuned on Rotten Tomatoes first by the audit, then scanned; ``--base minilm-l6``);
 the backdoored teacher is audited a second time with the full Neural Cleanse (no ``--quick``).
 
-Each model comes from the study cache of ``python benchmarks/study_vision.py --profile full`` (run it
+Each model comes from the study cache of ``python benchmarks/study_vision.py --profile compressed`` (run it
 first; the models are saved into ``runs/bench-audit/`` as model folders) and is audited with
 ``--quick`` on its task's data; each verdict and its time go to ``benchmarks/results/audit.json``,
 written after every model (a model already there is kept unless ``--redo``).
@@ -49,7 +49,7 @@ class _Payload:
 
 def main() -> None:
     args, cache = study_cache_args(__doc__.splitlines()[0])
-    config = load_config(None, profile="full")
+    config = load_config(None, profile="compressed")
     maker = CellMaker(config, cache)
     ctx = maker.context(TASK)
     defect = maker.defect(DEFECT)

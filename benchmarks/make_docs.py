@@ -49,6 +49,7 @@ COMMANDS = {
     "transfer_regime.json": "python benchmarks/transfer_regime.py",
     "remos_rules.json": "python benchmarks/remos_rules.py",
     "study_vision_full.json": "python benchmarks/study_vision.py --profile full",
+    "study_vision_compressed.json": "python benchmarks/study_vision.py --profile compressed",
     "study_vision_large.json": "python benchmarks/study_vision.py --profile large",
     "study_few_labels_protocols.json": ("python benchmarks/study_vision.py --config benchmarks/configs/few_labels_protocols.yaml "
                                         "--profile full --results study_few_labels_protocols.json"),
@@ -99,7 +100,7 @@ COMMANDS = {
     "scan_triggers_rt.json": ("safetransfer scan-triggers --model <the finetune student of text_rt.yaml's RIPPLES teacher> "
                               "--data rotten-tomatoes --target 1 --texts 10 --planted cf,mn,bb,tq,mb"),
     "detect.json": "python benchmarks/detect.py --threads 2",
-    "audit.json": "python benchmarks/study_vision.py --profile full && python benchmarks/audit.py --threads 2",
+    "audit.json": "python benchmarks/study_vision.py --profile compressed && python benchmarks/audit.py --threads 2",
     "detect_vs_art.json": ("safetransfer badnets --data fashion-mnist --model small-cnn && python benchmarks/detect_vs_art.py "
                            "--model runs/badnets-small-cnn-fashion-mnist/poisoned/model --threads 1"),
     "scan_data_rt_words.json": ("safetransfer scan-data --data rotten-tomatoes --model minilm-l6 --plant words --rate 0.05 "
@@ -367,7 +368,7 @@ def vision_page(results: Path) -> Page:
              "backdoor the share of non-target inputs it gets right that the trigger sends to the target; rACC and "
              "rDIR are the same relative to the same task's `finetune` student (means over tasks where a table "
              "pools tasks).", results)
-    quick, few = p.load("study_vision_quick.json"), p.load("study_vision_full.json")
+    quick, few = p.load("study_vision_quick.json"), p.load("study_vision_compressed.json")
     full = p.load("study_vision_large.json")  # the first round's regime (profile large)
     fm, mn = full["tasks"]["fashion-mnist"], full["tasks"]["mnist"]
 
@@ -379,17 +380,20 @@ def vision_page(results: Path) -> Page:
     success = ", ".join(f"{d} {f3(v['teacher_success'])}" for d, v in qtask["defects"].items())
     p.add("## The quick study (`make demo`)",
           "`make demo` runs `safetransfer study --profile quick`: the default study's regime (10 labelled training images "
-          "per class) and protocol on Fashion-MNIST alone, with three methods, three defects and a short budget.",
+          "per class) with the compressed profile's protocol on Fashion-MNIST alone, with three methods, three defects and "
+          "a short budget.",
           table(["method", "ACC", "rACC", *(f"DIR {d}" for d in qdefects)], rows),
           study_protocol("study_vision_quick.json", quick),
           f"Accuracy: finetune {f3(qm['finetune']['acc'])}, remos {f3(qm['remos']['acc'])}, retrain (its own from-scratch "
-          f"recipe) {f3(qm['retrain']['acc'])}. {quick['config']['steps']} steps is a demo's budget, not the full profile's "
-          f"{few['config']['steps']:,} (below). The finetune student keeps DIR {f3(qm['finetune']['dir'].get('backdoor'))} "
+          f"recipe) {f3(qm['retrain']['acc'])}. {quick['config']['steps']} steps is a demo's budget, not the compressed "
+          f"profile's {few['config']['steps']:,} (below). The finetune student keeps DIR {f3(qm['finetune']['dir'].get('backdoor'))} "
           f"of a backdoor its teacher obeys at {f3(qtask['defects']['backdoor']['teacher_success'])}, and "
           f"{f3(qm['finetune']['dir'].get('penultimate'))} of the penultimate-layer attack (what each recipe leaves: below).",
           f"The teacher's own success per defect: {success} (the backdoor: the trigger's DIR on the attacker's test data; "
           f"the adversarial inputs: {qtask['defects'][qdefects[1]].get('teacher_success_means', '')}).")
-    few_labels_section(p, few)
+    if (results / "study_vision_full.json").exists():  # made over several sessions: absent until its first cell
+        few_labels_section(p, p.load("study_vision_full.json"), "study_vision_full.json")
+    few_labels_section(p, few, "study_vision_compressed.json")
     protocols_section(p)
     backdoor_strength_section(p, few)
     remos_alpha_few_labels_section(p)
@@ -416,7 +420,7 @@ def vision_page(results: Path) -> Page:
           "JSON and in the report's grid.",
           table(["task", "method", "ACC", "rACC", "DIR backdoor (rDIR)", "DIR backdoor_shift", "DIR penultimate (rDIR)",
                  f"DIR coverage-guided, mean of {len(cg)} (rDIR)"], rows),
-          study_protocol("study_vision_full.json", full),
+          study_protocol("study_vision_large.json", full),
           f"The defects are there to inherit: the finetune student keeps {f3(ft['fashion-mnist']['dir']['backdoor'])} "
           f"(Fashion-MNIST) and {f3(ft['mnist']['dir']['backdoor'])} (MNIST) of the latent backdoor and "
           f"{f3(ft['fashion-mnist']['dir']['penultimate'])} / {f3(ft['mnist']['dir']['penultimate'])} of the penultimate-layer "
@@ -584,9 +588,26 @@ PAPER_REMOS = ("the ReMoS paper (Zhang et al. 2022, ResNet-50 on CUB, Flowers, M
                "DIR cut by 63-86% (rDIR 0.14-0.37) at about 3% accuracy (rACC about 0.97)")
 
 
-def few_labels_section(p: Page, doc: dict) -> None:
-    """The default (full) vision study: few labels, the artifact's protocol, the strong defences beside ReMoS.
-    Written for a partial document too (the study fills it cell by cell over hours)."""
+PROFILE_WORDS = {  # the few-labels profiles of the embedded vision study: (heading, their protocol in words)
+    "study_vision_full.json": (
+        "## The full profile: few labels at the artifact's rate, where transfer pays (the default study)",
+        "`safetransfer study` (no profile)", "every method trains under the artifact's protocol at its own rate "
+        "(`protocol: artifact`: SGD 5e-3 without momentum, weight decay 1e-4, label smoothing 0.1, dropout 0.1) for the "
+        "study's steps (the artifact runs 10,000; why this rate and budget: \"Twice the steps at the artifact's own "
+        "rate\" below)"),
+    "study_vision_compressed.json": (
+        "## The compressed profile: few labels, the artifact's budget compressed (the default study until December 2026)",
+        "`safetransfer study --profile compressed`", "every method trains under the artifact's protocol with its "
+        "10,000-step budget compressed onto the study's steps (`protocol: artifact_scaled`; why: \"Does transfer pay?\" "
+        "below)"),
+}
+
+
+def few_labels_section(p: Page, doc: dict, source: str) -> None:
+    """A few-labels profile of the vision study (the default full one, or the compressed one): the artifact's
+    protocol, the strong defences beside ReMoS. Written for a partial document too (the study fills it cell by cell
+    over hours)."""
+    heading, command, protocol_words = PROFILE_WORDS[source]
     c = doc["config"]
     backdoors = [d["name"] for d in c["defects"] if d["kind"] in ("backdoor", "ripple_vision")]
     cg = [d["name"] for d in c["defects"] if d["kind"] == "coverage_guided"]
@@ -625,16 +646,15 @@ def few_labels_section(p: Page, doc: dict) -> None:
                            "from most accurate: " + ", ".join(f"`{fm}` (rACC {f3(fv['racc'])}, DIR {f3(fv['dir'][defect])})"
                                                              for fm, fv in front))
     remos = agg.get("remos")
-    p.add("## The full profile: few labels, where transfer pays (the default study)",
-          "`safetransfer study` (no profile): each task gives the student 10 labelled training images per class "
-          "(`train_per_class: 10`, a seeded balanced subset; the ReMoS paper's data sets have tens per class), every "
-          "method trains under the artifact's protocol with its 10,000-step budget compressed onto the study's steps "
-          "(`protocol: artifact_scaled`; why: \"Does transfer pay?\" below), `retrain` under its own from-scratch recipe "
+    p.add(heading,
+          f"{command}: each task gives the student 10 labelled training images per class "
+          "(`train_per_class: 10`, a seeded balanced subset; the ReMoS paper's data sets have tens per class), "
+          f"{protocol_words}, {c['steps']:,} steps, `retrain` under its own from-scratch recipe "
           "(and `retrain_artifact` under the shared one), `finetune_strong`, `remos_strong` and `superft` under their own "
           "recipes. The backdoor attacker has the student's data (full knowledge). Status: " + status + ".",
           table(["task", "method", "ACC", "rACC", *(f"DIR {x} (rDIR)" for x in backdoors), "DIR penultimate (rDIR)",
                  f"DIR coverage-guided, mean of {len(cg)} (rDIR)"], rows) if rows else "No student made yet.",
-          study_protocol("study_vision_full.json", doc),
+          study_protocol(source, doc),
           bullets(checks) if checks else "",
           (f"ReMoS as published, mean over tasks: rACC {f3(remos['racc'])}, rDIR backdoor {f3(remos['rdir'].get('backdoor'))}, "
            f"penultimate {f3(remos['rdir'].get('penultimate'))}; " + PAPER_REMOS + "." + remos_regime_note(p, remos, agg))
@@ -675,8 +695,8 @@ def protocols_section(p: Page) -> None:
                          f3(v["dir"].get("backdoor")), f3(v["dir"].get("penultimate"))])
         success = ", ".join(f"{d} {f3(v['teacher_success'])}" for d, v in task["defects"].items())
     p.add("### Does the fine-tuning recipe decide what a few-labels student inherits?",
-          "The full profile's Fashion-MNIST task, its backdoor and the penultimate-layer attack at ε 0.3 (the profile "
-          "now crafts at 0.5, chosen from this table: at 0.3 little is left to cut), `finetune` under three recipes "
+          "The few-labels Fashion-MNIST task, its backdoor and the penultimate-layer attack at ε 0.3 (the profiles "
+          "now craft at 0.5, chosen from this table: at 0.3 little is left to cut), `finetune` under three recipes "
           "beside `retrain`: "
           "`artifact_scaled`, the artifact's protocol with its budget compressed (the study's: SGD without momentum at "
           "5e-3 × 10,000 / steps, one rate), the first round's gentle `shared` protocol (SGD 5e-3, head rate ×10: a "
@@ -708,7 +728,7 @@ def backdoor_strength_section(p: Page, few: dict) -> None:
                      *(f"{f3(g['acc'])} / {f3(g['dir'][name_])}" if g else "…" for g in got)])
     full_dir = few["tasks"]["mnist"]["methods"]["finetune"]["dir"].get("backdoor")
     p.add("### Why the MNIST student keeps little of the backdoor",
-          "The full profile's MNIST `finetune` student keeps DIR " + f3(full_dir) + " of the backdoor (Fashion-MNIST: "
+          "The compressed profile's MNIST `finetune` student keeps DIR " + f3(full_dir) + " of the backdoor (Fashion-MNIST: "
           + f3(few["tasks"]["fashion-mnist"]["methods"]["finetune"]["dir"].get("backdoor")) + "). Stronger and other "
           "attackers on the same task, each `finetune` student made twice (the study's seed and seed 1: another head "
           "and batch order); the default attacker: 7×7 white square, 20% of the whole training set poisoned, latent "
@@ -738,7 +758,7 @@ def recipes_part(p: Page) -> None:
           "artifact's weight decay, label smoothing and dropout where the recipe is the artifact's):",
           table(["method", "recipe", "ACC", "DIR backdoor"], rows) if rows else "Not made yet.",
           study_protocol("study_mnist_backdoor_protocols.json", doc),
-          recipes_verdict(doc, task["students"], p.load("transfer_regime.json")["runs"], p.load("study_vision_full.json")))
+          recipes_verdict(doc, task["students"], p.load("transfer_regime.json")["runs"], p.load("study_vision_compressed.json")))
     artifact_rate_part(p)
 
 
@@ -780,13 +800,13 @@ def recipes_verdict(doc: dict, students: dict, regime: dict, study: dict) -> str
     students_made = len(c["tasks"]) * len(c["methods"]) * (1 + sum(d["kind"] == "backdoor" for d in c["defects"]))
     return (f"At the artifact's own rate the student keeps DIR {f3(own['dir']['backdoor'])} (ACC {f3(own['acc'])}); at "
             f"the study's compressed rate {f3(scaled['dir']['backdoor'])} (ACC {f3(scaled['acc'])}). What removes the "
-            f"MNIST backdoor is the default study's compression of the artifact's {total:,} steps at 5e-3 onto "
+            f"MNIST backdoor is the compressed profile's compression of the artifact's {total:,} steps at 5e-3 onto "
             f"{steps:,} at a {total // steps} times larger rate, chosen because at the artifact's rate a short budget does not make "
             f"transfer pay (800 steps on MNIST: finetune {f3(regime['mnist:all/10/imagenet/finetune[artifact]@800']['accuracy'])} "
             f"against retrain {f3(regime['mnist:all/10/scratch/retrain[strong]@800']['accuracy'])}, "
             "\"Does transfer pay?\" below). The artifact's whole budget would take about "
             f"{per_student / 60:.0f} minutes per student on 2 cores (this file's {secs(own['seconds'])} for {steps:,} "
-            f"steps, times {total // steps}), about {per_student * students_made / 3600:.0f} hours for the default study's {students_made} students.")
+            f"steps, times {total // steps}), about {per_student * students_made / 3600:.0f} hours for the study's {students_made} students.")
 
 
 def remos_alpha_few_labels_section(p: Page) -> None:
@@ -815,8 +835,8 @@ def remos_alpha_few_labels_section(p: Page) -> None:
                                 f"rDIR ≤ 0.3 {'met' if cut_ok else 'missed'}"), acc_ok and cut_ok))
     p.add("### ReMoS's α with few labels",
           "The share of weights ReMoS excludes and trains again (α, `ratio`: 0.1 as published), against the "
-          "penultimate-layer attack on the full profile's tasks (10 labelled images per class, the same crafted inputs "
-          "and protocol): rACC and rDIR relative to each task's `finetune` student, means over both tasks in the last rows.",
+          "penultimate-layer attack on the compressed profile's tasks (10 labelled images per class, the same crafted "
+          "inputs and protocol): rACC and rDIR relative to each task's `finetune` student, means over both tasks in the last rows.",
           table(["task", "method", "ACC", "rACC", "DIR penultimate", "rDIR"], rows) if rows else "Not made yet.",
           study_protocol("remos_alpha_few_labels.json", doc),
           alpha_verdict(said, {a: agg[m]["racc"] for m, a in alphas.items() if m in agg}) if said else "")

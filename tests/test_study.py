@@ -53,8 +53,12 @@ def test_embedded_default_and_profiles() -> None:
     large = load_config(profile="large")
     assert full.teacher.model == "efficientnet-lite0"
     assert [t.data for t in full.tasks] == ["fashion-mnist", "mnist"]
-    # the few-labels regime under the artifact's protocol (its budget compressed), retrain under its own recipe
-    assert [t.train_per_class for t in full.tasks] == [10, 10] and full.protocol == "artifact_scaled"
+    # the few-labels regime under the artifact's protocol at its own rate, retrain under its own recipe; the
+    # compressed profile: the same cells at the artifact's budget compressed onto half the steps
+    assert [t.train_per_class for t in full.tasks] == [10, 10] and (full.protocol, full.steps) == ("artifact", 2000)
+    compressed = load_config(profile="compressed")
+    assert (compressed.protocol, compressed.steps) == ("artifact_scaled", 1000)
+    assert compressed.model_copy(update={"protocol": "artifact", "steps": 2000}).fingerprint() == full.fingerprint()
     assert {m.name for m in full.methods} == {"finetune", "remos", "retrain", "retrain_artifact", "magprune", "delta",
                                               "delta_r", "renofeation", "finetune_strong", "superft", "remos_strong"}
     assert full.methods[2].options == {"protocol": "scratch"} and full.methods[2].name == "retrain"
@@ -64,7 +68,7 @@ def test_embedded_default_and_profiles() -> None:
     assert len(grid) == 9
     assert [t.data for t in quick.tasks] == ["fashion-mnist"] and quick.steps < full.steps
     assert quick.tasks[0].train_per_class == 10
-    assert len({full.fingerprint(), quick.fingerprint(), large.fingerprint()}) == 3
+    assert len({full.fingerprint(), compressed.fingerprint(), quick.fingerprint(), large.fingerprint()}) == 4
     # the first round's regime: every training image, its protocol, its seven methods, the shift backdoor
     assert [t.train_per_class for t in large.tasks] == [None, None] and large.protocol == "shared"
     assert [m.name for m in large.methods] == ["finetune", "remos", "retrain", "magprune", "delta", "delta_r", "renofeation"]
@@ -150,7 +154,8 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 COMMITTED_STUDIES = [  # (the config: a benchmark YAML or an embedded study, the results file it made)
     *((p.name, m.group(1) if (m := re.search(r"--results (\S+\.json)", p.read_text())) else None)
       for p in sorted((BENCHMARKS / "configs").glob("*.yaml"))),
-    ("vision", "study_vision_full.json"), ("vision", "study_vision_quick.json"), ("vision", "study_vision_large.json"),
+    ("vision", "study_vision_compressed.json"), ("vision", "study_vision_quick.json"), ("vision", "study_vision_large.json"),
+    *((("vision", "study_vision_full.json"),) if (BENCHMARKS / "results" / "study_vision_full.json").exists() else ()),
     ("text", "study_text_quick.json"), ("text", "study_text_full_profile.json"),
 ]
 

@@ -17,7 +17,7 @@ from safetransfer.cli.common import (
 @app.command("study")
 def study_cmd(
     config: Optional[Path] = typer.Argument(None, help="A study YAML, or vision / text: the embedded studies (default: vision)."),
-    profile: Optional[str] = typer.Option(None, "--profile", "-p", help="A profile of the config: full (few labels), quick (the demo) or large (every training image) for the embedded one (default: full if the config has it)."),
+    profile: Optional[str] = typer.Option(None, "--profile", "-p", help="A profile of the config: full (few labels), compressed (the same, 1000 steps at 10x the rate), quick (the demo) or large (every training image) for the embedded one (default: full if the config has it)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder for results.json and report.html (default runs/study-NAME-PROFILE)."),
     cache_dir: Optional[Path] = typer.Option(None, help="Cache of teachers, students and crafted inputs (default $SAFETRANSFER_HOME/cache/study)."),
     report: bool = typer.Option(True, "--report/--no-report", help="Write report.html next to results.json."),
