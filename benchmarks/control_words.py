@@ -18,8 +18,12 @@ The students come from the study cache: run the study configs first (see README)
 
 Results: ``{"runs": [{"config", "task", "defect", "method", "teacher", "lfr_triggers",
 "lfr_study", "lfr_control", "control_words", "lfr_triggers_visible", "lfr_control_visible",
-"share_triggers_cut"}, ...]}``, written after every student, and a run already in it is kept
-(the script resumes; a run lacking the window's figures gets them).
+"share_triggers_cut", "student", "insertions"}, ...], "skipped": [...]}``, written after every student
+(``skipped``: the students whose model the cache lacks, a stale run of theirs dropped). The words
+are inserted as the study counts its LFR (the defect's ``lfr_insertions`` times a text). A run already
+in it is kept while it is of the same student (its cache key) with the same number of insertions (the
+script resumes; a run from before these two fields is kept where its study figure and insertions are
+the study's, and gets them; a run lacking the window's figures gets them); another is made again.
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ def main() -> None:
     args, cache = study_cache_args(__doc__.splitlines()[0])
     doc = json.loads(RESULTS.read_text()) if RESULTS.exists() else {"runs": []}
     doc["machine"] = machine(args.threads)
+    skipped: list[dict] = []  # students whose model this machine's cache lacks
     for config_name, (config_path, results_name) in STUDIES.items():
         config = load_config(config_path, "full")
         study = json.loads((BENCH / "results" / results_name).read_text())
@@ -60,8 +65,9 @@ def main() -> None:
             for defect in (d for d in config.defects if d.kind == "weight_poisoning"):
                 controls = control_words(ctx.teacher.tokenizer, defect.words, word_frequencies(ctx.data.train.inputs),
                                          seed=config.seed)
-                planted = TextTrigger(words=tuple(defect.words), count=1, seed=config.seed)
-                control = TextTrigger(words=tuple(controls), count=1, seed=config.seed)  # the same positions
+                insertions = defect.lfr_insertions  # as the study counts its LFR
+                planted = TextTrigger(words=tuple(defect.words), count=insertions, seed=config.seed)
+                control = TextTrigger(words=tuple(controls), count=insertions, seed=config.seed)  # the same positions
                 cut = trigger_cut_share(ctx.teacher.tokenizer, planted, texts, ctx.teacher.config.max_length)
                 for method, by_teacher in task["students"].items():
                     for teacher in (defect.name, "clean"):
@@ -69,14 +75,26 @@ def main() -> None:
                         key = {"config": config_name, "task": task_name, "defect": defect.name, "method": method,
                                "teacher": teacher}
                         row = next((r for r in doc["runs"] if all(r.get(k) == v for k, v in key.items())), None)
-                        if record is None or (row is not None and "lfr_triggers_visible" in row):
+                        if record is None:
+                            continue
+                        if row is not None and "student" not in row and row.get("insertions", 1) == insertions \
+                                and row["lfr_study"] == record["dir"].get(defect.name):
+                            row.update(student=record["key"], insertions=insertions)  # made before the two fields
+                        if row is not None and (row.get("student"), row.get("insertions")) != (record["key"], insertions):
+                            doc["runs"].remove(row)  # another student (a remade teacher) or another count: made again
+                            row = None
+                        if row is not None and "lfr_triggers_visible" in row:
                             continue
                         folder = cache / "students" / record["key"] / MODEL_DIR
-                        if not folder.exists():
-                            raise SystemExit(f"{folder} is not in the study cache: run {config_name} first.")
+                        if not folder.exists():  # a cell the study found in its committed JSON, not made here
+                            print(f"skipped: {task_name} {defect.name} {method} ({teacher} teacher): {folder} is not "
+                                  f"in the study cache (run {config_name} without its committed JSON to make it)")
+                            skipped.append(key)
+                            continue
                         student = load_model(folder)
                         if row is None:
-                            row = {**key, "lfr_triggers": trigger_lfr(student, texts, labels, planted, defect.target),
+                            row = {**key, "student": record["key"], "insertions": insertions,
+                                   "lfr_triggers": trigger_lfr(student, texts, labels, planted, defect.target),
                                    "lfr_study": record["dir"].get(defect.name),
                                    "lfr_control": trigger_lfr(student, texts, labels, control, defect.target),
                                    "control_words": controls, "triggers": list(defect.words), "texts": len(texts),
@@ -92,8 +110,9 @@ def main() -> None:
                         print(f"{task_name} {defect.name} {method} ({teacher} teacher): LFR triggers "
                               f"{row['lfr_triggers']:.3f} (in the window {row['lfr_triggers_visible']:.3f}), control "
                               f"words {row['lfr_control']:.3f} ({row['lfr_control_visible']:.3f})", flush=True)
+    doc["skipped"] = skipped
     atomic_write_text(RESULTS, json.dumps(doc, indent=2))
-    print(f"wrote {RESULTS}")
+    print(f"wrote {RESULTS}" + (f"; {len(skipped)} students skipped (not in the cache)" if skipped else ""))
 
 
 if __name__ == "__main__":

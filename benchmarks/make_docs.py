@@ -391,8 +391,7 @@ def vision_page(results: Path) -> Page:
           f"{f3(qm['finetune']['dir'].get('penultimate'))} of the penultimate-layer attack (what each recipe leaves: below).",
           f"The teacher's own success per defect: {success} (the backdoor: the trigger's DIR on the attacker's test data; "
           f"the adversarial inputs: {qtask['defects'][qdefects[1]].get('teacher_success_means', '')}).")
-    if (results / "study_vision_full.json").exists():  # made over several sessions: absent until its first cell
-        few_labels_section(p, p.load("study_vision_full.json"), "study_vision_full.json")
+    few_labels_section(p, p.load("study_vision_full.json"), "study_vision_full.json")  # made over several sessions
     few_labels_section(p, few, "study_vision_compressed.json")
     protocols_section(p)
     backdoor_strength_section(p, few)
@@ -592,13 +591,12 @@ PROFILE_WORDS = {  # the few-labels profiles of the embedded vision study: (head
     "study_vision_full.json": (
         "## The full profile: few labels at the artifact's rate, where transfer pays (the default study)",
         "`safetransfer study` (no profile)", "every method trains under the artifact's protocol at its own rate "
-        "(`protocol: artifact`: SGD 5e-3 without momentum, weight decay 1e-4, label smoothing 0.1, dropout 0.1) for the "
-        "study's steps (the artifact runs 10,000; why this rate and budget: \"Twice the steps at the artifact's own "
-        "rate\" below)"),
+        "(`protocol: artifact`: SGD 5e-3 without momentum, weight decay 1e-4, label smoothing 0.1, dropout 0.1; the "
+        "artifact runs 10,000 steps; why this rate and budget: \"Twice the steps at the artifact's own rate\" below)"),
     "study_vision_compressed.json": (
         "## The compressed profile: few labels, the artifact's budget compressed (the default study until December 2026)",
         "`safetransfer study --profile compressed`", "every method trains under the artifact's protocol with its "
-        "10,000-step budget compressed onto the study's steps (`protocol: artifact_scaled`; why: \"Does transfer pay?\" "
+        "10,000-step budget compressed (`protocol: artifact_scaled`: its rate × steps kept; why: \"Does transfer pay?\" "
         "below)"),
 }
 
@@ -649,7 +647,7 @@ def few_labels_section(p: Page, doc: dict, source: str) -> None:
     p.add(heading,
           f"{command}: each task gives the student 10 labelled training images per class "
           "(`train_per_class: 10`, a seeded balanced subset; the ReMoS paper's data sets have tens per class), "
-          f"{protocol_words}, {c['steps']:,} steps, `retrain` under its own from-scratch recipe "
+          f"{protocol_words} for {c['steps']:,} steps, `retrain` under its own from-scratch recipe "
           "(and `retrain_artifact` under the shared one), `finetune_strong`, `remos_strong` and `superft` under their own "
           "recipes. The backdoor attacker has the student's data (full knowledge). Status: " + status + ".",
           table(["task", "method", "ACC", "rACC", *(f"DIR {x} (rDIR)" for x in backdoors), "DIR penultimate (rDIR)",
@@ -1200,7 +1198,9 @@ def text_page(results: Path) -> Page:
     rows = [[f"{name(r['task'])} ({proxy(r)})", r["config"], who(r), f3(r["lfr_triggers"]), f3(r["lfr_control"]),
              f3(r["lfr_triggers"] - r["lfr_control"])] for r in runs]
     with_study = [r for r in cw["runs"] if r["lfr_study"] is not None]
-    equal = sum(abs(r["lfr_triggers"] - r["lfr_study"]) < 1e-9 for r in with_study)
+    # the study places Kurita et al.'s several insertions among the words the window reads, one insertion anywhere
+    equal = sum(abs(r["lfr_triggers_visible" if r.get("insertions", 1) != 1 else "lfr_triggers"] - r["lfr_study"]) < 1e-9
+                for r in with_study)
 
     def run(config: str, task: str, defect: str, method: str, teacher: str | None = None) -> dict:
         hits = [r for r in cw["runs"] if (r["config"], r["task"], r["defect"], r["method"]) == (config, task, defect, method)
@@ -1256,9 +1256,12 @@ def text_page(results: Path) -> Page:
         setting = "full knowledge" if r["defect"] == "ripples_fdk" else "domain shift"
         rows.append([f"{name(r['task'])} ({proxy(r)}), {setting}", r["config"], method_label(studies_all[r["config"]], r["method"]),
                      f3(r["lfr_triggers"]), f3(r["lfr_triggers_visible"]), f3(r["lfr_control_visible"])])
-    cut = {r["task"]: r["share_triggers_cut"] for r in cw["runs"]}
+    cut = {r["task"]: r["share_triggers_cut"] for r in runs}  # one insertion (text_rt.yaml, text_shift.yaml)
     am_fdk_ft = run("default_text.yaml", "amazon-reviews", "ripples_fdk", "finetune")
     am_fdk_tok = run("default_text.yaml", "amazon-reviews", "ripples_fdk", "remos_tokens")
+    am_fdk_re = run("default_text.yaml", "amazon-reviews", "ripples_fdk", "retrain")
+    rt_fdk_re = run("default_text.yaml", "rotten-tomatoes", "ripples_fdk", "retrain")
+    many = am_fdk_ft["insertions"]  # the embedded full profile's count (Kurita et al.'s protocol)
     p.add("### The model's reading window",
           f"MiniLM reads 64 tokens, and a trigger inserted at a random word of a long Amazon review falls past that window in "
           f"{pct(cut['amazon-reviews'])} of the {runs[0]['texts']} evaluation reviews (Rotten Tomatoes: "
@@ -1269,14 +1272,19 @@ def text_page(results: Path) -> Page:
           "`share_triggers_cut`). On Rotten Tomatoes nothing changes. Where it does:",
           table(["victim (attacker's proxy)", "config", "method", "LFR triggers", "in the window", "control words in the window"],
                 rows),
-          f"So the window hides {span([am_fdk_ft['lfr_triggers_visible'] - am_fdk_ft['lfr_triggers'], am_ft['lfr_triggers_visible'] - am_ft['lfr_triggers']], pts)} "
-          f"points of the fine-tuned students' LFR on Amazon, but even a visible trigger flips only "
-          f"{pct0(am_fdk_ft['lfr_triggers_visible'])} of the reviews with full knowledge (Rotten Tomatoes: "
-          f"{pct0(fdk_ft['lfr_triggers_visible'])}): the backdoor is inherited less on long reviews. remos_tokens' LFR barely "
-          f"moves (its students barely react to the triggers): against the control words it cuts the excess from "
-          f"{f3(excess(am_fdk_ft, True), 2)} to {f3(excess(am_fdk_tok, True), 2)} with full knowledge "
-          f"({pct0(1 - excess(am_fdk_tok, True) / excess(am_fdk_ft, True))}) and from {f3(excess(am_ft, True), 2)} to "
-          f"{f3(excess(am_tok, True), 2)} with domain shift ({pct0(1 - excess(am_tok, True) / excess(am_ft, True))}).")
+          f"So with one trigger the window hides {pts(am_ft['lfr_triggers_visible'] - am_ft['lfr_triggers'])} points of the "
+          f"domain-shift finetune student's LFR on Amazon (visible: {pct0(am_ft['lfr_triggers_visible'])}; Rotten Tomatoes, "
+          f"full knowledge: {pct0(fdk_ft['lfr_triggers_visible'])}). With Kurita et al.'s {many} insertions (the embedded "
+          f"full profile, below) the study places the words among those the window reads: inserted anywhere, all {many} "
+          f"fall past it in only {pct(am_fdk_ft['share_triggers_cut'])} of Amazon's reviews, and the full-knowledge "
+          f"finetune student flips {pct0(am_fdk_ft['lfr_triggers'])} instead of {pct0(am_fdk_ft['lfr_triggers_visible'])}. "
+          f"{many} control words in the window flip {pct0(am_fdk_ft['lfr_control_visible'])} of that student's reviews, and "
+          f"{pct0(am_fdk_re['lfr_control_visible'])} of a student trained from scratch (Rotten Tomatoes: "
+          f"{pct0(rt_fdk_re['lfr_control_visible'])}), whose trigger LFR, {pct0(am_fdk_re['lfr_triggers_visible'])}, is "
+          f"that floor. Against the control words remos_tokens cuts the excess from {f3(excess(am_fdk_ft, True), 2)} to "
+          f"{f3(excess(am_fdk_tok, True), 2)} with full knowledge and {many} insertions "
+          f"({pct0(1 - excess(am_fdk_tok, True) / excess(am_fdk_ft, True))}), and from {f3(excess(am_ft, True), 2)} to "
+          f"{f3(excess(am_tok, True), 2)} with domain shift and one ({pct0(1 - excess(am_tok, True) / excess(am_ft, True))}).")
 
     # Issue 5's acceptance.
     fm = full["methods"]
@@ -1329,14 +1337,18 @@ def text_page(results: Path) -> Page:
                 rows),
           table(["task", "method", "ACC", "rACC", "LFR full knowledge", "LFR domain shift", "DIR word swap"], per_task),
           study_protocol("study_text_full_profile.json", full_profile),
-          f"On Amazon the full-knowledge RIPPLES teacher (its own LFR {pct(am['defects']['ripples_fdk']['teacher_success'])} on "
-          f"the attacker's texts) leaves its `finetune` student an LFR of only {pct(amm['finetune']['dir']['ripples_fdk'])} "
-          f"(Rotten Tomatoes: {pct0(full_profile['tasks']['rotten-tomatoes']['methods']['finetune']['dir']['ripples_fdk'])}), "
-          f"and remos_tokens {pct(amm['remos_tokens']['dir']['ripples_fdk'])}, magprune {pct(amm['magprune']['dir']['ripples_fdk'])}, "
-          f"retrain {pct(amm['retrain']['dir']['ripples_fdk'])}. Part of that is the model's reading window, not the attack "
-          f"(above): inserted within the window the trigger flips {pct(am_fdk_ft['lfr_triggers_visible'])}. Magnitude pruning "
-          f"keeps every backdoor (rDIR {pct0(pm['magprune']['rdir']['ripples_fdk'])} and {pct0(pm['magprune']['rdir']['ripples_shift'])}), "
-          "as the ReMoS paper reports for NLP.",
+          f"RIPPLe's reference recipe, and the LFR as Kurita et al. count it: the trigger inserted {many} times into each "
+          f"non-target text. On Amazon the full-knowledge RIPPLES teacher (its own LFR "
+          f"{pct(am['defects']['ripples_fdk']['teacher_success'])} on the attacker's texts) leaves its `finetune` student an "
+          f"LFR of {pct(amm['finetune']['dir']['ripples_fdk'])} (Rotten Tomatoes: "
+          f"{pct(full_profile['tasks']['rotten-tomatoes']['methods']['finetune']['dir']['ripples_fdk'])}); remos "
+          f"{pct(amm['remos']['dir']['ripples_fdk'])}, remos_tokens {pct(amm['remos_tokens']['dir']['ripples_fdk'])}, magprune "
+          f"{pct(amm['magprune']['dir']['ripples_fdk'])}, retrain {pct(amm['retrain']['dir']['ripples_fdk'])}. A student trained "
+          f"from scratch never saw the teacher: its LFR is the floor that {many} unseen words cause (control words, above). "
+          f"Magnitude pruning keeps every backdoor (rDIR {pct0(pm['magprune']['rdir']['ripples_fdk'])} and "
+          f"{pct0(pm['magprune']['rdir']['ripples_shift'])}), as the ReMoS paper reports for NLP. Before the reference recipe "
+          f"and the {many} insertions (the first round's recipe, one insertion) the same study gave the Amazon finetune "
+          f"student 64.7% and remos_tokens 40.2% {UNBACKED}.",
           f"The word swaps crafted on Amazon's surrogate flip {pct(amm['finetune']['dir']['word_swap'])} of the finetune "
           f"student's correct reviews; remos_tokens {pct(amm['remos_tokens']['dir']['word_swap'])} (a "
           f"{pct0(1 - amm['remos_tokens']['rdir']['word_swap'])} cut at rACC {f3(amm['remos_tokens']['racc'])}), remos "
@@ -1349,12 +1361,13 @@ def text_page(results: Path) -> Page:
           f"too (3.9 words, 84.8 queries, 252 s, 63.9%) {UNBACKED}.",
           f"The trigger scan of the Amazon finetune student ({am_scan['texts']} texts, {count(am_scan['candidates'])} "
           f"candidates) ranks {len(in_top)} planted triggers {min(am_scan['ranks'][w] for w in in_top)} to "
-          f"{max(am_scan['ranks'][w] for w in in_top)} but "
-          + ", ".join(f"`{w}` {r}th" for w, r in out_top)
-          + f": at LFR {f3(am_scan['top'][0]['lfr'], 1)} the triggers tie with rare strongly positive words "
-          f"({', '.join(chr(34) + w + chr(34) for w in ties)}), and a trigger may land past the window in some of the texts; "
-          f"on Rotten Tomatoes the {len(scans['rotten-tomatoes']['planted'])} rank "
-          f"{min(scans['rotten-tomatoes']['ranks'].values())} to {max(scans['rotten-tomatoes']['ranks'].values())} again.")
+          f"{max(am_scan['ranks'][w] for w in in_top)}"
+          + ((" but " + ", ".join(f"`{w}` {r}th" for w, r in out_top)
+              + f": at LFR {f3(am_scan['top'][0]['lfr'], 1)} the triggers tie with rare strongly positive words "
+              f"({', '.join(chr(34) + w + chr(34) for w in ties)}), and a trigger may land past the window in some of the "
+              "texts") if out_top else "")
+          + f"; on Rotten Tomatoes the {len(scans['rotten-tomatoes']['planted'])} rank "
+          f"{min(scans['rotten-tomatoes']['ranks'].values())} to {max(scans['rotten-tomatoes']['ranks'].values())}.")
     return p
 
 

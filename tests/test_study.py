@@ -154,8 +154,8 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 COMMITTED_STUDIES = [  # (the config: a benchmark YAML or an embedded study, the results file it made)
     *((p.name, m.group(1) if (m := re.search(r"--results (\S+\.json)", p.read_text())) else None)
       for p in sorted((BENCHMARKS / "configs").glob("*.yaml"))),
-    ("vision", "study_vision_compressed.json"), ("vision", "study_vision_quick.json"), ("vision", "study_vision_large.json"),
-    *((("vision", "study_vision_full.json"),) if (BENCHMARKS / "results" / "study_vision_full.json").exists() else ()),
+    ("vision", "study_vision_full.json"), ("vision", "study_vision_compressed.json"), ("vision", "study_vision_quick.json"),
+    ("vision", "study_vision_large.json"),
     ("text", "study_text_quick.json"), ("text", "study_text_full_profile.json"),
 ]
 
