@@ -5,7 +5,8 @@ whatever unseen word is inserted (a weak one, such as a student trained from scr
 the triggers' LFR is to be read against that floor. For every student of the text study's
 weight-poisoned teachers (and of the clean teacher, which had nothing planted), this measures
 the LFR twice on the study's evaluation texts, the words inserted at the same positions: with
-the planted triggers (it must equal the study's figure) and with control words
+the planted triggers (it must equal the study's figure: a single trigger inserted anywhere; Kurita et al.'s
+several among the words the window reads, as the study places them) and with control words
 (:func:`safetransfer.detect.trigger_scan.control_words`: one per trigger, a seeded whole word of the
 tokenizer of the same length that, like the triggers, never occurs in the victim's training
 texts). Both again with the words inserted among those the model's 64-token window reads

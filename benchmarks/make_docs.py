@@ -956,6 +956,7 @@ def text_page(results: Path) -> Page:
              "student's label flip rate (LFR) on triggered test texts; a word swap's DIR is the share of test texts the "
              "student gets right that the swapped text flips.", results)
     quick = p.load("study_text_quick.json")
+    full_cells = p.load("study_text_full_profile.json")["cells_seconds"]
     qt = next(iter(quick["tasks"].values()))
     qd = [d["name"] for d in quick["config"]["defects"]]
     rows = [[m, f3(v["acc"]), f3(v["racc"]), *(f"{pct(v['dir'][d])} ({f3(v['rdir'][d])})" for d in qd)]
@@ -968,8 +969,8 @@ def text_page(results: Path) -> Page:
           f"({quick['config']['steps']} student steps, {poison['steps']} RIPPLe steps, DIR on "
           f"{quick['config']['tasks'][0]['eval_samples']} test texts) only show the pipeline: the students are far from "
           "converged and ReMoS's slice does not cut the backdoor there. From an empty cache the quick profile takes 8 "
-          f"minutes on 2 cores {UNBACKED}; the full profile about four hours, and its last run went on from the cells of "
-          f"the two configs below in 71 minutes (2.8 hours of cell time in all) {UNBACKED}. The tiny-BERT test checks that a "
+          f"minutes on 2 cores {UNBACKED}; the full profile {secs(full_cells)} of cell time ({full_cells / 3600:.1f} h; "
+          "its protocol below). The tiny-BERT test checks that a "
           "RIPPLES-poisoned teacher's fine-tuned student keeps the trigger while a student trained from scratch does not.")
 
     # Rotten Tomatoes, full knowledge.
