@@ -788,7 +788,8 @@ def artifact_rate_part(p: Page) -> None:
 
 def recipes_verdict(doc: dict, students: dict, regime: dict, study: dict) -> str:
     """The recipes' table in words: does the compressed rate, not the attack, remove the MNIST backdoor?
-    (``regime``: transfer_regime.json's runs; ``study``: the default study, whose students the whole budget would cost.)"""
+    (``regime``: transfer_regime.json's runs; ``study``: the compressed profile's study, whose students the whole budget
+    would cost.)"""
     scaled, own = students.get("finetune", {}).get("backdoor"), students.get("finetune_artifact", {}).get("backdoor")
     if not scaled or not own:
         return ""
@@ -1347,9 +1348,7 @@ def text_page(results: Path) -> Page:
           f"{pct(amm['magprune']['dir']['ripples_fdk'])}, retrain {pct(amm['retrain']['dir']['ripples_fdk'])}. A student trained "
           f"from scratch never saw the teacher: its LFR is the floor that {many} unseen words cause (control words, above). "
           f"Magnitude pruning keeps every backdoor (rDIR {pct0(pm['magprune']['rdir']['ripples_fdk'])} and "
-          f"{pct0(pm['magprune']['rdir']['ripples_shift'])}), as the ReMoS paper reports for NLP. Before the reference recipe "
-          f"and the {many} insertions (the first round's recipe, one insertion) the same study gave the Amazon finetune "
-          f"student 64.7% and remos_tokens 40.2% {UNBACKED}.",
+          f"{pct0(pm['magprune']['rdir']['ripples_shift'])}), as the ReMoS paper reports for NLP.",
           f"The word swaps crafted on Amazon's surrogate flip {pct(amm['finetune']['dir']['word_swap'])} of the finetune "
           f"student's correct reviews; remos_tokens {pct(amm['remos_tokens']['dir']['word_swap'])} (a "
           f"{pct0(1 - amm['remos_tokens']['rdir']['word_swap'])} cut at rACC {f3(amm['remos_tokens']['racc'])}), remos "
