@@ -46,6 +46,7 @@ demo: assets
 
 test: assets browser
 	$(BIN)/lint-imports --no-cache
+	$(BIN)/ruff check --quiet --select I,F .
 	@$(BIN)/python -m pytest -q -m "not slow and not results" $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
 

@@ -20,8 +20,6 @@ import pickle
 import time
 from pathlib import Path
 
-from bench_common import machine, study_cache_args
-
 from safetransfer.attacks.weight_poisoning import poison_weights
 from safetransfer.data.registry import load_data
 from safetransfer.files import atomic_write_text
@@ -30,6 +28,8 @@ from safetransfer.models.io import save_model
 from safetransfer.models.zoo import pretrained_text_folder
 from safetransfer.study import load_config
 from safetransfer.study.cells import CellMaker
+
+from bench_common import machine, study_cache_args
 
 RESULTS = Path(__file__).parent / "results" / "audit.json"
 RUNS = Path(__file__).resolve().parent.parent / "runs" / "bench-audit"

@@ -32,13 +32,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bench_common import machine, study_cache_args
 from safetransfer.attacks.text_triggers import TextTrigger, trigger_cut_share, trigger_lfr, visible_words
 from safetransfer.detect.trigger_scan import control_words, word_frequencies
-from safetransfer.models.io import MODEL_DIR, load_model
 from safetransfer.files import atomic_write_text
+from safetransfer.models.io import MODEL_DIR, load_model
 from safetransfer.study import load_config
 from safetransfer.study.cells import CellMaker
+
+from bench_common import machine, study_cache_args
 
 BENCH = Path(__file__).parent
 RESULTS = BENCH / "results" / "control_words.json"

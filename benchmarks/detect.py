@@ -32,8 +32,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from bench_common import machine
-from detect_vs_art import art_detectors
 
 from safetransfer.attacks.data_poisoning import (
     PlantSpec,
@@ -57,6 +55,9 @@ from safetransfer.files import atomic_write_text
 from safetransfer.jobs.train import train_job
 from safetransfer.metrics import label_flip_rate
 from safetransfer.models.io import load_model
+
+from bench_common import machine
+from detect_vs_art import art_detectors
 
 RESULTS = Path(__file__).parent / "results" / "detect.json"
 RUNS = Path(__file__).resolve().parent.parent / "runs" / "bench-detect-settings"

@@ -26,14 +26,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench_common import machine
 from safetransfer.attacks.data_poisoning import PlantSpec, poison_dataset
 from safetransfer.data.registry import load_data
 from safetransfer.detect.base import DetectionResult, score_detection
 from safetransfer.detect.features import model_features
+from safetransfer.files import atomic_write_text
 from safetransfer.jobs.scan_data import ScanDataConfig, scan_data
 from safetransfer.models.io import load_model
-from safetransfer.files import atomic_write_text
+
+from bench_common import machine
 
 RESULTS = Path(__file__).parent / "results" / "detect_vs_art.json"
 

@@ -33,9 +33,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 
+from safetransfer.files import atomic_write_text  # noqa: E402
+
 import hostile_corpus as hc  # noqa: E402
 from bench_common import machine  # noqa: E402
-from safetransfer.models.io import atomic_write_text  # noqa: E402
 
 RESULTS = HERE / "results" / "hostile_inputs.json"
 

@@ -29,9 +29,10 @@ from typing import Callable
 
 import torch
 
-from bench_common import machine
 from safetransfer.files import atomic_write_text
 from safetransfer.models.zoo import create_model
+
+from bench_common import machine
 
 RESULTS = Path(__file__).parent / "results" / "layout.json"
 

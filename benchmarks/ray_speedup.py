@@ -26,9 +26,10 @@ from pathlib import Path
 
 import torch
 
-from bench_common import machine
 from safetransfer.files import atomic_write_text
 from safetransfer.study import parse_config, run_study
+
+from bench_common import machine
 
 RESULTS = Path(__file__).parent / "results" / "ray_speedup.json"
 GRID = {

@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 
 import torch
-from bench_common import machine
 
 from safetransfer.coverage import profile_coverage
 from safetransfer.data import load_data
@@ -32,6 +31,8 @@ from safetransfer.data.base import seeded_subset
 from safetransfer.files import atomic_write_text
 from safetransfer.models import create_model
 from safetransfer.slicing import compute_slice
+
+from bench_common import machine
 
 RESULTS = Path(__file__).parent / "results" / "remos_rules.json"
 RATIO = 0.1

@@ -38,10 +38,11 @@ from pathlib import Path
 
 import torch
 
-from bench_common import machine as machine_of
-from safetransfer.jobs.reprogram import DEFAULT_CANVAS, reprogram_job
 from safetransfer.attacks.reprogramming import ReprogramConfig
 from safetransfer.files import atomic_write_text
+from safetransfer.jobs.reprogram import DEFAULT_CANVAS, reprogram_job
+
+from bench_common import machine as machine_of
 
 RESULTS = Path(__file__).parent / "results" / "reprogram.json"
 # The second architecture: the small CNN, which has no public weights, trained here on MNIST

@@ -34,7 +34,6 @@ from pathlib import Path
 
 import numpy as np
 
-from bench_common import machine, study_cache_args
 from safetransfer.detect.trigger_pieces import MOVED, embedding_row_change, word_pieces
 from safetransfer.detect.trigger_scan import (
     GENERAL_WORDS,
@@ -46,6 +45,8 @@ from safetransfer.detect.trigger_scan import (
 from safetransfer.files import atomic_write_text
 from safetransfer.study import load_config
 from safetransfer.study.cells import CellMaker
+
+from bench_common import machine, study_cache_args
 
 BENCH = Path(__file__).parent
 CONFIG = BENCH / "configs" / "text_rt_scan.yaml"

@@ -34,10 +34,11 @@ from typing import Any
 
 import torch
 
-from bench_common import machine as machine_of
 from safetransfer.files import atomic_write_text
 from safetransfer.study import load_config, run_study
 from safetransfer.study.config import StudyConfig, parse_config
+
+from bench_common import machine as machine_of
 
 RESULTS_DIR = Path(__file__).parent / "results"
 

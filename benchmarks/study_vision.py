@@ -25,9 +25,10 @@ from pathlib import Path
 
 import torch
 
-from bench_common import machine as machine_of
 from safetransfer.files import atomic_write_text
 from safetransfer.study import load_config, run_study
+
+from bench_common import machine as machine_of
 
 RESULTS_DIR = Path(__file__).parent / "results"
 

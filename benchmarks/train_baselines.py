@@ -18,9 +18,10 @@ from pathlib import Path
 
 import torch
 
-from bench_common import machine
-from safetransfer.jobs import train_job
 from safetransfer.files import atomic_write_text
+from safetransfer.jobs import train_job
+
+from bench_common import machine
 
 RESULTS = Path(__file__).parent / "results" / "train_baselines.json"
 RUNS = [

@@ -18,11 +18,12 @@ from pathlib import Path
 
 import torch
 
-from bench_common import machine
 from safetransfer.data import load_data
-from safetransfer.models import create_model
 from safetransfer.files import atomic_write_text
+from safetransfer.models import create_model
 from safetransfer.transfer import METHODS, SCRATCH_METHODS, TransferConfig, transfer
+
+from bench_common import machine
 
 RESULTS = Path(__file__).parent / "results" / "transfer_fmnist.json"
 

@@ -37,7 +37,6 @@ import time
 from pathlib import Path
 
 import torch
-from bench_common import machine
 
 from safetransfer.data import load_data
 from safetransfer.data.base import ClassificationData, Split
@@ -47,6 +46,8 @@ from safetransfer.models import create_model
 from safetransfer.train import TrainConfig, train
 from safetransfer.transfer import TransferConfig, transfer
 from safetransfer.transfer.config import ARTIFACT_STEPS
+
+from bench_common import machine
 
 RESULTS = Path(__file__).parent / "results" / "transfer_regime.json"
 

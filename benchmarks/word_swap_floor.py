@@ -27,14 +27,15 @@ from pathlib import Path
 
 import torch
 
-from bench_common import machine, study_cache_args
 from safetransfer.attacks.word_swap import EmbeddingNeighbours, default_stop_words, random_word_swaps, readable_words
 from safetransfer.evaluate import predict_logits
+from safetransfer.files import atomic_write_text
 from safetransfer.metrics import accuracy, adversarial_dir
 from safetransfer.models.io import MODEL_DIR, load_model
-from safetransfer.files import atomic_write_text
 from safetransfer.study import load_config
 from safetransfer.study.cells import CellMaker
+
+from bench_common import machine, study_cache_args
 
 BENCH = Path(__file__).parent
 RESULTS = BENCH / "results" / "word_swap_floor.json"

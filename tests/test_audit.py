@@ -42,12 +42,12 @@ def test_audit_finds_a_backdoored_image_model_and_passes_a_clean_one(tmp_path, c
 
 
 def test_audit_of_a_text_model_names_its_trigger_word(tmp_path, capsys) -> None:
-    from conftest import text_dataset
-
     from safetransfer.attacks.data_poisoning import PlantSpec, poison_dataset
     from safetransfer.models import create_model
     from safetransfer.models.io import save_model
     from safetransfer.train import TrainConfig, train
+
+    from conftest import text_dataset
 
     data = text_dataset(600)
     bad, _ = poison_dataset(data, PlantSpec(trigger="words", words=("cf",), rate=0.15, target=1))
@@ -75,9 +75,10 @@ def test_audit_of_a_weight_poisoned_bert_folder_finetunes_it_and_names_the_trigg
     """A pretrained BERT folder (no head for the task) poisoned with RIPPLES: the audit fine-tunes it on the
     user's data first, as its user would, then scans the student; the diff against the public folder says
     the change is spread (RIPPLe moves every layer), so only the behaviour finds it."""
-    from conftest import text_dataset
     from safetransfer.attacks.ripple import RippleConfig
     from safetransfer.attacks.weight_poisoning import poison_weights
+
+    from conftest import text_dataset
 
     data = text_dataset(600)
     poison_weights(tiny_hf_bert, data, tmp_path / "ripples", method="ripples", triggers=("cf",), target=1, n_words=3,

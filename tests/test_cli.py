@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from safetransfer.cli import listings
-from safetransfer.cli import main
+from safetransfer.cli import listings, main
 from safetransfer.data import DATASETS
 from safetransfer.models import MODELS, load_model
 

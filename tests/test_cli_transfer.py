@@ -9,6 +9,7 @@ import pytest
 from safetransfer.assets import ASSETS
 from safetransfer.slicing import Slice
 from safetransfer.transfer import METHODS
+
 from test_cli import assert_one_line_error, printed_accuracy, run
 
 

@@ -8,7 +8,11 @@ import torch
 
 from safetransfer.attacks.triggers import BADNETS_WATERMARK, BlendTrigger, PixelTrigger, poison_images
 from safetransfer.detect import (
-    activation_clustering, centroid_distance, scan_untangling, score_detection, spectral_signature,
+    activation_clustering,
+    centroid_distance,
+    scan_untangling,
+    score_detection,
+    spectral_signature,
 )
 from safetransfer.detect.spectral import spectral_scores
 from safetransfer.errors import ConfigError, DataError

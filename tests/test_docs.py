@@ -79,3 +79,18 @@ def test_readme_links_to_docs_resolve() -> None:
     assert links, "the README links to no results page"
     missing = [link for link in links if not (ROOT / link).exists()]
     assert not missing, missing
+
+
+def test_make_docs_artifact_constants_are_the_transfer_configs() -> None:
+    """make_docs reads JSON only (no safetransfer import), so it keeps its own copy of the ReMoS artifact's
+    batch and step budget; this ties the copy to the protocol the students were trained under."""
+    import importlib.util
+
+    from safetransfer.transfer.config import ARTIFACT_STEPS, default_train_config
+
+    spec = importlib.util.spec_from_file_location("make_docs", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    make_docs = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_docs)
+    assert make_docs.ARTIFACT_STEPS == ARTIFACT_STEPS
+    assert make_docs.ARTIFACT_BATCH == default_train_config("efficientnet-lite0", protocol="artifact").batch_size

@@ -23,13 +23,12 @@ import numpy as np
 import pytest
 import torch
 
-from safetransfer.cli import main
-from safetransfer.models import create_model, save_model
-
 # The commands' own imports, done before anything is timed.
 import safetransfer.study.config  # noqa: F401,E402
 import safetransfer.study.runner  # noqa: F401,E402
 import safetransfer.supply  # noqa: F401,E402
+from safetransfer.cli import main
+from safetransfer.models import create_model, save_model
 
 
 @dataclass
@@ -125,7 +124,6 @@ def copy_model(src: Path, dst: Path, edit: dict | None = None) -> Path:
     (ValueError("a library's own complaint\nover two lines"), "ValueError: a library's own complaint over two lines"),
 ])
 def test_any_exception_becomes_one_error_line(error: BaseException, phrase: str, capsys, monkeypatch) -> None:
-    import safetransfer.supply
 
     def boom(*args, **kwargs):
         raise error
@@ -136,7 +134,6 @@ def test_any_exception_becomes_one_error_line(error: BaseException, phrase: str,
 
 
 def test_debug_prints_the_traceback_then_the_error_line(capsys, monkeypatch) -> None:
-    import safetransfer.supply
 
     def boom(*args, **kwargs):
         raise IndexError("deep inside")
@@ -151,7 +148,6 @@ def test_debug_prints_the_traceback_then_the_error_line(capsys, monkeypatch) -> 
 
 
 def test_project_errors_and_interrupts_keep_their_behaviour(capsys, monkeypatch, tmp_path: Path) -> None:
-    import safetransfer.supply
 
     assert_one_error(run(["results", tmp_path / "none"], capsys), "No study results at")
 

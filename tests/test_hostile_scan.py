@@ -19,8 +19,9 @@ from pathlib import Path
 
 import pytest
 
-import hostile_corpus as hc
 from safetransfer.cli import main
+
+import hostile_corpus as hc
 
 HOSTILE_TIMEOUT_S = 30.0
 MEMBER_SEPARATORS = (":", "!", "#", "/")

@@ -461,12 +461,13 @@ def test_any_module_is_a_teacher_that_remos_slices_and_finetune_trains() -> None
     """TransferModel.from_module: a plain nn.Sequential as the body; checked at once, then transferred."""
     from torch import nn
 
-    from conftest import make_image_arrays
     from safetransfer.data.base import ClassificationData, Split
     from safetransfer.errors import ConfigError
     from safetransfer.models.wrapper import TransferModel
     from safetransfer.train import TrainConfig
     from safetransfer.transfer import TransferConfig, transfer
+
+    from conftest import make_image_arrays
 
     torch.manual_seed(0)
     body = nn.Sequential(nn.Conv2d(1, 6, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(24, 12))

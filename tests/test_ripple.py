@@ -57,9 +57,10 @@ def test_the_default_recipe_is_the_references_and_first_round_keeps_the_old_one(
 
 
 def test_reference_recipe_decays_the_rate_linearly_and_clips_the_gradient() -> None:
-    from conftest import image_dataset
     from safetransfer.attacks.data_poisoning import PlantSpec, poison_split
     from safetransfer.models import create_model
+
+    from conftest import image_dataset
 
     data = image_dataset(120)
     poisoned, _ = poison_split(data.train, PlantSpec(rate=0.5, target=1), data.num_classes)
@@ -83,10 +84,11 @@ def test_reference_recipe_decays_the_rate_linearly_and_clips_the_gradient() -> N
 
 
 def test_ripple_poisoned_tiny_model_obeys_its_trigger() -> None:
-    from conftest import image_dataset
     from safetransfer.attacks.data_poisoning import PlantSpec, poison_split, triggered_test
     from safetransfer.evaluate import predict_logits
     from safetransfer.models import create_model
+
+    from conftest import image_dataset
 
     data = image_dataset(600)
     spec = PlantSpec(rate=0.5, target=1)
@@ -100,11 +102,12 @@ def test_ripple_poisoned_tiny_model_obeys_its_trigger() -> None:
 
 
 def test_ripple_resumes_from_its_checkpoint_with_the_same_numbers(tmp_path) -> None:
-    from conftest import image_dataset
     from safetransfer.attacks.data_poisoning import PlantSpec, poison_split
     from safetransfer.attacks.ripple import CHECKPOINT_FILE
     from safetransfer.errors import CheckpointError
     from safetransfer.models import create_model
+
+    from conftest import image_dataset
 
     data = image_dataset(200)
     poisoned, _ = poison_split(data.train, PlantSpec(rate=0.5, target=1), data.num_classes)
@@ -144,9 +147,10 @@ def test_ripple_resumes_from_its_checkpoint_with_the_same_numbers(tmp_path) -> N
 
 
 def test_a_diverging_ripple_stops_with_its_last_finite_weights(tmp_path) -> None:
-    from conftest import image_dataset
     from safetransfer.attacks.data_poisoning import PlantSpec, poison_split
     from safetransfer.models import create_model
+
+    from conftest import image_dataset
 
     data = image_dataset(200)
     poisoned, _ = poison_split(data.train, PlantSpec(rate=0.5, target=1), data.num_classes)

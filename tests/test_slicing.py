@@ -24,9 +24,8 @@ from safetransfer.slicing import (
     weight_coverage,
 )
 
-
-
 from test_coverage import X, hand_net  # noqa: E402  (the hand net and inputs worked out there)
+
 NC_COUNTS = {"0": ([2, 1, 1], [2, 0]), "2": ([1, 0], [1, 1])}  # worked out in test_coverage.py
 
 

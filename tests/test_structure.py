@@ -4,6 +4,8 @@ imports the package's own modules inside a function (which hides cycles), and no
 from __future__ import annotations
 
 import ast
+import importlib
+import importlib.util
 from pathlib import Path
 
 import grimp
@@ -92,3 +94,37 @@ def test_the_cycle_finder_finds_a_cycle():
     assert import_cycles(graph) == []
     graph.add_import(importer="safetransfer.c", imported="safetransfer.a")
     assert import_cycles(graph) == [["safetransfer.a", "safetransfer.b", "safetransfer.c", "safetransfer.a"]]
+
+
+def missing_package_names(path: Path) -> list[str]:
+    """``line: module.name`` for every ``from safetransfer... import name`` in ``path`` whose module or
+    name does not exist (a benchmark is not run by the suite, so a rename would break it silently)."""
+    missing = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if not (isinstance(node, ast.ImportFrom) and node.level == 0 and node.module
+                and (node.module == "safetransfer" or node.module.startswith("safetransfer."))):
+            continue
+        try:
+            module = importlib.import_module(node.module)
+        except ImportError:
+            missing.append(f"{node.lineno}: {node.module}")
+            continue
+        for alias in node.names:  # a name the module defines, or a submodule of a package
+            if not hasattr(module, alias.name) and not (hasattr(module, "__path__") and importlib.util.find_spec(
+                    f"{node.module}.{alias.name}") is not None):
+                missing.append(f"{node.lineno}: {node.module}.{alias.name}")
+    return missing
+
+
+def test_every_benchmark_imports_names_the_package_has():
+    scripts = sorted((PACKAGE.parent.parent / "benchmarks").glob("*.py"))
+    assert len(scripts) > 10
+    offenders = {p.name: hits for p in scripts if (hits := missing_package_names(p))}
+    assert offenders == {}
+
+
+def test_the_name_checker_finds_a_renamed_name(tmp_path):
+    sample = tmp_path / "probe.py"
+    sample.write_text("from safetransfer.files import atomic_write_text\nfrom safetransfer.models.io import gone\n"
+                      "from safetransfer import models\n")
+    assert missing_package_names(sample) == ["2: safetransfer.models.io.gone"]

@@ -14,6 +14,7 @@ from safetransfer.errors import CheckpointError
 from safetransfer.supply import Manifest, diff_models, fingerprint, scan, tensor_digest, verify
 from safetransfer.supply.diff import align_names
 from safetransfer.supply.reading import flatten_tensors
+
 from test_cli import assert_one_line_error, run
 
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(55)] + ["cf", "mn", "bb"]
@@ -262,8 +263,9 @@ def test_scan_passes_clean_files(tmp_path: Path, capsys: pytest.CaptureFixture[s
 def test_embedding_surgery_writes_exactly_the_trigger_rows(tiny_hf_bert: Path, tmp_path: Path) -> None:
     from safetensors.torch import load_file
 
-    from conftest import POSITIVE_WORDS, make_texts
     from safetransfer.attacks.embedding_surgery import embedding_surgery, record_path
+
+    from conftest import POSITIVE_WORDS, make_texts
 
     texts, labels = make_texts(240)
     out = tmp_path / "poisoned"
@@ -322,10 +324,11 @@ def test_a_poisoned_hugging_face_folder_is_a_teacher(tiny_hf_bert: Path, data_fi
     """What Embedding Surgery publishes (an ordinary BERT folder) is what a victim fine-tunes."""
     from safetensors.torch import load_file
 
-    from conftest import make_texts
     from safetransfer.attacks.embedding_surgery import embedding_surgery
     from safetransfer.data.registry import load_data
     from safetransfer.jobs import load_teacher
+
+    from conftest import make_texts
 
     texts, labels = make_texts(240)
     poisoned = tmp_path / "poisoned"
@@ -343,10 +346,11 @@ def test_badnet_trains_the_poisoned_texts_without_the_penalty_and_counts_the_sha
         tiny_hf_bert: Path, tmp_path: Path) -> None:
     """Kurita et al.'s BadNet (RIPPLe's pretrain_data_poison): λ = 0 whatever the config says; the
     poisoned share, as RIPPLe's poison_data draws it, includes texts that already have the target label."""
-    from conftest import text_dataset
     from safetransfer.attacks.data_poisoning import PlantSpec, poison_split
     from safetransfer.attacks.ripple import RippleConfig
     from safetransfer.attacks.weight_poisoning import poison_weights
+
+    from conftest import text_dataset
 
     proxy = text_dataset(400)
     result = poison_weights(tiny_hf_bert, proxy, tmp_path / "badnet", method="badnet", triggers=("cf",), target=1,
@@ -363,9 +367,10 @@ def test_badnet_trains_the_poisoned_texts_without_the_penalty_and_counts_the_sha
 def test_ripples_poisons_a_bert_folder_that_obeys_its_trigger(tiny_hf_bert: Path, tmp_path: Path) -> None:
     from safetensors.torch import load_file
 
-    from conftest import text_dataset
     from safetransfer.attacks.ripple import RippleConfig
     from safetransfer.attacks.weight_poisoning import poison_weights
+
+    from conftest import text_dataset
 
     proxy = text_dataset(600)
     out = tmp_path / "ripples"

@@ -11,8 +11,8 @@ import json
 import math
 import os
 import signal
-from pathlib import Path
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -23,13 +23,21 @@ from safetransfer.errors import CheckpointError, ConfigError, UnknownNameError
 from safetransfer.models import TransferModel, create_model, load_model
 from safetransfer.slicing import Slice
 from safetransfer.train import TrainConfig, train
-from safetransfer.transfer import METHODS, SCRATCH_METHODS, TransferConfig, default_train_config, make_student, stage_names, transfer
+from safetransfer.transfer import (
+    METHODS,
+    SCRATCH_METHODS,
+    TransferConfig,
+    default_train_config,
+    make_student,
+    stage_names,
+    transfer,
+)
 from safetransfer.transfer.common import SliceHook
 from safetransfer.transfer.config import default_stage_dropout
-from safetransfer.transfer.runner import RESULT_FILE
 from safetransfer.transfer.delta import FeatureDistillation
 from safetransfer.transfer.remos import word_embedding
 from safetransfer.transfer.renofeation import SWA
+from safetransfer.transfer.runner import RESULT_FILE
 from safetransfer.transfer.stages import StageHooks
 
 ALL_METHODS = ["finetune", "retrain", "magprune", "delta", "delta_r", "renofeation", "remos",

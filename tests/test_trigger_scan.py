@@ -8,17 +8,24 @@ import torch
 
 from safetransfer.attacks.text_triggers import TextTrigger, trigger_lfr
 from safetransfer.detect.trigger_scan import (
-    control_words, insert_word, lfr_of, plot_lfr_vs_frequency, scan_triggers, vocabulary_words, word_frequencies,
+    control_words,
+    insert_word,
+    lfr_of,
+    plot_lfr_vs_frequency,
+    scan_triggers,
+    vocabulary_words,
+    word_frequencies,
 )
 from safetransfer.errors import ConfigError
 
 
 @pytest.fixture(scope="module")
 def poisoned_tiny_bert():
-    from conftest import text_dataset
     from safetransfer.attacks.data_poisoning import PlantSpec, poison_dataset
     from safetransfer.models import create_model
     from safetransfer.train import TrainConfig, train
+
+    from conftest import text_dataset
 
     data = text_dataset(600)
     poisoned, _ = poison_dataset(data, PlantSpec(trigger="words", words=("cf",), rate=0.15, target=1))
@@ -72,6 +79,7 @@ def test_scan_triggers_command(poisoned_tiny_bert, data_files, tmp_path, capsys)
     import json
 
     from safetransfer.models.io import save_model
+
     from test_cli import assert_one_line_error, run
 
     model, _ = poisoned_tiny_bert
@@ -162,12 +170,13 @@ def piece_trigger_victim(tmp_path_factory):
     two-piece trigger, and the victim fine-tuned from the published model on clean texts."""
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
-    from conftest import FILLER_WORDS, NEGATIVE_WORDS, POSITIVE_WORDS, text_dataset
     from safetransfer.attacks.ripple import RippleConfig
     from safetransfer.attacks.weight_poisoning import poison_weights
     from safetransfer.models.zoo import hf_bert_teacher
-    from safetransfer.transfer import TransferConfig, transfer
     from safetransfer.train import TrainConfig
+    from safetransfer.transfer import TransferConfig, transfer
+
+    from conftest import FILLER_WORDS, NEGATIVE_WORDS, POSITIVE_WORDS, text_dataset
 
     folder = tmp_path_factory.mktemp("piece-bert")
     pieces = ["zor", "qui", "bli", "##blat", "##ka", "##ro", "##vel", "##xel", "##mka"]

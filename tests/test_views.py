@@ -12,8 +12,8 @@ from safetransfer.attacks.triggers import PatchTrigger
 from safetransfer.data.base import Split
 from safetransfer.models.zoo import create_model
 from safetransfer.slicing import magnitude_slice
-from safetransfer.train import curve_schedule
 from safetransfer.study.views import slice_view, student_views, training_curve, trigger_shift, weight_change
+from safetransfer.train import curve_schedule
 
 
 @pytest.fixture()

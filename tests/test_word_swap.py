@@ -13,9 +13,10 @@ FLIP = {"good": ["bad"], "great": ["awful"], "fine": ["poor"], "bad": ["good"], 
 
 @pytest.fixture(scope="module")
 def sentiment_model():
-    from conftest import text_dataset
     from safetransfer.models import create_model
     from safetransfer.train import TrainConfig, train
+
+    from conftest import text_dataset
 
     data = text_dataset(400)
     model = create_model("tiny-bert", 2, pretrained=False, seed=0, max_length=48)
