@@ -94,3 +94,25 @@ def test_make_docs_artifact_constants_are_the_transfer_configs() -> None:
     spec.loader.exec_module(make_docs)
     assert make_docs.ARTIFACT_STEPS == ARTIFACT_STEPS
     assert make_docs.ARTIFACT_BATCH == default_train_config("efficientnet-lite0", protocol="artifact").batch_size
+
+
+def cli_options() -> set[str]:
+    """Every long option of the ``safetransfer`` command and its subcommands (nested groups included)."""
+    import typer
+
+    from safetransfer.cli import app  # the package registers every command on it
+
+    found, todo = set(), [typer.main.get_command(app)]
+    while todo:
+        command = todo.pop()
+        found |= {o for p in command.params for o in (*p.opts, *p.secondary_opts) if o.startswith("--")}
+        todo += list(getattr(command, "commands", {}).values())  # a group's subcommands
+    return found | {"--help"}  # click adds it to every command
+
+
+def test_every_option_the_readme_names_exists() -> None:
+    options = cli_options()
+    assert {"--debug", "--profile", "--excluded"} <= options
+    not_ours = {"--no-deps"}  # pip's, in an install line
+    named = set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", README.read_text())) - not_ours
+    assert named - options == set(), "the README names options no command has"
