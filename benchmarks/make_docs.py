@@ -631,18 +631,7 @@ def few_labels_section(p: Page, doc: dict, source: str) -> None:
                           f"points; finetune DIR backdoor {f3(ms['finetune']['dir'].get('backdoor'))}, penultimate "
                           f"{f3(ms['finetune']['dir'].get('penultimate'))}")
     agg = doc.get("methods", {})
-    verdict = []
-    for defect in [*backdoors, "penultimate"]:
-        keep = [(m, v) for m, v in agg.items() if m != "finetune" and v.get("racc") is not None and v["racc"] >= 0.97
-                and v.get("dir", {}).get(defect) is not None]
-        if keep and len(doc["tasks"]) == len(c["tasks"]):
-            m, v = min(keep, key=lambda mv: mv[1]["dir"][defect])
-            front = accuracy_dir_front(agg, defect)
-            verdict.append(f"{defect}: among methods within 3% of finetune's accuracy (rACC ≥ 0.97, mean over tasks), "
-                           f"`{m}` leaves the least (DIR {f3(v['dir'][defect])}, rDIR {f3(v['rdir'].get(defect))}, rACC "
-                           f"{f3(v['racc'])}); the trade-off (no other method both more accurate and leaving less), "
-                           "from most accurate: " + ", ".join(f"`{fm}` (rACC {f3(fv['racc'])}, DIR {f3(fv['dir'][defect])})"
-                                                             for fm, fv in front))
+    verdict = few_labels_verdict(agg, doc, [*backdoors, "penultimate"])
     remos = agg.get("remos")
     p.add(heading,
           f"{command}: each task gives the student 10 labelled training images per class "
@@ -658,6 +647,34 @@ def few_labels_section(p: Page, doc: dict, source: str) -> None:
            f"penultimate {f3(remos['rdir'].get('penultimate'))}; " + PAPER_REMOS + "." + remos_regime_note(p, remos, agg))
           if remos else PAPER_REMOS + ".",
           "Which method for which defect, from these figures:" if verdict else "", bullets(verdict) if verdict else "")
+
+
+def few_labels_verdict(agg: dict, doc: dict, defects: list[str]) -> list[str]:
+    """Per defect, which method to choose: the one that leaves the least among those within 3% of finetune's accuracy
+    (rACC ≥ 0.97, mean over tasks), and the accuracy/DIR trade-off. Only methods made on every task of the config
+    count (a partial study's mean over one task is not comparable with a mean over two)."""
+    tasks = [t["data"] for t in doc["config"]["tasks"]]
+    if set(tasks) - set(doc["tasks"]):
+        return []
+    done = {m: v for m, v in agg.items() if all(m in doc["tasks"][t]["methods"] for t in tasks)}
+    verdict = []
+    for defect in defects:
+        base = done.get("finetune", {}).get("dir", {}).get(defect)
+        keep = [(m, v) for m, v in done.items() if m != "finetune" and v.get("racc") is not None and v["racc"] >= 0.97
+                and v.get("dir", {}).get(defect) is not None]
+        if base is None or not keep:
+            continue
+        m, v = min(keep, key=lambda mv: mv[1]["dir"][defect])
+        rdir = v["rdir"].get(defect)
+        near = (f"`{m}` cuts it most (DIR {f3(v['dir'][defect])} against finetune's {f3(base)}, rDIR {f3(rdir)}, rACC "
+                f"{f3(v['racc'])})" if rdir is not None and rdir <= 0.5 else
+                f"none cuts it (the best, `{m}`, keeps rDIR {f3(rdir)})")
+        front = accuracy_dir_front(done, defect)
+        verdict.append(f"{defect}: among the methods within 3% of finetune's accuracy (rACC ≥ 0.97, mean over tasks) "
+                       + near + "; the trade-off (no other method both more accurate and leaving less), from most "
+                       "accurate: " + ", ".join(f"`{fm}` (rACC {f3(fv['racc'])}, DIR {f3(fv['dir'][defect])})"
+                                               for fm, fv in front))
+    return verdict
 
 
 def remos_regime_note(p: Page, remos: dict, agg: dict) -> str:
