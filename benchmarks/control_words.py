@@ -23,8 +23,7 @@ Results: ``{"runs": [{"config", "task", "defect", "method", "teacher", "lfr_trig
 (``skipped``: the students whose model the cache lacks, a stale run of theirs dropped). The words
 are inserted as the study counts its LFR (the defect's ``lfr_insertions`` times a text). A run already
 in it is kept while it is of the same student (its cache key) with the same number of insertions (the
-script resumes; a run from before these two fields is kept where its study figure and insertions are
-the study's, and gets them; a run lacking the window's figures gets them); another is made again.
+script resumes; a run lacking the window's figures gets them); another is made again.
 """
 
 from __future__ import annotations
@@ -79,9 +78,6 @@ def main() -> None:
                         row = next((r for r in doc["runs"] if all(r.get(k) == v for k, v in key.items())), None)
                         if record is None:
                             continue
-                        if row is not None and "student" not in row and row.get("insertions", 1) == insertions \
-                                and row["lfr_study"] == record["dir"].get(defect.name):
-                            row.update(student=record["key"], insertions=insertions)  # made before the two fields
                         if row is not None and (row.get("student"), row.get("insertions")) != (record["key"], insertions):
                             doc["runs"].remove(row)  # another student (a remade teacher) or another count: made again
                             row = None

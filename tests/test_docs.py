@@ -3,12 +3,18 @@ and the README stays short and starts with the two set-up commands."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import typer
+
+from safetransfer.cli import app  # the package registers every command on it
+from safetransfer.transfer.config import ARTIFACT_STEPS, default_train_config
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "benchmarks" / "make_docs.py"
@@ -84,10 +90,6 @@ def test_readme_links_to_docs_resolve() -> None:
 def test_make_docs_artifact_constants_are_the_transfer_configs() -> None:
     """make_docs reads JSON only (no safetransfer import), so it keeps its own copy of the ReMoS artifact's
     batch and step budget; this ties the copy to the protocol the students were trained under."""
-    import importlib.util
-
-    from safetransfer.transfer.config import ARTIFACT_STEPS, default_train_config
-
     spec = importlib.util.spec_from_file_location("make_docs", SCRIPT)
     assert spec is not None and spec.loader is not None
     make_docs = importlib.util.module_from_spec(spec)
@@ -98,10 +100,6 @@ def test_make_docs_artifact_constants_are_the_transfer_configs() -> None:
 
 def cli_options() -> set[str]:
     """Every long option of the ``safetransfer`` command and its subcommands (nested groups included)."""
-    import typer
-
-    from safetransfer.cli import app  # the package registers every command on it
-
     found, todo = set(), [typer.main.get_command(app)]
     while todo:
         command = todo.pop()
