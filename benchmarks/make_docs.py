@@ -58,6 +58,8 @@ COMMANDS = {
     "remos_alpha.json": "python benchmarks/study_vision.py --config benchmarks/configs/remos_alpha.yaml --results remos_alpha.json",
     "remos_alpha_few_labels.json": ("python benchmarks/study_vision.py --config benchmarks/configs/remos_alpha_few_labels.yaml "
                                     "--results remos_alpha_few_labels.json"),
+    "remos_alpha_full.json": ("python benchmarks/study_vision.py --config benchmarks/configs/remos_alpha_full.yaml "
+                              "--results remos_alpha_full.json"),
     "study_mnist_backdoor_protocols.json": ("python benchmarks/study_vision.py --config benchmarks/configs/mnist_backdoor_protocols.yaml "
                                             "--results study_mnist_backdoor_protocols.json"),
     "study_artifact_rate_2000.json": ("python benchmarks/study_vision.py --config benchmarks/configs/artifact_rate_2000.yaml "
@@ -392,6 +394,7 @@ def vision_page(results: Path) -> Page:
           f"The teacher's own success per defect: {success} (the backdoor: the trigger's DIR on the attacker's test data; "
           f"the adversarial inputs: {qtask['defects'][qdefects[1]].get('teacher_success_means', '')}).")
     few_labels_section(p, p.load("study_vision_full.json"), "study_vision_full.json")  # made over several sessions
+    remos_alpha_full_section(p)
     few_labels_section(p, few, "study_vision_compressed.json")
     protocols_section(p)
     backdoor_strength_section(p, few)
@@ -611,15 +614,17 @@ def few_labels_section(p: Page, doc: dict, source: str) -> None:
     cg = [d["name"] for d in c["defects"] if d["kind"] == "coverage_guided"]
     expected = len(c["tasks"]) * len(c["methods"]) * (1 + len(backdoors))
     made = sum(len(by) for t in doc["tasks"].values() for by in t.get("students", {}).values())
-    rows = []
-    for t, task in doc["tasks"].items():
-        for m, v in task["methods"].items():
-            d, r = v["dir"], v["rdir"]
-            rows.append([name(t), m, f3(v["acc"]), f3(v["racc"]),
-                         *(f"{f3(d.get(x))} ({f3(r.get(x))})" for x in backdoors),
-                         f"{f3(d.get('penultimate'))} ({f3(r.get('penultimate'))})",
-                         f"{f3(mean([d[x] for x in cg if x in d]) if any(x in d for x in cg) else None)} "
-                         f"({f3(mean([r[x] for x in cg if r.get(x) is not None]) if any(r.get(x) is not None for x in cg) else None)})"])
+
+    def row(task: str, m: str, v: dict) -> list[str]:
+        d, r = v["dir"], v["rdir"]
+        return [task, m, f3(v["acc"]), f3(v["racc"]), *(f"{f3(d.get(x))} ({f3(r.get(x))})" for x in backdoors),
+                f"{f3(d.get('penultimate'))} ({f3(r.get('penultimate'))})",
+                f"{f3(mean([d[x] for x in cg if x in d]) if any(x in d for x in cg) else None)} "
+                f"({f3(mean([r[x] for x in cg if r.get(x) is not None]) if any(r.get(x) is not None for x in cg) else None)})"]
+
+    rows = [row(name(t), m, v) for t, task in doc["tasks"].items() for m, v in task["methods"].items()]
+    if made >= expected:  # the means over tasks, once every task has every method (a partial mean misleads)
+        rows += [row("mean", m, v) for m, v in doc.get("methods", {}).items()]
     status = ("complete" if made >= expected else
               f"**in progress: {made} of {expected} students made** (the study resumes where it stopped; rows and "
               "checks below fill as it goes)")
@@ -644,7 +649,7 @@ def few_labels_section(p: Page, doc: dict, source: str) -> None:
           study_protocol(source, doc),
           bullets(checks) if checks else "",
           (f"ReMoS as published, mean over tasks: rACC {f3(remos['racc'])}, rDIR backdoor {f3(remos['rdir'].get('backdoor'))}, "
-           f"penultimate {f3(remos['rdir'].get('penultimate'))}; " + PAPER_REMOS + "." + remos_regime_note(p, remos, agg))
+           f"penultimate {f3(remos['rdir'].get('penultimate'))}; " + PAPER_REMOS + "." + remos_regime_note(p, remos, agg, source))
           if remos else PAPER_REMOS + ".",
           "Which method for which defect, from these figures:" if verdict else "", bullets(verdict) if verdict else "")
 
@@ -677,7 +682,7 @@ def few_labels_verdict(agg: dict, doc: dict, defects: list[str]) -> list[str]:
     return verdict
 
 
-def remos_regime_note(p: Page, remos: dict, agg: dict) -> str:
+def remos_regime_note(p: Page, remos: dict, agg: dict, source: str) -> str:
     """Why ReMoS's rACC falls short of 0.97 with few labels: the same slice with every training image
     (the large profile; its slice rule measured against the published one in remos_rules.json)."""
     if remos["racc"] is None or remos["racc"] >= 0.97:
@@ -694,7 +699,20 @@ def remos_regime_note(p: Page, remos: dict, agg: dict) -> str:
             f"gentle `shared` one, and its slice rules, which exclude {pct(first['overlap_with_artifact'])} of the "
             f"published slice's weights on this teacher, `remos_rules.json`.) Settings tried with few labels: α 0.1 as "
             f"published" + (f", and the slice under the strong recipe (`remos_strong`, rACC {f3(strong['racc'])})" if strong
-                            else "") + "; α 0.05 and 0.2: \"ReMoS's α with few labels\" below.")
+                            else "") + "; " + (
+                "α 0.05 under this protocol: \"ReMoS's α under the default study's protocol\" ("
+                + alpha_summary(p.load("remos_alpha_full.json")) + "); α 0.05 and 0.2 in the compressed profile: "
+                if source == "study_vision_full.json" else "α 0.05 and 0.2: ") + "\"ReMoS's α with few labels\" below.")
+
+
+def alpha_summary(doc: dict) -> str:
+    """Each α of a ReMoS α study in a few words: its mean rACC over tasks, or that it is not made yet."""
+    alphas = {m["name"]: m.get("options", {}).get("ratio", 0.1) for m in doc["config"]["methods"]
+              if (m.get("method") or m["name"]) == "remos"}
+    agg = doc.get("methods", {}) if len(doc["tasks"]) == len(doc["config"]["tasks"]) else {}
+    said = [f"α {a} rACC {f3(agg[m]['racc'])}" for m, a in sorted(alphas.items(), key=lambda ma: -ma[1])
+            if agg.get(m, {}).get("racc") is not None]
+    return ", ".join(said) if said else "not made yet"
 
 
 def protocols_section(p: Page) -> None:
@@ -827,34 +845,53 @@ def recipes_verdict(doc: dict, students: dict, regime: dict, study: dict) -> str
 
 def remos_alpha_few_labels_section(p: Page) -> None:
     """ReMoS's α against the penultimate-layer attack with few labels (benchmarks/configs/remos_alpha_few_labels.yaml)."""
-    doc = p.load("remos_alpha_few_labels.json")
+    remos_alpha_section(p, "remos_alpha_few_labels.json", "### ReMoS's α with few labels",
+                        "against the penultimate-layer attack on the compressed profile's tasks (10 labelled images per "
+                        "class, the same crafted inputs and protocol)")
+
+
+def remos_alpha_full_section(p: Page) -> None:
+    """ReMoS's α under the default (full) study's protocol (benchmarks/configs/remos_alpha_full.yaml)."""
+    remos_alpha_section(p, "remos_alpha_full.json", "### ReMoS's α under the default study's protocol",
+                        "against the backdoor and the penultimate-layer attack on the default (full) profile's tasks, "
+                        "teachers, crafted inputs and protocol (10 labelled images per class, the artifact's rate for "
+                        "2,000 steps; α 0.1's rows are the full study's students, shared through the cache)")
+
+
+def remos_alpha_section(p: Page, file: str, heading: str, setting: str) -> None:
+    """A table of ReMoS's α (the study's methods whose method is `remos`, by `ratio`) against each defect of the
+    study in ``file``, with each α's mean over tasks judged against rACC ≥ 0.97 and rDIR ≤ 0.3 on every defect."""
+    doc = p.load(file)
+    defects = [d["name"] for d in doc["config"]["defects"]]
     rows = []
     for t, task in doc["tasks"].items():
         for m, v in task["methods"].items():
-            rows.append([name(t), m, f3(v["acc"]), f3(v["racc"]), f3(v["dir"].get("penultimate")),
-                         f3(v["rdir"].get("penultimate"))])
+            rows.append([name(t), m, f3(v["acc"]), f3(v["racc"]),
+                         *(f"{f3(v['dir'].get(d))} ({f3(v['rdir'].get(d))})" for d in defects)])
     agg = doc.get("methods", {})
-    for m, v in agg.items():
-        rows.append(["mean", m, f3(v["acc"]), f3(v["racc"]), f3(v["dir"].get("penultimate")),
-                     f3(v["rdir"].get("penultimate"))])
+    complete = len(doc["tasks"]) == len(doc["config"]["tasks"])
+    for m, v in agg.items() if complete else ():  # a mean over the tasks made so far would mislead
+        rows.append(["mean", m, f3(v["acc"]), f3(v["racc"]),
+                     *(f"{f3(v['dir'].get(d))} ({f3(v['rdir'].get(d))})" for d in defects)])
     alphas = {m["name"]: m.get("options", {}).get("ratio", 0.1) for m in doc["config"]["methods"]
               if (m.get("method") or m["name"]) == "remos"}
-    complete = len(doc["tasks"]) == len(doc["config"]["tasks"])
     said: list[tuple[str, bool]] = []  # each α in words, and whether it meets both bounds
     if complete:
         for m, alpha in alphas.items():
             v = agg.get(m)
-            if v and v.get("racc") is not None and v["rdir"].get("penultimate") is not None:
-                acc_ok, cut_ok = v["racc"] >= 0.97, v["rdir"]["penultimate"] <= 0.3
-                said.append((f"α {alpha} (`{m}`): rACC {f3(v['racc'])}, rDIR {f3(v['rdir']['penultimate'])}: "
-                             + ("both bounds met" if acc_ok and cut_ok else f"rACC ≥ 0.97 {'met' if acc_ok else 'missed'}, "
-                                f"rDIR ≤ 0.3 {'met' if cut_ok else 'missed'}"), acc_ok and cut_ok))
-    p.add("### ReMoS's α with few labels",
-          "The share of weights ReMoS excludes and trains again (α, `ratio`: 0.1 as published), against the "
-          "penultimate-layer attack on the compressed profile's tasks (10 labelled images per class, the same crafted "
-          "inputs and protocol): rACC and rDIR relative to each task's `finetune` student, means over both tasks in the last rows.",
-          table(["task", "method", "ACC", "rACC", "DIR penultimate", "rDIR"], rows) if rows else "Not made yet.",
-          study_protocol("remos_alpha_few_labels.json", doc),
+            if not v or v.get("racc") is None or any(v["rdir"].get(d) is None for d in defects):
+                continue
+            acc_ok = v["racc"] >= 0.97
+            cut_ok = all(v["rdir"][d] <= 0.3 for d in defects)
+            cuts = ", ".join(f"{d} {f3(v['rdir'][d])}" for d in defects)
+            said.append((f"α {alpha} (`{m}`): rACC {f3(v['racc'])}, rDIR {cuts}: "
+                         + ("both bounds met" if acc_ok and cut_ok else f"rACC ≥ 0.97 {'met' if acc_ok else 'missed'}, "
+                            f"rDIR ≤ 0.3 {'met' if cut_ok else 'missed'}"), acc_ok and cut_ok))
+    p.add(heading,
+          f"The share of weights ReMoS excludes and trains again (α, `ratio`: 0.1 as published), {setting}: rACC and "
+          "rDIR (in brackets) relative to each task's `finetune` student, means over both tasks in the last rows.",
+          table(["task", "method", "ACC", "rACC", *(f"DIR {d} (rDIR)" for d in defects)], rows) if rows else "Not made yet.",
+          study_protocol(file, doc),
           alpha_verdict(said, {a: agg[m]["racc"] for m, a in alphas.items() if m in agg}) if said else "")
 
 

@@ -114,3 +114,28 @@ def test_every_option_the_readme_names_exists() -> None:
     not_ours = {"--no-deps"}  # pip's, in an install line
     named = set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", README.read_text())) - not_ours
     assert named - options == set(), "the README names options no command has"
+
+
+def _section(page: str, heading: str) -> str:
+    """The text of ``page`` from the line starting with ``heading`` to the next heading of the same level."""
+    level = heading.split(" ")[0]
+    lines = page.splitlines()
+    start = next(i for i, ln in enumerate(lines) if ln.startswith(heading))
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].split(" ")[0] == level), len(lines))
+    return "\n".join(lines[start:end])
+
+
+def test_readme_method_advice_quotes_the_default_study() -> None:
+    """The README's table of transfer methods and its "Which method to choose" give figures of the default (full)
+    study, not of another profile: every decimal they quote is one of that section's figures at the README's
+    precision."""
+    readme = README.read_text()
+    advice = "\n".join(p for p in readme.split("\n\n")
+                       if p.startswith(("**Which method to choose**", "| method | what it does | protocol |")))
+    section = _section((DOCS / "results" / "vision-study.md").read_text(), "## The full profile")
+    figures = {float(x) for x in re.findall(r"(?<![\d.])\d\.\d+", section)}
+    quoted = re.findall(r"(?<![\d.])\d\.\d{2,3}(?!\d)", advice)
+    assert len(quoted) >= 30, advice
+    unbacked = [q for q in quoted
+                if not any(abs(round(f, len(q.split(".")[1])) - float(q)) < 1e-9 for f in figures)]
+    assert not unbacked, f"the README quotes {unbacked}, which the default study's section does not give"
