@@ -705,10 +705,15 @@ def remos_regime_note(p: Page, remos: dict, agg: dict, source: str) -> str:
                 if source == "study_vision_full.json" else "α 0.05 and 0.2: ") + "\"ReMoS's α with few labels\" below.")
 
 
+def remos_alphas(doc: dict) -> dict[str, float]:
+    """A study's ReMoS methods (those whose method is `remos`) by name, each with its α (`ratio`, 0.1 by default)."""
+    return {m["name"]: m.get("options", {}).get("ratio", 0.1) for m in doc["config"]["methods"]
+            if (m.get("method") or m["name"]) == "remos"}
+
+
 def alpha_summary(doc: dict) -> str:
     """Each α of a ReMoS α study in a few words: its mean rACC over tasks, or that it is not made yet."""
-    alphas = {m["name"]: m.get("options", {}).get("ratio", 0.1) for m in doc["config"]["methods"]
-              if (m.get("method") or m["name"]) == "remos"}
+    alphas = remos_alphas(doc)
     agg = doc.get("methods", {}) if len(doc["tasks"]) == len(doc["config"]["tasks"]) else {}
     said = [f"α {a} rACC {f3(agg[m]['racc'])}" for m, a in sorted(alphas.items(), key=lambda ma: -ma[1])
             if agg.get(m, {}).get("racc") is not None]
@@ -873,8 +878,7 @@ def remos_alpha_section(p: Page, file: str, heading: str, setting: str) -> None:
     for m, v in agg.items() if complete else ():  # a mean over the tasks made so far would mislead
         rows.append(["mean", m, f3(v["acc"]), f3(v["racc"]),
                      *(f"{f3(v['dir'].get(d))} ({f3(v['rdir'].get(d))})" for d in defects)])
-    alphas = {m["name"]: m.get("options", {}).get("ratio", 0.1) for m in doc["config"]["methods"]
-              if (m.get("method") or m["name"]) == "remos"}
+    alphas = remos_alphas(doc)
     said: list[tuple[str, bool]] = []  # each α in words, and whether it meets both bounds
     if complete:
         for m, alpha in alphas.items():
