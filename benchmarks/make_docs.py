@@ -615,12 +615,14 @@ def few_labels_section(p: Page, doc: dict, source: str) -> None:
     expected = len(c["tasks"]) * len(c["methods"]) * (1 + len(backdoors))
     made = sum(len(by) for t in doc["tasks"].values() for by in t.get("students", {}).values())
 
+    def cg_mean(figures: dict) -> float | None:  # the mean over the coverage-guided defects measured, if any
+        made = [figures[x] for x in cg if figures.get(x) is not None]
+        return mean(made) if made else None
+
     def row(task: str, m: str, v: dict) -> list[str]:
         d, r = v["dir"], v["rdir"]
         return [task, m, f3(v["acc"]), f3(v["racc"]), *(f"{f3(d.get(x))} ({f3(r.get(x))})" for x in backdoors),
-                f"{f3(d.get('penultimate'))} ({f3(r.get('penultimate'))})",
-                f"{f3(mean([d[x] for x in cg if x in d]) if any(x in d for x in cg) else None)} "
-                f"({f3(mean([r[x] for x in cg if r.get(x) is not None]) if any(r.get(x) is not None for x in cg) else None)})"]
+                f"{f3(d.get('penultimate'))} ({f3(r.get('penultimate'))})", f"{f3(cg_mean(d))} ({f3(cg_mean(r))})"]
 
     rows = [row(name(t), m, v) for t, task in doc["tasks"].items() for m, v in task["methods"].items()]
     if made >= expected:  # the means over tasks, once every task has every method (a partial mean misleads)
@@ -691,15 +693,22 @@ def remos_regime_note(p: Page, remos: dict, agg: dict, source: str) -> str:
     if not large or large.get("racc") is None:
         return ""
     strong = agg.get("remos_strong")
+    full_alpha, few_alpha = p.load("remos_alpha_full.json"), p.load("remos_alpha_few_labels.json")
     return (f" Why ReMoS falls short of rACC 0.97 here: with every training image (the large profile below, the same "
             f"slice rules) its slice keeps rACC {f3(large['racc'])}, with 10 per class {f3(remos['racc'])}: the excluded "
             f"10% of the weights are trained again from 100 labelled images. (The large profile also differs in its "
             f"protocol, the first round's gentle `shared` one.) Settings tried with few labels: α 0.1 as "
             f"published" + (f", and the slice under the strong recipe (`remos_strong`, rACC {f3(strong['racc'])})" if strong
                             else "") + "; " + (
-                "α 0.05 under this protocol: \"ReMoS's α under the default study's protocol\" ("
-                + alpha_summary(p.load("remos_alpha_full.json")) + "); α 0.05 and 0.2 in the compressed profile: "
-                if source == "study_vision_full.json" else "α 0.05 and 0.2: ") + "\"ReMoS's α with few labels\" below.")
+                f"{other_alphas(full_alpha)} under this protocol: \"ReMoS's α under the default study's protocol\" ("
+                + alpha_summary(full_alpha) + f"); {other_alphas(few_alpha)} in the compressed profile: "
+                if source == "study_vision_full.json" else f"{other_alphas(few_alpha)}: ") + "\"ReMoS's α with few labels\" below.")
+
+
+def other_alphas(doc: dict) -> str:
+    """The α of a ReMoS α study other than the published 0.1, in words ("α 0.05 and 0.2")."""
+    tried = [f"{a:g}" for a in sorted(remos_alphas(doc).values()) if a != 0.1]
+    return "α " + (", ".join(tried[:-1]) + " and " + tried[-1] if len(tried) > 1 else "".join(tried))
 
 
 def remos_alphas(doc: dict) -> dict[str, float]:

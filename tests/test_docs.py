@@ -120,7 +120,8 @@ def _section(page: str, heading: str) -> str:
     """The text of ``page`` from the line starting with ``heading`` to the next heading of the same level."""
     level = heading.split(" ")[0]
     lines = page.splitlines()
-    start = next(i for i, ln in enumerate(lines) if ln.startswith(heading))
+    start = next((i for i, ln in enumerate(lines) if ln.startswith(heading)), None)
+    assert start is not None, f"no heading {heading!r} on the page"
     end = next((i for i in range(start + 1, len(lines)) if lines[i].split(" ")[0] == level), len(lines))
     return "\n".join(lines[start:end])
 
